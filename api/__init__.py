@@ -1,0 +1,1 @@
+"""Interfaces people touch: the FastAPI app, auth, routes and the `cairn` CLI."""

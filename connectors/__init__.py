@@ -1,0 +1,1 @@
+"""Connectors: crawl sources (git, GitLab, Jira, Confluence) into Documents, incrementally."""

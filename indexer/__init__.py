@@ -1,0 +1,1 @@
+"""Indexer: turns documents into chunks, embeddings and index entries."""

@@ -1,0 +1,71 @@
+"""Settings, declared as data: read from CAIRN_* environment variables and an optional TOML file.
+
+Only the app factory, the CLI entry point and the Celery app build a Settings; everything else
+receives the values it needs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "cairn"
+
+
+def _default_model_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cairn" / "models"
+
+
+class Settings(BaseSettings):
+    """Every setting Cairn reads. Each field is documented in README.md (a test checks it)."""
+
+    model_config = SettingsConfigDict(env_prefix="CAIRN_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir,
+                           description="Where the embedded index, catalog and clones live.")
+    config_file: Path | None = Field(default=None, description="Optional TOML file with these settings.")
+    database_url: str = Field(default="", description="SQLAlchemy URL of the catalog; empty = SQLite in data_dir.")
+    vector_backend: str = Field(default="edge", description="`edge` (Qdrant Edge, embedded) or `qdrant` (server).")
+    qdrant_url: str = Field(default="", description="Qdrant server URL for vector_backend=qdrant (`:memory:` = local mode).")
+    qdrant_api_key: str = Field(default="", description="API key for the Qdrant server, if it needs one.")
+    collection: str = Field(default="cairn_chunks", description="Qdrant collection name (server backend).")
+    embedding_model: str = Field(default=DEFAULT_MODEL,
+                                 description="A fastembed model name or a local directory holding model.onnx.")
+    model_cache_dir: Path = Field(default_factory=_default_model_cache,
+                                  description="Where models prepared offline (exported to ONNX) are kept.")
+    embed_batch_size: int = Field(default=64, ge=1, description="Chunks per embedding batch.")
+    embed_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 = all cores.")
+    reranker: str = Field(default="features", description="`features` (no weights) or `cross-encoder`.")
+    cross_encoder_model: str = Field(default="", description="fastembed cross-encoder name or ONNX directory.")
+    max_file_bytes: int = Field(default=1_000_000, ge=1, description="Files larger than this are skipped.")
+    max_chunk_lines: int = Field(default=80, ge=5, description="Chunks longer than this are split.")
+    min_chunk_lines: int = Field(default=8, ge=1, description="Neighbouring symbols smaller than this merge.")
+    max_hits_per_file: int = Field(default=3, ge=1, description="At most this many chunks of one file per result list.")
+    candidates: int = Field(default=50, ge=1, description="Candidates each engine returns before fusion.")
+    host: str = Field(default="127.0.0.1", description="Address `cairn serve` binds.")
+    port: int = Field(default=8000, description="Port `cairn serve` binds.")
+    url: str = Field(default="", description="URL of a running Cairn server for the CLI to talk to.")
+    token: str = Field(default="", description="API token the CLI sends to a running server.")
+    celery_broker_url: str = Field(default="", description="Celery broker; empty = run tasks in-process.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[Any, ...]:
+        sources: list[Any] = [init_settings, env_settings]
+        path = os.environ.get("CAIRN_CONFIG_FILE")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"

@@ -1,0 +1,1 @@
+"""Retrieval: query analysis, permission-filtered hybrid search, fusion, reranking and packing."""

@@ -1,0 +1,50 @@
+"""What retrieval passes between stages (Candidate) and returns to clients (Hit)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A chunk found by at least one engine, hydrated from the catalog, on its way to the reranker."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    path: str
+    start_line: int
+    end_line: int
+    content: str
+    symbol: str = ""
+    kind: str = "code"
+    language: str = ""
+    title: str = ""
+    url: str = ""
+    lexical_rank: int | None = None  # 0-based rank in the BM25 list, None if absent
+    dense_rank: int | None = None
+    lexical_score: float = 0.0
+    dense_score: float = 0.0
+    score: float = 0.0  # the current stage's score (fusion, then reranker)
+    features: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def with_score(self, score: float) -> "Candidate":
+        return replace(self, score=score)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result as clients see it."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    snippet: str
+    symbol: str = ""
+    kind: str = "code"
+    language: str = ""
+    title: str = ""
+    url: str = ""
