@@ -28,6 +28,14 @@ class SearchFilter:
         """Values matched exactly against a chunk's `path_prefix` list (see documents.path_prefixes)."""
         return [v for p in self.path_prefixes for v in normalise_prefix(p)]
 
+    def field_values(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(indexed field, allowed values) pairs every engine ANDs together, each matching "any of".
+
+        `acl` always comes first (an empty one matches nothing); unrestricted scope parts are left out."""
+        scope = [("source", self.sources), ("path_prefix", tuple(self.prefix_values())),
+                 ("language", self.languages), ("kind", self.kinds)]
+        return [("acl", self.principals)] + [(name, values) for name, values in scope if values]
+
     @property
     def matches_nothing(self) -> bool:
         return not self.principals

@@ -20,6 +20,7 @@ class Candidate:
     language: str = ""
     title: str = ""
     url: str = ""
+    header: str = ""  # the path + enclosing signatures the chunk was embedded with
     lexical_rank: int | None = None  # 0-based rank in the BM25 list, None if absent
     dense_rank: int | None = None
     lexical_score: float = 0.0

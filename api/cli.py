@@ -1,0 +1,343 @@
+"""The `cairn` command: a thin layer over the same services the API uses, in-process or remote."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.client import CairnClient, RemoteError
+from api.progress import SyncProgress, watch_remote_job
+from indexer.documents import Access, Principal
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from indexer.stores import StoreError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Cairn: organization-wide context engine for AI coding assistants.")
+model_app = typer.Typer(no_args_is_help=True, help="Prepare embedding models.")
+tokens_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API tokens.")
+app.add_typer(model_app, name="model")
+app.add_typer(tokens_app, name="tokens")
+out = Console()
+err = Console(stderr=True)
+OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def local_services(settings: Settings) -> Iterator[IndexServices]:
+    try:
+        services = IndexServices.open(settings)
+    except StoreError as exc:
+        fail(f"{exc}\nIf a Cairn server owns this data directory, pass --url or set CAIRN_URL.")
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def remote(url: Optional[str], settings: Settings) -> CairnClient | None:
+    target = url or settings.url
+    return CairnClient(target, settings.token) if target else None
+
+
+@app.callback()
+def main_options(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings()
+
+
+def _source_name(location: str) -> str:
+    tail = location.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail[:-4] if tail.endswith(".git") else tail or "repo"
+
+
+def _location(path_or_url: str) -> str:
+    path = Path(path_or_url).expanduser()
+    return str(path.resolve()) if path.exists() else path_or_url
+
+
+@app.command()
+def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local repository path or clone URL."),
+          name: Optional[str] = typer.Option(None, help="Source name (default: the repository's name)."),
+          ref: Optional[str] = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
+          access: list[str] = typer.Option([], "--access", help="Who may read it: user:X, group:Y or public."),
+          full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
+          as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+          url: Optional[str] = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
+    """Index (or re-index incrementally) a git repository."""
+    settings: Settings = ctx.obj
+    source = name or _source_name(path_or_url)
+    location = _location(path_or_url)
+    principals = sorted(Access.of(*access).principals)
+    client = remote(url, settings)
+    if client:
+        counts = _index_remote(client, source, location, ref or "", principals, full, as_json)
+    else:
+        with local_services(settings) as svc:
+            svc.catalog.upsert_source(source, "git", {"location": location, "ref": ref or ""}, principals)
+            from workers.jobs import run_sync_job
+
+            with SyncProgress(err, enabled=not as_json) as progress:
+                counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
+    _print_summary(source, counts, as_json)
+
+
+def _index_remote(client: CairnClient, source: str, location: str, ref: str, access: list[str],
+                  full: bool, quiet: bool) -> dict:
+    try:
+        if not any(s["name"] == source for s in client.sources()):
+            client.add_source({"name": source, "kind": "git", "location": location, "ref": ref, "access": access})
+        job = watch_remote_job(client, client.reindex(source, full=full)["id"], err, enabled=not quiet)
+    except RemoteError as exc:
+        fail(str(exc))
+    if job["state"] != "succeeded":
+        fail(f"job {job['id']} {job['state']}: {job.get('error')}")
+    return job["counts"]
+
+
+def _print_summary(source: str, counts: dict, as_json: bool) -> None:
+    keys = ("files_seen", "files_changed", "files_deleted", "files_skipped", "chunks_embedded",
+            "chunks_written", "seconds")
+    summary = {"source": source} | {k: counts.get(k, 0) for k in keys}
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(" ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+@app.command()
+def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to look for (words, code, a bug report)."),
+           limit: int = typer.Option(10, min=1, max=100), source: list[str] = typer.Option([], "--source"),
+           path: str = typer.Option("", help="Only under this path prefix."),
+           language: list[str] = typer.Option([], "--language"), kind: list[str] = typer.Option([], "--kind"),
+           as_user: Optional[str] = typer.Option(None, help="In-process only: search as this user instead of "
+                                                          "as the operator (who reads everything)."),
+           group: list[str] = typer.Option([], "--group", help="Groups of --as-user."),
+           as_json: bool = typer.Option(False, "--json"), url: Optional[str] = typer.Option(None)) -> None:
+    """Hybrid search over everything the caller may read."""
+    from retrieval.permissions import Scope
+
+    settings: Settings = ctx.obj
+    client = remote(url, settings)
+    if client:
+        try:
+            body = client.search(query, limit, source, path_prefix=path, languages=language, kinds=kind)
+        except RemoteError as exc:
+            fail(str(exc))
+        results = [{"source": h["source"], "path": h["path"], "start_line": h["start_line"],
+                    "end_line": h["end_line"], "symbol": h["symbol"], "score": h["score"], "snippet": h["snippet"]}
+                   for h in body["hits"]]
+    else:
+        from api.app import build_searcher
+
+        who = Principal(user=as_user, groups=frozenset(group)) if as_user else OPERATOR
+        scope = Scope(sources=tuple(source), path_prefixes=(path,) if path else (), languages=tuple(language),
+                      kinds=tuple(kind))
+        with local_services(settings) as svc:
+            searcher = build_searcher(svc)
+            try:
+                hits = searcher.search(query, who, scope, limit=limit).hits
+            except ValueError as exc:
+                fail(str(exc), code=2)
+            finally:
+                searcher.close()
+        results = [{"source": h.source, "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
+                    "symbol": h.symbol, "score": h.score, "snippet": h.snippet} for h in hits]
+    _print_results(results, as_json)
+
+
+def _print_results(results: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"results": results}))
+        return
+    if not results:
+        out.print("no results")
+    for r in results:
+        out.print(f"[bold]{r['source']}[/bold] {r['path']}:{r['start_line']}-{r['end_line']} "
+                  f"[dim]{r['symbol']}[/dim] ({r['score']:.3f})")
+        out.print(r["snippet"], markup=False, highlight=False)
+        out.print()
+
+
+@app.command()
+def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
+            url: Optional[str] = typer.Option(None)) -> None:
+    """List indexed sources with their state and counts."""
+    settings: Settings = ctx.obj
+    client = remote(url, settings)
+    if client:
+        try:
+            rows = client.sources()
+        except RemoteError as exc:
+            fail(str(exc))
+    else:
+        with local_services(settings) as svc:
+            rows = [{"name": r.name, "kind": r.kind, "state": r.state, "location": r.config.get("location", ""),
+                     "ref": r.config.get("ref") or "", "access": list(r.access), **svc.catalog.counts(r.name),
+                     "last_success_at": r.last_success_at.isoformat() if r.last_success_at else None,
+                     "last_error": r.last_error} for r in svc.catalog.list_sources()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("name", "kind", "state", "documents", "chunks", "last success", "location")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["state"], str(r["documents"]), str(r["chunks"]),
+                      str(r.get("last_success_at") or "-"), r["location"])
+    out.print(table)
+
+
+@app.command()
+def reindex(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Source to re-index."),
+            all_sources: bool = typer.Option(False, "--all", help="Every source."),
+            full: bool = typer.Option(False, help="Re-read and rewrite everything (no re-embedding of "
+                                                  "unchanged chunks)."),
+            as_json: bool = typer.Option(False, "--json"), url: Optional[str] = typer.Option(None)) -> None:
+    """Re-index one source or all of them."""
+    settings: Settings = ctx.obj
+    if bool(name) == all_sources:
+        fail("give a source NAME or --all", code=2)
+    client = remote(url, settings)
+    if client:
+        names = [s["name"] for s in client.sources()] if all_sources else [name]
+        for n in names:
+            try:
+                job = watch_remote_job(client, client.reindex(n, full=full)["id"], err, enabled=not as_json)
+            except RemoteError as exc:
+                fail(str(exc))
+            _print_summary(n, job["counts"], as_json)
+        return
+    from workers.jobs import run_sync_job
+
+    with local_services(settings) as svc:
+        names = [r.name for r in svc.catalog.list_sources()] if all_sources else [name]
+        for n in names:
+            if svc.catalog.get_source(n) is None:
+                fail(f"no source named {n!r}")
+            with SyncProgress(err, enabled=not as_json) as progress:
+                counts = run_sync_job(svc, n, full=full, observe=progress.update).as_dict()
+            _print_summary(n, counts, as_json)
+
+
+@app.command("eval")
+def evaluate(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                                             help="JSONL of {query, source, expected_paths}."),
+             limit: int = typer.Option(10, help="Results retrieved per query."),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Measure retrieval on your own queries: Recall@1/5/10, MRR and the misses."""
+    from api.app import build_searcher
+    from retrieval.evaluation import evaluate_queries, load_queries
+
+    settings: Settings = ctx.obj
+    try:
+        queries = load_queries(file)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    with local_services(settings) as svc:
+        searcher = build_searcher(svc)
+        report = evaluate_queries(searcher, OPERATOR, queries, limit=max(limit, 10))
+        searcher.close()
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    out.print(report.render())
+
+
+@app.command()
+def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None)) -> None:
+    """Serve the API (and own the embedded index) until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings: Settings = ctx.obj
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+
+
+@app.command()
+def demo(ctx: typer.Context, path: Path = typer.Option(Path("."), help="Repository to index."),
+         port: Optional[int] = typer.Option(None)) -> None:
+    """Index a repository (this one by default), create a token and serve it: the quick start."""
+    from api.demo import run_demo
+
+    run_demo(ctx.obj, path, port, out)
+
+
+@model_app.command("prepare")
+def model_prepare(ctx: typer.Context) -> None:
+    """Make the configured embedding model available offline (exports the default model to ONNX once)."""
+    from indexer.services import build_embedder
+
+    settings: Settings = ctx.obj
+    embedder = build_embedder(settings)  # exports the default model offline once, or downloads another
+    out.print(f"embedding model ready: {embedder.model_name} (dim {embedder.dim})")
+
+
+@tokens_app.command("create")
+def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The user the token acts as."),
+                  group: list[str] = typer.Option([], "--group", help="Groups of that user (repeatable)."),
+                  admin: bool = typer.Option(False, "--admin", help="May manage sources and jobs."),
+                  name: str = typer.Option("", help="A label for the token."),
+                  expires_days: Optional[int] = typer.Option(None, min=1, help="Expire after this many days."),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """Create an API token. The token is printed once and only its hash is stored."""
+    from api.tokens import TokenStore
+    from indexer.db import make_engine
+
+    settings: Settings = ctx.obj
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = TokenStore(make_engine(settings.catalog_url))
+    token, info = store.create(user, group, admin=admin, name=name,
+                               expires_in=dt.timedelta(days=expires_days) if expires_days else None)
+    if as_json:
+        print(json.dumps({"token": token, "id": info.id, "user": info.user, "groups": list(info.groups),
+                          "admin": info.admin}))
+    else:
+        out.print(f"token (shown once): [bold]{token}[/bold]\nid: {info.id}")
+
+
+@tokens_app.command("list")
+def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List tokens (never the tokens themselves)."""
+    from api.tokens import TokenStore
+    from indexer.db import make_engine
+
+    rows = TokenStore(make_engine(ctx.obj.catalog_url)).list()
+    data = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
+             "expires_at": t.expires_at.isoformat() if t.expires_at else None, "revoked": t.revoked_at is not None}
+            for t in rows]
+    if as_json:
+        print(json.dumps(data))
+        return
+    table = Table("id", "user", "groups", "admin", "name", "expires", "revoked")
+    for d in data:
+        table.add_row(d["id"], d["user"], ",".join(d["groups"]), str(d["admin"]), d["name"],
+                      str(d["expires_at"] or "-"), str(d["revoked"]))
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(...)) -> None:
+    """Revoke a token by its id."""
+    from api.tokens import TokenStore
+    from indexer.db import make_engine
+
+    if not TokenStore(make_engine(ctx.obj.catalog_url)).revoke(token_id):
+        fail(f"no active token with id {token_id!r}")
+    out.print(f"revoked {token_id}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,50 @@
+"""Every error a client can cause, mapped to an HTTP status and a clear message in one place."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from connectors.base import ConnectorError
+from indexer.documents import AccessError
+from indexer.stores import StoreError
+from retrieval.permissions import ScopeError
+from retrieval.query_analysis import QueryError
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    """A resource that does not exist or that the caller may not see (indistinguishable on purpose)."""
+
+
+class Conflict(RuntimeError):
+    """The request conflicts with current state (e.g. a source that already exists)."""
+
+
+STATUS: dict[type[BaseException], int] = {
+    QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400,
+    NotFound: 404, Conflict: 409, StoreError: 503,
+}
+
+
+def install(app: FastAPI) -> None:
+    async def known(_request: Request, exc: Exception) -> JSONResponse:
+        status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"error": "ValidationError", "detail": problems}, status_code=422)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "InternalError", "detail": "internal error; see the server log"},
+                            status_code=500)
+
+    for cls in STATUS:
+        app.add_exception_handler(cls, known)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,105 @@
+"""API tokens: created once and shown once, stored only as a SHA-256 hash, revocable, optionally expiring."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Engine, String, Table, insert, select, update
+
+from indexer.db import metadata
+from indexer.documents import Principal
+
+TOKEN_PREFIX = "cairn_"
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True, index=True),
+    Column("user", String(255), nullable=False),
+    Column("groups", JSON, nullable=False),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    user: str
+    groups: tuple[str, ...]
+    admin: bool
+    name: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; everything stored here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+class TokenStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine, tables=[api_tokens])
+
+    def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
+               expires_in: dt.timedelta | None = None) -> tuple[str, TokenInfo]:
+        """Returns the clear token (shown once, never stored) and its record."""
+        if not user.strip():
+            raise ValueError("a token needs a user")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = {"id": str(uuid.uuid4()), "token_hash": hash_token(token), "user": user.strip(),
+               "groups": sorted({g.strip() for g in groups if g.strip()}), "admin": admin, "name": name,
+               "created_at": _now(), "expires_at": _now() + expires_in if expires_in else None,
+               "revoked_at": None}
+        with self.engine.begin() as conn:
+            conn.execute(insert(api_tokens).values(**row))
+        return token, self._info(row)
+
+    def resolve(self, token: str) -> Principal | None:
+        """The Principal of a valid token; None for unknown, revoked or expired tokens."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == hash_token(token))).mappings().first()
+        if row is None or row["revoked_at"] is not None:
+            return None
+        expires = _aware(row["expires_at"])
+        if expires is not None and expires <= _now():
+            return None
+        return Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
+
+    def revoke(self, token_id: str) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(update(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                               .values(revoked_at=_now()))
+        return res.rowcount > 0
+
+    def list(self) -> list[TokenInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)).mappings().all()
+        return [self._info(dict(r)) for r in rows]
+
+    @staticmethod
+    def _info(row: dict) -> TokenInfo:
+        return TokenInfo(id=row["id"], user=row["user"], groups=tuple(row["groups"]), admin=bool(row["admin"]),
+                         name=row["name"], created_at=_aware(row["created_at"]),
+                         expires_at=_aware(row["expires_at"]), revoked_at=_aware(row["revoked_at"]))

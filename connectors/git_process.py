@@ -1,0 +1,154 @@
+"""Running git safely: no prompts, timeouts, credential-free errors, and a long-lived blob reader."""
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Self
+
+from connectors.base import AuthFailed, ConnectorError, SourceNotFound, Unavailable
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+# Variables that would point git at some other repository than the one we name explicitly.
+_REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+             "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+_AUTH_HINTS = ("authentication failed", "could not read username", "could not read password",
+               "permission denied", "access denied", "http basic: access denied")
+_NOT_FOUND_HINTS = ("not found", "does not appear to be a git repository", "does not exist", "no such")
+_UNAVAILABLE_HINTS = ("could not resolve", "failed to connect", "connection refused", "connection timed out",
+                      "operation timed out", "network is unreachable", "the remote end hung up")
+
+
+def redact(text: str) -> str:
+    """Remove `user:token@` from every URL in a message."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+class MissingObject(ConnectorError):
+    """The object store does not hold a blob the tree names (partial or damaged clone)."""
+
+
+class Git:
+    """Runs git with a clean environment, no prompts, a timeout, and credential-free errors."""
+
+    def __init__(self, timeout: float, secret: str = "") -> None:
+        self.timeout = timeout
+        self.secret = secret  # a string (e.g. the clone URL) scrubbed from every error message
+        env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+        self.env = {**env, "GIT_TERMINAL_PROMPT": "0", "GIT_NO_LAZY_FETCH": "1", "LC_ALL": "C"}
+
+    def clean(self, text: str) -> str:
+        text = text.replace(self.secret, redact(self.secret)) if self.secret else text
+        return redact(text).strip()
+
+    def run(self, args: Sequence[str], cwd: Path | None = None, timeout: float | None = None,
+            env: Mapping[str, str] | None = None) -> bytes:
+        """Run `git args`; raise a ConnectorError subclass (by the failure's kind) when it fails."""
+        # A new session has no controlling terminal, so ssh cannot prompt either; killing the
+        # group on timeout also ends helpers (ssh, git-remote-https) git started.
+        verb = next((a for a in args if not a.startswith("-")), "")
+        try:
+            proc = subprocess.Popen(["git", *args], cwd=cwd, env={**self.env, **(env or {})},
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise ConnectorError(f"cannot run git: {exc.strerror}") from None
+        try:
+            out, err = proc.communicate(timeout=timeout or self.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise Unavailable(f"git {verb} timed out after {timeout or self.timeout:.0f}s") from None
+        if proc.returncode != 0:
+            message = " ".join(self.clean(err.decode("utf-8", "replace")).split())[-500:]
+            raise _classify(message)(f"git {verb} failed: {message}")
+        return out
+
+    def open_batch(self, git_dir: str) -> subprocess.Popen:
+        return subprocess.Popen(["git", f"--git-dir={git_dir}", "cat-file", "--batch"], env=self.env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                bufsize=0, start_new_session=True)
+
+
+def _classify(message: str) -> type[ConnectorError]:
+    lowered = message.lower()
+    if any(hint in lowered for hint in _AUTH_HINTS):
+        return AuthFailed
+    if any(hint in lowered for hint in _NOT_FOUND_HINTS):
+        return SourceNotFound
+    if any(hint in lowered for hint in _UNAVAILABLE_HINTS):
+        return Unavailable
+    return ConnectorError
+
+
+class BlobReader:
+    """One long-lived `git cat-file --batch` process; every read has a deadline."""
+
+    def __init__(self, git: Git, git_dir: str) -> None:
+        self.git, self.git_dir = git, git_dir
+        self.proc: subprocess.Popen | None = None
+        self.buf = bytearray()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+        self.buf.clear()
+
+    def read(self, sha: str) -> bytes:
+        """The blob's bytes; MissingObject when the store lacks it. A broken process is restarted next time."""
+        if self.proc is None:
+            self.proc = self.git.open_batch(self.git_dir)
+        try:
+            self.proc.stdin.write(sha.encode("ascii") + b"\n")
+            header = self._read_line().split()
+            if len(header) == 2 and header[1] == b"missing":
+                raise MissingObject(f"object {sha} is missing")
+            if len(header) != 3 or header[1] != b"blob":
+                raise ConnectorError(f"unexpected cat-file reply for {sha}")
+            return self._read_exact(int(header[2]) + 1)[:-1]
+        except MissingObject:
+            raise
+        except (OSError, ValueError, ConnectorError):
+            self.close()
+            raise
+
+    def _read_line(self) -> bytes:
+        while (end := self.buf.find(b"\n")) < 0:
+            self._fill(4096)
+        line = bytes(self.buf[:end])
+        del self.buf[:end + 1]
+        return line
+
+    def _read_exact(self, size: int) -> bytes:
+        while len(self.buf) < size:
+            self._fill(size - len(self.buf))
+        data = bytes(self.buf[:size])
+        del self.buf[:size]
+        return data
+
+    def _fill(self, want: int) -> None:
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], self.git.timeout)
+        if not ready:
+            raise Unavailable(f"git cat-file gave no answer in {self.git.timeout:.0f}s")
+        data = os.read(fd, max(want, 65536))
+        if not data:
+            raise ConnectorError("git cat-file exited unexpectedly")
+        self.buf += data

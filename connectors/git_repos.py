@@ -1,0 +1,280 @@
+"""Git repositories as a source: the tracked files of one commit, read incrementally by blob hash."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from connectors.base import Checkpoint, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
+from connectors.git_process import BlobReader, Git, MissingObject, redact
+from indexer.documents import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
+from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("https", "http", "ssh", "git", "file")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# git@host:group/proj.git, but not `transport::address` (helpers such as ext:: can run commands).
+_SCP = re.compile(r"^(?:[^@/:]+@)?([^/:]+):(?!:)(.+)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+SYMLINK_MODE, GITLINK_MODE = "120000", "160000"
+HEAD_CHARS = 1024
+
+
+def is_remote(location: str) -> bool:
+    """A clone URL (scheme:// or scp-like user@host:path) rather than a local path."""
+    return bool(_SCHEME.match(location)) or (not Path(location).exists() and bool(_SCP.match(location)))
+
+
+def web_blob_base(location: str) -> str:
+    """`https://host/group/proj/-/blob` (GitLab) or `.../blob` (GitHub) for a web-hosted clone URL, else ""."""
+    scp = None if _SCHEME.match(location) else _SCP.match(location)
+    if scp:
+        scheme, host, path = "https", scp.group(1), scp.group(2)
+    else:
+        parts = urlsplit(location)
+        if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
+            return ""
+        web = parts.scheme in ("https", "http")  # ssh/git ports are not the web server's
+        host = f"{parts.hostname}:{parts.port}" if web and parts.port else parts.hostname
+        scheme, path = (parts.scheme if web else "https"), parts.path
+    path = path.strip("/").removesuffix(".git")
+    if not path:
+        return ""
+    if "gitlab" in host:
+        return f"{scheme}://{host}/{path}/-/blob"
+    if "github" in host:
+        return f"{scheme}://{host}/{path}/blob"
+    return ""
+
+
+def unsafe_path_reason(path: str) -> str:
+    """Why a tree path must not be used ("" when it is fine)."""
+    if path.startswith("/"):
+        return "absolute path"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "empty, '.' or '..' path component"
+    if _CONTROL.search(path):
+        return "control character in path"
+    return ""
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One line of `git ls-tree -r --long`."""
+
+    mode: str
+    type: str
+    sha: str
+    size: int
+    path: str
+    problem: str = ""  # set when the path cannot be used (then `path` is a printable rendering)
+
+
+def parse_ls_tree(output: bytes) -> list[TreeEntry]:
+    """Parse `git ls-tree -r -z --long` output."""
+    entries: list[TreeEntry] = []
+    for record in output.split(b"\0"):
+        if not record:
+            continue
+        header, _, raw_path = record.partition(b"\t")
+        mode, kind, sha, size = header.decode("ascii").split()
+        try:
+            path, problem = raw_path.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            path, problem = raw_path.decode("utf-8", "replace"), "path is not valid UTF-8"
+        problem = problem or unsafe_path_reason(path)
+        entries.append(TreeEntry(mode, kind, sha, int(size) if size.isdigit() else 0, path, problem))
+    return entries
+
+
+class GitRepoConnector:
+    """Indexes the tracked files of a repository at a ref: a local work tree or bare repo, or a clone URL."""
+
+    def __init__(self, name: str, location: str, ref: str | None = None, access: Access | None = None,
+                 workdir: Path | None = None, max_file_bytes: int = 1_000_000, timeout: float = 600.0) -> None:
+        self.name = name
+        self.location = location
+        self.ref = ref
+        self.access = access or Access()  # no principals: only admins may read
+        self.workdir = Path(workdir) if workdir else None
+        self.max_file_bytes = max_file_bytes
+        self.remote = is_remote(location)
+        self.display = redact(location)  # what logs and errors may show
+        self.web_base = web_blob_base(location) if self.remote else ""
+        self.git = Git(timeout, secret=location if self.remote else "")
+        self.local_timeout = min(timeout, 120.0)
+        self._finished: tuple[str, set[str]] | None = None
+
+    # -- the Connector contract -----------------------------------------------------------------
+
+    def sync(self, checkpoint: Checkpoint | None, known: Mapping[str, str]) -> Iterator[SyncItem]:
+        """Yield changed files, skips, failures, then deletions of known ids that are gone."""
+        self._finished = None
+        git_dir = self._prepare(fetch=True)
+        commit = self._resolve(git_dir)
+        entries = self._tree(git_dir, commit)
+        previous = (checkpoint or {}).get("commit")
+        log.info("sync %s: %s at %s (previously %s), %d tree entries", self.name, self.display, commit[:12],
+                 str(previous)[:12], len(entries))
+        present: set[str] = set()
+        tally: Counter[str] = Counter()
+        with BlobReader(self.git, git_dir) as reader:
+            for entry in entries:
+                item, keep = self._visit(entry, known, reader, commit)
+                if keep:
+                    present.add(document_id(self.name, entry.path))
+                tally[type(item).__name__ if item else "unchanged"] += 1
+                if item is not None:
+                    yield item
+        for doc_id in sorted(set(known) - present):
+            tally["Deletion"] += 1
+            yield Deletion(doc_id)
+        log.info("sync %s done at %s: %s", self.name, commit[:12], dict(tally))
+        self._finished = (commit, present)
+
+    def next_checkpoint(self) -> Checkpoint:
+        if self._finished is None:
+            raise ConnectorError("next_checkpoint() called before the sync was consumed")
+        return {"commit": self._finished[0], "ref": self.ref}
+
+    def list_ids(self) -> set[str]:
+        """Ids of the indexable files at the synced commit (or, before a sync, judged by path alone)."""
+        if self._finished is not None:
+            return set(self._finished[1])
+        git_dir = self._prepare(fetch=False)
+        entries = self._tree(git_dir, self._resolve(git_dir))
+        return {document_id(self.name, e.path) for e in entries if self._path_skip(e) is None}
+
+    # -- one tree entry -------------------------------------------------------------------------
+
+    def _visit(self, entry: TreeEntry, known: Mapping[str, str], reader: BlobReader,
+               commit: str) -> tuple[SyncItem | None, bool]:
+        """What to yield for one entry, and whether its document stays in the index."""
+        skip = self._path_skip(entry)
+        if skip is not None:
+            return skip, False
+        doc_id = document_id(self.name, entry.path)
+        if known.get(doc_id) == entry.sha:
+            return None, True
+        try:
+            data = reader.read(entry.sha)
+            reason = skip_reason_for_content(entry.path, data)
+            if reason is not None:
+                return Skipped(self.name, entry.path, reason[0], reason[1]), False
+            return self._document(entry, decode_text(data), commit), True
+        except MissingObject:
+            return Skipped(self.name, entry.path, SkipReason.MISSING_OBJECT, f"blob {entry.sha}"), False
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must never stop the sync
+            log.warning("sync %s: reading %s failed: %s", self.name, doc_id, type(exc).__name__)
+            return SyncFailure(self.name, entry.path, self.git.clean(f"{type(exc).__name__}: {exc}")), True
+
+    def _path_skip(self, entry: TreeEntry) -> Skipped | None:
+        if entry.problem:
+            return Skipped(self.name, entry.path, SkipReason.UNSAFE_PATH, entry.problem)
+        if entry.mode == SYMLINK_MODE:
+            return Skipped(self.name, entry.path, SkipReason.SYMLINK, "symbolic link (not followed)")
+        if entry.mode == GITLINK_MODE or entry.type == "commit":
+            return Skipped(self.name, entry.path, SkipReason.SUBMODULE, f"submodule at {entry.sha}")
+        if entry.type != "blob":
+            return Skipped(self.name, entry.path, SkipReason.UNSAFE_PATH, f"unexpected {entry.type} entry")
+        reason = skip_reason_for_path(entry.path, entry.size, self.max_file_bytes)
+        return Skipped(self.name, entry.path, reason[0], reason[1]) if reason else None
+
+    def _document(self, entry: TreeEntry, text: str, commit: str) -> Document:
+        language = detect_language(entry.path, text[:HEAD_CHARS])
+        url = f"{self.web_base}/{commit}/{quote(entry.path, safe='/')}" if self.web_base else ""
+        return Document(id=document_id(self.name, entry.path), source=self.name, path=entry.path, content=text,
+                        version=entry.sha, access=self.access, kind=kind_for(language), language=language,
+                        title=entry.path, url=url, metadata={"commit": commit})
+
+    # -- repository access ----------------------------------------------------------------------
+
+    def _prepare(self, fetch: bool) -> str:
+        """The git directory to read: the local repository, or our bare clone of the URL (fetched)."""
+        if not self.remote:
+            return self._local_git_dir()
+        scheme = _SCHEME.match(self.location)
+        if scheme and scheme.group(1).lower() not in URL_SCHEMES:
+            raise SourceNotFound(f"unsupported clone URL scheme in {self.display}")
+        if self.workdir is None:
+            raise ConnectorError(f"source {self.name!r}: a workdir is needed to clone {self.display}")
+        dest = self.workdir / f"{_safe_name(self.name)}-{hashlib.sha256(self.display.encode()).hexdigest()[:10]}.git"
+        if dest.is_dir() and self._is_repo(dest):
+            if fetch:
+                self._fetch(dest)
+        else:
+            self._clone(dest)
+        return str(dest)
+
+    def _local_git_dir(self) -> str:
+        path = Path(self.location).expanduser().resolve()
+        if not path.is_dir():
+            raise SourceNotFound(f"source {self.name!r}: {self.display} is not a directory")
+        try:
+            # The ceiling stops git from finding an enclosing repository of a plain subdirectory.
+            out = self.git.run(["rev-parse", "--absolute-git-dir"], cwd=path, timeout=self.local_timeout,
+                               env={"GIT_CEILING_DIRECTORIES": str(path.parent)})
+        except ConnectorError as exc:
+            raise SourceNotFound(f"source {self.name!r}: {self.display} is not a git repository ({exc})") from None
+        return out.decode("utf-8", "surrogateescape").strip()
+
+    def _is_repo(self, dest: Path) -> bool:
+        try:
+            self.git.run([f"--git-dir={dest}", "rev-parse", "--git-dir"], timeout=self.local_timeout)
+            return True
+        except ConnectorError:
+            return False
+
+    def _clone(self, dest: Path) -> None:
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+        log.info("cloning %s for source %s", self.display, self.name)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.git.run(["clone", "--bare", "--quiet", "--", self.location, str(tmp)])
+            # The clone keeps no credentials on disk: fetches pass the URL explicitly.
+            self.git.run([f"--git-dir={tmp}", "remote", "set-url", "origin", self.display])
+            tmp.rename(dest)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self._is_repo(dest):  # else another sync of this source finished its clone first
+                raise ConnectorError(f"source {self.name!r}: cannot store the clone: {exc.strerror}") from None
+        except ConnectorError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise type(exc)(f"source {self.name!r}: cloning {self.display} failed: {exc}") from None
+
+    def _fetch(self, dest: Path) -> None:
+        log.info("fetching %s for source %s", self.display, self.name)
+        refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+        try:
+            self.git.run([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.location, *refspecs])
+        except ConnectorError as exc:
+            raise type(exc)(f"source {self.name!r}: fetching {self.display} failed: {exc}") from None
+
+    def _resolve(self, git_dir: str) -> str:
+        ref = self.ref or "HEAD"
+        if ref.startswith("-") or _CONTROL.search(ref) or " " in ref:
+            raise RefNotFound(f"source {self.name!r}: invalid ref {ref!r}")
+        try:
+            out = self.git.run([f"--git-dir={git_dir}", "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                f"{ref}^{{commit}}"], timeout=self.local_timeout)
+        except ConnectorError:
+            raise RefNotFound(f"source {self.name!r}: ref {ref!r} not found in {self.display}") from None
+        return out.decode("ascii").strip()
+
+    def _tree(self, git_dir: str, commit: str) -> list[TreeEntry]:
+        out = self.git.run([f"--git-dir={git_dir}", "ls-tree", "-r", "-z", "--long", "--full-tree", commit],
+                           timeout=self.local_timeout)
+        return parse_ls_tree(out)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "source"

@@ -1,0 +1,73 @@
+"""Turns a Document into Chunks: symbols for code, sections for prose, headed sections for tickets.
+
+Every non-blank line of a document lands in exactly one chunk; chunks never start or end with
+blank lines, and chunks that would hold only whitespace are dropped."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+from indexer.chunking.markup import markdown_pieces, rst_pieces, ticket_pieces
+from indexer.chunking.pieces import Limits, Piece, line_ranges, trim
+from indexer.chunking.symbols import module_name, symbol_pieces
+from indexer.documents import Chunk, Document
+from indexer.languages import detect_language, kind_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["chunk_document", "module_name"]
+
+TICKET_KINDS = frozenset({"issue", "merge_request", "page"})
+SNIFF_CHARS = 512
+
+
+def _ticket_title(doc: Document) -> str:
+    """`PROJ-12: Login fails` (the key is left out when the title already names it)."""
+    if doc.title and doc.path and doc.path not in doc.title:
+        return f"{doc.path}: {doc.title}"
+    return doc.title or doc.path
+
+
+def _pieces(doc: Document, language: str, lines: Sequence[str], limits: Limits) -> list[Piece]:
+    if doc.kind in TICKET_KINDS:
+        return ticket_pieces(lines, _ticket_title(doc), limits)
+    if language == "markdown":
+        return markdown_pieces(lines, doc.path, limits)
+    if language == "rst":
+        return rst_pieces(lines, doc.path, limits)
+    pieces = symbol_pieces(doc.content, lines, language, doc.path, limits)
+    if pieces is not None:
+        return pieces
+    symbol = module_name(doc.path) if kind_for(language) == "code" else ""
+    return [Piece(s, e, symbol, doc.path) for s, e in line_ranges(lines, 0, len(lines) - 1, limits)]
+
+
+def chunk_document(doc: Document, max_lines: int = 80, min_lines: int = 8) -> list[Chunk]:
+    """Split a document into chunks of at most about `max_lines` lines (see the module docstring)."""
+    if max_lines < 1:
+        raise ValueError(f"max_lines must be at least 1, not {max_lines}")
+    if not doc.content.strip():
+        return []
+    lines = doc.content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    language = doc.language or detect_language(doc.path, doc.content[:SNIFF_CHARS])
+    limits = Limits(max_lines, max(1, min(min_lines, max_lines)))
+    acl = tuple(doc.access.acl())
+    seen: Counter[str] = Counter()
+    chunks: list[Chunk] = []
+    for piece in _pieces(doc, language, lines, limits):
+        start, end = trim(lines, piece.start, piece.end)
+        if start > end:
+            continue
+        chunk = Chunk(doc_id=doc.id, source=doc.source, path=doc.path, ordinal=len(chunks),
+                      start_line=start + 1, end_line=end + 1, content="\n".join(lines[start:end + 1]),
+                      header=piece.header, symbol=piece.symbol, kind=doc.kind, language=language, acl=acl)
+        text = chunk.embed_text()
+        chunks.append(replace(chunk, occurrence=seen[text]) if seen[text] else chunk)
+        seen[text] += 1
+    log.debug("chunked %s into %d chunks", doc.id, len(chunks))
+    return chunks
+

@@ -1,0 +1,293 @@
+"""Tantivy full-text index: one index per source, BM25 over code tokens, ACL and scope inside the query."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import tantivy
+
+from indexer.documents import Chunk, path_prefixes
+from indexer.identifiers import MAX_TOKEN_BYTES, code_tokens, expand_identifiers
+from indexer.stores import LexicalQuery, ScoredId, SearchFilter, StoreError
+
+log = logging.getLogger(__name__)
+
+ANALYZER = "cairn_code"  # simple tokenizer + long-token removal + lowercase, registered on every open
+KEYWORD_FIELDS = ("chunk_id", "doc_id", "source", "acl", "kind", "language", "path_prefix")
+TEXT_FIELDS = ("content", "symbol", "path")
+_SOURCE_FILE = "source.txt"
+_INDEX_DIR = "tantivy"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class FieldBoosts:
+    """How much a match in each field counts. Filters never score; only these clauses do."""
+
+    content: float = 1.0
+    symbol: float = 2.0
+    path: float = 1.5
+    identifier: float = 2.0  # whole identifiers as typed, against symbol and path
+    phrase: float = 2.0  # exact phrases against content
+
+
+def build_schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("chunk_id", stored=True, tokenizer_name="raw", index_option="basic")
+    for name in KEYWORD_FIELDS[1:]:
+        builder.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    for name in TEXT_FIELDS:
+        builder.add_text_field(name, tokenizer_name=ANALYZER, index_option="position")
+    return builder.build()
+
+
+def code_analyzer() -> tantivy.TextAnalyzer:
+    """The analyzer for text fields; indexed text is pre-expanded by `expand_identifiers`."""
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(MAX_TOKEN_BYTES))
+        .filter(tantivy.Filter.lowercase())
+        .build()
+    )
+
+
+def shard_dirname(source: str) -> str:
+    """A directory name for any source name: a readable slug plus a hash, never a path."""
+    slug = _UNSAFE.sub("-", source).strip("-")[:40] or "source"
+    return f"{slug}-{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+def tantivy_document(chunk: Chunk, chunk_id: str) -> tantivy.Document:
+    doc = tantivy.Document(
+        chunk_id=chunk_id,
+        doc_id=chunk.doc_id,
+        source=chunk.source,
+        acl=list(chunk.acl),
+        kind=chunk.kind,
+        path_prefix=path_prefixes(chunk.path),
+        content=expand_identifiers(chunk.content),
+        symbol=expand_identifiers(chunk.symbol),
+        path=expand_identifiers(chunk.path),
+    )
+    if chunk.language:
+        doc.add_text("language", chunk.language)
+    return doc
+
+
+class _Shard:
+    """One source's tantivy index with its (lazily opened, process-long) writer."""
+
+    def __init__(self, source: str, directory: Path, schema: tantivy.Schema, heap: int, threads: int):
+        self.source = source
+        self.directory = directory
+        index_dir = directory / _INDEX_DIR
+        index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.index = tantivy.Index(schema, path=str(index_dir), reuse=True)
+        except (ValueError, OSError) as exc:
+            raise StoreError(f"cannot open full-text index {index_dir}: {exc}") from exc
+        self.index.register_tokenizer(ANALYZER, code_analyzer())
+        self._heap, self._threads = heap, threads
+        self._writer: tantivy.IndexWriter | None = None
+        self.dirty = False
+
+    def writer(self) -> tantivy.IndexWriter:
+        if self._writer is None:
+            try:
+                self._writer = self.index.writer(heap_size=self._heap, num_threads=self._threads)
+            except ValueError as exc:
+                raise StoreError(
+                    f"full-text index of source {self.source!r} at {self.directory} is in use by another "
+                    f"process (its writer lock is held); stop that process or write through it: {exc}"
+                ) from exc
+        return self._writer
+
+    def commit(self) -> None:
+        if self._writer is not None and self.dirty:
+            self._writer.commit()
+            self.index.reload()
+            self.dirty = False
+
+    def close(self) -> None:
+        self.commit()
+        if self._writer is not None:
+            self._writer.wait_merging_threads()  # consumes the writer and releases its lock
+            self._writer = None
+
+
+class TantivyIndex:
+    """`FullTextIndex` over tantivy: `root/<slug-hash>/` per source, one writer per source per process."""
+
+    def __init__(self, root: Path, boosts: FieldBoosts = FieldBoosts(),
+                 writer_heap_bytes: int = 128_000_000, writer_threads: int = 0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.boosts = boosts
+        self.schema = build_schema()
+        self._heap, self._threads = writer_heap_bytes, writer_threads
+        self._shards: dict[str, _Shard] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- shards ---------------------------------------------------------------------------------
+
+    def _shard(self, source: str, create: bool) -> _Shard | None:
+        with self._lock:
+            if self._closed:
+                raise StoreError("full-text index is closed")
+            shard = self._shards.get(source)
+            if shard is not None:
+                return shard
+            directory = self.root / shard_dirname(source)
+            if not (directory / _SOURCE_FILE).exists():
+                if not create:
+                    return None
+                directory.mkdir(parents=True, exist_ok=True)
+                (directory / _SOURCE_FILE).write_text(source, encoding="utf-8", errors="surrogatepass")
+            shard = _Shard(source, directory, self.schema, self._heap, self._threads)
+            self._shards[source] = shard
+            return shard
+
+    def sources(self) -> list[str]:
+        """Every source with a shard on disk (including ones written by other processes)."""
+        names = []
+        for marker in sorted(self.root.glob(f"*/{_SOURCE_FILE}")):
+            names.append(marker.read_text(encoding="utf-8", errors="surrogatepass"))
+        return names
+
+    def _shards_for(self, sources: Iterable[str]) -> list[_Shard]:
+        shards = (self._shard(s, create=False) for s in sources)
+        return [s for s in shards if s is not None]
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def upsert(self, chunks: Sequence[Chunk]) -> None:
+        """Replace each chunk by id (delete-then-add), so applying a batch twice changes nothing."""
+        by_source: dict[str, list[Chunk]] = defaultdict(list)
+        for chunk in chunks:
+            by_source[chunk.source].append(chunk)
+        for source, group in by_source.items():
+            shard = self._shard(source, create=True)
+            with self._lock:
+                writer = shard.writer()
+                for chunk in group:
+                    chunk_id = chunk.id  # a hash over the content: compute it once
+                    writer.delete_documents_by_term("chunk_id", chunk_id)
+                    writer.add_document(tantivy_document(chunk, chunk_id))
+                shard.dirty = True
+        log.debug("full-text upsert: %d chunks in %d sources", len(chunks), len(by_source))
+
+    def delete(self, source: str, chunk_ids: Iterable[str]) -> None:
+        shard = self._shard(source, create=False)
+        if shard is None:
+            return
+        with self._lock:
+            writer = shard.writer()
+            for chunk_id in chunk_ids:
+                writer.delete_documents_by_term("chunk_id", chunk_id)
+            shard.dirty = True
+
+    def commit(self) -> None:
+        """Commit every writer with pending changes; committed chunks are searchable on return."""
+        with self._lock:
+            for shard in self._shards.values():
+                try:
+                    shard.commit()
+                except ValueError as exc:
+                    raise StoreError(f"commit of full-text source {shard.source!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Commit pending changes, release writer locks and forget the open indexes."""
+        with self._lock:
+            if self._closed:
+                return
+            for shard in self._shards.values():
+                shard.close()
+            self._shards.clear()
+            self._closed = True
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def search(self, query: LexicalQuery, flt: SearchFilter, limit: int) -> list[ScoredId]:
+        """BM25 over the shards in scope, the SearchFilter as non-scoring MUST clauses, merged by score."""
+        if flt.matches_nothing or limit <= 0:
+            return []
+        text = self._text_query(query)
+        if text is None:
+            return []
+        full = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Must, text)] + [(tantivy.Occur.Must, f) for f in self._filter_clauses(flt)]
+        )
+        hits: list[ScoredId] = []
+        for shard in self._shards_for(flt.sources or self.sources()):
+            searcher = shard.index.searcher()
+            for score, address in searcher.search(full, limit, count=False).hits:
+                hits.append(ScoredId(searcher.doc(address).get_first("chunk_id"), float(score)))
+        hits.sort(key=lambda h: (-h.score, h.chunk_id))
+        return hits[:limit]
+
+    def ids(self, source: str | None = None) -> set[str]:
+        """Ids of the live (committed, not deleted) chunks of one source or of all sources."""
+        out: set[str] = set()
+        live = tantivy.Query.all_query()
+        for shard in self._shards_for([source] if source is not None else self.sources()):
+            searcher = shard.index.searcher()
+            out.update(term for term, _ in searcher.terms_with_prefix("chunk_id", "", filter_query=live))
+        return out
+
+    # -- query construction ---------------------------------------------------------------------
+
+    def _term(self, field: str, token: str, boost: float) -> tantivy.Query:
+        return tantivy.Query.boost_query(tantivy.Query.term_query(self.schema, field, token), boost)
+
+    def _sequence(self, field: str, tokens: list[str], boost: float) -> tantivy.Query:
+        if len(tokens) == 1:
+            return self._term(field, tokens[0], boost)
+        return tantivy.Query.boost_query(tantivy.Query.phrase_query(self.schema, field, tokens), boost)
+
+    def _text_query(self, query: LexicalQuery) -> tantivy.Query | None:
+        """SHOULD clauses (at least one must match): terms over every text field, identifiers,
+        phrases and paths. Terms are re-tokenized so raw identifiers still meet indexed tokens."""
+        b = self.boosts
+        clauses: list[tantivy.Query] = []
+        for token, weight in term_weights(query.terms).items():
+            for field, boost in (("content", b.content), ("symbol", b.symbol), ("path", b.path)):
+                clauses.append(self._term(field, token, weight * boost))
+        for identifier in query.identifiers:
+            tokens = code_tokens(identifier)
+            if tokens:
+                clauses += [self._term(f, tokens[0], b.identifier) for f in ("symbol", "path")]
+        for phrase in query.phrases:
+            tokens = code_tokens(phrase)
+            if tokens:
+                clauses.append(self._sequence("content", tokens, b.phrase))
+        for path in query.paths:
+            tokens = code_tokens(path)
+            if tokens:
+                clauses.append(self._sequence("path", tokens, b.path))
+        if not clauses:
+            return None
+        return tantivy.Query.boolean_query([(tantivy.Occur.Should, c) for c in clauses])
+
+    def _filter_clauses(self, flt: SearchFilter) -> list[tantivy.Query]:
+        """ACL (any of the caller's principals) and scope, each a zero-score MUST clause."""
+        return [
+            tantivy.Query.const_score_query(tantivy.Query.term_set_query(self.schema, name, list(values)), 0.0)
+            for name, values in flt.field_values()
+        ]
+
+
+def term_weights(terms: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Analysed query terms normalised to index tokens (a term `parse_http_response` becomes its
+    joined form and parts); a token seen twice keeps its highest weight."""
+    weights: dict[str, float] = {}
+    for term, weight in terms:
+        for token in code_tokens(term):
+            weights[token] = max(weight, weights.get(token, weight))
+    return weights

@@ -1,0 +1,126 @@
+"""Applies batches of documents and deletions to the catalog and both stores, idempotently.
+
+Two phases per document, so code is searchable by keyword long before it is embedded:
+  1. lexical: chunk, write tantivy (committed), record chunks in the catalog as `lexical`;
+  2. dense: embed the pending chunks (cache first), write Qdrant, mark the document `indexed`.
+Stores are written before the catalog, so a crash leaves the catalog behind the stores, never
+ahead: the next sync sees the old version and applies the document again, which is harmless
+because chunk ids are content-derived and every write is an upsert or a delete by id."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from indexer.catalog import Catalog
+from indexer.chunking import chunk_document
+from indexer.documents import Chunk, Document
+from indexer.fastembed_embedder import CachedEmbedder
+from indexer.stores import FullTextIndex, VectorPoint, VectorStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (chunks processed, chunks embedded) per batch
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    max_lines: int = 80
+    min_lines: int = 8
+
+
+@dataclass
+class BatchCounts:
+    """What one batch changed; summed over a sync into the job's counts."""
+
+    docs_changed: int = 0
+    docs_deleted: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    chunks_embedded: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: "BatchCounts") -> None:
+        for name in ("docs_changed", "docs_deleted", "chunks_written", "chunks_deleted", "chunks_embedded"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class Pipeline:
+    """The only writer of indexed content: everything that changes the index goes through here."""
+
+    def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore,
+                 embedder: CachedEmbedder, chunking: ChunkingOptions = ChunkingOptions(),
+                 embed_batch: int = 256) -> None:
+        self.catalog = catalog
+        self.fulltext = fulltext
+        self.vectors = vectors
+        self.embedder = embedder
+        self.chunking = chunking
+        self.embed_batch = embed_batch
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        return chunk_document(doc, max_lines=self.chunking.max_lines, min_lines=self.chunking.min_lines)
+
+    def apply_lexical(self, docs: Sequence[Document], rewrite: bool = False) -> BatchCounts:
+        """Phase 1 for a batch: chunks into tantivy and the catalog; stale chunks out of both stores.
+
+        `rewrite` writes every chunk again (a full reindex repairing drift), not only new ones."""
+        counts = BatchCounts()
+        if not docs:
+            return counts
+        chunked = {doc.id: self.chunk(doc) for doc in docs}
+        old = self.catalog.chunk_ids_for(list(chunked))
+        by_source: dict[str, list[str]] = {}
+        fresh: list[Chunk] = []
+        for doc in docs:
+            new_ids = {c.id for c in chunked[doc.id]}
+            stale = [cid for cid in old.get(doc.id, []) if cid not in new_ids]
+            by_source.setdefault(doc.source, []).extend(stale)
+            known = set() if rewrite else set(old.get(doc.id, []))
+            fresh.extend(c for c in chunked[doc.id] if c.id not in known)
+        for source, stale in by_source.items():
+            if stale:
+                self.fulltext.delete(source, stale)
+                self.vectors.delete(stale)
+                counts.chunks_deleted += len(stale)
+        self.fulltext.upsert(fresh)
+        self.fulltext.commit()
+        self.catalog.replace_documents([(doc, chunked[doc.id], None) for doc in docs], state="lexical")
+        counts.docs_changed = len(docs)
+        counts.chunks_written = len(fresh)
+        log.info("lexical batch: %d documents, %d chunks written, %d removed",
+                 len(docs), len(fresh), counts.chunks_deleted)
+        return counts
+
+    def embed_pending(self, source: str, progress: Progress | None = None) -> BatchCounts:
+        """Phase 2: embed every chunk of the source's `lexical` documents and mark them `indexed`."""
+        counts = BatchCounts()
+        while True:
+            doc_ids, chunks = self.catalog.pending_chunks(source, limit=self.embed_batch)
+            if not doc_ids:
+                return counts
+            embedded = 0
+            if chunks:
+                vectors, embedded = self.embedder.embed_chunks(chunks)
+                self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
+                counts.chunks_embedded += embedded
+            self.catalog.mark_indexed(doc_ids)
+            if progress:
+                progress(len(chunks), embedded)
+
+    def delete(self, doc_ids: Sequence[str]) -> BatchCounts:
+        """Remove documents from both stores, then from the catalog."""
+        counts = BatchCounts()
+        if not doc_ids:
+            return counts
+        owned = self.catalog.chunk_ids_for(list(doc_ids))
+        sources = self.catalog.sources_of(list(doc_ids))
+        for doc_id, chunk_ids in owned.items():
+            if chunk_ids:
+                self.fulltext.delete(sources[doc_id], chunk_ids)
+                self.vectors.delete(chunk_ids)
+                counts.chunks_deleted += len(chunk_ids)
+        self.fulltext.commit()
+        self.catalog.delete_documents(list(doc_ids))
+        counts.docs_deleted = len(doc_ids)
+        return counts

@@ -1,0 +1,128 @@
+"""Runs one connector sync into the pipeline: batching, skips, failures, pruning, checkpoint, job counts."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+from connectors.base import Connector
+from indexer.documents import Access, Deletion, Document, Skipped, SyncFailure
+from indexer.pipeline import BatchCounts, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncCounts:
+    """The job counts an admin sees, and `cairn index --json` prints."""
+
+    files_seen: int = 0
+    files_changed: int = 0
+    files_deleted: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    chunks_embedded: int = 0
+    seconds: float = 0.0
+
+    def absorb(self, batch: BatchCounts) -> None:
+        self.files_changed += batch.docs_changed
+        self.files_deleted += batch.docs_deleted
+        self.chunks_written += batch.chunks_written
+        self.chunks_deleted += batch.chunks_deleted
+        self.chunks_embedded += batch.chunks_embedded
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+Observer = Callable[[str, SyncCounts], None]  # (phase, counts) after every batch
+
+
+class SyncRunner:
+    """Feeds a connector's items to the pipeline in batches; one bad item never stops the sync."""
+
+    def __init__(self, pipeline: Pipeline, batch_docs: int = 200, batch_bytes: int = 4_000_000) -> None:
+        self.pipeline = pipeline
+        self.catalog = pipeline.catalog
+        self.batch_docs = batch_docs
+        self.batch_bytes = batch_bytes
+
+    def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
+        started = time.monotonic()
+        started_at = dt.datetime.now(dt.timezone.utc)
+        counts = SyncCounts()
+        source = connector.name
+        checkpoint = None if full else self.catalog.get_checkpoint(source)
+        known = {} if full else self._known(source)
+        self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full)
+        if full:
+            self._prune(connector, source, counts)
+        self.pipeline.embed_pending(source, progress=self._embed_progress(counts, observe))
+        self.catalog.set_checkpoint(source, connector.next_checkpoint())
+        self.catalog.clear_skipped(source, before=started_at)
+        counts.seconds = round(time.monotonic() - started, 3)
+        log.info("sync %s done: %s", source, counts.as_dict())
+        return counts
+
+    def _known(self, source: str) -> dict[str, str]:
+        """Indexed versions, minus documents indexed under another access list (they are rewritten)."""
+        row = self.catalog.get_source(source)
+        want = Access.of(*row.access).digest() if row else ""
+        digests = self.catalog.access_digests(source)
+        return {doc_id: v for doc_id, v in self.catalog.document_versions(source).items()
+                if digests.get(doc_id) == want}
+
+    def _consume(self, items: Iterable, counts: SyncCounts, observe: Observer | None, rewrite: bool) -> None:
+        batch: list[Document] = []
+        size = 0
+        deletions: list[str] = []
+        for item in items:
+            if isinstance(item, Document):
+                counts.files_seen += 1
+                batch.append(item)
+                size += len(item.content)
+                if len(batch) >= self.batch_docs or size >= self.batch_bytes:
+                    self._flush(batch, counts, observe, rewrite)
+                    batch, size = [], 0
+            elif isinstance(item, Deletion):
+                deletions.append(item.doc_id)
+            elif isinstance(item, Skipped):
+                counts.files_seen += 1
+                counts.files_skipped += 1
+                self.catalog.record_skipped(item)
+            elif isinstance(item, SyncFailure):
+                counts.files_seen += 1
+                counts.files_failed += 1
+                self.catalog.record_failure(item)
+                log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
+        self._flush(batch, counts, observe, rewrite)
+        if deletions:
+            counts.absorb(self.pipeline.delete(deletions))
+
+    def _flush(self, batch: list[Document], counts: SyncCounts, observe: Observer | None, rewrite: bool) -> None:
+        if not batch:
+            return
+        counts.absorb(self.pipeline.apply_lexical(batch, rewrite=rewrite))
+        for doc in batch:
+            self.catalog.clear_failure(doc.source, doc.path)
+        if observe:
+            observe("lexical", counts)
+
+    def _prune(self, connector: Connector, source: str, counts: SyncCounts) -> None:
+        """After a full sync: documents the catalog holds that the source no longer lists."""
+        present = connector.list_ids()
+        gone = [doc_id for doc_id in self.catalog.document_versions(source) if doc_id not in present]
+        if gone:
+            counts.absorb(self.pipeline.delete(gone))
+
+    @staticmethod
+    def _embed_progress(counts: SyncCounts, observe: Observer | None) -> Callable[[int, int], None]:
+        def progress(processed: int, embedded: int) -> None:
+            counts.chunks_embedded += embedded
+            if observe:
+                observe("dense", counts)
+        return progress

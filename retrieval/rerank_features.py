@@ -1,0 +1,204 @@
+"""The feature reranker: a weighted sum of explainable features, no model weights needed."""
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+from indexer.identifiers import code_tokens, split_identifier
+from retrieval.hits import Candidate
+from retrieval.query_analysis import STOP_WORDS, AnalysedQuery
+
+
+@dataclass(frozen=True)
+class FeatureWeights:
+    """One weight per feature; a candidate's score is the sum of weight x feature value.
+
+    Feature values lie in [0, 1]. The fused RRF score is normalised by the best one in the list,
+    so a candidate first in both engines starts at 1.0 and the other features move it from there."""
+
+    rrf: float = 1.0  # fused score / best fused score
+    lexical_rr: float = 0.15  # 1 / (1 + BM25 rank), 0 if BM25 did not find it
+    dense_rr: float = 0.15  # 1 / (1 + dense rank)
+    symbol_exact: float = 0.6  # a query identifier is the symbol (dotted suffix either way)
+    symbol_last: float = 0.35  # the symbol's last part is an identifier's last part (0.5: another part)
+    symbol_parts: float = 0.2  # share of the symbol name's words among the query terms
+    path_exact: float = 0.5  # a query path is the candidate's path (suffix either way)
+    path_basename: float = 0.3  # same file name
+    path_stem: float = 0.15  # same file name without extension
+    path_module: float = 0.3  # a dotted identifier starts with the file's module (1.0 two+ parts, 0.5 one)
+    path_terms: float = 0.2  # weighted share of query terms found in the path
+    test_file: float = -0.3  # a test file while the query does not mention tests
+    docs_file: float = -0.1  # docs/examples while the query is about code
+    code_kind: float = 0.05  # a code chunk while the query is about code
+
+    def score(self, features: dict[str, float]) -> float:
+        return sum(getattr(self, f.name) * features.get(f.name, 0.0) for f in fields(self))
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_TEST_DIRS = _words("test tests testing __tests__ spec specs e2e")
+_TEST_FILE = re.compile(
+    r"^(?:test_.+|.+_test|.+_tests|tests?|conftest|.+\.(?:test|spec)|.+_spec)\.\w+$|^.*[a-z0-9]Tests?\.\w+$"
+)
+_TEST_WORDS = _words("test tests testing pytest unittest spec specs conftest fixture fixtures mock mocks jest")
+_DOCS_DIRS = _words("docs doc documentation examples example samples sample demo demos")
+_DOCS_EXTENSIONS = _words(".md .rst .adoc .txt .markdown")
+_DOCS_WORDS = _words("doc docs documentation documented readme example examples tutorial guide howto changelog")
+_MODULE_NOISE = frozenset({"__init__", "index", "mod"})
+
+
+def is_test_path(path: str) -> bool:
+    """Tests by location or name: tests/…, test_x.py, x_test.go, x.spec.ts, XTest.java, conftest.py."""
+    parts = path.split("/")
+    return any(p.lower() in _TEST_DIRS for p in parts[:-1]) or bool(_TEST_FILE.match(parts[-1]))
+
+
+def is_docs_path(path: str, kind: str = "code") -> bool:
+    """Documentation and examples: docs/…, examples/…, *.md/*.rst, or a chunk of kind 'doc'."""
+    parts = path.lower().split("/")
+    ext = posixpath.splitext(parts[-1])[1]
+    return kind == "doc" or ext in _DOCS_EXTENSIONS or any(p in _DOCS_DIRS for p in parts[:-1])
+
+
+def _joined(name: str) -> str:
+    """An identifier in one spelling: resolve_redirects, resolveRedirects → resolveredirects."""
+    return "".join(split_identifier(name))
+
+
+def _components(dotted: str) -> tuple[str, ...]:
+    return tuple(c for c in (_joined(part) for part in dotted.split(".")) if c)
+
+
+@dataclass(frozen=True)
+class _QueryView:
+    """The query, prepared once per rerank call in the shapes the features compare against."""
+
+    identifiers: tuple[tuple[str, ...], ...]
+    paths: tuple[str, ...]
+    terms: dict[str, float]
+    mentions_tests: bool
+    about_code: bool
+
+    @classmethod
+    def of(cls, query: AnalysedQuery) -> _QueryView:
+        idents = tuple(c for c in (_components(i) for i in query.identifiers) if c)
+        paths = tuple(p.lower().strip("/") for p in query.paths if p.strip("/"))
+        terms = dict(query.lexical.terms)
+        mentions_tests = (
+            bool(_TEST_WORDS.intersection(terms))
+            or any(is_test_path(p) for p in query.paths)
+            or any(i[-1].startswith("test") for i in idents)
+        )
+        about_code = bool(idents or any(not is_docs_path(p) for p in paths)) and not _DOCS_WORDS.intersection(terms)
+        return cls(idents, paths, terms, mentions_tests, about_code)
+
+
+class FeatureReranker:
+    """Reorders fused candidates by a linear combination of features stored in `features`."""
+
+    def __init__(self, weights: FeatureWeights | None = None) -> None:
+        self.weights = weights or FeatureWeights()
+
+    def rerank(self, query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[Candidate]:
+        if not candidates:
+            return []
+        view = _QueryView.of(query)
+        best = max(c.score for c in candidates)
+        out = []
+        for cand in candidates:
+            feats = features(view, cand, best)
+            out.append(replace(cand, score=self.weights.score(feats), features={**cand.features, **feats}))
+        return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
+
+
+def features(view: _QueryView, cand: Candidate, best_fused: float) -> dict[str, float]:
+    """Every feature of one candidate (values in [0, 1]) plus the raw fused score for explanation."""
+    return {
+        "rrf_raw": cand.score,
+        "rrf": cand.score / best_fused if best_fused > 0 else 0.0,
+        "lexical_rr": 0.0 if cand.lexical_rank is None else 1.0 / (1 + cand.lexical_rank),
+        "dense_rr": 0.0 if cand.dense_rank is None else 1.0 / (1 + cand.dense_rank),
+        **_symbol_features(view, cand.symbol),
+        **_path_features(view, cand.path),
+        "test_file": float(not view.mentions_tests and is_test_path(cand.path)),
+        "docs_file": float(view.about_code and is_docs_path(cand.path, cand.kind)),
+        "code_kind": float(view.about_code and cand.kind == "code" and not is_docs_path(cand.path)),
+    }
+
+
+def _symbol_features(view: _QueryView, symbol: str) -> dict[str, float]:
+    comps = _components(symbol)
+    if not comps:
+        return {"symbol_exact": 0.0, "symbol_last": 0.0, "symbol_parts": 0.0}
+    exact = last = 0.0
+    for ident in view.identifiers:
+        if _dotted_suffix(ident, comps) or _dotted_suffix(comps, ident):
+            exact = 1.0
+        if ident[-1] == comps[-1]:
+            last = 1.0
+        elif comps[-1] in ident:
+            last = max(last, 0.5)
+    name = symbol.split(".")[-1]
+    parts = [p for p in split_identifier(name) if p not in STOP_WORDS] or split_identifier(name)
+    share = sum(p in view.terms for p in parts) / len(parts) if parts else 0.0
+    return {"symbol_exact": exact, "symbol_last": last, "symbol_parts": share}
+
+
+def _dotted_suffix(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
+    """`short` names `long` by its tail: at least two parts, or both a single part."""
+    if len(short) > len(long) or (len(short) == 1 and len(long) > 1):
+        return False
+    return long[len(long) - len(short):] == short
+
+
+def _path_features(view: _QueryView, path: str) -> dict[str, float]:
+    lower = path.lower()
+    base = posixpath.basename(lower)
+    stem = posixpath.splitext(base)[0]
+    exact = basename = stem_match = 0.0
+    for qpath in view.paths:
+        qbase = posixpath.basename(qpath)
+        if lower == qpath or ("/" in qpath and lower.endswith("/" + qpath)) or qpath.endswith("/" + lower):
+            exact = 1.0
+        if base == qbase:
+            basename = 1.0
+        if stem == posixpath.splitext(qbase)[0]:
+            stem_match = 1.0
+    return {
+        "path_exact": exact,
+        "path_basename": basename,
+        "path_stem": stem_match,
+        "path_module": _module_match(view, lower),
+        "path_terms": _path_term_share(view, lower),
+    }
+
+
+def _module_match(view: _QueryView, path: str) -> float:
+    """1.0 when a dotted identifier starts with the file's module path (two or more parts, e.g.
+    requests.sessions.Session in requests/sessions.py), 0.5 for one part (sessions.Session)."""
+    parts = posixpath.splitext(path)[0].split("/")
+    while parts and parts[-1] in _MODULE_NOISE:
+        parts.pop()  # a package's __init__.py / index.js stands for the package itself
+    module = [_joined(p) for p in parts]
+    best = 0.0
+    for ident in view.identifiers:
+        if len(ident) < 2:
+            continue
+        for size in range(min(len(module), len(ident) - 1), 0, -1):
+            if tuple(module[len(module) - size:]) == ident[:size]:
+                best = max(best, 1.0 if size >= 2 else 0.5)
+                break
+    return best
+
+
+def _path_term_share(view: _QueryView, path: str) -> float:
+    total = sum(view.terms.values())
+    if total <= 0:
+        return 0.0
+    tokens = set(code_tokens(path))
+    return sum(w for term, w in view.terms.items() if term in tokens) / total

@@ -1,0 +1,111 @@
+"""Hybrid search: BM25 and dense candidates under one permission filter, fused, reranked, capped."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from indexer.catalog import Catalog
+from indexer.documents import Principal
+from indexer.embedding import Embedder
+from indexer.stores import FullTextIndex, ScoredId, SearchFilter, VectorStore
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.hits import Candidate, Hit
+from retrieval.packing import cap_per_file, snippet
+from retrieval.permissions import Scope, build_filter
+from retrieval.query_analysis import AnalysedQuery, analyse
+from retrieval.rerank import Reranker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    candidates: int = 0
+
+
+class HybridSearcher:
+    """Stateless over its stores: safe to share between request threads."""
+
+    def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore, embedder: Embedder,
+                 reranker: Reranker, candidates: int = 50, max_hits_per_file: int = 3) -> None:
+        self.catalog = catalog
+        self.fulltext = fulltext
+        self.vectors = vectors
+        self.embedder = embedder
+        self.reranker = reranker
+        self.candidates = candidates
+        self.max_hits_per_file = max_hits_per_file
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-search")
+
+    def search(self, text: str, principal: Principal | None, scope: Scope = Scope(), limit: int = 10) -> SearchResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        query = analyse(text)
+        flt = build_filter(principal, scope)
+        if flt.matches_nothing:
+            return SearchResult([], {"total": time.perf_counter() - t0})
+        lexical, dense = self._retrieve(query, flt, timings)
+        fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]])
+        t = time.perf_counter()
+        cands = self._hydrate(fused, lexical, dense)
+        timings["hydrate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ranked = cap_per_file(self.reranker.rerank(query, cands), self.max_hits_per_file)
+        timings["rerank"] = time.perf_counter() - t
+        hits = [self._hit(c, query) for c in ranked[:limit]]
+        timings["total"] = time.perf_counter() - t0
+        return SearchResult(hits, timings, candidates=len(cands))
+
+    def _retrieve(self, query: AnalysedQuery, flt: SearchFilter,
+                  timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId]]:
+        def lexical() -> list[ScoredId]:
+            t = time.perf_counter()
+            out = self.fulltext.search(query.lexical, flt, self.candidates)
+            timings["lexical"] = time.perf_counter() - t
+            return out
+
+        def dense() -> list[ScoredId]:
+            t = time.perf_counter()
+            vector = self.embedder.embed_query(query.dense_text)
+            timings["embed"] = time.perf_counter() - t
+            out = self.vectors.search(vector, flt, self.candidates)
+            timings["dense"] = time.perf_counter() - t - timings["embed"]
+            return out
+
+        lex_future = self._pool.submit(lexical)
+        dense_hits = dense() if query.dense_text else []
+        return lex_future.result(), dense_hits
+
+    def _hydrate(self, fused: list[tuple[str, float]], lexical: list[ScoredId],
+                 dense: list[ScoredId]) -> list[Candidate]:
+        """Fused ids → Candidates with text and metadata from the catalog (ids it lacks are dropped)."""
+        lex_rank = {s.chunk_id: (i, s.score) for i, s in enumerate(lexical)}
+        dense_rank = {s.chunk_id: (i, s.score) for i, s in enumerate(dense)}
+        rows = self.catalog.get_chunks([cid for cid, _ in fused])
+        out = []
+        for cid, score in fused:
+            row = rows.get(cid)
+            if row is None:
+                continue
+            lr, ls = lex_rank.get(cid, (None, 0.0))
+            dr, ds = dense_rank.get(cid, (None, 0.0))
+            out.append(Candidate(chunk_id=cid, doc_id=row.doc_id, source=row.source, path=row.path,
+                                 start_line=row.start_line, end_line=row.end_line, content=row.content,
+                                 symbol=row.symbol, kind=row.kind, language=row.language, title=row.title,
+                                 url=row.url, lexical_rank=lr, dense_rank=dr, lexical_score=ls,
+                                 dense_score=ds, score=score))
+        return out
+
+    @staticmethod
+    def _hit(c: Candidate, query: AnalysedQuery) -> Hit:
+        terms = [t for t, _ in query.lexical.terms]
+        return Hit(chunk_id=c.chunk_id, doc_id=c.doc_id, source=c.source, path=c.path, start_line=c.start_line,
+                   end_line=c.end_line, score=round(c.score, 6), snippet=snippet(c.content, terms),
+                   symbol=c.symbol, kind=c.kind, language=c.language, title=c.title, url=c.url)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

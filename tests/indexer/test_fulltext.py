@@ -1,0 +1,285 @@
+"""The tantivy full-text index and the identifier tokens it shares with query analysis."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from indexer.documents import ADMINS, PUBLIC, Access, Chunk, Principal
+from indexer.fulltext import FieldBoosts, TantivyIndex, code_analyzer, shard_dirname
+from indexer.identifiers import code_tokens, expand_identifiers, split_identifier
+from indexer.stores import LexicalQuery, SearchFilter, StoreError
+
+REPO = Path(__file__).resolve().parents[2]
+VOCAB = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
+USERS = [f"u{i}" for i in range(8)]
+GROUPS = [f"g{i}" for i in range(6)]
+ALL_PRINCIPALS = [f"user:{u}" for u in USERS] + [f"group:{g}" for g in GROUPS] + [PUBLIC]
+
+
+def make_chunk(n: int, content: str, acl: tuple[str, ...] | list[str] = (PUBLIC,), source: str = "repo", path: str = "src/a.py",
+               symbol: str = "", kind: str = "code", language: str = "python") -> Chunk:
+    return Chunk(doc_id=f"{source}:{path}", source=source, path=path, ordinal=n, start_line=1, end_line=2,
+                 content=content, symbol=symbol, kind=kind, language=language, acl=tuple(Access.of(*acl).acl()))
+
+
+def words(*terms: str) -> LexicalQuery:
+    return LexicalQuery(terms=tuple((t, 1.0) for t in terms))
+
+
+def public(**scope) -> SearchFilter:
+    return SearchFilter(principals=(PUBLIC,), **scope)
+
+
+@pytest.fixture
+def index(tmp_path):
+    ix = TantivyIndex(tmp_path / "ft")
+    yield ix
+    ix.close()
+
+
+# -- identifiers ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("identifier,parts", [
+    ("parseHTTPResponse_v2", ["parse", "http", "response", "v2"]),
+    ("getUser", ["get", "user"]),
+    ("get_user", ["get", "user"]),
+    ("GetUser", ["get", "user"]),
+    ("HTTPServer", ["http", "server"]),
+    ("http2Server", ["http2", "server"]),
+    ("IOError", ["io", "error"]),
+    ("MAX_RETRY_COUNT", ["max", "retry", "count"]),
+    ("__init__", ["init"]),
+    ("x86_64", ["x86", "64"]),
+    ("kebab-case-name", ["kebab", "case", "name"]),
+    ("simple", ["simple"]),
+    ("", []),
+])
+def test_split_identifier(identifier, parts):
+    assert split_identifier(identifier) == parts
+
+
+@pytest.mark.parametrize("text,tokens", [
+    ("getUser(id)", ["getuser", "get", "user", "id"]),
+    ("parse_http_response", ["parsehttpresponse", "parse", "http", "response"]),
+    ("self.cache = None", ["self", "cache", "none"]),
+    ("src/HttpClient.py", ["src", "httpclient", "http", "client", "py"]),
+    ("Café crème", ["café", "crème"]),
+])
+def test_code_tokens(text, tokens):
+    assert code_tokens(text) == tokens
+
+
+@pytest.mark.parametrize("text", [
+    "def parseHTTPResponse_v2(self, raw: bytes) -> HttpResponse:  # see RFC-7230",
+    "x" * 39 + " " + "y" * 40 + " " + "camelCase" * 6,
+    "ÉCOLE naïveCase ünïcode_snake 数据库 connectionPool",
+    "",
+])
+def test_code_tokens_match_what_tantivy_indexes(text):
+    assert code_analyzer().analyze(expand_identifiers(text)) == code_tokens(text)
+
+
+# -- permissions ---------------------------------------------------------------------------------
+
+def random_principals(rng: random.Random) -> tuple[str, ...]:
+    if rng.random() < 0.1:
+        return ()
+    caller = Principal(user=rng.choice(USERS + ["stranger"]), groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
+                       admin=rng.random() < 0.1)
+    principals = caller.principals()
+    if rng.random() < 0.3:
+        principals = [p for p in principals if p != PUBLIC]
+    return tuple(principals)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_randomized_permissions_are_enforced_inside_the_query(index, seed):
+    rng = random.Random(seed)
+    chunks = []
+    for i in range(300):
+        text = " ".join(rng.choices(VOCAB, k=rng.randint(3, 12)))
+        acl = rng.sample(ALL_PRINCIPALS, rng.choice([0, 1, 1, 2, 3]))
+        chunks.append(make_chunk(i, text, acl, source=rng.choice(["alpha", "beta", "gamma"])))
+    index.upsert(chunks)
+    index.commit()
+    for _ in range(40):
+        principals = random_principals(rng)
+        terms = rng.sample(VOCAB, rng.randint(1, 3))
+        flt = SearchFilter(principals=principals)
+        expected = {c.id for c in chunks
+                    if set(c.acl) & set(principals) and set(terms) & set(c.content.split())}
+        found = index.search(words(*terms), flt, limit=400)
+        assert {h.chunk_id for h in found} == expected
+        assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+        top = index.search(words(*terms), flt, limit=5)
+        assert len(top) == min(5, len(expected)) and {h.chunk_id for h in top} <= expected
+
+
+def test_empty_principals_and_empty_query_match_nothing(index):
+    index.upsert([make_chunk(0, "alpha bravo")])
+    index.commit()
+    assert index.search(words("alpha"), SearchFilter(principals=()), 10) == []
+    assert index.search(LexicalQuery(terms=()), public(), 10) == []
+    assert len(index.search(words("alpha"), public(), 10)) == 1
+
+
+def test_missing_access_is_admins_only(index):
+    index.upsert([make_chunk(0, "alpha", acl=[])])
+    index.commit()
+    assert index.search(words("alpha"), SearchFilter(principals=(PUBLIC, "user:u1")), 10) == []
+    assert len(index.search(words("alpha"), SearchFilter(principals=(ADMINS,)), 10)) == 1
+
+
+def test_filters_do_not_change_scores(index):
+    index.upsert([make_chunk(0, "alpha alpha bravo"), make_chunk(1, "alpha charlie", source="other")])
+    index.commit()
+    wide = {h.chunk_id: h.score for h in index.search(words("alpha"), SearchFilter(principals=(PUBLIC, ADMINS)), 10)}
+    narrow = index.search(words("alpha"), public(sources=("repo",), languages=("python",)), 10)
+    assert len(narrow) == 1 and narrow[0].score == pytest.approx(wide[narrow[0].chunk_id])
+
+
+# -- scope ---------------------------------------------------------------------------------------
+
+SCOPE_CORPUS = {
+    "a": dict(source="alpha", path="src/cairn/api.py", kind="code", language="python"),
+    "b": dict(source="alpha", path="src/cairn/web/ui.ts", kind="code", language="typescript"),
+    "c": dict(source="alpha", path="src/cairnish.py", kind="code", language="python"),
+    "d": dict(source="beta", path="README.md", kind="doc", language="markdown"),
+    "e": dict(source="beta", path="PROJ-12", kind="issue", language=""),
+}
+
+
+@pytest.mark.parametrize("scope,expected", [
+    (dict(), "abcde"),
+    (dict(sources=("alpha",)), "abc"),
+    (dict(sources=("alpha", "beta")), "abcde"),
+    (dict(sources=("nope",)), ""),
+    (dict(path_prefixes=("src/cairn",)), "ab"),
+    (dict(path_prefixes=("/src/cairn/web/",)), "b"),
+    (dict(path_prefixes=("src/cairn/api.py",)), "a"),
+    (dict(path_prefixes=("src/cairn", "README.md")), "abd"),
+    (dict(languages=("python",)), "ac"),
+    (dict(kinds=("doc", "issue")), "de"),
+    (dict(sources=("alpha",), languages=("python",), path_prefixes=("src",)), "ac"),
+    (dict(sources=("beta",), kinds=("code",)), ""),
+])
+def test_scope_filters(index, scope, expected):
+    chunks = {name: make_chunk(i, "shared words", **fields) for i, (name, fields) in enumerate(SCOPE_CORPUS.items())}
+    index.upsert(list(chunks.values()))
+    index.commit()
+    found = index.search(words("shared"), public(**scope), 10)
+    assert {h.chunk_id for h in found} == {chunks[n].id for n in expected}
+
+
+# -- matching and ranking ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("indexed,asked", [
+    ("resp = parseHttpResponse(raw)", "parse_http_response"),
+    ("resp = parse_http_response(raw)", "parseHttpResponse"),
+    ("resp = ParseHTTPResponse(raw)", "parse http response"),
+])
+def test_identifier_styles_meet(index, indexed, asked):
+    target = make_chunk(0, indexed)
+    index.upsert([target, make_chunk(1, "unrelated text about parsing")])
+    index.commit()
+    found = index.search(LexicalQuery(terms=tuple((t, 1.0) for t in code_tokens(asked))), public(), 10)
+    assert found[0].chunk_id == target.id
+    raw = index.search(words(asked), public(), 10)  # terms not pre-split are split by the index too
+    assert raw[0].chunk_id == target.id
+
+
+def test_symbol_path_phrase_and_identifier_clauses(index):
+    in_symbol = make_chunk(0, "return value", symbol="billing.Invoice.totalAmount", path="lib/x.py")
+    in_path = make_chunk(1, "return value", path="src/invoice_total/amount.py")
+    in_text = make_chunk(2, "the total amount of the invoice", path="lib/y.py")
+    index.upsert([in_symbol, in_path, in_text])
+    index.commit()
+    found = index.search(LexicalQuery(terms=(), identifiers=("totalAmount",)), public(), 10)
+    assert [h.chunk_id for h in found] == [in_symbol.id]
+    found = index.search(LexicalQuery(terms=(), phrases=("total amount",)), public(), 10)
+    assert [h.chunk_id for h in found] == [in_text.id]
+    found = index.search(LexicalQuery(terms=(), paths=("invoice_total",)), public(), 10)
+    assert [h.chunk_id for h in found] == [in_path.id]
+
+
+def test_field_boosts_rank_symbol_matches_first(tmp_path):
+    chunks = [make_chunk(0, "widget helper code"), make_chunk(1, "other code", symbol="ui.Widget")]
+    for symbol_boost, winner in ((5.0, 1), (0.01, 0)):
+        ix = TantivyIndex(tmp_path / str(symbol_boost), boosts=FieldBoosts(symbol=symbol_boost))
+        ix.upsert(chunks)
+        ix.commit()
+        assert ix.search(words("widget"), public(), 10)[0].chunk_id == chunks[winner].id
+        ix.close()
+
+
+def test_results_merge_across_sources_by_score(index):
+    strong = make_chunk(0, "kilo kilo kilo", source="one")
+    weak = make_chunk(1, "kilo " + " ".join(VOCAB), source="two")
+    index.upsert([weak, strong])
+    index.commit()
+    found = index.search(words("kilo"), public(), 10)
+    assert [h.chunk_id for h in found] == [strong.id, weak.id]
+    assert [h.chunk_id for h in index.search(words("kilo"), public(), 1)] == [strong.id]
+
+
+# -- writes, ids, persistence, locking -----------------------------------------------------------
+
+def test_upsert_is_idempotent_delete_removes_and_commit_publishes(index):
+    chunks = [make_chunk(i, f"alpha n{i}", source="alpha" if i % 2 else "beta") for i in range(20)]
+    index.upsert(chunks)
+    assert index.search(words("alpha"), public(), 100) == []  # not committed yet
+    index.commit()
+    index.upsert(chunks)
+    index.commit()
+    assert len(index.search(words("alpha"), public(), 100)) == 20
+    assert index.ids() == {c.id for c in chunks}
+    assert index.ids("alpha") == {c.id for c in chunks[1::2]}
+    index.delete("alpha", [chunks[1].id, chunks[3].id])
+    index.delete("never-seen", [chunks[0].id])
+    index.commit()
+    assert chunks[1].id not in index.ids() and chunks[1].id not in index.ids("alpha")
+    assert {h.chunk_id for h in index.search(words("alpha"), public(), 100)} == {c.id for c in chunks} - {
+        chunks[1].id, chunks[3].id}
+    assert index.ids("never-seen") == set()
+
+
+def test_data_persists_across_reopen(tmp_path):
+    first = TantivyIndex(tmp_path / "ft")
+    chunks = [make_chunk(i, f"persist me {i}", source="weird/../name ü") for i in range(5)]
+    first.upsert(chunks)
+    first.close()  # close commits what is pending
+    second = TantivyIndex(tmp_path / "ft")
+    assert second.sources() == ["weird/../name ü"]
+    assert second.ids() == {c.id for c in chunks}
+    assert len(second.search(words("persist"), public(), 10)) == 5
+    second.close()
+    with pytest.raises(StoreError, match="closed"):
+        second.upsert(chunks)
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/abs/path", "a/b", "", ".", "..", "名前", "x" * 300, "a b\0c"])
+def test_shard_dirs_stay_under_root(name):
+    dirname = shard_dirname(name)
+    assert "/" not in dirname and "\0" not in dirname and dirname not in ("", ".", "..") and len(dirname) < 60
+    assert shard_dirname(name + "!") != dirname
+
+
+def test_second_writer_process_is_refused(tmp_path):
+    index = TantivyIndex(tmp_path / "ft")
+    index.upsert([make_chunk(0, "locked")])  # holds the writer for source "repo"
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from indexer.fulltext import TantivyIndex\nfrom indexer.stores import StoreError\n"
+        "from indexer.documents import Chunk\n"
+        f"ix = TantivyIndex(Path({str(tmp_path / 'ft')!r}))\n"
+        "try:\n    ix.delete('repo', ['x'])\n"
+        "except StoreError as exc:\n    print(exc); sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "in use by another process" in done.stdout
+    index.close()

@@ -1,0 +1,145 @@
+"""Language detection, document kinds, skip rules and decoding."""
+from __future__ import annotations
+
+import pytest
+
+from indexer.documents import SkipReason
+from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
+
+MAX = 1_000_000
+
+
+@pytest.mark.parametrize("path, head, language", [
+    ("pkg/retry.py", "", "python"),
+    ("types/x.pyi", "", "python"),
+    ("web/app.js", "", "javascript"),
+    ("web/app.mjs", "", "javascript"),
+    ("web/app.jsx", "", "javascript"),
+    ("web/app.ts", "", "typescript"),
+    ("web/App.tsx", "", "tsx"),
+    ("cmd/main.go", "", "go"),
+    ("src/Main.java", "", "java"),
+    ("src/lib.rs", "", "rust"),
+    ("src/x.c", "", "c"),
+    ("src/x.h", "int f(void);\n", "c"),
+    ("src/x.h", "namespace ns {\nclass A {};\n}\n", "cpp"),
+    ("src/x.cc", "", "cpp"),
+    ("src/x.hpp", "", "cpp"),
+    ("src/X.cs", "", "csharp"),
+    ("lib/x.rb", "", "ruby"),
+    ("Gemfile", "", "ruby"),
+    ("index.php", "", "php"),
+    ("App.kt", "", "kotlin"),
+    ("App.scala", "", "scala"),
+    ("App.swift", "", "swift"),
+    ("run.sh", "", "shell"),
+    ("README.md", "", "markdown"),
+    ("docs/index.rst", "", "rst"),
+    ("notes.txt", "", "text"),
+    ("ci.yml", "", "yaml"),
+    ("package.json", "", "json"),
+    ("pyproject.toml", "", "toml"),
+    ("site/index.html", "", "html"),
+    ("site/a.css", "", "css"),
+    ("db/schema.sql", "", "sql"),
+    ("Makefile", "", "make"),
+    ("Dockerfile", "", "dockerfile"),
+    ("Dockerfile.dev", "", "dockerfile"),
+    ("DIR\\Sub\\X.PY", "", "python"),
+    ("bin/tool", "#!/usr/bin/env python3\nprint(1)\n", "python"),
+    ("bin/tool", "#!/usr/bin/env -S node --no-warnings\n", "javascript"),
+    ("bin/tool", "#!/bin/bash\n", "shell"),
+    ("bin/tool", "#!/usr/bin/ruby -w\n", "ruby"),
+    ("bin/tool", "no shebang\n", ""),
+    ("data.unknownext", "", ""),
+    (".gitignore", "", ""),
+])
+def test_detect_language(path: str, head: str, language: str) -> None:
+    assert detect_language(path, head) == language
+
+
+@pytest.mark.parametrize("language, kind", [
+    ("python", "code"), ("go", "code"), ("shell", "code"), ("sql", "code"),
+    ("markdown", "doc"), ("rst", "doc"), ("text", "doc"),
+    ("yaml", "text"), ("json", "text"), ("toml", "text"), ("", "text"),
+])
+def test_kind_for(language: str, kind: str) -> None:
+    assert kind_for(language) == kind
+
+
+@pytest.mark.parametrize("path, size, reason", [
+    ("src/app.py", 10, None),
+    ("vendor/github.com/x/y.go", 10, SkipReason.VENDORED),
+    ("web/node_modules/react/index.js", 10, SkipReason.VENDORED),
+    ("third_party/zlib/zlib.c", 10, SkipReason.VENDORED),
+    ("static/bower_components/jq/jq.js", 10, SkipReason.VENDORED),
+    (".venv/lib/python3.11/site-packages/x.py", 10, SkipReason.VENDORED),
+    ("lib/python3.11/site-packages/x.py", 10, SkipReason.VENDORED),
+    ("pkg/__pycache__/x.cpython-311.pyc", 10, SkipReason.GENERATED),
+    ("web/app.min.js", 10, SkipReason.GENERATED),
+    ("web/app.min.css", 10, SkipReason.GENERATED),
+    ("web/app.js.map", 10, SkipReason.GENERATED),
+    ("api/service_pb2.py", 10, SkipReason.GENERATED),
+    ("api/service_pb2_grpc.py", 10, SkipReason.GENERATED),
+    ("api/service.pb.go", 10, SkipReason.GENERATED),
+    ("package-lock.json", 10, SkipReason.GENERATED),
+    ("web/yarn.lock", 10, SkipReason.GENERATED),
+    ("poetry.lock", 10, SkipReason.GENERATED),
+    ("Cargo.lock", 10, SkipReason.GENERATED),
+    ("go.sum", 10, SkipReason.GENERATED),
+    ("assets/logo.png", 10, SkipReason.BINARY),
+    ("assets/Photo.JPG", 10, SkipReason.BINARY),
+    ("dist/app.tar.gz", 10, SkipReason.BINARY),
+    ("fonts/a.woff2", 10, SkipReason.BINARY),
+    ("pkg/x.pyc", 10, SkipReason.BINARY),
+    ("lib/libx.so", 10, SkipReason.BINARY),
+    ("docs/manual.pdf", 10, SkipReason.BINARY),
+    ("src/big.py", MAX + 1, SkipReason.TOO_LARGE),
+    ("src/edge.py", MAX, None),
+    ("src/vendored_helpers.py", 10, None),  # only directories named vendor are vendored
+    ("docs/minimal.json", 10, None),
+])
+def test_skip_reason_for_path(path: str, size: int, reason: SkipReason | None) -> None:
+    found = skip_reason_for_path(path, size, MAX)
+    assert (found[0] if found else None) == reason
+    if found:
+        assert found[1]  # a human-readable detail for the catalog
+
+
+MINIFIED_JS = ("var a=1;" * 400).encode()
+LONG_JSON = ('{"k": [' + ", ".join(str(i) for i in range(2000)) + "]}\n").encode()
+READABLE_JS = ("function f(a) {\n  return a + 1;\n}\n" * 200).encode()
+
+
+@pytest.mark.parametrize("path, data, reason", [
+    ("src/app.py", b"import os\nprint(os.sep)\n", None),
+    ("src/app.py", b"", None),
+    ("assets/blob", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", SkipReason.BINARY),
+    ("src/utf16.txt", "hello".encode("utf-16"), SkipReason.BINARY),
+    ("src/latin1.txt", "café crème brûlée ".encode("latin-1") * 50, SkipReason.UNDECODABLE),
+    ("src/one_bad_byte.py", b"# Author: Jos\xe9\n" + b"x = 1\n" * 200, None),
+    ("api/x.go", b"// Code generated by protoc-gen-go. DO NOT EDIT.\npackage api\n", SkipReason.GENERATED),
+    ("web/x.js", b"/**\n * @generated SignedSource<<abc>>\n */\n", SkipReason.GENERATED),
+    ("x.py", b"# This file is autogenerated by pip-compile\nrequests==2\n", SkipReason.GENERATED),
+    ("x.cs", b"// <auto-generated>\n// This code was generated by a tool.\n", SkipReason.GENERATED),
+    ("x.py", b"def autogenerated_ids():\n    return []\n", None),
+    ("x.py", b"# Generated by Django 4.2 on 2024-01-01\nfrom django.db import migrations\n", None),
+    ("x.py", b"x = 1\n" * 10 + b"# Code generated by hand. DO NOT EDIT.\n", None),  # markers only count at the top
+    ("web/bundle.js", MINIFIED_JS, SkipReason.MINIFIED),
+    ("data/big.json", LONG_JSON, SkipReason.MINIFIED),
+    ("web/app.js", READABLE_JS, None),
+    ("src/long_line.py", b"x = '" + b"a" * 10000 + b"'\n", None),  # only web/data formats count as minified
+])
+def test_skip_reason_for_content(path: str, data: bytes, reason: SkipReason | None) -> None:
+    found = skip_reason_for_content(path, data)
+    assert (found[0] if found else None) == reason
+
+
+@pytest.mark.parametrize("data, text", [
+    (b"plain", "plain"),
+    (b"\xef\xbb\xbfwith bom", "with bom"),
+    ("naïve".encode(), "naïve"),
+    (b"bad \xff byte", "bad \ufffd byte"),
+])
+def test_decode_text(data: bytes, text: str) -> None:
+    assert decode_text(data) == text

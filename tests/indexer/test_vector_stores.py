@@ -1,0 +1,247 @@
+"""Both vector stores (Qdrant Edge, qdrant-client local mode) under the same permission and scope contract."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from indexer.documents import ADMINS, PUBLIC, Access, Chunk, Principal
+from indexer.stores import SearchFilter, StoreError, VectorPoint
+from indexer.vector_edge import EdgeVectorStore
+from indexer.vector_qdrant import QdrantServerStore
+
+DIM = 16
+REPO = Path(__file__).resolve().parents[2]
+USERS = [f"u{i}" for i in range(8)]
+GROUPS = [f"g{i}" for i in range(6)]
+ALL_PRINCIPALS = [f"user:{u}" for u in USERS] + [f"group:{g}" for g in GROUPS] + [PUBLIC]
+
+
+def make_chunk(n: int, acl: list[str], source: str = "repo", path: str = "src/a.py",
+               kind: str = "code", language: str = "python") -> Chunk:
+    return Chunk(doc_id=f"{source}:{path}", source=source, path=path, ordinal=n, start_line=1, end_line=2,
+                 content=f"chunk {n}", kind=kind, language=language, acl=tuple(Access.of(*acl).acl()))
+
+
+def random_corpus(rng: random.Random, n: int) -> list[Chunk]:
+    out = []
+    for i in range(n):
+        acl = rng.sample(ALL_PRINCIPALS, rng.choice([0, 1, 1, 2, 3]))
+        source = rng.choice(["alpha", "beta", "gamma"])
+        path = rng.choice(["src/a.py", "src/lib/b.py", "docs/c.md", "d.go"])
+        out.append(make_chunk(i, acl, source=source, path=path))
+    return out
+
+
+def random_principals(rng: random.Random) -> tuple[str, ...]:
+    if rng.random() < 0.1:
+        return ()
+    caller = Principal(user=rng.choice(USERS + ["stranger"]), groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
+                       admin=rng.random() < 0.1)
+    principals = caller.principals()
+    if rng.random() < 0.3:  # a caller without `public`, to test private-only visibility
+        principals = [p for p in principals if p != PUBLIC]
+    return tuple(principals)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+def store_factory(request, tmp_path):
+    """Opens the same persistent store again on every call (Edge dir, or qdrant-client local path)."""
+    opened = []
+
+    def make():
+        if request.param == "edge":
+            store = EdgeVectorStore(tmp_path / "edge", DIM)
+        else:
+            store = QdrantServerStore(QdrantClient(path=str(tmp_path / "qdrant")), "chunks", DIM)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        close(store)
+
+
+@pytest.fixture(params=["edge", "qdrant-memory"])
+def store(request, tmp_path):
+    if request.param == "edge":
+        store = EdgeVectorStore(tmp_path / "edge", DIM)
+    else:
+        store = QdrantServerStore(":memory:", "chunks", DIM)
+    yield store
+    store.close()
+
+
+def close(store) -> None:
+    store.close()
+    if isinstance(store, QdrantServerStore):
+        store.client.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_randomized_permissions_are_enforced_inside_the_query(store, seed):
+    rng = random.Random(seed)
+    chunks = random_corpus(rng, 300)
+    vectors = unit(np.random.default_rng(seed).standard_normal((len(chunks), DIM)))
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors)])
+    for _ in range(25):
+        principals = random_principals(rng)
+        query = unit(np.random.default_rng(rng.randint(0, 10**6)).standard_normal(DIM))
+        flt = SearchFilter(principals=principals)
+        allowed = [i for i, c in enumerate(chunks) if set(c.acl) & set(principals)]
+        everything = store.search(query.tolist(), flt, limit=400)
+        assert {h.chunk_id for h in everything} == {chunks[i].id for i in allowed}
+        top = store.search(query.tolist(), flt, limit=10)
+        assert all(set(chunks[_index(chunks, h.chunk_id)].acl) & set(principals) for h in top)
+        expected = sorted((float(vectors[i] @ query) for i in allowed), reverse=True)[:10]
+        assert np.allclose([h.score for h in top], expected, atol=1e-4)  # filtered before top-k
+
+
+def _index(chunks: list[Chunk], chunk_id: str) -> int:
+    return next(i for i, c in enumerate(chunks) if c.id == chunk_id)
+
+
+def test_empty_principals_match_nothing(store):
+    store.upsert([VectorPoint(make_chunk(0, ["public"]), [1.0] * DIM)])
+    assert store.search([1.0] * DIM, SearchFilter(principals=()), 10) == []
+    assert len(store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,)), 10)) == 1
+
+
+def test_missing_access_is_admins_only(store):
+    store.upsert([VectorPoint(make_chunk(0, []), [1.0] * DIM)])
+    assert store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC, "user:u1")), 10) == []
+    assert len(store.search([1.0] * DIM, SearchFilter(principals=(ADMINS,)), 10)) == 1
+
+
+SCOPE_CORPUS = {
+    "a": dict(source="alpha", path="src/cairn/api.py", kind="code", language="python"),
+    "b": dict(source="alpha", path="src/cairn/web/ui.ts", kind="code", language="typescript"),
+    "c": dict(source="alpha", path="src/cairnish.py", kind="code", language="python"),
+    "d": dict(source="beta", path="README.md", kind="doc", language="markdown"),
+    "e": dict(source="beta", path="PROJ-12", kind="issue", language=""),
+}
+SCOPE_CASES = [
+    (dict(), "abcde"),
+    (dict(sources=("alpha",)), "abc"),
+    (dict(sources=("alpha", "beta")), "abcde"),
+    (dict(sources=("nope",)), ""),
+    (dict(path_prefixes=("src/cairn",)), "ab"),
+    (dict(path_prefixes=("src/cairn/",)), "ab"),
+    (dict(path_prefixes=("/src/cairn/web",)), "b"),
+    (dict(path_prefixes=("src/cairn/api.py",)), "a"),
+    (dict(path_prefixes=("src/cairn", "README.md")), "abd"),
+    (dict(languages=("python",)), "ac"),
+    (dict(kinds=("doc", "issue")), "de"),
+    (dict(sources=("alpha",), languages=("python",), path_prefixes=("src",)), "ac"),
+    (dict(sources=("beta",), kinds=("code",)), ""),
+]
+
+
+def scope_chunks() -> dict[str, Chunk]:
+    return {name: make_chunk(i, ["public"], **fields) for i, (name, fields) in enumerate(SCOPE_CORPUS.items())}
+
+
+@pytest.mark.parametrize("scope,expected", SCOPE_CASES)
+def test_scope_filters(store, scope, expected):
+    chunks = scope_chunks()
+    store.upsert([VectorPoint(c, [1.0] + [0.0] * (DIM - 1)) for c in chunks.values()])
+    found = store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,), **scope), 10)
+    assert {h.chunk_id for h in found} == {chunks[n].id for n in expected}
+
+
+def test_upsert_is_idempotent_and_delete_removes(store):
+    chunks = [make_chunk(i, ["public"], source="alpha" if i % 2 else "beta") for i in range(20)]
+    points = [VectorPoint(c, np.ones(DIM).tolist()) for c in chunks]
+    store.upsert(points)
+    store.upsert(points)
+    assert store.ids() == {c.id for c in chunks}
+    assert store.ids("alpha") == {c.id for c in chunks[1::2]}
+    assert len(store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,)), 100)) == 20
+    store.delete([c.id for c in chunks[:5]])
+    store.delete([])
+    remaining = {c.id for c in chunks[5:]}
+    assert store.ids() == remaining
+    assert {h.chunk_id for h in store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,)), 100)} == remaining
+
+
+def test_data_persists_across_reopen(store_factory):
+    first = store_factory()
+    chunks = [make_chunk(i, ["group:g1"]) for i in range(10)]
+    first.upsert([VectorPoint(c, np.ones(DIM).tolist()) for c in chunks])
+    close(first)
+    second = store_factory()
+    assert second.ids("repo") == {c.id for c in chunks}
+    assert len(second.search([1.0] * DIM, SearchFilter(principals=("group:g1",)), 50)) == 10
+
+
+def test_ids_pages_through_many_points(store):
+    chunks = [make_chunk(i, ["public"]) for i in range(2500)]
+    vectors = unit(np.random.default_rng(0).standard_normal((len(chunks), DIM)))
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors)])
+    assert store.ids() == {c.id for c in chunks}
+
+
+def test_wrong_dimension_is_a_store_error(store):
+    with pytest.raises(StoreError):
+        store.upsert([VectorPoint(make_chunk(0, ["public"]), [1.0] * (DIM + 1))])
+
+
+def test_edge_optimize_keeps_results_and_filters(tmp_path):
+    store = EdgeVectorStore(tmp_path / "edge", DIM)
+    rng = random.Random(5)
+    chunks = random_corpus(rng, 300)
+    vectors = unit(np.random.default_rng(5).standard_normal((len(chunks), DIM)))
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors)])
+    flt = SearchFilter(principals=("user:u1", "group:g2"))
+    before = store.search(vectors[0].tolist(), flt, 300)
+    store.optimize()
+    after = store.search(vectors[0].tolist(), flt, 300)
+    assert {h.chunk_id for h in after} == {h.chunk_id for h in before}
+    store.close()
+
+
+def test_edge_refuses_a_second_opener(tmp_path):
+    store = EdgeVectorStore(tmp_path / "edge", DIM)
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from indexer.stores import StoreError\nfrom indexer.vector_edge import EdgeVectorStore\n"
+        f"try:\n    EdgeVectorStore(Path({str(tmp_path / 'edge')!r}), {DIM})\n"
+        "except StoreError as exc:\n    print(exc); sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "in use by another process" in done.stdout
+    store.close()
+    reopened = EdgeVectorStore(tmp_path / "edge", DIM)  # the lock is released on close
+    reopened.close()
+
+
+def test_edge_dimension_mismatch_on_reopen(tmp_path):
+    EdgeVectorStore(tmp_path / "edge", DIM).close()
+    with pytest.raises(StoreError, match="incompatible|size"):
+        EdgeVectorStore(tmp_path / "edge", DIM * 2)
+
+
+def test_closed_store_raises(tmp_path):
+    store = EdgeVectorStore(tmp_path / "edge", DIM)
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,)), 5)
+
+
+def test_qdrant_collection_dimension_checked():
+    client = QdrantClient(":memory:")
+    QdrantServerStore(client, "chunks", DIM)
+    with pytest.raises(StoreError, match="expected"):
+        QdrantServerStore(client, "chunks", DIM * 2)
+    client.close()
