@@ -79,8 +79,8 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
           url: Optional[str] = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
     """Index (or re-index incrementally) a git repository."""
     settings: Settings = ctx.obj
-    source = name or _source_name(path_or_url)
     location = _location(path_or_url)
+    source = name or _source_name(location)
     principals = sorted(Access.of(*access).principals)
     client = remote(url, settings)
     if client:
@@ -168,7 +168,7 @@ def _print_results(results: list[dict], as_json: bool) -> None:
     for r in results:
         out.print(f"[bold]{r['source']}[/bold] {r['path']}:{r['start_line']}-{r['end_line']} "
                   f"[dim]{r['symbol']}[/dim] ({r['score']:.3f})")
-        out.print(r["snippet"], markup=False, highlight=False)
+        out.print(r["snippet"], markup=False, highlight=False, soft_wrap=True)
         out.print()
 
 

@@ -50,7 +50,7 @@ INTERPRETERS: dict[str, str] = {
     "php": "php", "lua": "lua", "rscript": "r", "scala": "scala", "groovy": "groovy", "elixir": "elixir",
 }
 
-DOC_LANGUAGES = frozenset({"markdown", "rst", "text", "asciidoc", "org"})
+DOC_LANGUAGES = frozenset({"markdown", "rst", "text", "asciidoc", "org", "latex"})
 DATA_LANGUAGES = frozenset({"", "yaml", "json", "toml", "xml", "ini", "properties", "csv"})
 
 _CPP_HEADER = re.compile(r"^\s*(class\s+\w+|namespace\b|template\s*<|public:|private:|protected:)|std::", re.MULTILINE)

@@ -109,7 +109,7 @@ def _section(lines: Sequence[str], start: int, end: int, piece: Piece, limits: L
     if end - start + 1 <= limits.max_lines:
         return [piece]
     ranges = line_ranges(lines, start, end, limits, breakable)
-    return seal([Piece(s, e, piece.symbol, piece.header, symbolic=True) for s, e in ranges])
+    return seal([Piece(s, e, piece.symbol, piece.header, symbolic=piece.symbolic) for s, e in ranges])
 
 
 def section_pieces(lines: Sequence[str], headings: Sequence[Heading], base: str, limits: Limits,

@@ -82,7 +82,8 @@ class _Scope:
         return _Scope(symbol, header, self.header, sig_row, self.depth + 1)
 
 
-_ANNOTATION_LINE = re.compile(r"^\s*((@[\w.]+(\([^)]*\))?|#?\[[^\]]*\])\s*)+$")
+# Lines left out of signatures: annotations and attributes (`@Override`, `[Test]`, `#[inline]`) and comments.
+_NOT_SIGNATURE = re.compile(r"^\s*(((@[\w.]+(\([^)]*\))?|#?\[[^\]]*\])\s*)+$|#|//|/\*|\*)")
 
 
 class _Layout:
@@ -211,7 +212,7 @@ class _Layout:
         return out
 
     def _signature(self, node: Node, body: Node | None) -> tuple[str, int]:
-        """The definition's own lines up to its body, annotations dropped, on one line."""
+        """The definition's own lines up to its body, annotations and comments dropped, on one line."""
         start = node.start_byte
         if body is not None and body.start_byte > start:
             stop = body.start_byte
@@ -219,7 +220,7 @@ class _Layout:
             newline = self.data.find(b"\n", start, node.end_byte)
             stop = newline if newline >= 0 else node.end_byte
         rows = self.data[start:stop].decode("utf-8", "replace").split("\n")
-        kept = [i for i, row in enumerate(rows) if row.strip() and not _ANNOTATION_LINE.match(row)] or [0]
+        kept = [i for i, row in enumerate(rows) if row.strip() and not _NOT_SIGNATURE.match(row)] or [0]
         text = " ".join(" ".join(rows[i] for i in kept).split()).rstrip(" {")
         if len(text) > SIGNATURE_CHARS:
             text = text[:SIGNATURE_CHARS].rstrip() + " ..."

@@ -24,11 +24,6 @@ def chunks_of(path: str, content: str, **options: int) -> list[Chunk]:
     return chunk_document(doc(path, textwrap.dedent(content).lstrip("\n")), **options)
 
 
-def symbols(path: str, content: str) -> list[str]:
-    """Chunk symbols with tiny limits, so every definition (and each method of a class) stands alone."""
-    return [c.symbol for c in chunks_of(path, content, max_lines=4, min_lines=1)]
-
-
 def assert_covers(text: str, chunks: list[Chunk], max_lines: int) -> None:
     """Every non-blank line is in exactly one chunk; chunks are ordered, trimmed and within bounds."""
     lines = text.split("\n")
@@ -48,191 +43,106 @@ def assert_covers(text: str, chunks: list[Chunk], max_lines: int) -> None:
 PYTHON = '''
 import time
 
-
 class Retry(Base):
-    def __init__(self, attempts):
-        self.attempts = attempts
-
+    def __init__(self, attempts): self.attempts = attempts
     @staticmethod
-    def backoff(attempt):
-        return 2 ** attempt
+    def backoff(attempt): return 2 ** attempt
 
-
-def helper():
-    return 1
+def helper(): return 1
 '''
 JAVASCRIPT = '''
 import x from "y";
-
 export class Retry extends Base {
-  constructor(attempts) {
-    this.attempts = attempts;
-  }
-  backoff(attempt) {
-    return 2 ** attempt;
-  }
+  constructor(attempts) { this.attempts = attempts; }
+  backoff(attempt) { return 2 ** attempt; }
 }
-
-export const helper = (a) => {
-  return a;
-};
+export const helper = (a) => a;
 '''
 TYPESCRIPT = '''
-export interface Options {
-  attempts: number;
-}
-
+export interface Options { attempts: number; }
 export class Retry {
-  constructor(private attempts: number) {
-  }
-  backoff(attempt: number): number {
-    return 2 ** attempt;
-  }
+  constructor(private attempts: number) {}
+  backoff(attempt: number): number { return 2 ** attempt; }
 }
-
-namespace Util {
-  export function helper(): void {
-  }
-}
+namespace Util { export function helper(): void {} }
 '''
 TSX = '''
 import React from "react";
-
-export function View(props: Props) {
-  return <div>{props.name}</div>;
-}
-
-export const Other = () => {
-  return <span />;
-};
+export function View(props: Props) { return <div>{props.name}</div>; }
+export const Other = () => <span />;
 '''
 GO = '''
 package retry
-
 import "time"
-
-type Retry struct {
-\tAttempts int
-}
-
-func (r *Retry) Backoff(attempt int) time.Duration {
-\treturn time.Second
-}
-
-func Helper() int {
-\treturn 1
-}
+type Retry struct { Attempts int }
+func (r *Retry) Backoff(attempt int) time.Duration { return time.Second }
+func Helper() int { return 1 }
 '''
 JAVA = '''
 package com.example;
-
 public class Retry extends Base {
-    private int attempts;
-
-    public Retry(int attempts) {
-        this.attempts = attempts;
-    }
-
+    public Retry(int attempts) { this.attempts = attempts; }
     @Override
-    public long backoff(int attempt) {
-        return 1L << attempt;
-    }
+    public long backoff(int attempt) { return 1L << attempt; }
 }
 '''
 RUST = '''
 use std::time::Duration;
-
-pub struct Retry {
-    attempts: u32,
-}
-
+pub struct Retry { attempts: u32 }
 impl Retry {
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        Duration::from_secs(1 << attempt)
-    }
+    pub fn backoff(&self, attempt: u32) -> Duration { Duration::from_secs(1) }
+    pub fn reset(&mut self) { self.attempts = 0; }
 }
-
-pub fn helper() -> u32 {
-    1
-}
+pub fn helper() -> u32 { 1 }
 '''
 C = '''
 #include <stdio.h>
-
-struct retry {
-    int attempts;
-};
-
-static long backoff(struct retry *r, int attempt) {
-    return 1L << attempt;
-}
-
-int helper(void) {
-    return 1;
-}
+struct retry { int attempts; };
+static long backoff(struct retry *r, int attempt) { return 1L << attempt; }
+int helper(void) { return 1; }
 '''
 CPP = '''
 #include <chrono>
-
 namespace net {
 class Retry : public Base {
  public:
-  long backoff(int attempt) const {
-    return 1L << attempt;
-  }
+  long backoff(int attempt) const { return 1L << attempt; }
 };
-
-long Retry::total() {
-  return 0;
-}
+long Retry::total() { return 0; }
 }
 '''
 CSHARP = '''
 using System;
-
 namespace Net {
     public class Retry : Base {
-        public Retry(int attempts) {
-            Attempts = attempts;
-        }
-        public long Backoff(int attempt) {
-            return 1L << attempt;
-        }
+        public Retry(int attempts) { Attempts = attempts; }
+        public long Backoff(int attempt) { return 1L << attempt; }
     }
 }
 '''
 RUBY = '''
 require "time"
-
 module Net
   class Retry < Base
-    def initialize(attempts)
-      @attempts = attempts
-    end
-
-    def backoff(attempt)
-      2**attempt
-    end
+    def initialize(attempts) = @attempts = attempts
+    def backoff(attempt) = 2**attempt
   end
 end
 '''
 PHP = '''
 <?php
 namespace Net;
-
 class Retry extends Base {
-    public function __construct($attempts) {
-        $this->attempts = $attempts;
-    }
-    public function backoff($attempt) {
-        return 2 ** $attempt;
-    }
+    public function __construct($attempts) { $this->attempts = $attempts; }
+    public function backoff($attempt) { return 2 ** $attempt; }
 }
-
-function helper() {
-    return 1;
-}
+function helper() { return 1; }
 '''
+
+
+def symbols(path: str, content: str) -> list[str]:
+    """Chunk symbols with tiny limits, so every definition (and each method of a class) stands alone."""
+    return [c.symbol for c in chunks_of(path, content, max_lines=3, min_lines=1)]
 
 
 @pytest.mark.parametrize("path, source, expected", [
@@ -242,9 +152,10 @@ function helper() {
     ("web/retry.ts", TYPESCRIPT, ["retry.Options", "retry.Retry", "retry.Retry.constructor", "retry.Retry.backoff",
                                   "retry.Util"]),
     ("web/view.tsx", TSX, ["view", "view.View", "view.Other"]),
-    ("retry/retry.go", GO, ["retry", "retry.Retry", "retry.Retry.Backoff", "retry.Helper"]),
-    ("src/Retry.java", JAVA, ["Retry", "Retry", "Retry.Retry", "Retry.backoff", "Retry"]),
-    ("src/retry.rs", RUST, ["retry", "retry.Retry", "retry.Retry", "retry.Retry.backoff", "retry.helper"]),
+    ("x/anything.go", GO, ["retry", "retry.Retry", "retry.Retry.Backoff", "retry.Helper"]),  # the package names it
+    ("src/Retry.java", JAVA, ["Retry", "Retry", "Retry.Retry", "Retry.backoff"]),
+    ("src/retry.rs", RUST, ["retry", "retry.Retry", "retry.Retry", "retry.Retry.backoff", "retry.Retry.reset",
+                            "retry.helper"]),
     ("src/retry.c", C, ["retry", "retry.retry", "retry.backoff", "retry.helper"]),
     ("src/retry.cpp", CPP, ["retry", "retry.net", "retry.net.Retry", "retry.net.Retry.backoff",
                             "retry.net.Retry.total"]),
@@ -255,12 +166,12 @@ function helper() {
 ])
 def test_symbol_paths_per_language(path: str, source: str, expected: list[str]) -> None:
     assert symbols(path, source) == expected
-    assert_covers(textwrap.dedent(source).lstrip("\n"), chunks_of(path, source, max_lines=4, min_lines=1), 4)
+    assert_covers(textwrap.dedent(source).lstrip("\n"), chunks_of(path, source, max_lines=3, min_lines=1), 3)
 
 
 def test_whole_small_file_is_one_chunk_with_path_header() -> None:
     [chunk] = chunks_of("pkg/retry.py", PYTHON)
-    assert (chunk.start_line, chunk.end_line, chunk.header) == (1, 14, "pkg/retry.py")
+    assert (chunk.start_line, chunk.end_line, chunk.header) == (1, 8, "pkg/retry.py")
     assert chunk.symbol == "retry.Retry"  # imports merge into the first definition
     assert (chunk.kind, chunk.language, chunk.acl) == ("code", "python", tuple(ACCESS.acl()))
 
@@ -309,10 +220,6 @@ def test_comments_and_decorators_stay_with_their_definition() -> None:
     source = "x = 1\n\n# Explains f.\n# More.\n@cache\ndef f():\n    return 1\n"
     chunks = chunk_document(doc("m.py", source), max_lines=5, min_lines=1)
     assert [(c.symbol, c.start_line) for c in chunks] == [("m", 1), ("m.f", 3)]
-
-
-def test_go_package_names_the_module() -> None:
-    assert symbols("x/anything.go", "package retry\n\nfunc Do() {\n}\n") == ["retry", "retry.Do"]
 
 
 MARKDOWN = '''---
