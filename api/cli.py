@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_sources import sources_app
 from api.client import CairnClient, RemoteError
 from api.progress import SyncProgress, watch_remote_job
 from indexer.documents import Access, Principal
@@ -25,6 +26,7 @@ model_app = typer.Typer(no_args_is_help=True, help="Prepare embedding models.")
 tokens_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API tokens.")
 app.add_typer(model_app, name="model")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(sources_app, name="sources")
 out = Console()
 err = Console(stderr=True)
 OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
@@ -172,10 +174,12 @@ def _print_results(results: list[dict], as_json: bool) -> None:
         out.print()
 
 
-@app.command()
+@sources_app.callback(invoke_without_command=True)
 def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
             url: Optional[str] = typer.Option(None)) -> None:
-    """List indexed sources with their state and counts."""
+    """List indexed sources with their state and counts (or add/load sources: see the subcommands)."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings: Settings = ctx.obj
     client = remote(url, settings)
     if client:

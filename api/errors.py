@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.audit import FeedbackError
 from connectors.base import ConnectorError
 from indexer.documents import AccessError
 from indexer.stores import StoreError
@@ -20,13 +21,17 @@ class NotFound(LookupError):
     """A resource that does not exist or that the caller may not see (indistinguishable on purpose)."""
 
 
+class BadRequest(ValueError):
+    """A well-formed request that cannot be honoured (an empty line range, an unsafe regex)."""
+
+
 class Conflict(RuntimeError):
     """The request conflicts with current state (e.g. a source that already exists)."""
 
 
 STATUS: dict[type[BaseException], int] = {
-    QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400,
-    NotFound: 404, Conflict: 409, StoreError: 503,
+    QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400,
+    NotFound: 404, FeedbackError: 404, Conflict: 409, StoreError: 503,
 }
 
 

@@ -20,10 +20,13 @@ def search(body: SearchRequest, request: Request, who: Principal = Depends(princ
     scope = Scope(sources=tuple(body.sources), path_prefixes=(body.path_prefix,) if body.path_prefix else (),
                   languages=tuple(body.languages), kinds=tuple(body.kinds))
     result = request.app.state.searcher.search(body.query, who, scope, limit=body.limit)
+    query_id = str(uuid.uuid4())
+    request.app.state.audit.record(who, "search", scope=scope, result_ids=[h.chunk_id for h in result.hits],
+                                   query_id=query_id, query_text=body.query)
     hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
                    start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
                    language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
-    return SearchResponse(query_id=str(uuid.uuid4()), hits=hits,
+    return SearchResponse(query_id=query_id, hits=hits,
                           timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
 
 
@@ -49,22 +52,24 @@ def list_sources(request: Request, who: Principal = Depends(principal)) -> list[
 
 
 @router.post("/sources", response_model=SourceOut, status_code=201)
-def add_source(body: SourceIn, request: Request, _: Principal = Depends(admin)) -> SourceOut:
+def add_source(body: SourceIn, request: Request, who: Principal = Depends(admin)) -> SourceOut:
     catalog = request.app.state.services.catalog
     if catalog.get_source(body.name) is not None:
         raise Conflict(f"a source named {body.name!r} already exists")
     access = Access.of(*body.access)
     catalog.upsert_source(body.name, body.kind, {"location": body.location, "ref": body.ref},
                           sorted(access.principals))
+    request.app.state.audit.record(who, "sources.add", target=body.name)
     return _source_out(catalog.get_source(body.name), catalog, True)
 
 
 @router.post("/sources/{name:path}/reindex", response_model=JobOut, status_code=202)
-def reindex(name: str, request: Request, body: ReindexIn | None = None, _: Principal = Depends(admin)) -> JobOut:
+def reindex(name: str, request: Request, body: ReindexIn | None = None, who: Principal = Depends(admin)) -> JobOut:
     catalog = request.app.state.services.catalog
     if catalog.get_source(name) is None:
         raise NotFound(f"no source named {name!r}")
     job_id = request.app.state.jobs.submit(name, full=bool(body and body.full))
+    request.app.state.audit.record(who, "sources.reindex", target=name)
     return _job_out(catalog.get_job(job_id))
 
 

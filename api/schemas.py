@@ -74,3 +74,80 @@ class JobOut(BaseModel):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+
+
+class DocumentOut(BaseModel):
+    id: str
+    source: str
+    path: str
+    title: str
+    kind: str
+    language: str
+    url: str
+    version: str
+    start_line: int
+    end_line: int
+    total_lines: int
+    content: str
+
+
+class FeedbackIn(BaseModel):
+    query_id: str = Field(min_length=1, max_length=36)
+    hit_id: str = Field(min_length=1, max_length=64)
+    useful: bool
+    comment: str = Field(default="", max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    id: str
+    at: str
+    query_id: str
+    hit_id: str
+    user: str
+    useful: bool
+    comment: str
+
+
+class AuditOut(BaseModel):
+    id: str
+    at: str
+    user: str
+    admin: bool
+    action: str
+    target: str
+    scope: dict
+    result_count: int
+    query_id: str | None
+    query_text: str | None
+
+
+class ContextOptions(BaseModel):
+    """What a Continue user may put under `params.options` (unknown keys are ignored)."""
+
+    repos: list[str] | str | None = None
+    sources: list[str] | str | None = None
+    limit: int | None = Field(default=None, ge=1, le=50)
+    kinds: list[str] | str | None = None
+    languages: list[str] | str | None = None
+    path_prefix: str = Field(default="", max_length=1000)
+
+
+class ContextRequest(BaseModel):
+    """Exactly what Continue's `http` context provider POSTs."""
+
+    query: str | None = Field(default="", max_length=MAX_QUERY_CHARS)
+    fullInput: str | None = Field(default="", max_length=200_000)  # Continue's field name
+    options: ContextOptions | None = None
+    workspacePath: str | None = Field(default=None, max_length=4096)  # Continue's field name
+
+
+class ContextItemUri(BaseModel):
+    type: Literal["url", "file"]
+    value: str
+
+
+class ContextItem(BaseModel):
+    name: str
+    description: str
+    content: str
+    uri: ContextItemUri | None = None

@@ -59,12 +59,10 @@ def load_chunks(root: Path, count: int, lines: int, min_lines: int) -> list[str]
     return rng.sample(windows, count)
 
 
-def padded_tokens(tokenizer: Tokenizer, texts: list[str], batch_size: int) -> tuple[int, int]:
-    """(real tokens, tokens the model computes including padding) for batches taken in this order."""
-    lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
-    padded = sum(len(lengths[i:i + batch_size]) * max(lengths[i:i + batch_size])
-                 for i in range(0, len(lengths), batch_size))
-    return sum(lengths), padded
+def padded_tokens(lengths: list[int], batch_size: int) -> int:
+    """Tokens the model computes, padding included, for batches taken in this order."""
+    return sum(len(lengths[i:i + batch_size]) * max(lengths[i:i + batch_size])
+               for i in range(0, len(lengths), batch_size))
 
 
 def timed(run: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
@@ -108,12 +106,12 @@ def main() -> None:
 def report(args: argparse.Namespace, texts: list[str], tokenizer: Tokenizer, location: ModelLocation,
            rows: list[tuple[int, float, float]], diff: float) -> None:
     n = len(texts)
-    real, padded_raw = padded_tokens(tokenizer, texts, args.batch_size)
-    _, padded_sorted = padded_tokens(tokenizer, sorted(texts, key=len), args.batch_size)
+    lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
     span = f"{args.min_lines}-{args.lines}" if args.min_lines else str(args.lines)
     print(f"model {location.key}  chunks {n} x {span} lines from {args.root}")
     print(f"batch {args.batch_size}  threads {args.threads or 'ort default'}  repeats {args.repeats}")
-    print(f"tokens {real}; computed with padding: raw order {padded_raw}, length-sorted {padded_sorted}")
+    print(f"tokens {sum(lengths)}; computed with padding: raw order {padded_tokens(lengths, args.batch_size)}, "
+          f"token-sorted (cairn) {padded_tokens(sorted(lengths), args.batch_size)}")
     print(f"{'run':>4} {'raw chunks/s':>14} {'cairn chunks/s':>15} {'ratio':>7}")
     for repeat, raw_s, cairn_s in rows:
         print(f"{repeat:>4} {n / raw_s:>14.1f} {n / cairn_s:>15.1f} {raw_s / cairn_s:>7.2f}")

@@ -19,7 +19,30 @@ def _git(row: Any, settings: Settings) -> Connector:
                             max_file_bytes=settings.max_file_bytes)
 
 
-CONNECTORS: dict[str, Callable[[Any, Settings], Connector]] = {"git": _git}
+def _gitlab(row: Any, settings: Settings) -> Connector:
+    from connectors.config import from_catalog
+    from connectors.gitlab import GitLabConnector
+
+    return GitLabConnector(from_catalog(row), workdir=Path(settings.data_dir) / "repos",
+                           max_file_bytes=settings.max_file_bytes)
+
+
+def _jira(row: Any, settings: Settings) -> Connector:
+    from connectors.config import from_catalog
+    from connectors.jira import JiraConnector
+
+    return JiraConnector(from_catalog(row))
+
+
+def _confluence(row: Any, settings: Settings) -> Connector:
+    from connectors.config import from_catalog
+    from connectors.confluence import ConfluenceConnector
+
+    return ConfluenceConnector(from_catalog(row))
+
+
+CONNECTORS: dict[str, Callable[[Any, Settings], Connector]] = {
+    "git": _git, "gitlab": _gitlab, "jira": _jira, "confluence": _confluence}
 
 
 def build_connector(row: Any, settings: Settings) -> Connector:

@@ -32,7 +32,7 @@ from indexer.catalog_schema import (
     unpack_text,
 )
 from indexer.db import metadata
-from indexer.documents import Access, Chunk, Document, Skipped, SkipReason, SyncFailure
+from indexer.documents import ADMINS, Access, AccessError, Chunk, Document, Skipped, SkipReason, SyncFailure
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,26 @@ class Catalog:
         if row is None:
             return None
         return DocumentRecord(**{**row._asdict(), "content": unpack_text(row.content)})
+
+    def document_acl(self, doc_id: str) -> tuple[str, ...] | None:
+        """Who may read a stored document (None when there is no such document).
+
+        The ACL is the one written on its chunks, checked against the document's access digest;
+        a document without chunks takes its source's access when the digests agree. Anything
+        inconsistent fails closed to admins only."""
+        with self.engine.connect() as conn:
+            digest = conn.execute(select(documents.c.access_digest, documents.c.source)
+                                  .where(documents.c.id == doc_id)).first()
+            if digest is None:
+                return None
+            acl = conn.execute(select(chunks.c.acl).where(chunks.c.doc_id == doc_id).limit(1)).scalar_one_or_none()
+            if acl is None:
+                acl = conn.execute(select(sources.c.access).where(sources.c.name == digest.source)).scalar_one_or_none()
+        try:
+            candidate = Access.of(*(p for p in (acl or ()) if p != ADMINS))
+        except AccessError:
+            return (ADMINS,)
+        return tuple(candidate.acl()) if candidate.digest() == digest.access_digest else (ADMINS,)
 
     def counts(self, source: str | None = None) -> dict[str, int]:
         """How many documents, chunks, skipped files and failing items (of one source, or all)."""

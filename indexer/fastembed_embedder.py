@@ -20,8 +20,8 @@ _PROBE = "dimension probe"
 class FastEmbedEmbedder:
     """Embeds with fastembed. `model_name` is the location's key, so it names the exact weights.
 
-    Texts are sorted by length before batching because fastembed pads each batch to its longest
-    text; vectors come back in the caller's order. The tokenizer truncates to the model's limit
+    Texts are sorted by token count before batching because fastembed pads each batch to its
+    longest text; vectors come back in the caller's order. The tokenizer truncates to the model's limit
     (256 tokens for all-MiniLM-L6-v2), so anything past that is not embedded."""
 
     def __init__(self, location: ModelLocation, batch_size: int = 64, threads: int | None = None) -> None:
@@ -38,9 +38,18 @@ class FastEmbedEmbedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        lengths = self._lengths(texts) if len(texts) > self.batch_size else [0] * len(texts)
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
         out[order] = self._run(self._model.passage_embed, [texts[i] for i in order])
         return out
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        """Token counts after truncation (tokenizing is ~1% of embedding), or characters if the
+        model keeps no reachable tokenizer."""
+        tokenizer = getattr(getattr(self._model, "model", None), "tokenizer", None)
+        if tokenizer is None:
+            return [len(t) for t in texts]
+        return [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._run(self._model.query_embed, [text])[0]

@@ -50,8 +50,11 @@ class ModelLocation:
 def resolve_model(spec: str, cache_dir: Path) -> ModelLocation:
     """Map a setting (a local directory or a fastembed model name) to a ModelLocation.
 
-    A directory wins over a name. The default model uses a prepared export in `cache_dir`, exporting
-    it from the offline package if that is installed, and otherwise fastembed's hub download."""
+    A directory wins over a name. It may hold `cairn-model.json` {"base_model": "<fastembed name>"}:
+    it is then loaded with that model's pooling, normalisation and ONNX file name; without the file
+    it is loaded as all-MiniLM-L6-v2 (mean pooling over `model.onnx`'s token states, normalised).
+    The default model uses a prepared export in `cache_dir`, exporting it from the offline package
+    if that is installed, and otherwise fastembed's hub download."""
     hub_cache = cache_dir / "fastembed"
     local = Path(spec).expanduser()
     if local.is_dir():

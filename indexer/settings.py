@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     url: str = Field(default="", description="URL of a running Cairn server for the CLI to talk to.")
     token: str = Field(default="", description="API token the CLI sends to a running server.")
     celery_broker_url: str = Field(default="", description="Celery broker; empty = run tasks in-process.")
+    context_token_budget: int = Field(default=6000, ge=100, description="Token budget of one `/v1/context` answer.")
+    rate_limit_per_minute: int = Field(default=600, ge=0, description="Requests per minute per token (0 = no limit).")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get 413.")
+    audit_query_text: bool = Field(default=False, description="Store query text in the audit log.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
 
 from connectors.base import Connector
 from indexer.documents import Access, Deletion, Document, Skipped, SyncFailure
@@ -53,12 +53,13 @@ class SyncRunner:
 
     def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
         started = time.monotonic()
-        started_at = dt.datetime.now(dt.timezone.utc)
+        started_at = dt.datetime.now(dt.UTC)
         counts = SyncCounts()
         source = connector.name
         checkpoint = None if full else self.catalog.get_checkpoint(source)
-        known = {} if full else self._known(source)
-        self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full)
+        known = {} if full else self._known(source, connector)
+        self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full,
+                      saved=self._checkpoint_saver(connector, source))
         if full:
             self._prune(connector, source, counts)
         self.pipeline.embed_pending(source, progress=self._embed_progress(counts, observe))
@@ -68,15 +69,32 @@ class SyncRunner:
         log.info("sync %s done: %s", source, counts.as_dict())
         return counts
 
-    def _known(self, source: str) -> dict[str, str]:
+    def _known(self, source: str, connector: Connector) -> dict[str, str]:
         """Indexed versions, minus documents indexed under another access list (they are rewritten)."""
+        if getattr(connector, "access_from_source", False):
+            # Each document's access comes from the source and is part of its version: the connector compares.
+            return self.catalog.document_versions(source)
         row = self.catalog.get_source(source)
         want = Access.of(*row.access).digest() if row else ""
         digests = self.catalog.access_digests(source)
         return {doc_id: v for doc_id, v in self.catalog.document_versions(source).items()
                 if digests.get(doc_id) == want}
 
-    def _consume(self, items: Iterable, counts: SyncCounts, observe: Observer | None, rewrite: bool) -> None:
+    def _checkpoint_saver(self, connector: Connector, source: str) -> Callable[[], None] | None:
+        """For connectors that can say mid-sync how far they got (ticket/page sources): store that
+        after every flushed batch, so a sync killed part-way resumes there instead of from the start."""
+        partial = getattr(connector, "partial_checkpoint", None)
+        if partial is None:
+            return None
+
+        def save() -> None:
+            checkpoint = partial()
+            if checkpoint is not None:
+                self.catalog.set_checkpoint(source, checkpoint)
+        return save
+
+    def _consume(self, items: Iterable, counts: SyncCounts, observe: Observer | None, rewrite: bool,
+                 saved: Callable[[], None] | None = None) -> None:
         batch: list[Document] = []
         size = 0
         deletions: list[str] = []
@@ -88,6 +106,8 @@ class SyncRunner:
                 if len(batch) >= self.batch_docs or size >= self.batch_bytes:
                     self._flush(batch, counts, observe, rewrite)
                     batch, size = [], 0
+                    if saved:
+                        saved()
             elif isinstance(item, Deletion):
                 deletions.append(item.doc_id)
             elif isinstance(item, Skipped):

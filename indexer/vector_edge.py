@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import qdrant_edge as qe
 
@@ -41,18 +42,19 @@ class EdgeVectorStore:
     """`VectorStore` on one Qdrant Edge shard (cosine, HNSW built by `optimize`).
 
     The shard directory is locked by its WAL: one process owns it. New points land in an appendable
-    segment that is searched exactly; `optimize()` builds HNSW over segments larger than the
-    indexing threshold, so call it after a large sync, not per batch (it blocks the caller and,
-    in this binding, holds the GIL)."""
+    segment that is searched exactly (brute force) until `optimize()` builds HNSW for it."""
 
     def __init__(self, path: Path, dim: int, hnsw_m: int = 16, ef_construct: int = 100,
-                 hnsw_ef: int | None = None):
+                 hnsw_ef: int | None = None, segments: int = 8):
         self.path = Path(path)
         self.dim = dim
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
             hnsw_config=qe.HnswIndexConfig(m=hnsw_m, ef_construct=ef_construct, full_scan_threshold=10_000),
+            # Several segments, so an optimize indexes the new points instead of re-merging everything
+            # into one segment and rebuilding its whole HNSW graph (the auto default on 2 cores).
+            optimizers=qe.EdgeOptimizersConfig(default_segment_number=segments),
         )
         self._shard: qe.EdgeShard | None = self._open(config)
         self._ensure_indexes()
@@ -67,8 +69,8 @@ class EdgeVectorStore:
         except Exception as exc:  # the binding raises bare Exception for every engine error
             if "WouldBlock" in str(exc):
                 raise StoreError(
-                    f"vector index {self.path} is in use by another process (Qdrant Edge holds its WAL "
-                    "lock); stop that process or send requests through it") from exc
+                    f"vector index {self.path} is in use by another process (or already open in this one): "
+                    "Qdrant Edge holds its WAL lock; stop that process or send requests through it") from exc
             raise StoreError(f"cannot open vector index {self.path}: {exc}") from exc
 
     def _ensure_indexes(self) -> None:
@@ -132,18 +134,17 @@ class EdgeVectorStore:
             if offset is None:
                 return out
 
-    def count(self) -> int:
-        return self._live().info().points_count
-
     def flush(self) -> None:
         """Persist segments now (the WAL already makes every update durable)."""
         self._live().flush()
 
     def optimize(self) -> bool:
-        """Merge segments and build HNSW where a segment outgrew the indexing threshold.
+        """Build HNSW over segments that outgrew the indexing threshold (~10 MB of vectors) and merge
+        small segments; returns whether anything changed.
 
-        Cost grows with the points written since the last call (≈0.5 ms per 384-d point on 2 cores);
-        a no-op returns quickly. Returns whether anything was optimized."""
+        Cost grows with the points written since the last call (≈0.5-1 ms per 384-d point on 2
+        cores) and is nil when nothing is pending. It blocks the whole process (the binding keeps
+        the GIL), so run it once after a sync or from a maintenance task, never per batch."""
         try:
             changed = self._live().optimize()
         except Exception as exc:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
@@ -105,6 +106,10 @@ class QdrantServerStore:
             out.update(str(r.id) for r in records)
             if offset is None:
                 return out
+
+    def optimize(self) -> bool:
+        """Nothing to do here: a Qdrant server runs its optimizers in the background by itself."""
+        return False
 
     def close(self) -> None:
         if self._owns_client:

@@ -20,8 +20,8 @@ GROUPS = [f"g{i}" for i in range(6)]
 ALL_PRINCIPALS = [f"user:{u}" for u in USERS] + [f"group:{g}" for g in GROUPS] + [PUBLIC]
 
 
-def make_chunk(n: int, content: str, acl: tuple[str, ...] | list[str] = (PUBLIC,), source: str = "repo", path: str = "src/a.py",
-               symbol: str = "", kind: str = "code", language: str = "python") -> Chunk:
+def make_chunk(n: int, content: str, acl: tuple[str, ...] | list[str] = (PUBLIC,), source: str = "repo",
+               path: str = "src/a.py", symbol: str = "", kind: str = "code", language: str = "python") -> Chunk:
     return Chunk(doc_id=f"{source}:{path}", source=source, path=path, ordinal=n, start_line=1, end_line=2,
                  content=content, symbol=symbol, kind=kind, language=language, acl=tuple(Access.of(*acl).acl()))
 
@@ -145,27 +145,27 @@ def test_filters_do_not_change_scores(index):
 # -- scope ---------------------------------------------------------------------------------------
 
 SCOPE_CORPUS = {
-    "a": dict(source="alpha", path="src/cairn/api.py", kind="code", language="python"),
-    "b": dict(source="alpha", path="src/cairn/web/ui.ts", kind="code", language="typescript"),
-    "c": dict(source="alpha", path="src/cairnish.py", kind="code", language="python"),
-    "d": dict(source="beta", path="README.md", kind="doc", language="markdown"),
-    "e": dict(source="beta", path="PROJ-12", kind="issue", language=""),
+    "a": {"source": "alpha", "path": "src/cairn/api.py", "kind": "code", "language": "python"},
+    "b": {"source": "alpha", "path": "src/cairn/web/ui.ts", "kind": "code", "language": "typescript"},
+    "c": {"source": "alpha", "path": "src/cairnish.py", "kind": "code", "language": "python"},
+    "d": {"source": "beta", "path": "README.md", "kind": "doc", "language": "markdown"},
+    "e": {"source": "beta", "path": "PROJ-12", "kind": "issue", "language": ""},
 }
 
 
 @pytest.mark.parametrize("scope,expected", [
-    (dict(), "abcde"),
-    (dict(sources=("alpha",)), "abc"),
-    (dict(sources=("alpha", "beta")), "abcde"),
-    (dict(sources=("nope",)), ""),
-    (dict(path_prefixes=("src/cairn",)), "ab"),
-    (dict(path_prefixes=("/src/cairn/web/",)), "b"),
-    (dict(path_prefixes=("src/cairn/api.py",)), "a"),
-    (dict(path_prefixes=("src/cairn", "README.md")), "abd"),
-    (dict(languages=("python",)), "ac"),
-    (dict(kinds=("doc", "issue")), "de"),
-    (dict(sources=("alpha",), languages=("python",), path_prefixes=("src",)), "ac"),
-    (dict(sources=("beta",), kinds=("code",)), ""),
+    ({}, "abcde"),
+    ({"sources": ("alpha",)}, "abc"),
+    ({"sources": ("alpha", "beta")}, "abcde"),
+    ({"sources": ("nope",)}, ""),
+    ({"path_prefixes": ("src/cairn",)}, "ab"),
+    ({"path_prefixes": ("/src/cairn/web/",)}, "b"),
+    ({"path_prefixes": ("src/cairn/api.py",)}, "a"),
+    ({"path_prefixes": ("src/cairn", "README.md")}, "abd"),
+    ({"languages": ("python",)}, "ac"),
+    ({"kinds": ("doc", "issue")}, "de"),
+    ({"sources": ("alpha",), "languages": ("python",), "path_prefixes": ("src",)}, "ac"),
+    ({"sources": ("beta",), "kinds": ("code",)}, ""),
 ])
 def test_scope_filters(index, scope, expected):
     chunks = {name: make_chunk(i, "shared words", **fields) for i, (name, fields) in enumerate(SCOPE_CORPUS.items())}
@@ -279,7 +279,8 @@ def test_second_writer_process_is_refused(tmp_path):
         "try:\n    ix.delete('repo', ['x'])\n"
         "except StoreError as exc:\n    print(exc); sys.exit(3)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 3, done.stderr
     assert "in use by another process" in done.stdout
     index.close()

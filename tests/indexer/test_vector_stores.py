@@ -123,26 +123,26 @@ def test_missing_access_is_admins_only(store):
 
 
 SCOPE_CORPUS = {
-    "a": dict(source="alpha", path="src/cairn/api.py", kind="code", language="python"),
-    "b": dict(source="alpha", path="src/cairn/web/ui.ts", kind="code", language="typescript"),
-    "c": dict(source="alpha", path="src/cairnish.py", kind="code", language="python"),
-    "d": dict(source="beta", path="README.md", kind="doc", language="markdown"),
-    "e": dict(source="beta", path="PROJ-12", kind="issue", language=""),
+    "a": {"source": "alpha", "path": "src/cairn/api.py", "kind": "code", "language": "python"},
+    "b": {"source": "alpha", "path": "src/cairn/web/ui.ts", "kind": "code", "language": "typescript"},
+    "c": {"source": "alpha", "path": "src/cairnish.py", "kind": "code", "language": "python"},
+    "d": {"source": "beta", "path": "README.md", "kind": "doc", "language": "markdown"},
+    "e": {"source": "beta", "path": "PROJ-12", "kind": "issue", "language": ""},
 }
 SCOPE_CASES = [
-    (dict(), "abcde"),
-    (dict(sources=("alpha",)), "abc"),
-    (dict(sources=("alpha", "beta")), "abcde"),
-    (dict(sources=("nope",)), ""),
-    (dict(path_prefixes=("src/cairn",)), "ab"),
-    (dict(path_prefixes=("src/cairn/",)), "ab"),
-    (dict(path_prefixes=("/src/cairn/web",)), "b"),
-    (dict(path_prefixes=("src/cairn/api.py",)), "a"),
-    (dict(path_prefixes=("src/cairn", "README.md")), "abd"),
-    (dict(languages=("python",)), "ac"),
-    (dict(kinds=("doc", "issue")), "de"),
-    (dict(sources=("alpha",), languages=("python",), path_prefixes=("src",)), "ac"),
-    (dict(sources=("beta",), kinds=("code",)), ""),
+    ({}, "abcde"),
+    ({"sources": ("alpha",)}, "abc"),
+    ({"sources": ("alpha", "beta")}, "abcde"),
+    ({"sources": ("nope",)}, ""),
+    ({"path_prefixes": ("src/cairn",)}, "ab"),
+    ({"path_prefixes": ("src/cairn/",)}, "ab"),
+    ({"path_prefixes": ("/src/cairn/web",)}, "b"),
+    ({"path_prefixes": ("src/cairn/api.py",)}, "a"),
+    ({"path_prefixes": ("src/cairn", "README.md")}, "abd"),
+    ({"languages": ("python",)}, "ac"),
+    ({"kinds": ("doc", "issue")}, "de"),
+    ({"sources": ("alpha",), "languages": ("python",), "path_prefixes": ("src",)}, "ac"),
+    ({"sources": ("beta",), "kinds": ("code",)}, ""),
 ]
 
 
@@ -150,11 +150,22 @@ def scope_chunks() -> dict[str, Chunk]:
     return {name: make_chunk(i, ["public"], **fields) for i, (name, fields) in enumerate(SCOPE_CORPUS.items())}
 
 
+@pytest.fixture(scope="module", params=["edge", "qdrant-memory"])
+def scoped_store(request, tmp_path_factory):
+    """One store per backend holding SCOPE_CORPUS, shared by the scope table (opening Edge costs ~0.3 s)."""
+    if request.param == "edge":
+        store = EdgeVectorStore(tmp_path_factory.mktemp("scope") / "edge", DIM)
+    else:
+        store = QdrantServerStore(":memory:", "chunks", DIM)
+    store.upsert([VectorPoint(c, [1.0] + [0.0] * (DIM - 1)) for c in scope_chunks().values()])
+    yield store
+    store.close()
+
+
 @pytest.mark.parametrize("scope,expected", SCOPE_CASES)
-def test_scope_filters(store, scope, expected):
+def test_scope_filters(scoped_store, scope, expected):
     chunks = scope_chunks()
-    store.upsert([VectorPoint(c, [1.0] + [0.0] * (DIM - 1)) for c in chunks.values()])
-    found = store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,), **scope), 10)
+    found = scoped_store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,), **scope), 10)
     assert {h.chunk_id for h in found} == {chunks[n].id for n in expected}
 
 
@@ -217,7 +228,8 @@ def test_edge_refuses_a_second_opener(tmp_path):
         f"try:\n    EdgeVectorStore(Path({str(tmp_path / 'edge')!r}), {DIM})\n"
         "except StoreError as exc:\n    print(exc); sys.exit(3)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 3, done.stderr
     assert "in use by another process" in done.stdout
     store.close()
@@ -225,18 +237,14 @@ def test_edge_refuses_a_second_opener(tmp_path):
     reopened.close()
 
 
-def test_edge_dimension_mismatch_on_reopen(tmp_path):
-    EdgeVectorStore(tmp_path / "edge", DIM).close()
-    with pytest.raises(StoreError, match="incompatible|size"):
-        EdgeVectorStore(tmp_path / "edge", DIM * 2)
-
-
-def test_closed_store_raises(tmp_path):
+def test_edge_closed_store_raises_and_reopen_checks_dimension(tmp_path):
     store = EdgeVectorStore(tmp_path / "edge", DIM)
     store.close()
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,)), 5)
+    with pytest.raises(StoreError, match="incompatible|size"):
+        EdgeVectorStore(tmp_path / "edge", DIM * 2)
 
 
 def test_qdrant_collection_dimension_checked():

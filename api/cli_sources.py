@@ -1,0 +1,170 @@
+"""`cairn sources add gitlab|jira|confluence` and `cairn sources load FILE.yaml`: register remote sources."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from connectors.config import SourceConfigError, load_sources, parse_source
+from indexer.settings import Settings
+
+sources_app = typer.Typer(help="List sources (no subcommand), add GitLab/Jira/Confluence sources, or load a "
+                               "sources YAML file.")
+add_app = typer.Typer(no_args_is_help=True, help="Add (or update) a GitLab, Jira or Confluence source. "
+                                                "Credentials are referenced (--token-env/--token-file), never stored.")
+sources_app.add_typer(add_app, name="add")
+out = Console()
+err = Console(stderr=True)
+
+# Options every remote source takes, as (parameter, CLI help) → config keys of the same name.
+NAME = typer.Option(..., "--name", help="Source name (letters, digits, . _ -).")
+URL = typer.Option(..., "--url", help="Base URL of the service (Confluence Cloud: https://SITE.atlassian.net/wiki).")
+TOKEN_ENV = typer.Option("", "--token-env", help="Environment variable holding the token (read at sync time).")
+TOKEN_FILE = typer.Option("", "--token-file", help="File holding the token (read at sync time).")
+USERNAME = typer.Option("", "--username", help="Login/e-mail for basic auth (Atlassian Cloud).")
+ACCESS = typer.Option([], "--access", help="Principals used when the source gives none (repeatable).")
+RATE = typer.Option(0.0, "--requests-per-second", help="Request rate limit (0 = none).")
+SYNC = typer.Option(False, "--sync", help="Sync it now (in this process).")
+AS_JSON = typer.Option(False, "--json", help="Print the stored source as JSON.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: bool) -> None:
+    try:
+        config = parse_source({k: v for k, v in data.items() if v not in ("", [], None)})
+    except SourceConfigError as exc:
+        _fail(str(exc))
+    _store(ctx.obj, [config])
+    summary = {"name": config.name, "kind": config.kind, "location": config.location(),
+               "access": config.default_access}
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(f"source [bold]{config.name}[/bold] ({config.kind}) saved: {config.location()}")
+    if sync:
+        _sync(ctx.obj, config.name, as_json)
+
+
+def _store(settings: Settings, configs: list[Any]) -> None:
+    """Write to the catalog only (no index stores), so this works while a server owns the index."""
+    from indexer.catalog import Catalog
+    from indexer.db import make_engine
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(make_engine(settings.catalog_url))
+    catalog.create_all()
+    for config in configs:
+        existing = catalog.get_source(config.name)
+        if existing is not None and existing.kind != config.kind:
+            _fail(f"source {config.name!r} exists with kind {existing.kind!r}; choose another name")
+        catalog.upsert_source(config.name, config.kind, config.catalog_config(), config.default_access)
+
+
+def _sync(settings: Settings, name: str, as_json: bool) -> None:
+    from api.progress import SyncProgress
+    from indexer.services import IndexServices
+    from workers.jobs import run_sync_job
+
+    services = IndexServices.open(settings)
+    try:
+        with SyncProgress(err, enabled=not as_json) as progress:
+            counts = run_sync_job(services, name, observe=progress.update).as_dict()
+    finally:
+        services.close()
+    if as_json:
+        print(json.dumps({"source": name, **counts}))
+    else:
+        out.print(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@add_app.command("gitlab")
+def add_gitlab(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: str = TOKEN_ENV,
+               token_file: str = TOKEN_FILE, group: str = typer.Option("", "--group", help="Group full path."),
+               project: list[str] = typer.Option([], "--project", help="Project path (repeatable), instead of --group."),
+               ref: str = typer.Option("", "--ref", help="Branch/tag to index (default: each default branch)."),
+               internal_principal: str = typer.Option("", "--internal-principal",
+                                                      help="Principal for every signed-in user, e.g. group:org-all."),
+               no_code: bool = typer.Option(False, "--no-code"), no_issues: bool = typer.Option(False, "--no-issues"),
+               no_merge_requests: bool = typer.Option(False, "--no-merge-requests"),
+               access: list[str] = ACCESS, requests_per_second: float = RATE, sync: bool = SYNC,
+               as_json: bool = AS_JSON) -> None:
+    """GitLab: a group's projects (or --project ...): code, issues and merge requests."""
+    _register(ctx, {"kind": "gitlab", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
+                    "group": group, "projects": project, "ref": ref, "internal_principal": internal_principal,
+                    "code": not no_code, "issues": not no_issues, "merge_requests": not no_merge_requests,
+                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json)
+
+
+def _access_map(values: list[str]) -> dict[str, list[str]]:
+    """`KEY=principal` pairs (repeatable) → {KEY: [principals]}."""
+    mapping: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, principal = value.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--project-access/--space-access expects KEY=PRINCIPAL, not {value!r}")
+        mapping.setdefault(key.strip(), []).append(principal.strip())
+    return mapping
+
+
+@add_app.command("jira")
+def add_jira(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: str = TOKEN_ENV,
+             token_file: str = TOKEN_FILE, username: str = USERNAME,
+             project: list[str] = typer.Option([], "--project", help="Project key (repeatable)."),
+             jql: str = typer.Option("", "--jql", help="A JQL filter (no ORDER BY), alone or narrowing projects."),
+             deployment: str = typer.Option("", "--deployment", help="cloud or datacenter (default: by host)."),
+             permissions: str = typer.Option("source", "--permissions", help="source (Jira's) or config."),
+             project_access: list[str] = typer.Option([], "--project-access", help="KEY=PRINCIPAL (repeatable)."),
+             custom_field: list[str] = typer.Option([], "--custom-field", help="FIELD_ID=Label (repeatable)."),
+             access: list[str] = ACCESS, requests_per_second: float = RATE, sync: bool = SYNC,
+             as_json: bool = AS_JSON) -> None:
+    """Jira: issues of projects or of a JQL, with comments."""
+    fields = {k: v[0] for k, v in _access_map(custom_field).items()}
+    _register(ctx, {"kind": "jira", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
+                    "username": username, "projects": project, "jql": jql, "deployment": deployment,
+                    "permissions": permissions, "access": _access_map(project_access), "custom_fields": fields,
+                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json)
+
+
+@add_app.command("confluence")
+def add_confluence(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: str = TOKEN_ENV,
+                   token_file: str = TOKEN_FILE, username: str = USERNAME,
+                   space: list[str] = typer.Option([], "--space", help="Space key (repeatable)."),
+                   no_blogposts: bool = typer.Option(False, "--no-blogposts"),
+                   deployment: str = typer.Option("", "--deployment", help="cloud or datacenter (default: by host)."),
+                   permissions: str = typer.Option("source", "--permissions", help="source (Confluence's) or config."),
+                   space_access: list[str] = typer.Option([], "--space-access", help="KEY=PRINCIPAL (repeatable)."),
+                   timezone: str = typer.Option("UTC", "--timezone", help="Zone CQL dates are read in."),
+                   access: list[str] = ACCESS, requests_per_second: float = RATE, sync: bool = SYNC,
+                   as_json: bool = AS_JSON) -> None:
+    """Confluence: pages and blog posts of spaces."""
+    _register(ctx, {"kind": "confluence", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
+                    "username": username, "spaces": space, "blogposts": not no_blogposts, "deployment": deployment,
+                    "permissions": permissions, "access": _access_map(space_access), "timezone": timezone,
+                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json)
+
+
+@sources_app.command("load")
+def load(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Sources YAML file."),
+         sync: bool = SYNC, as_json: bool = AS_JSON) -> None:
+    """Add or update every source of a YAML file (`sources: [{name, kind, url, token_env, ...}]`)."""
+    try:
+        configs = load_sources(file)
+    except SourceConfigError as exc:
+        _fail(str(exc))
+    _store(ctx.obj, configs)
+    rows = [{"name": c.name, "kind": c.kind, "location": c.location()} for c in configs]
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            out.print(f"source [bold]{row['name']}[/bold] ({row['kind']}) saved: {row['location']}")
+    for config in configs if sync else []:
+        _sync(ctx.obj, config.name, as_json)
+

@@ -1,0 +1,307 @@
+"""The MCP server (Streamable HTTP, stateless) at /mcp: the same tokens, principals and index as REST."""
+# No `from __future__ import annotations`: the MCP SDK reads these tool signatures at runtime.
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, Field
+from starlette.routing import Match, Route
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
+
+from api.audit import FeedbackError
+from api.continue_provider import budgeted, candidates, to_item
+from api.documents import read_document
+from api.errors import BadRequest, NotFound
+from api.grep import grep as grep_index
+from api.limits import send_error
+from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
+from indexer.documents import Principal
+from indexer.identifiers import code_tokens
+from indexer.stores import LexicalQuery
+from retrieval.permissions import Scope, ScopeError, build_filter
+from retrieval.query_analysis import QueryError
+
+log = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+MAX_READ_LINES = 2000  # read_file without a range returns at most this many lines
+SYMBOL_CANDIDATES = 200
+INSTRUCTIONS = ("Cairn searches the organization's indexed code, docs and tickets that you may read. Use `search` "
+                "for questions, `grep` for exact strings, `find_symbol` for definitions, `read_file` to open a "
+                "result, `list_sources` to see what is indexed.")
+_ANTICIPATED = (NotFound, BadRequest, ScopeError, QueryError, FeedbackError)
+# A line defining a name in most languages: optional modifiers, a definition keyword, the name.
+_MODIFIERS = r"(?:(?:export|pub(?:\([\w:]+\))?|public|private|protected|static|async|abstract|final|default)\s+)*"
+_KEYWORDS = r"(?:def|class|function|func|fn|struct|interface|type|enum|trait|impl|module|object|record)"
+_DEFINITION = r"^[ \t]*" + _MODIFIERS + _KEYWORDS + r"\s+(?:\([^)]*\)\s*)?"
+
+Limit = Annotated[int, Field(ge=1, le=100)]
+Names = Annotated[list[str], Field(max_length=100)]
+
+
+class GrepLine(BaseModel):
+    document_id: str
+    source: str
+    path: str
+    line: int
+    text: str
+
+
+class GrepOut(BaseModel):
+    matches: list[GrepLine]
+    truncated: bool
+
+
+class Definition(BaseModel):
+    document_id: str
+    source: str
+    path: str
+    symbol: str
+    line: int
+    start_line: int
+    end_line: int
+    language: str
+    url: str
+
+
+class SourceBrief(BaseModel):
+    name: str
+    kind: str
+    state: str
+    documents: int
+    chunks: int
+    last_success_at: str | None
+
+
+def caller(ctx: Context) -> Principal:
+    """The Principal the gate resolved for this HTTP request (tools never run without one)."""
+    request = ctx.request_context.request
+    who = getattr(getattr(request, "state", None), "principal", None)
+    if not isinstance(who, Principal):
+        raise ToolError("not authenticated")
+    return who
+
+
+def _scope(sources: list[str] | None, path_prefix: str, languages: list[str] | None,
+           kinds: list[str] | None) -> Scope:
+    return Scope(sources=tuple(sources or ()), path_prefixes=(path_prefix,) if path_prefix else (),
+                 languages=tuple(languages or ()), kinds=tuple(kinds or ()))
+
+
+class CairnTools:
+    """The tool bodies, over the app's state; each runs as the calling Principal."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @contextlib.contextmanager
+    def call(self, tool: str) -> Iterator[None]:
+        """Anticipated errors become tool errors with their message; every call is counted."""
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        except _ANTICIPATED as exc:
+            raise ToolError(str(exc)) from exc
+        finally:
+            self.app.state.metrics.tool_calls.labels(tool, outcome).inc()
+
+    def search(self, who: Principal, query: str, limit: int, scope: Scope) -> SearchResponse:
+        state = self.app.state
+        result = state.searcher.search(query, who, scope, limit=limit)
+        query_id = str(uuid.uuid4())
+        state.audit.record(who, "mcp.search", scope=scope, result_ids=[h.chunk_id for h in result.hits],
+                           query_id=query_id, query_text=query)
+        hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
+                       start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
+                       language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
+        return SearchResponse(query_id=query_id, hits=hits,
+                              timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
+
+    def grep(self, who: Principal, pattern: str, is_regex: bool, case_sensitive: bool, limit: int,
+             scope: Scope) -> GrepOut:
+        svc = self.app.state.services
+        found = grep_index(svc.catalog, svc.fulltext, who, pattern, scope, is_regex=is_regex,
+                           case_sensitive=case_sensitive, limit=limit)
+        self.app.state.audit.record(who, "mcp.grep", scope=scope, result_ids=[], query_text=pattern)
+        return GrepOut(matches=[GrepLine(**vars(m)) for m in found.matches], truncated=found.truncated)
+
+    def read_file(self, who: Principal, document_id: str, source: str, path: str, start_line: int | None,
+                  end_line: int | None) -> DocumentOut:
+        if not document_id:
+            if not (source and path):
+                raise BadRequest("give a document_id, or a source and a path")
+            document_id = f"{source}:{path}"  # documents are keyed "<source>:<path>"
+        if start_line is None and end_line is None:
+            start_line, end_line = 1, MAX_READ_LINES
+        doc = read_document(self.app.state.services.catalog, who, document_id, start_line, end_line)
+        if (source and doc.source != source) or (path and doc.path != path):
+            raise NotFound(f"no document {path!r} in source {source!r}")
+        return doc
+
+    def find_symbol(self, who: Principal, name: str, limit: int, scope: Scope) -> list[Definition]:
+        last = re.split(r"\.|::|#", name.strip())[-1]
+        tokens = code_tokens(last)
+        if not tokens:
+            raise BadRequest("give a symbol name such as `render_invoice` or `Catalog.get_chunks`")
+        svc = self.app.state.services
+        query = LexicalQuery(terms=((tokens[0], 1.0),), identifiers=(last,))
+        ids = [s.chunk_id for s in svc.fulltext.search(query, build_filter(who, scope), SYMBOL_CANDIDATES)]
+        rows = svc.catalog.get_chunks(ids)
+        definition = re.compile(_DEFINITION + re.escape(last) + r"\b", re.MULTILINE)
+        exact, textual = [], []
+        for row in (rows[i] for i in ids if i in rows):
+            named = row.symbol == name or row.symbol.endswith("." + name)
+            found = definition.search(row.content)
+            if named or found:
+                offset = row.content.count("\n", 0, found.start()) if found else 0
+                (exact if named else textual).append(Definition(
+                    document_id=row.doc_id, source=row.source, path=row.path, symbol=row.symbol,
+                    line=row.start_line + offset, start_line=row.start_line, end_line=row.end_line,
+                    language=row.language, url=row.url))
+        self.app.state.audit.record(who, "mcp.find_symbol", scope=scope, query_text=name)
+        return (exact + textual)[:limit]
+
+    def list_sources(self, who: Principal) -> list[SourceBrief]:
+        catalog = self.app.state.services.catalog
+        mine = set(who.principals())
+        out = []
+        for row in catalog.list_sources():
+            if who.admin or mine & set(row.access):
+                counts = catalog.counts(row.name)
+                out.append(SourceBrief(name=row.name, kind=row.kind, state=row.state, documents=counts["documents"],
+                                       chunks=counts["chunks"], last_success_at=row.last_success_at.isoformat()
+                                       if row.last_success_at else None))
+        return out
+
+    def search_resource(self, who: Principal, query: str) -> str:
+        """Markdown for the `cairn://search/{query}` resource: the same items as /v1/context."""
+        state = self.app.state
+        text = unquote(query)[:MAX_QUERY_CHARS]
+        hits = state.searcher.search(text, who, Scope(), limit=10).hits
+        packed = budgeted(candidates(state.services.catalog, hits), state.settings.context_token_budget)
+        state.audit.record(who, "mcp.resource", result_ids=[c.chunk_id for c in packed], query_id=str(uuid.uuid4()),
+                           query_text=text)
+        items = [to_item(c) for c in packed]
+        return "\n\n".join(f"### {i.description}\n{i.content}" for i in items) or f"No results for {text!r}."
+
+
+def build_mcp(app: Any) -> MCPServer:
+    """The MCP server for one app; tools reach the index through `app.state` at call time."""
+    # The SDK calls logging.basicConfig; WARNING keeps Python's default when nothing configured logging yet.
+    server = MCPServer("cairn", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
+    tools = CairnTools(app)
+    _register_tools(server, tools)
+    _register_resources(server, tools)
+    return server
+
+
+def _register_tools(server: MCPServer, tools: CairnTools) -> None:
+    @server.tool()
+    def search(query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)], ctx: Context,
+               limit: Limit = 10, sources: Names | None = None, path_prefix: str = "",
+               languages: Names | None = None, kinds: Names | None = None) -> SearchResponse:
+        """Hybrid (keyword + semantic) search over code, docs and tickets you may read. Returns hits with
+        source, path, line span, symbol and a snippet, plus a query_id for feedback."""
+        with tools.call("search"):
+            return tools.search(caller(ctx), query, limit, _scope(sources, path_prefix, languages, kinds))
+
+    @server.tool()
+    def grep(pattern: str, ctx: Context, regex: bool = False, case_sensitive: bool = True, limit: Limit = 50,
+             sources: Names | None = None, path_prefix: str = "", languages: Names | None = None,
+             kinds: Names | None = None) -> GrepOut:
+        """Exact string (or regex with regex=true) search over indexed text, line by line. The pattern's
+        longest literal word (whole identifier parts, at least 3 characters) narrows the search first."""
+        with tools.call("grep"):
+            return tools.grep(caller(ctx), pattern, regex, case_sensitive, limit,
+                              _scope(sources, path_prefix, languages, kinds))
+
+    @server.tool()
+    def read_file(ctx: Context, document_id: str = "", source: str = "", path: str = "",
+                  start_line: Annotated[int, Field(ge=1)] | None = None,
+                  end_line: Annotated[int, Field(ge=1)] | None = None) -> DocumentOut:
+        """A document (by document_id, or source + path) or a 1-based inclusive line range of it.
+        Without a range at most the first 2000 lines are returned; total_lines tells the length."""
+        with tools.call("read_file"):
+            return tools.read_file(caller(ctx), document_id, source, path, start_line, end_line)
+
+    @server.tool()
+    def find_symbol(name: Annotated[str, Field(min_length=1, max_length=300)], ctx: Context, limit: Limit = 20,
+                    sources: Names | None = None, languages: Names | None = None,
+                    kinds: Names | None = None) -> list[Definition]:
+        """Where a function, class or other symbol is defined, by name (`render_invoice`,
+        `Catalog.get_chunks`)."""
+        with tools.call("find_symbol"):
+            return tools.find_symbol(caller(ctx), name, limit, _scope(sources, "", languages, kinds))
+
+    @server.tool()
+    def list_sources(ctx: Context) -> list[SourceBrief]:
+        """The indexed sources you may read, with their state and size."""
+        with tools.call("list_sources"):
+            return tools.list_sources(caller(ctx))
+
+
+def _register_resources(server: MCPServer, tools: CairnTools) -> None:
+    @server.resource("cairn://search/{query}", name="cairn-search", mime_type="text/markdown",
+                     description="The code and docs most relevant to a question (fill in the query).",
+                     security=ResourceSecurity(exempt_params={"query"}))
+    def search_resource(query: str, ctx: Context) -> str:
+        try:
+            return tools.search_resource(caller(ctx), query)
+        except _ANTICIPATED as exc:
+            raise ResourceError(str(exc)) from exc
+
+
+def session_manager(server: MCPServer) -> StreamableHTTPSessionManager:
+    """A fresh session manager (one per app run: the SDK's manager runs once).
+
+    Stateless JSON mode: every request carries its own token, so any API node can answer it.
+    Host/Origin checks are off because every request must carry a bearer token, which a page
+    reached through DNS rebinding does not have."""
+    server.streamable_http_app(stateless_http=True, json_response=True, streamable_http_path=MCP_PATH,
+                               transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    return server.session_manager
+
+
+class MCPGate:
+    """ASGI endpoint at /mcp: resolves the bearer token (401 before the SDK sees anything), puts the
+    Principal on the request for the tools, then hands the request to the session manager."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), "")
+        kind, _, token = header.partition(" ")
+        who = None
+        if kind.lower() == "bearer" and token.strip():
+            who = await anyio.to_thread.run_sync(self.app.state.tokens.resolve, token.strip())
+        if who is None:
+            detail = "invalid, expired or revoked token" if token.strip() else "missing bearer token"
+            await send_error(send, 401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+            return
+        scope.setdefault("state", {})["principal"] = who
+        await self.app.state.mcp_manager.handle_request(scope, receive, send)
+
+
+class MCPRoute(Route):
+    """The /mcp route; like FastAPI's own routes it names itself in the scope (for per-route metrics)."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(MCP_PATH, MCPGate(app), include_in_schema=False)
+
+    def matches(self, scope: ASGIScope) -> tuple[Match, ASGIScope]:
+        match, child_scope = super().matches(scope)
+        if match != Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope

@@ -1,0 +1,153 @@
+"""Prometheus metrics on a per-app registry, a searcher wrapper that times stages, and request logs."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import principal
+from indexer.documents import Principal
+from retrieval.permissions import Scope as SearchScope
+from retrieval.search import HybridSearcher, SearchResult
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric of one app, on its own registry (so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Histogram("cairn_http_request_duration_seconds", "HTTP request latency by route template.",
+                                  ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.search_stages = Histogram("cairn_search_stage_seconds", "Time spent in each search stage.",
+                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.search_results = Counter("cairn_search_results_total", "Hits returned by searches.", registry=r)
+        self.jobs = Counter("cairn_jobs_finished_total", "Index jobs run by this process, by outcome.",
+                            ["kind", "outcome"], registry=r)
+        self.job_seconds = Histogram("cairn_job_duration_seconds", "Duration of index jobs run by this process.",
+                                     ["kind"], buckets=(1, 5, 15, 60, 300, 900, 3600, 14400), registry=r)
+        self.rate_limited = Counter("cairn_rate_limited_total", "Requests refused by the rate limit.", registry=r)
+        self.tool_calls = Counter("cairn_mcp_tool_calls_total", "MCP tool calls by tool and outcome.",
+                                  ["tool", "outcome"], registry=r)
+
+    def job_finished(self, kind: str, outcome: str, seconds: float) -> None:
+        self.jobs.labels(kind, outcome).inc()
+        self.job_seconds.labels(kind).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class CatalogCollector:
+    """Index size and freshness, read from the catalog at scrape time (totals only: metrics are not
+    filtered per caller, so they name no source)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected lazily: the catalog exists only while the app runs
+
+    def collect(self) -> Iterable[Metric]:
+        services = getattr(self.app.state, "services", None)
+        if services is None:
+            return
+        catalog = services.catalog
+        counts = catalog.counts()
+        rows = catalog.list_sources()
+        for name, help_text, value in (
+            ("cairn_sources", "Configured sources.", len(rows)),
+            ("cairn_documents", "Documents in the index.", counts["documents"]),
+            ("cairn_chunks", "Chunks in the index.", counts["chunks"]),
+            ("cairn_skipped_files", "Files skipped with a recorded reason.", counts["skipped"]),
+            ("cairn_failing_items", "Items whose last sync failed.", counts["failures"]),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=value)
+        now = dt.datetime.now(dt.UTC)
+        ages = [(now - r.last_success_at).total_seconds() for r in rows if r.last_success_at]
+        yield GaugeMetricFamily("cairn_oldest_sync_age_seconds", "Age of the least recently synced source.",
+                                value=max(ages) if ages else 0.0)
+        errors = sum(1 for r in rows if r.state == "error")
+        yield GaugeMetricFamily("cairn_sources_in_error", "Sources whose last sync failed.", value=errors)
+
+
+class ObservedSearcher:
+    """A HybridSearcher that records its stage timings and result counts; same `search` contract."""
+
+    def __init__(self, inner: HybridSearcher, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    def search(self, text: str, principal: Principal | None, scope: SearchScope = SearchScope(),
+               limit: int = 10) -> SearchResult:
+        result = self.inner.search(text, principal, scope, limit=limit)
+        for stage, seconds in result.timings.items():
+            self.metrics.search_stages.labels(stage).observe(seconds)
+        self.metrics.search_results.inc(len(result.hits))
+        return result
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def remember_principal(request: Request, who: Principal = Depends(principal)) -> Principal:
+    """Router dependency: keeps the caller (resolved once per request) for the request log."""
+    request.state.principal = who
+    return who
+
+
+class RequestObserver:
+    """ASGI middleware: latency histogram per route template and one structured log line per request
+    (method, route, status, duration, user id; never the query, body or token)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+        state = scope.setdefault("state", {})
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            self._observe(scope, state, status[0], time.perf_counter() - started)
+
+    def _observe(self, scope: Scope, state: dict, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        self.metrics.requests.labels(scope["method"], route, str(status)).observe(seconds)
+        who = state.get("principal")
+        user = who.user if isinstance(who, Principal) else "-"
+        fields = {"method": scope["method"], "route": route, "status": status,
+                  "duration_ms": round(seconds * 1000, 1), "user": user}
+        log.info("request method=%s route=%s status=%d duration_ms=%.1f user=%s", *fields.values(), extra=fields)
+
+
+metrics_router = APIRouter()
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+def metrics(request: Request, _: Principal = Depends(remember_principal)) -> Response:
+    """Prometheus text format; any valid token may scrape (totals only, nothing per source)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

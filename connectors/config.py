@@ -1,0 +1,254 @@
+"""Source configuration: the sources YAML file and catalog rows, validated; credentials only by reference."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from connectors.base import AuthFailed
+from connectors.http_policy import HttpPolicy
+from indexer.documents import AccessError, parse_principal
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_SECRET_KEYS = ("token", "password", "private_token", "api_token", "secret")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SourceConfigError(ValueError):
+    """A sources file or source definition that cannot be used (the message says where and why)."""
+
+
+def _principals(values: list[str]) -> list[str]:
+    try:
+        return sorted({parse_principal(v) for v in values})
+    except AccessError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _principal_or_empty(value: str) -> str:
+    return _principals([value])[0] if value.strip() else ""
+
+
+class SourceBase(BaseModel):
+    """Settings every remote source shares: where, which credential, how politely, who may read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME)
+    url: str
+    username: str = Field(default="", description="Login or e-mail for basic auth (Atlassian Cloud); empty = token only.")
+    token_env: str = Field(default="", description="Environment variable holding the API token.")
+    token_file: str = Field(default="", description="File holding the API token.")
+    default_access: list[str] = Field(default_factory=list, description="Principals used when the source gives none.")
+    requests_per_second: float = Field(default=0.0, ge=0, description="Request rate limit; 0 = none.")
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1, le=20, description="Tries per request (429/5xx/timeouts).")
+    retry_backoff_seconds: float = Field(default=0.5, gt=0, description="First retry delay; doubles, with jitter.")
+    overlap_minutes: float = Field(default=5.0, ge=0, description="Re-list this much before the cursor.")
+    reconcile_minutes: float = Field(default=360.0, ge=0, description="List all ids this often to prune deletions.")
+    verify_tls: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inline = [k for k in _SECRET_KEYS if k in data]
+            if inline:
+                raise ValueError(f"{', '.join(inline)}: credentials are never written in configuration; "
+                                 "use token_env (an environment variable) or token_file")
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("the URL must not contain credentials; use token_env or token_file")
+        return value.strip().rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if value and not _ENV_NAME.match(value):
+            raise ValueError(f"not an environment variable name: {value!r}")
+        return value
+
+    @field_validator("default_access")
+    @classmethod
+    def _access(cls, value: list[str]) -> list[str]:
+        return _principals(value)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> SourceBase:
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+    def token(self) -> str:
+        """The credential, read now (at sync time); never stored, logged or put in an error."""
+        if self.token_env:
+            value = os.environ.get(self.token_env, "").strip()
+            if not value:
+                raise AuthFailed(f"source {self.name!r}: environment variable {self.token_env} is not set")
+            return value
+        if self.token_file:
+            try:
+                value = Path(self.token_file).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise AuthFailed(f"source {self.name!r}: cannot read token_file: {exc.strerror}") from None
+            if not value:
+                raise AuthFailed(f"source {self.name!r}: token_file is empty")
+            return value
+        return ""
+
+    def http_policy(self) -> HttpPolicy:
+        return HttpPolicy(read_timeout=self.timeout_seconds, connect_timeout=min(10.0, self.timeout_seconds),
+                          max_attempts=self.max_attempts, requests_per_second=self.requests_per_second,
+                          backoff_base=self.retry_backoff_seconds)
+
+    def location(self) -> str:
+        return self.url
+
+    def catalog_config(self) -> dict[str, Any]:
+        """What the catalog stores: everything but the name and access (own columns); no secrets exist here."""
+        data = self.model_dump(mode="json", exclude={"name", "default_access"})
+        return {**data, "location": self.location()}
+
+
+class GitLabSource(SourceBase):
+    kind: Literal["gitlab"] = "gitlab"
+    group: str = Field(default="", description="Group full path: every project in it (and its subgroups).")
+    projects: list[str] = Field(default_factory=list, description="Project paths (or ids) to index.")
+    include_subgroups: bool = True
+    include_archived: bool = True
+    code: bool = True
+    issues: bool = True
+    merge_requests: bool = True
+    ref: str = Field(default="", description="Branch/tag to index; empty = each project's default branch.")
+    internal_principal: str = Field(default="", description="Principal for every signed-in org user "
+                                    "(internal projects), e.g. group:org-all. Empty: members only.")
+    max_document_chars: int = Field(default=400_000, ge=1000)
+
+    @field_validator("internal_principal")
+    @classmethod
+    def _internal(cls, value: str) -> str:
+        return _principal_or_empty(value)
+
+    @model_validator(mode="after")
+    def _scope(self) -> GitLabSource:
+        if bool(self.group) == bool(self.projects):
+            raise ValueError("give either group or projects")
+        return self
+
+    def location(self) -> str:
+        return f"{self.url}/{self.group}" if self.group else self.url
+
+
+class AtlassianSource(SourceBase):
+    deployment: Literal["cloud", "datacenter", ""] = Field(default="", description="Empty: cloud for "
+                                                           "*.atlassian.net, else datacenter.")
+    permissions: Literal["source", "config"] = Field(default="source", description="`source`: read the "
+                                                     "product's permissions, falling back to `access`.")
+    access: dict[str, list[str]] = Field(default_factory=dict, description="Project/space key → principals.")
+    org_principal: str = Field(default="", description="Principal standing for every signed-in user.")
+    max_document_chars: int = Field(default=400_000, ge=1000)
+
+    @field_validator("org_principal")
+    @classmethod
+    def _org(cls, value: str) -> str:
+        return _principal_or_empty(value)
+
+    @field_validator("access")
+    @classmethod
+    def _access_map(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {key: _principals(principals) for key, principals in value.items()}
+
+    @property
+    def cloud(self) -> bool:
+        if self.deployment:
+            return self.deployment == "cloud"
+        return (urlsplit(self.url).hostname or "").endswith(".atlassian.net")
+
+    def configured_access(self, key: str) -> list[str]:
+        return self.access.get(key, self.default_access)
+
+
+class JiraSource(AtlassianSource):
+    kind: Literal["jira"] = "jira"
+    projects: list[str] = Field(default_factory=list, description="Project keys.")
+    jql: str = Field(default="", description="A JQL filter instead of (or narrowing) projects; no ORDER BY.")
+    custom_fields: dict[str, str] = Field(default_factory=dict, description="Field id → label to include.")
+    security_levels: dict[str, list[str]] = Field(default_factory=dict, description="Issue security level "
+                                                  "name → principals (other levels: admins only).")
+
+    @model_validator(mode="after")
+    def _scope(self) -> JiraSource:
+        if not self.projects and not self.jql:
+            raise ValueError("give projects and/or jql")
+        if re.search(r"\border\s+by\b", self.jql, re.IGNORECASE):
+            raise ValueError("jql must not contain ORDER BY (the connector orders by update time)")
+        return self
+
+    def location(self) -> str:
+        return f"{self.url} ({', '.join(self.projects) or self.jql})"
+
+
+class ConfluenceSource(AtlassianSource):
+    kind: Literal["confluence"] = "confluence"
+    spaces: list[str] = Field(min_length=1, description="Space keys.")
+    blogposts: bool = True
+    timezone: str = Field(default="UTC", description="Time zone CQL dates are read in (the API user's).")
+
+    def location(self) -> str:
+        return f"{self.url} ({', '.join(self.spaces)})"
+
+
+SourceConfig = Annotated[GitLabSource | JiraSource | ConfluenceSource, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
+REMOTE_KINDS = ("gitlab", "jira", "confluence")
+
+
+def _explain(exc: ValidationError, where: str) -> SourceConfigError:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'source'}: {e['msg']}" for e in exc.errors())
+    return SourceConfigError(f"{where}: {problems}")
+
+
+def parse_source(data: dict[str, Any], where: str = "source") -> GitLabSource | JiraSource | ConfluenceSource:
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def from_catalog(row: Any) -> GitLabSource | JiraSource | ConfluenceSource:
+    """The validated config of a catalog source row (the stored `location` is derived, so dropped)."""
+    data = {k: v for k, v in (row.config or {}).items() if k != "location"}
+    return parse_source({**data, "name": row.name, "kind": row.kind, "default_access": list(row.access)},
+                        where=f"source {row.name!r}")
+
+
+def load_sources(path: Path) -> list[GitLabSource | JiraSource | ConfluenceSource]:
+    """Read a sources YAML file: `sources: [{name, kind, url, ...}, ...]`."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SourceConfigError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SourceConfigError(f"{path}: not valid YAML ({exc})") from None
+    items = data.get("sources") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise SourceConfigError(f"{path}: expected a top-level `sources:` list")
+    out = [parse_source(item if isinstance(item, dict) else {}, where=f"{path}: sources[{i}]")
+           for i, item in enumerate(items)]
+    names = [s.name for s in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SourceConfigError(f"{path}: duplicate source names: {', '.join(duplicates)}")
+    return out

@@ -1,0 +1,339 @@
+"""GitLab as a source: a group's (or listed) projects, code through the git connector plus issues and merge requests."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabAuthenticationError, GitlabError, GitlabGetError
+
+from connectors.base import AuthFailed, Checkpoint, ConnectorError, SourceNotFound, SyncItem, Unavailable, document_id
+from connectors.checkpoints import SyncState, item_version, stamp
+from connectors.config import GitLabSource
+from connectors.git_process import redact
+from connectors.git_repos import GitRepoConnector
+from connectors.gitlab_access import ProjectAccess, parse_members, project_access
+from connectors.gitlab_tickets import ticket_document, ticket_path
+from connectors.http_policy import PolicySession, quiet_client_loggers
+from indexer.documents import Access, Deletion, Document, Skipped, SyncFailure
+
+log = logging.getLogger(__name__)
+
+TICKETS = ("issues", "merge_requests")
+SCOPES = ("code", *TICKETS)
+REMOTE_ERRORS = (GitlabError, requests.RequestException)
+
+
+class GitLabConnector:
+    """Code, issues and merge requests of GitLab projects; each document carries its project's access."""
+
+    access_from_source = True  # documents' access comes from GitLab and is part of their version
+
+    def __init__(self, config: GitLabSource, workdir: Path, max_file_bytes: int = 1_000_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.name = config.name
+        self.config = config
+        self.workdir = Path(workdir)
+        self.max_file_bytes = max_file_bytes
+        self.clock = clock
+        self.overlap = timedelta(minutes=config.overlap_minutes)
+        self._token = ""
+        self._state: SyncState | None = None
+        self._projects: dict[int, tuple[dict[str, Any], ProjectAccess]] = {}
+
+    # -- the Connector contract -----------------------------------------------------------------
+
+    def sync(self, checkpoint: Checkpoint | None, known: Mapping[str, str]) -> Iterator[SyncItem]:
+        self._state = state = SyncState(known=known, previous=checkpoint or {}, clock=self.clock,
+                                        reconcile_every=self.config.reconcile_minutes * 60)
+        gl = self._client()
+        projects = self._list_projects(gl)
+        log.info("sync %s: %d projects", self.name, len(projects))
+        self._projects = {}
+        for project in projects:
+            yield from self._project(gl, project, known, state)
+        yield from self._retries(gl, state)
+        if state.reconcile_due():
+            yield from self._reconcile(gl, state)
+        yield from self._deletions(known, state)
+        state.finished = True
+        log.info("sync %s done: %d items present, %d to retry", self.name, len(state.seen), len(state.retry))
+
+    def partial_checkpoint(self) -> Checkpoint | None:
+        """A checkpoint covering what was yielded so far (SyncRunner stores it after each batch)."""
+        return self._state.checkpoint() if self._state else None
+
+    def next_checkpoint(self) -> Checkpoint:
+        if self._state is None or not self._state.finished:
+            raise ConnectorError("next_checkpoint() called before the sync was consumed")
+        return self._state.checkpoint()
+
+    def list_ids(self) -> set[str]:
+        """Ids the source has: those the finished sync listed completely, else a fresh listing."""
+        state = self._state
+        if state is None or not state.finished:
+            state = SyncState(known={})
+            for _ in self._listing_pass(state):
+                pass
+        if not state.complete_listing():
+            raise ConnectorError(f"source {self.name!r}: some projects could not be listed completely; "
+                                 "not pruning")
+        return set(state.seen)
+
+    # -- projects -------------------------------------------------------------------------------
+
+    def _client(self) -> gitlab.Gitlab:
+        quiet_client_loggers()
+        self._token = self.config.token()
+        session = PolicySession(self.config.http_policy())
+        return gitlab.Gitlab(self.config.url, private_token=self._token or None, session=session,
+                             timeout=self.config.timeout_seconds, per_page=100, ssl_verify=self.config.verify_tls)
+
+    def _list_projects(self, gl: gitlab.Gitlab) -> list[dict[str, Any]]:
+        """Every project in scope (a whole-source failure raises: nothing may be pruned on a partial list)."""
+        cfg = self.config
+        try:
+            if cfg.group:
+                options: dict[str, Any] = {"include_subgroups": cfg.include_subgroups, "order_by": "id",
+                                           "sort": "asc", "iterator": True, "with_shared": False}
+                if not cfg.include_archived:
+                    options["archived"] = False
+                return [p.attributes for p in gl.groups.get(cfg.group, lazy=True).projects.list(**options)]
+            return [self._one_project(gl, path) for path in cfg.projects]
+        except GitlabAuthenticationError:
+            raise AuthFailed(f"source {self.name!r}: GitLab refused the token") from None
+        except GitlabGetError as exc:
+            if exc.response_code == 404:
+                raise SourceNotFound(f"source {self.name!r}: group {cfg.group!r} not found or not visible") from None
+            raise Unavailable(f"source {self.name!r}: listing projects failed: {self._clean(exc)}") from None
+        except REMOTE_ERRORS as exc:
+            raise Unavailable(f"source {self.name!r}: listing projects failed: {self._clean(exc)}") from None
+
+    def _one_project(self, gl: gitlab.Gitlab, path: str) -> dict[str, Any]:
+        try:
+            return gl.projects.get(path).attributes
+        except GitlabGetError as exc:
+            if exc.response_code == 404:
+                raise SourceNotFound(f"source {self.name!r}: project {path!r} not found or not visible") from None
+            raise
+
+    def _project(self, gl: gitlab.Gitlab, project: dict[str, Any], known: Mapping[str, str],
+                 state: SyncState, fetch: bool = True) -> Iterator[SyncItem]:
+        pid, path = project["id"], project["path_with_namespace"]
+        try:
+            members = parse_members(m.attributes for m in gl.projects.get(pid, lazy=True).members_all.list(
+                iterator=True))
+        except REMOTE_ERRORS as exc:
+            for scope in SCOPES:
+                state.keep_scope(f"{pid}/{scope}")
+            state.seen |= {d for d in state.known if d.startswith(f"{self.name}:{path}/")}
+            yield SyncFailure(self.name, f"{path}/", f"reading members failed: {self._clean(exc)}")
+            return
+        access = project_access(project, members, self.config.internal_principal)
+        self._projects[pid] = (project, access)
+        if self.config.code and access.code is not None:
+            yield from self._code(project, access.code, known, state, fetch)
+        for kind in TICKETS:
+            if getattr(self.config, kind) and access.feature(kind) is not None:
+                yield from self._list_tickets(gl, project, kind, access, state, fetch)
+
+    # -- code -----------------------------------------------------------------------------------
+
+    def _code(self, project: dict[str, Any], access: Access, known: Mapping[str, str],
+              state: SyncState, fetch: bool = True) -> Iterator[SyncItem]:
+        """The project's repository through the git connector; ids and paths get the project's path."""
+        pid, path = project["id"], project["path_with_namespace"]
+        scope = state.open_scope(f"{pid}/code", path, access.digest())
+        digest, prefix = access.digest(), f"{self.name}:{path}/"
+        inner_known: dict[str, str] = {}
+        for doc_id, version in known.items():
+            if _in_scope(doc_id, prefix, "code"):
+                blob, _, indexed_with = version.partition("|")
+                # A file indexed under other access is re-read: same id, a version that never matches.
+                inner_known[document_id(self.name, doc_id[len(prefix):])] = blob if indexed_with == digest else ""
+        git = GitRepoConnector(self.name, self._clone_url(project), ref=self.config.ref or project.get("default_branch")
+                               or None, access=access, workdir=self.workdir, max_file_bytes=self.max_file_bytes)
+        git.web_base = f"{project['web_url']}/-/blob" if project.get("web_url") else ""
+        try:
+            if fetch:
+                for item in git.sync(None, inner_known):
+                    yield _prefixed(item, path, digest, self.name)
+            state.seen |= {f"{prefix}{inner.split(':', 1)[1]}" for inner in git.list_ids()}
+            scope.complete = True
+        except ConnectorError as exc:
+            state.scope_failed(f"{pid}/code")
+            state.seen |= {d for d in known if _in_scope(d, prefix, "code")}
+            yield SyncFailure(self.name, f"{path}/", self._clean(exc))
+
+    def _clone_url(self, project: dict[str, Any]) -> str:
+        """The HTTPS clone URL with the token as oauth2 password; built at sync time, never stored or logged."""
+        url = project.get("http_url_to_repo") or f"{self.config.url}/{project['path_with_namespace']}.git"
+        if not self._token:
+            return url
+        parts = urlsplit(url)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        return urlunsplit((parts.scheme, f"oauth2:{quote(self._token, safe='')}@{host}", parts.path, "", ""))
+
+    # -- issues and merge requests --------------------------------------------------------------
+
+    def _manager(self, gl: gitlab.Gitlab, pid: int, kind: str) -> Any:
+        project = gl.projects.get(pid, lazy=True)
+        return project.issues if kind == "issues" else project.mergerequests
+
+    def _list_tickets(self, gl: gitlab.Gitlab, project: dict[str, Any], kind: str, access: ProjectAccess,
+                      state: SyncState, fetch: bool = True) -> Iterator[SyncItem]:
+        """Items changed since the scope's cursor, oldest change first; the cursor follows each item."""
+        pid, path = project["id"], project["path_with_namespace"]
+        key = f"{pid}/{kind}"
+        scope = state.open_scope(key, path, access.digest())
+        since = state.since(key, self.overlap)
+        params: dict[str, Any] = {"iterator": True, "order_by": "updated_at", "sort": "asc", "per_page": 100}
+        if since is not None:
+            params["updated_after"] = stamp(since)
+        manager = self._manager(gl, pid, kind)
+        try:
+            for obj in manager.list(**params):
+                item = self._ticket(manager, project, kind, obj.attributes, access, state, fetch)
+                state.advance(key, obj.attributes.get("updated_at"))
+                if item is not None:
+                    yield item
+        except REMOTE_ERRORS as exc:
+            state.scope_failed(key)
+            yield SyncFailure(self.name, f"{path}/-/{kind}/", f"listing failed: {self._clean(exc)}")
+            return
+        scope.complete = since is None
+
+    def _ticket(self, manager: Any, project: dict[str, Any], kind: str, attrs: dict[str, Any],
+                access: ProjectAccess, state: SyncState, fetch: bool = True) -> SyncItem | None:
+        """The item's Document when it changed (reading its comments), None when unchanged, or a failure."""
+        path = ticket_path(project["path_with_namespace"], kind, attrs.get("iid"))
+        doc_id = document_id(self.name, path)
+        item_access = access.for_issue(attrs) if kind == "issues" else access.merge_requests
+        version = item_version(str(attrs.get("updated_at", "")), (item_access or Access()).digest())
+        if state.unchanged(doc_id, version) or not fetch:
+            return None
+        try:
+            notes = [n.attributes for n in manager.get(attrs["iid"], lazy=True).notes.list(
+                iterator=True, sort="asc", order_by="created_at")]
+            document = ticket_document(self.name, project["path_with_namespace"], kind, attrs, notes,
+                                       item_access or Access(), self.config.max_document_chars)
+        except Exception as exc:  # noqa: BLE001 - one bad item never stops the sync; it is retried
+            state.failed(doc_id, {"project": project["id"], "kind": kind, "iid": attrs.get("iid")})
+            log.warning("sync %s: %s failed: %s", self.name, path, type(exc).__name__)
+            return SyncFailure(self.name, path, self._clean(exc))
+        state.succeeded(doc_id)
+        return document
+
+    def _retries(self, gl: gitlab.Gitlab, state: SyncState) -> Iterator[SyncItem]:
+        """Items that failed in an earlier sync and were not met again in this one."""
+        for doc_id, what in list(state.retry.items()):
+            if doc_id in state.handled:
+                continue
+            entry = self._projects.get(what.get("project"))
+            if entry is None or what.get("kind") not in TICKETS:
+                state.forget(doc_id)  # its project left the scope; deletion handles the document
+                continue
+            project, access = entry
+            manager = self._manager(gl, project["id"], what["kind"])
+            try:
+                attrs = manager.get(what["iid"]).attributes
+            except GitlabGetError as exc:
+                if exc.response_code == 404:
+                    state.forget(doc_id)
+                    continue
+                yield SyncFailure(self.name, doc_id.split(":", 1)[1], self._clean(exc))
+                continue
+            except REMOTE_ERRORS as exc:
+                yield SyncFailure(self.name, doc_id.split(":", 1)[1], self._clean(exc))
+                continue
+            item = self._ticket(manager, project, what["kind"], attrs, access, state)
+            if item is not None:
+                yield item
+
+    # -- reconciliation and deletions -----------------------------------------------------------
+
+    def _reconcile(self, gl: gitlab.Gitlab, state: SyncState, fetch: bool = True) -> Iterator[SyncItem]:
+        """List every item of scopes not listed completely yet: stale or missed items are read,
+        and the complete listing lets deletions be found."""
+        ok = not state.failed_scopes
+        for pid, (project, access) in self._projects.items():
+            for kind in TICKETS:
+                scope = state.scopes.get(f"{pid}/{kind}")
+                if scope is None or scope.complete or f"{pid}/{kind}" in state.failed_scopes:
+                    continue
+                manager = self._manager(gl, pid, kind)
+                try:
+                    for obj in manager.list(iterator=True, order_by="updated_at", sort="asc", per_page=100):
+                        item = self._ticket(manager, project, kind, obj.attributes, access, state, fetch)
+                        if item is not None:
+                            yield item
+                    scope.complete = True
+                except REMOTE_ERRORS as exc:
+                    ok = False
+                    state.scope_failed(f"{pid}/{kind}")
+                    yield SyncFailure(self.name, f"{project['path_with_namespace']}/-/{kind}/",
+                                      f"listing failed: {self._clean(exc)}")
+        if ok:
+            state.reconciled()
+
+    def _deletions(self, known: Mapping[str, str], state: SyncState) -> Iterator[SyncItem]:
+        """Known items of completely listed scopes that were not met, and of scopes that vanished."""
+        doomed: set[str] = set()
+        for key, scope in state.scopes.items():
+            kind = key.rsplit("/", 1)[1]
+            if kind != "code" and scope.complete:  # the git connector yields its own deletions
+                doomed |= {d for d in known if _in_scope(d, f"{self.name}:{scope.ident}/", kind)}
+        for key in state.old_scope_keys():
+            current = state.scopes.get(key)
+            if key in state.failed_scopes or (current is not None and current.ident == state.old_ident(key)):
+                continue
+            doomed |= {d for d in known if _in_scope(d, f"{self.name}:{state.old_ident(key)}/", key.rsplit("/", 1)[1])}
+        for doc_id in sorted(doomed - state.seen):
+            state.forget(doc_id)
+            yield Deletion(doc_id)
+
+    def _listing_pass(self, state: SyncState) -> Iterator[SyncItem]:
+        """Lists every id without reading content (list_ids without a finished sync)."""
+        gl = self._client()
+        self._projects = {}
+        for project in self._list_projects(gl):
+            yield from self._project(gl, project, {}, state, fetch=False)
+        yield from self._reconcile(gl, state, fetch=False)
+        state.finished = True
+
+    def _clean(self, error: object) -> str:
+        """An error message fit for logs and the catalog: no token, no credentials in URLs, bounded."""
+        text = f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error)
+        if self._token:
+            text = text.replace(self._token, "***").replace(quote(self._token, safe=""), "***")
+        return redact(" ".join(text.split()))[:500]
+
+
+def _in_scope(doc_id: str, prefix: str, kind: str) -> bool:
+    """Whether a document id belongs to a project's code, issues or merge requests (by its path)."""
+    if not doc_id.startswith(prefix):
+        return False
+    rest = doc_id[len(prefix):]
+    if kind == "code":
+        return not rest.startswith(("-/issues/", "-/merge_requests/"))
+    return rest.startswith(f"-/{kind}/")
+
+
+def _prefixed(item: SyncItem, project_path: str, digest: str, source: str) -> SyncItem:
+    """A git connector item moved under the project's path; a document's version records its access."""
+    if isinstance(item, Document):
+        path = f"{project_path}/{item.path}"
+        return replace(item, id=document_id(source, path), path=path, title=path,
+                       version=item_version(item.version, digest), metadata={**item.metadata, "project": project_path})
+    if isinstance(item, Deletion):
+        return Deletion(document_id(source, f"{project_path}/{item.doc_id.split(':', 1)[1]}"))
+    if isinstance(item, Skipped):
+        return replace(item, path=f"{project_path}/{item.path}")
+    return replace(item, item=f"{project_path}/{item.item}")

@@ -1,0 +1,101 @@
+"""The API tests' harness: the small corpus's files, tokens, and a real uvicorn server in a thread."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from api.tokens import TokenStore
+
+RETRY_PY = '''"""Retries with exponential backoff."""
+import random
+import time
+
+
+def retry_with_backoff(call, attempts=5, base=0.5):
+    """Call `call` until it succeeds, sleeping with backoff between attempts."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ConnectionError:
+            delay = backoff_delay(attempt, base)
+            time.sleep(delay)
+    raise RuntimeError("retry_with_backoff gave up")
+# Jitter keeps clients from retrying in lockstep (no blank line: the two chunks touch).
+def backoff_delay(attempt, base=0.5):
+    """Exponential backoff delay with jitter for one retry attempt."""
+    ceiling = base * (2 ** attempt)
+    jitter = random.random() * ceiling
+    total = ceiling + jitter
+    if total > 60:
+        total = 60
+    return total
+'''
+
+INVOICE_PY = '''class InvoiceRenderer:
+    """Renders invoices for orders."""
+
+    def render_invoice(self, order):
+        return f"invoice {order.id}: {order.total}"
+'''
+
+ROLLOUT_PY = '''def rollout_canary(service):
+    """Deploy a canary and watch it; the secret ops rollout plan."""
+    return "canary invoice rollout backoff"
+'''
+
+WEB_URL = "https://gitlab.example.com/platform/billing/-/blob/0123abc/payments/refund.py"
+REFUND_PY = "def refund_payment(payment):\n    return payment.amount * -1\n"
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "Test",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git_repo(root: Path, files: dict[str, str]) -> Path:
+    """A real repository at `root` with these files in one commit."""
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content, encoding="utf-8")
+    env = {**os.environ, **GIT_ENV}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "corpus"]):
+        subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, env=env)
+    return root
+
+
+def token(services, user: str = "u", groups=(), admin: bool = False, **kw) -> str:
+    return TokenStore(services.catalog.engine).create(user, list(groups), admin=admin, **kw)[0]
+
+
+def auth(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """The app on a real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

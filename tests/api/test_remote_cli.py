@@ -1,0 +1,44 @@
+"""The real `cairn` command talking to a real uvicorn server with a token (CAIRN_URL/CAIRN_TOKEN)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import serve, token
+
+from api.app import create_app
+
+CAIRN = str(Path(sys.executable).with_name("cairn"))
+
+
+@pytest.fixture(scope="module")
+def url(corpus):
+    with serve(create_app(corpus.settings, services=corpus)) as base:
+        yield base
+
+
+def cairn(*args: str, tok: str = "", url: str = "") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env.update({"CAIRN_TOKEN": tok} if tok else {})
+    env.update({"CAIRN_URL": url} if url else {})
+    return subprocess.run([CAIRN, *args], check=False, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_search_over_http_runs_as_the_tokens_user(url, corpus):
+    proc = cairn("search", "backoff delay", "--url", url, "--json", tok=token(corpus, groups=["eng"]))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert results[0]["path"] == "pkg/retry.py" and {r["source"] for r in results} <= {"eng", "web"}
+    ops = cairn("search", "rollout canary", "--json", tok=token(corpus, groups=["ops"]), url=url)
+    assert {r["source"] for r in json.loads(ops.stdout)["results"]} == {"ops"}
+
+
+def test_sources_over_http_and_a_bad_token(url, corpus):
+    proc = cairn("sources", "--json", tok=token(corpus, groups=["ops"]), url=url)
+    assert proc.returncode == 0 and [s["name"] for s in json.loads(proc.stdout)] == ["ops"]
+    bad = cairn("search", "x", "--url", url, "--json", tok="cairn_revoked-or-forged")
+    assert bad.returncode != 0 and "401" in bad.stderr

@@ -1,0 +1,216 @@
+"""A fake GitLab speaking the v4 REST shapes python-gitlab calls, plus git smart HTTP for clones."""
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fake_http import FakeServer, gitlab_paged
+
+FEATURES = ("issues", "merge_requests", "repository")
+
+
+def _user(username: str) -> dict[str, Any]:
+    return {"id": abs(hash(username)) % 10_000, "username": username, "name": username.title(), "state": "active",
+            "avatar_url": None, "web_url": f"https://gitlab.example/{username}"}
+
+
+@dataclass
+class FakeProject:
+    id: int
+    path: str  # full path: group/sub/name
+    visibility: str = "private"
+    repo: Path | None = None  # a git work tree served over smart HTTP
+    members: dict[str, int] = field(default_factory=dict)  # username → access level
+    shares: dict[str, int] = field(default_factory=dict)  # group full path → access level
+    levels: dict[str, str] = field(default_factory=lambda: {f: "enabled" for f in FEATURES})
+    items: dict[str, dict[int, dict[str, Any]]] = field(default_factory=lambda: {"issues": {}, "merge_requests": {}})
+    notes: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class FakeGitLab:
+    """State plus the Starlette app. Every change advances a fake clock by a minute (updated_at)."""
+
+    def __init__(self, token: str = "glpat-fake-secret-token") -> None:
+        self.token = token
+        self.projects: dict[int, FakeProject] = {}
+        self.groups: dict[str, int] = {}
+        self.now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+        self.server = FakeServer(Starlette(routes=self._routes()))
+
+    # -- state changes used by tests ----------------------------------------------------------
+
+    def tick(self) -> str:
+        self.now += timedelta(minutes=1)
+        return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def add_group(self, path: str) -> None:
+        self.groups[path] = len(self.groups) + 1
+
+    def add_project(self, path: str, visibility: str = "private", repo: Path | None = None,
+                    members: dict[str, int] | None = None, shares: dict[str, int] | None = None) -> FakeProject:
+        project = FakeProject(len(self.projects) + 100, path, visibility, repo, dict(members or {}), dict(shares or {}))
+        self.projects[project.id] = project
+        return project
+
+    def add_item(self, project: FakeProject, kind: str, title: str, description: str = "", **extra: Any) -> dict:
+        iid = max(project.items[kind], default=0) + 1
+        stamp = self.tick()
+        item = {"id": project.id * 1000 + iid, "iid": iid, "project_id": project.id, "title": title,
+                "description": description, "state": "opened", "created_at": stamp, "updated_at": stamp,
+                "labels": [], "milestone": None, "author": _user(extra.pop("author", "alice")), "assignees": [],
+                "confidential": False, "web_url": f"{self.server.url}/{project.path}/-/{kind}/{iid}",
+                "user_notes_count": 0}
+        if kind == "merge_requests":
+            item.update({"source_branch": "fix", "target_branch": "main", "draft": False, "reviewers": [],
+                         "merge_status": "can_be_merged"})
+        assignees = extra.pop("assignees", [])
+        item["assignees"] = [_user(a) for a in assignees]
+        item.update(extra)
+        project.items[kind][iid] = item
+        project.notes[(kind, iid)] = []
+        return item
+
+    def update_item(self, project: FakeProject, kind: str, iid: int, **changes: Any) -> None:
+        project.items[kind][iid].update(changes, updated_at=self.tick())
+
+    def add_note(self, project: FakeProject, kind: str, iid: int, body: str, author: str = "bob",
+                 **extra: Any) -> None:
+        stamp = self.tick()
+        notes = project.notes[(kind, iid)]
+        notes.append({"id": len(notes) + 1, "body": body, "author": _user(author), "created_at": stamp,
+                      "updated_at": stamp, "system": False, "internal": False, "confidential": False,
+                      "noteable_iid": iid, "noteable_type": "Issue" if kind == "issues" else "MergeRequest", **extra})
+        project.items[kind][iid]["updated_at"] = stamp
+
+    def delete_item(self, project: FakeProject, kind: str, iid: int) -> None:
+        del project.items[kind][iid]
+
+    # -- JSON shapes --------------------------------------------------------------------------
+
+    def project_json(self, p: FakeProject) -> dict[str, Any]:
+        namespace, _, name = p.path.rpartition("/")
+        return {"id": p.id, "name": name, "path": name, "path_with_namespace": p.path,
+                "name_with_namespace": p.path.replace("/", " / "), "visibility": p.visibility,
+                "namespace": {"id": 1, "full_path": namespace, "kind": "group"},
+                "default_branch": "main" if p.repo else None, "empty_repo": p.repo is None, "archived": False,
+                "http_url_to_repo": f"{self.server.url}/{p.path}.git", "ssh_url_to_repo": f"git@fake:{p.path}.git",
+                "web_url": f"{self.server.url}/{p.path}",
+                **{f"{f}_access_level": p.levels[f] for f in FEATURES},
+                "shared_with_groups": [{"group_id": i, "group_name": g.rsplit("/", 1)[-1], "group_full_path": g,
+                                        "group_access_level": level} for i, (g, level) in enumerate(p.shares.items())]}
+
+    # -- the app ------------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        api = "/api/v4"
+        return [
+            Route(api + "/groups/{gid:path}/projects", self._group_projects),
+            Route(api + "/projects/{pid:path}/members/all", self._members),
+            Route(api + "/projects/{pid:path}/{kind:str}/{iid:int}/notes", self._notes),
+            Route(api + "/projects/{pid:path}/{kind:str}/{iid:int}", self._item),
+            Route(api + "/projects/{pid:path}/{kind:str}", self._items),
+            Route(api + "/projects/{pid:path}", self._project),
+            Route("/{repo:path}.git/info/refs", self._git),
+            Route("/{repo:path}.git/git-upload-pack", self._git, methods=["POST"]),
+        ]
+
+    def _authorised(self, request: Request) -> bool:
+        return request.headers.get("private-token") == self.token
+
+    def _find(self, pid: str) -> FakeProject | None:
+        for p in self.projects.values():
+            if str(p.id) == pid or p.path == pid:
+                return p
+        return None
+
+    async def _group_projects(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return JSONResponse({"message": "401 Unauthorized"}, 401)
+        gid = request.path_params["gid"]
+        if gid not in self.groups:
+            return JSONResponse({"message": "404 Group Not Found"}, 404)
+        nested = request.query_params.get("include_subgroups") == "true"
+        found = [p for p in sorted(self.projects.values(), key=lambda p: p.id)
+                 if p.path.rpartition("/")[0] == gid or (nested and p.path.startswith(gid + "/"))]
+        return gitlab_paged([self.project_json(p) for p in found], request)
+
+    async def _project(self, request: Request) -> Response:
+        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
+        if project is None:
+            return JSONResponse({"message": "404 Project Not Found"}, 404)
+        return JSONResponse(self.project_json(project))
+
+    async def _members(self, request: Request) -> Response:
+        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
+        if project is None:
+            return JSONResponse({"message": "404 Project Not Found"}, 404)
+        rows = [{**_user(u), "access_level": level} for u, level in sorted(project.members.items())]
+        return gitlab_paged(rows, request)
+
+    async def _items(self, request: Request) -> Response:
+        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
+        kind = request.path_params["kind"]
+        if project is None or kind not in project.items:
+            return JSONResponse({"message": "404 Not Found"}, 404)
+        items = list(project.items[kind].values())
+        after = request.query_params.get("updated_after")
+        if after:
+            since = datetime.fromisoformat(after)
+            items = [i for i in items if datetime.fromisoformat(i["updated_at"]) >= since]
+        key = request.query_params.get("order_by", "created_at")
+        items.sort(key=lambda i: (i[key], i["id"]), reverse=request.query_params.get("sort", "desc") == "desc")
+        return gitlab_paged(items, request)
+
+    async def _item(self, request: Request) -> Response:
+        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
+        kind, iid = request.path_params["kind"], request.path_params["iid"]
+        if project is None or iid not in project.items.get(kind, {}):
+            return JSONResponse({"message": "404 Not found"}, 404)
+        return JSONResponse(project.items[kind][iid])
+
+    async def _notes(self, request: Request) -> Response:
+        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
+        kind, iid = request.path_params["kind"], request.path_params["iid"]
+        if project is None or (kind, iid) not in project.notes or iid not in project.items[kind]:
+            return JSONResponse({"message": "404 Not found"}, 404)
+        notes = sorted(project.notes[(kind, iid)], key=lambda n: n["created_at"],
+                       reverse=request.query_params.get("sort", "desc") == "desc")
+        return gitlab_paged(notes, request)
+
+    async def _git(self, request: Request) -> Response:
+        """git smart HTTP through `git http-backend`, behind HTTP basic auth (oauth2:<token>)."""
+        expected = "Basic " + base64.b64encode(f"oauth2:{self.token}".encode()).decode()
+        project = self._find(request.path_params["repo"])
+        if project is None or project.repo is None:
+            return Response("not found", 404)
+        if request.headers.get("authorization") != expected:
+            return Response("HTTP Basic: Access denied", 401, headers={"WWW-Authenticate": 'Basic realm="GitLab"'})
+        service = request.url.path.rsplit("/", 1)[-1] if request.method == "POST" else "info/refs"
+        env = {"GIT_PROJECT_ROOT": str(project.repo / ".git"), "GIT_HTTP_EXPORT_ALL": "1",
+               "PATH_INFO": f"/{service}", "REQUEST_METHOD": request.method,
+               "QUERY_STRING": request.url.query, "CONTENT_TYPE": request.headers.get("content-type", ""),
+               "HTTP_CONTENT_ENCODING": request.headers.get("content-encoding", ""),
+               "GIT_PROTOCOL": request.headers.get("git-protocol", ""), "PATH": os.environ.get("PATH", "")}
+        body = await request.body()
+        proc = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60))
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        status, headers = 200, {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers[name] = value.strip()
+        return Response(payload, status, headers=headers)

@@ -1,0 +1,216 @@
+"""A fake Jira: Cloud (`/rest/api/3/search/jql`, ADF) or Data Center (`/rest/api/2/search`, wiki markup)."""
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fake_http import FakeServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+ZONE = ZoneInfo("Europe/Berlin")  # the API user's zone: JQL dates are read in it
+EMBEDDED_COMMENTS = 2  # a search returns the first comments only, like Jira does
+
+
+def person(name: str, cloud: bool) -> dict[str, Any]:
+    return {"accountId": f"acc-{name}", "displayName": name.title(), "active": True} if cloud else {
+        "name": name, "key": f"JIRAUSER{len(name)}", "displayName": name.title(), "active": True}
+
+
+def to_adf(text: str) -> dict[str, Any]:
+    """Enough ADF for the tests: `h2.` headings, {code} blocks and paragraphs."""
+    content: list[dict[str, Any]] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        heading = re.match(r"h([1-6])\.\s+(.*)", block)
+        code = re.match(r"\{code(?::(\w+))?\}\n?(.*?)\{code\}", block, re.DOTALL)
+        if heading:
+            content.append({"type": "heading", "attrs": {"level": int(heading.group(1))},
+                            "content": [{"type": "text", "text": heading.group(2)}]})
+        elif code:
+            content.append({"type": "codeBlock", "attrs": {"language": code.group(1) or ""},
+                            "content": [{"type": "text", "text": code.group(2).strip()}]})
+        elif block:
+            content.append({"type": "paragraph", "content": [{"type": "text", "text": block}]})
+    return {"type": "doc", "version": 1, "content": content}
+
+
+@dataclass
+class FakeIssue:
+    key: str
+    summary: str
+    description: str  # wiki markup; served as ADF by the Cloud v3 search
+    updated: datetime
+    created: datetime
+    fields: dict[str, Any] = field(default_factory=dict)
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FakeJira:
+    def __init__(self, cloud: bool = True, token: str = "jira-fake-secret-token") -> None:
+        self.cloud, self.token = cloud, token
+        self.issues: dict[str, FakeIssue] = {}
+        self.grants: dict[str, list[dict[str, Any]]] = {}  # project key → permission scheme grants
+        self.roles: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+        self.page_size = 2
+        self.server = FakeServer(Starlette(routes=[
+            Route("/rest/api/2/myself", self._myself),
+            Route("/rest/api/3/search/jql", self._search_cloud),
+            Route("/rest/api/2/search", self._search_dc),
+            Route("/rest/api/2/issue/{key}/comment", self._comments),
+            Route("/rest/api/2/issue/{key}", self._issue),
+            Route("/rest/api/2/project/{key}/permissionscheme", self._scheme),
+            Route("/rest/api/2/project/{key}/role/{rid}", self._role),
+            Route("/rest/api/2/project/{key}", self._project),
+        ]))
+
+    # -- state changes --------------------------------------------------------------------------
+
+    def tick(self) -> datetime:
+        self.now += timedelta(minutes=1)
+        return self.now
+
+    def add_issue(self, key: str, summary: str, description: str = "", **fields: Any) -> FakeIssue:
+        when = self.tick()
+        base = {"status": {"name": "To Do"}, "issuetype": {"name": "Bug"}, "priority": {"name": "High"},
+                "labels": [], "components": [], "assignee": None, "reporter": person("alice", self.cloud),
+                "security": None}
+        issue = FakeIssue(key, summary, description, when, when, {**base, **fields})
+        self.issues[key] = issue
+        return issue
+
+    def update(self, key: str, **changes: Any) -> None:
+        issue = self.issues[key]
+        for name in ("summary", "description"):
+            if name in changes:
+                setattr(issue, name, changes.pop(name))
+        issue.fields.update(changes)
+        issue.updated = self.tick()
+
+    def comment(self, key: str, body: str, author: str = "bob") -> None:
+        issue = self.issues[key]
+        when = self.tick()
+        issue.comments.append({"id": str(len(issue.comments) + 1), "author": person(author, self.cloud),
+                               "body": body, "created": self.stamp(when), "updated": self.stamp(when)})
+        issue.updated = when
+
+    def move(self, key: str, new_key: str) -> None:
+        issue = self.issues.pop(key)
+        issue.key = new_key
+        issue.updated = self.tick()
+        self.issues[new_key] = issue
+
+    def grant(self, project: str, holder: dict[str, Any]) -> None:
+        self.grants.setdefault(project, []).append({"id": len(self.grants.get(project, [])) + 1, "holder": holder,
+                                                    "permission": "BROWSE_PROJECTS"})
+
+    # -- JSON -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def stamp(when: datetime) -> str:
+        local = when.astimezone(ZONE)
+        return local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}" + local.strftime("%z")
+
+    def issue_json(self, issue: FakeIssue, fields: str, v3: bool) -> dict[str, Any]:
+        comments = [{**c, "body": to_adf(c["body"]) if v3 else c["body"]} for c in issue.comments]
+        project = issue.key.rsplit("-", 1)[0]
+        data = {"summary": issue.summary, "description": to_adf(issue.description) if v3 else issue.description,
+                "updated": self.stamp(issue.updated), "created": self.stamp(issue.created),
+                "project": {"key": project, "name": project.title()},
+                "comment": {"comments": comments[:EMBEDDED_COMMENTS], "maxResults": EMBEDDED_COMMENTS,
+                            "total": len(comments), "startAt": 0}, **issue.fields}
+        wanted = set(fields.split(",")) if fields and fields not in ("*all", "*navigable") else set(data)
+        return {"id": str(10000 + abs(hash(issue.key)) % 10000), "key": issue.key,
+                "self": f"{self.server.url}/rest/api/2/issue/{issue.key}",
+                "fields": {k: v for k, v in data.items() if k in wanted}}
+
+    def matching(self, jql: str) -> list[FakeIssue]:
+        """The JQL subset the connector writes: project, labels, updated >= (user's zone), ORDER BY updated."""
+        found = list(self.issues.values())
+        project = re.search(r'project\s*=\s*"?(\w+)"?', jql)
+        if project:
+            found = [i for i in found if i.key.rsplit("-", 1)[0] == project.group(1)]
+        label = re.search(r"labels\s*=\s*\"?([\w-]+)\"?", jql)
+        if label:
+            found = [i for i in found if label.group(1) in i.fields.get("labels", [])]
+        since = re.search(r'updated\s*>=\s*"([^"]+)"', jql)
+        if since:
+            floor = datetime.strptime(since.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=ZONE)
+            found = [i for i in found if i.updated.replace(second=0, microsecond=0) >= floor]
+        return sorted(found, key=lambda i: (i.updated, i.key))
+
+    # -- the app --------------------------------------------------------------------------------
+
+    def _authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        basic = "Basic " + base64.b64encode(f"bot@example.com:{self.token}".encode()).decode()
+        return header in (f"Bearer {self.token}", basic)
+
+    async def _myself(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        return JSONResponse({**person("cairn-bot", self.cloud), "timeZone": str(ZONE)})
+
+    async def _search_cloud(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        q = request.query_params
+        found = self.matching(q.get("jql", ""))
+        start = int(base64.b64decode(q["nextPageToken"]).decode()) if q.get("nextPageToken") else 0
+        size = min(int(q.get("maxResults", 50)), self.page_size)
+        page = found[start:start + size]
+        body: dict[str, Any] = {"issues": [self.issue_json(i, q.get("fields", ""), v3=True) for i in page],
+                                "isLast": start + size >= len(found)}
+        if not body["isLast"]:
+            body["nextPageToken"] = base64.b64encode(str(start + size).encode()).decode()
+        return JSONResponse(body)
+
+    async def _search_dc(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        q = request.query_params
+        found = self.matching(q.get("jql", ""))
+        start, size = int(q.get("startAt", 0)), min(int(q.get("maxResults", 50)), self.page_size)
+        return JSONResponse({"startAt": start, "maxResults": size, "total": len(found),
+                             "issues": [self.issue_json(i, q.get("fields", ""), v3=False)
+                                        for i in found[start:start + size]]})
+
+    async def _issue(self, request: Request) -> Response:
+        issue = self.issues.get(request.path_params["key"]) if self._authorised(request) else None
+        if issue is None:
+            return JSONResponse({"errorMessages": ["Issue does not exist or you do not have permission to see it."]},
+                                404)
+        return JSONResponse(self.issue_json(issue, request.query_params.get("fields", ""), v3=False))
+
+    async def _comments(self, request: Request) -> Response:
+        issue = self.issues.get(request.path_params["key"]) if self._authorised(request) else None
+        if issue is None:
+            return JSONResponse({"errorMessages": ["Issue does not exist"]}, 404)
+        start = int(request.query_params.get("startAt", 0))
+        size = min(int(request.query_params.get("maxResults", 50)), 3)
+        return JSONResponse({"startAt": start, "maxResults": size, "total": len(issue.comments),
+                             "comments": issue.comments[start:start + size]})
+
+    async def _scheme(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        if key not in self.grants:
+            return JSONResponse({"errorMessages": ["You cannot view the permission scheme"]}, 403)
+        return JSONResponse({"id": 10000, "name": f"{key} scheme", "permissions": self.grants[key]})
+
+    async def _role(self, request: Request) -> Response:
+        actors = self.roles.get((request.path_params["key"], request.path_params["rid"]))
+        if actors is None:
+            return JSONResponse({"errorMessages": ["No role"]}, 404)
+        return JSONResponse({"id": int(request.path_params["rid"]), "name": "Developers", "actors": actors})
+
+    async def _project(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        return JSONResponse({"key": key, "name": key.title(), "lead": person("lena", self.cloud)})

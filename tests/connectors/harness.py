@@ -1,0 +1,71 @@
+"""Helpers for connector tests: register a source, sync it, look at the index, search as someone, kill a sync."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from api.app import build_searcher
+from connectors.config import parse_source
+from connectors.registry import build_connector
+from indexer.documents import Principal
+from indexer.sync import SyncCounts, SyncRunner
+from workers.jobs import run_sync_job
+
+# Fast but real retry behaviour: small backoff and read timeout, the usual number of attempts.
+FAST = {"retry_backoff_seconds": 0.02, "timeout_seconds": 1.0, "max_attempts": 5}
+
+
+def register(services: Any, data: Mapping[str, Any]) -> Any:
+    """Validate a source definition and store it in the catalog, as `cairn sources add/load` does."""
+    config = parse_source({**FAST, **data})
+    services.catalog.upsert_source(config.name, config.kind, config.catalog_config(), config.default_access)
+    return config
+
+
+def sync(services: Any, name: str, full: bool = False) -> SyncCounts:
+    return run_sync_job(services, name, full=full)
+
+
+def indexed(services: Any, name: str) -> dict[str, str]:
+    """doc id → version of everything the catalog holds for a source."""
+    return services.catalog.document_versions(name)
+
+
+def consistent(services: Any, name: str) -> bool:
+    """Both engines and the catalog hold exactly the same chunks (nothing lost, nothing duplicated)."""
+    catalog = set(services.catalog.chunk_ids_of_source(name))
+    return services.fulltext.ids(name) == catalog == services.vectors.ids(name)
+
+
+def search(services: Any, query: str, principal: Principal | None, limit: int = 20) -> list[Any]:
+    searcher = build_searcher(services)
+    try:
+        return searcher.search(query, principal, limit=limit).hits
+    finally:
+        searcher.close()
+
+
+def found_docs(services: Any, query: str, principal: Principal | None) -> set[str]:
+    return {hit.doc_id for hit in search(services, query, principal, limit=50)}
+
+
+class Interrupted(Exception):
+    """Stands for the worker being killed in the middle of a sync."""
+
+
+def interrupted_sync(services: Any, name: str, after: int, batch_docs: int = 2) -> None:
+    """Run a sync that dies after `after` items, flushing small batches (as a long sync would)."""
+    connector = build_connector(services.catalog.get_source(name), services.settings)
+    original = connector.sync
+
+    def dying(checkpoint: Any, known: Any) -> Iterator[Any]:
+        for item in itertools.islice(original(checkpoint, known), after):
+            yield item
+        raise Interrupted
+
+    connector.sync = dying
+    with pytest.raises(Interrupted):
+        SyncRunner(services.pipeline, batch_docs=batch_docs).run(connector)

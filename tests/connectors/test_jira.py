@@ -1,0 +1,182 @@
+"""The Jira connector through atlassian-python-api against a fake Jira Cloud and Data Center."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+import pytest
+from fake_jira import ZONE, person
+from harness import consistent, found_docs, indexed, interrupted_sync, register, sync
+
+from indexer.documents import Principal
+
+DESCRIPTION = """h2. Steps
+
+Put 200 items in the cart and press *Pay*.
+
+{code:python}
+gateway.charge(cart.total, timeout=30)
+{code}
+
+h2. Expected
+
+The checkout completes."""
+
+
+@pytest.fixture
+def shop(any_jira, monkeypatch):
+    """Projects SHOP (permission scheme readable) and OPS (not readable: configuration applies)."""
+    return _shop(any_jira, monkeypatch)
+
+
+@pytest.fixture
+def cloud_shop(jira_server, monkeypatch):
+    return _shop(jira_server, monkeypatch)
+
+
+def _shop(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_JIRA_TOKEN", fake.token)
+    fake.add_issue("SHOP-1", "Checkout times out under load", DESCRIPTION, labels=["checkout"],
+                   customfield_10010={"value": "Payments"}, assignee=person("bob", fake.cloud))
+    for n in range(4):  # more comments than a search returns: the rest are paged in
+        fake.comment("SHOP-1", f"Comment {n}: gateway latency p99 is {30 + n}s ✓")
+    fake.add_issue("SHOP-2", "Refund e-mails are late", "Refunds mail after 2 hours",
+                   reporter=person("rita", fake.cloud))
+    fake.add_issue("SHOP-3", "Card data incident", "Card numbers found in logs", security={"id": "1", "name": "Staff"})
+    fake.add_issue("OPS-1", "Checkout pods restart", "OOM kills in checkout pods")
+    fake.grant("SHOP", {"type": "group", "parameter": "shop-devs"})
+    fake.grant("SHOP", {"type": "projectRole", "parameter": "10002"})
+    fake.grant("SHOP", {"type": "reporter"})
+    actor = {"type": "atlassian-user-role-actor", "name": "dora", "displayName": "Dora"}
+    fake.roles[("SHOP", "10002")] = [{**actor, "actorUser": {"accountId": "acc-dora"}} if fake.cloud else actor]
+    return fake
+
+
+def jira_source(fake, **extra):
+    auth = {"username": "bot@example.com"} if fake.cloud else {}
+    return {"name": "jira", "kind": "jira", "url": fake.server.url, "deployment": "cloud" if fake.cloud else "datacenter",
+            "projects": ["SHOP", "OPS"], "token_env": "FAKE_JIRA_TOKEN", "access": {"OPS": ["group:ops"]},
+            "security_levels": {"Staff": ["group:staff"]}, "custom_fields": {"customfield_10010": "Team"},
+            **auth, **extra}
+
+
+def user(fake, name):
+    return f"acc-{name}" if fake.cloud else name
+
+
+def test_full_sync_renders_issues_with_all_comments(services, shop):
+    register(services, jira_source(shop))
+    counts = sync(services, "jira")
+    assert set(indexed(services, "jira")) == {"jira:SHOP-1", "jira:SHOP-2", "jira:SHOP-3", "jira:OPS-1"}
+    assert counts.files_failed == 0 and consistent(services, "jira")
+    doc = services.catalog.get_document("jira:SHOP-1")
+    assert doc.url == f"{shop.server.url}/browse/SHOP-1" and doc.kind == "issue"
+    for fact in ("## Steps", "```python\ngateway.charge(cart.total, timeout=30)\n```", "Team: Payments",
+                 "labels: checkout", "status: To Do", "assignee: Bob", "Comment 3: gateway latency p99 is 33s ✓"):
+        assert fact in doc.content, fact
+    search = "/rest/api/3/search/jql" if shop.cloud else "/rest/api/2/search"
+    assert shop.server.requests(search) and shop.server.requests(r"/issue/SHOP-1/comment$")
+    assert all("ORDER BY updated ASC" in s.params["jql"] for s in shop.server.requests(search))
+
+
+def test_incremental_sync_asks_for_recent_changes_in_the_users_time_zone(services, shop):
+    register(services, jira_source(shop))
+    sync(services, "jira")
+    cursor = services.catalog.get_checkpoint("jira")["scopes"]["SHOP"]["cursor"]
+    shop.server.clear_log()
+    shop.comment("SHOP-2", "Mail queue drained")
+    counts = sync(services, "jira")
+    assert counts.files_changed == 1 and "Mail queue drained" in services.catalog.get_document("jira:SHOP-2").content
+    since = datetime.fromisoformat(cursor.replace("Z", "+00:00")) - timedelta(minutes=5)
+    expected = f'updated >= "{since.astimezone(ZONE):%Y-%m-%d %H:%M}"'
+    jqls = [s.params["jql"] for s in shop.server.requests(r"/search")]
+    assert any(expected in jql and 'project = "SHOP"' in jql for jql in jqls), jqls
+    assert not shop.server.requests(r"/comment$")  # SHOP-1 did not change: its comments were not read again
+
+
+def test_deleted_and_moved_issues_are_pruned(services, cloud_shop):
+    register(services, jira_source(cloud_shop, reconcile_minutes=0))
+    sync(services, "jira")
+    del cloud_shop.issues["SHOP-2"]
+    cloud_shop.move("SHOP-1", "OPS-7")
+    counts = sync(services, "jira")
+    assert set(indexed(services, "jira")) == {"jira:SHOP-3", "jira:OPS-1", "jira:OPS-7"}
+    assert counts.files_deleted == 2 and consistent(services, "jira")
+    assert "group:ops" in services.catalog.get_chunks(services.catalog.chunk_ids_for(["jira:OPS-7"])["jira:OPS-7"]
+                                                      ).popitem()[1].acl
+
+
+def test_rate_limits_server_errors_and_slow_answers_lose_and_duplicate_nothing(services, cloud_shop):
+    register(services, jira_source(cloud_shop))
+    cloud_shop.server.fail(r"/search/jql$", 429, times=2, retry_after="0")
+    cloud_shop.server.fail(r"/comment$", 503)
+    cloud_shop.server.fail(r"/permissionscheme$", 500)
+    cloud_shop.server.fail(r"/myself$", 0, delay=1.5)
+    counts = sync(services, "jira")
+    assert counts.files_failed == 0 and len(indexed(services, "jira")) == 4 and consistent(services, "jira")
+    assert "Comment 3" in services.catalog.get_document("jira:SHOP-1").content
+    assert not any(f.times for f in cloud_shop.server.faults)
+
+
+def test_a_failing_issue_is_recorded_and_retried(services, cloud_shop):
+    register(services, jira_source(cloud_shop))
+    cloud_shop.server.fail(r"/issue/SHOP-1/comment$", 500, times=5)
+    assert sync(services, "jira").files_failed == 1
+    assert [f.item for f in services.catalog.list_failures("jira")] == ["SHOP-1"]
+    assert set(indexed(services, "jira")) == {"jira:SHOP-2", "jira:SHOP-3", "jira:OPS-1"}
+    assert sync(services, "jira").files_failed == 0
+    assert "jira:SHOP-1" in indexed(services, "jira") and services.catalog.list_failures("jira") == []
+
+
+def test_resumes_after_being_killed_mid_sync(services, cloud_shop):
+    for n in range(4, 12):
+        cloud_shop.add_issue(f"SHOP-{n}", f"Shop issue {n}", f"details of shop issue {n}")
+    register(services, jira_source(cloud_shop, name="clean"))
+    sync(services, "clean")
+    register(services, jira_source(cloud_shop))
+    interrupted_sync(services, "jira", after=7)
+    assert services.catalog.get_checkpoint("jira")["scopes"]["SHOP"]["cursor"]
+    cloud_shop.server.clear_log()
+    sync(services, "jira")
+    strip = lambda docs: {k.split(":", 1)[1]: v for k, v in docs.items()}  # noqa: E731
+    assert strip(indexed(services, "jira")) == strip(indexed(services, "clean"))
+    assert consistent(services, "jira")
+    shop_searches = [s.params["jql"] for s in cloud_shop.server.requests(r"/search/jql$") if "SHOP" in s.params["jql"]]
+    assert "updated >=" in shop_searches[0]  # resumed from the stored cursor
+
+
+def test_access_follows_the_permission_scheme_security_levels_and_configuration(services, shop):
+    register(services, jira_source(shop))
+    sync(services, "jira")
+    query = "checkout refund card incident pods"
+    assert found_docs(services, query, Principal("stranger")) == set()
+    devs = found_docs(services, query, Principal("sam", frozenset({"shop-devs"})))
+    assert devs == {"jira:SHOP-1", "jira:SHOP-2"}  # not the issue under the Staff security level
+    assert found_docs(services, query, Principal(user(shop, "dora"))) == {"jira:SHOP-1", "jira:SHOP-2"}
+    assert found_docs(services, query, Principal(user(shop, "rita"))) == {"jira:SHOP-2"}  # reporter grant
+    assert found_docs(services, query, Principal("sid", frozenset({"staff"}))) == {"jira:SHOP-3"}
+    assert found_docs(services, query, Principal("oz", frozenset({"ops"}))) == {"jira:OPS-1"}  # configured
+
+
+def test_permission_changes_are_applied_on_the_next_sync(services, cloud_shop):
+    register(services, jira_source(cloud_shop))
+    sync(services, "jira")
+    assert "jira:SHOP-1" in found_docs(services, "checkout", Principal("acc-dora"))
+    cloud_shop.roles[("SHOP", "10002")] = []
+    counts = sync(services, "jira")
+    assert counts.files_changed == 2  # SHOP-1 and SHOP-2 under the new access (SHOP-3's level did not change)
+    assert "jira:SHOP-1" not in found_docs(services, "checkout", Principal("acc-dora"))
+
+
+def test_a_jql_source_follows_its_filter(services, cloud_shop):
+    cloud_shop.grant("OPS", {"type": "group", "parameter": "ops"})
+    register(services, {**jira_source(cloud_shop, reconcile_minutes=0), "projects": [], "jql": "labels = checkout"})
+    sync(services, "jira")
+    assert set(indexed(services, "jira")) == {"jira:SHOP-1"}
+    cloud_shop.server.clear_log()
+    cloud_shop.update("SHOP-1", labels=[])
+    cloud_shop.update("OPS-1", labels=["checkout"])
+    sync(services, "jira")
+    assert set(indexed(services, "jira")) == {"jira:OPS-1"}  # the issue that left the filter is pruned
+    jqls = [s.params["jql"] for s in cloud_shop.server.requests(r"/search/jql$")]
+    assert any(re.match(r'\(labels = checkout\) AND updated >= "[^"]+" ORDER BY', jql) for jql in jqls), jqls
