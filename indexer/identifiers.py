@@ -24,13 +24,17 @@ def split_identifier(identifier: str) -> list[str]:
     return parts
 
 
-@functools.lru_cache(maxsize=1 << 18)
 def _expand_word(word: str) -> str:
-    """Code repeats its identifiers, so each distinct word is split once per process (bounded memo)."""
     parts = split_identifier(word)
     if len(parts) < 2:
         return word
     return "".join(parts) + " " + " ".join(parts)
+
+
+# Code repeats its identifiers, so each distinct short word is split once per process; long runs
+# (hashes, base64) bypass the memo so it stays small.
+_expand_cached = functools.lru_cache(maxsize=1 << 17)(_expand_word)
+_CACHED_WORD_CHARS = 64
 
 
 def expand_identifiers(text: str) -> str:
@@ -40,7 +44,7 @@ def expand_identifiers(text: str) -> str:
     alphanumeric tokenizer (tantivy's simple tokenizer + lowercase) yields exactly `code_tokens`.
     The joined form makes `parse_http_response` and `parseHttpResponse` the same whole token."""
     words = (_ASCII_WORD_RUN if text.isascii() else _WORD_RUN).findall(text)
-    return " ".join(map(_expand_word, words))
+    return " ".join([_expand_cached(w) if len(w) < _CACHED_WORD_CHARS else _expand_word(w) for w in words])
 
 
 def code_tokens(text: str) -> list[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import INVOICE_PY, REFUND_PY, RETRY_PY, ROLLOUT_PY, WEB_URL, git_repo
+from api_harness import INVOICE_PY, REFUND_PY, RETRY_PY, ROLLOUT_PY, WEB_URL, git_repo
 
 from indexer.documents import Access, Document
 from indexer.services import IndexServices

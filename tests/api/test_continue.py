@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from harness import WEB_URL, auth, token
+from api_harness import WEB_URL, auth, token
 
 from api.app import create_app
 from api.continue_provider import fence, link

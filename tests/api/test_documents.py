@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from harness import RETRY_PY, auth, token
+from api_harness import RETRY_PY, auth, token
 
 from api.app import create_app
 from indexer.documents import ADMINS, Access, Document

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from harness import auth, serve, token
+from api_harness import auth, serve, token
 
 from api.app import create_app
 from api.limits import TokenBuckets

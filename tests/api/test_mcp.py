@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import httpx2
 import pytest
-from harness import auth, serve, token
+from api_harness import auth, serve, token
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 

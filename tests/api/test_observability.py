@@ -6,7 +6,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from harness import auth, token
+from api_harness import auth, token
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app

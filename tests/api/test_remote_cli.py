@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import serve, token
+from api_harness import serve, token
 
 from api.app import create_app
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from harness import auth, serve, token
+from api_harness import auth, serve, token
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation.modes import GenerationMode
 
