@@ -87,7 +87,7 @@ def _sync(settings: Settings, name: str, as_json: bool) -> None:
 @add_app.command("gitlab")
 def add_gitlab(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: str = TOKEN_ENV,
                token_file: str = TOKEN_FILE, group: str = typer.Option("", "--group", help="Group full path."),
-               project: list[str] = typer.Option([], "--project", help="Project path (repeatable), instead of --group."),
+               project: list[str] = typer.Option([], "--project", help="Project path (repeatable), not --group."),
                ref: str = typer.Option("", "--ref", help="Branch/tag to index (default: each default branch)."),
                internal_principal: str = typer.Option("", "--internal-principal",
                                                       help="Principal for every signed-in user, e.g. group:org-all."),

@@ -166,7 +166,7 @@ class CairnTools:
             if named or found:
                 offset = row.content.count("\n", 0, found.start()) if found else 0
                 (exact if named else textual).append(Definition(
-                    document_id=row.doc_id, source=row.source, path=row.path, symbol=row.symbol,
+                    document_id=row.doc_id, source=row.source, path=row.path, symbol=row.symbol if named else last,
                     line=row.start_line + offset, start_line=row.start_line, end_line=row.end_line,
                     language=row.language, url=row.url))
         self.app.state.audit.record(who, "mcp.find_symbol", scope=scope, query_text=name)

@@ -112,6 +112,12 @@ class SyncState:
             self.scopes[key] = Scope(old.ident, old.access, old.cursor)
         self.failed_scopes.add(key)
 
+    def keep_scopes_of(self, ident: str) -> None:
+        """Keep every previous scope of something (e.g. a project path) that could not be read this sync."""
+        for key, old in self._old_scopes.items():
+            if old.ident == ident:
+                self.keep_scope(key)
+
     def old_scope_keys(self) -> set[str]:
         return set(self._old_scopes)
 

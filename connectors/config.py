@@ -41,7 +41,7 @@ class SourceBase(BaseModel):
 
     name: str = Field(pattern=NAME)
     url: str
-    username: str = Field(default="", description="Login or e-mail for basic auth (Atlassian Cloud); empty = token only.")
+    username: str = Field(default="", description="Login/e-mail for basic auth (Atlassian Cloud); empty: token only.")
     token_env: str = Field(default="", description="Environment variable holding the API token.")
     token_file: str = Field(default="", description="File holding the API token.")
     default_access: list[str] = Field(default_factory=list, description="Principals used when the source gives none.")

@@ -1,4 +1,4 @@
-"""Confluence (Cloud or Data Center) as a source: pages and blog posts of spaces, as Markdown, under view permissions."""
+"""Confluence (Cloud or Data Center) as a source: pages and blog posts of spaces, under their view permissions."""
 from __future__ import annotations
 
 import logging
@@ -68,7 +68,8 @@ class ConfluenceConnector(ScopedConnector):
             status = _status(exc)
             if status == 401:
                 raise AuthFailed(f"source {self.name!r}: Confluence refused the credentials") from None
-            why = "space not found or not visible" if status in (403, 404) else f"reading the space failed: {self.clean(exc)}"
+            why = ("space not found or not visible" if status in (403, 404)
+                   else f"reading the space failed: {self.clean(exc)}")
             return ScopeSpec(key, "", "", prefix, error=why)
         readers = space_readers(space, self.config.org_principal) if self.config.permissions == "source" else None
         if readers is None:

@@ -1,4 +1,4 @@
-"""Who may read a Confluence page: space read permissions, narrowed by the page's and its ancestors' view restrictions."""
+"""Who may read a Confluence page: space read permissions, narrowed by its own and its ancestors' restrictions."""
 from __future__ import annotations
 
 import logging

@@ -47,6 +47,8 @@ class GitLabConnector:
         self._token = ""
         self._state: SyncState | None = None
         self._projects: dict[int, tuple[dict[str, Any], ProjectAccess]] = {}
+        self._unavailable: set[int] = set()  # projects seen this sync whose members could not be read
+        self._missing: list[str] = []  # configured projects GitLab did not find this sync
 
     # -- the Connector contract -----------------------------------------------------------------
 
@@ -56,7 +58,11 @@ class GitLabConnector:
         gl = self._client()
         projects = self._list_projects(gl)
         log.info("sync %s: %d projects", self.name, len(projects))
-        self._projects = {}
+        self._projects, self._unavailable = {}, set()
+        for path in self._missing:
+            state.keep_scopes_of(path)
+            state.seen |= {d for d in known if d.startswith(f"{self.name}:{path}/")}
+            yield SyncFailure(self.name, f"{path}/", "project not found or not visible to the token")
         for project in projects:
             yield from self._project(gl, project, known, state)
         yield from self._retries(gl, state)
@@ -99,6 +105,7 @@ class GitLabConnector:
     def _list_projects(self, gl: gitlab.Gitlab) -> list[dict[str, Any]]:
         """Every project in scope (a whole-source failure raises: nothing may be pruned on a partial list)."""
         cfg = self.config
+        self._missing = []
         try:
             if cfg.group:
                 options: dict[str, Any] = {"include_subgroups": cfg.include_subgroups, "order_by": "id",
@@ -106,7 +113,7 @@ class GitLabConnector:
                 if not cfg.include_archived:
                     options["archived"] = False
                 return [p.attributes for p in gl.groups.get(cfg.group, lazy=True).projects.list(**options)]
-            return [self._one_project(gl, path) for path in cfg.projects]
+            return [p for p in (self._one_project(gl, path) for path in cfg.projects) if p is not None]
         except GitlabAuthenticationError:
             raise AuthFailed(f"source {self.name!r}: GitLab refused the token") from None
         except GitlabGetError as exc:
@@ -116,13 +123,15 @@ class GitLabConnector:
         except REMOTE_ERRORS as exc:
             raise Unavailable(f"source {self.name!r}: listing projects failed: {self._clean(exc)}") from None
 
-    def _one_project(self, gl: gitlab.Gitlab, path: str) -> dict[str, Any]:
+    def _one_project(self, gl: gitlab.Gitlab, path: str) -> dict[str, Any] | None:
+        """A configured project; None (noted as missing: a per-project failure) when GitLab says 404."""
         try:
             return gl.projects.get(path).attributes
         except GitlabGetError as exc:
-            if exc.response_code == 404:
-                raise SourceNotFound(f"source {self.name!r}: project {path!r} not found or not visible") from None
-            raise
+            if exc.response_code != 404:
+                raise
+            self._missing.append(path)
+            return None
 
     def _project(self, gl: gitlab.Gitlab, project: dict[str, Any], known: Mapping[str, str],
                  state: SyncState, fetch: bool = True) -> Iterator[SyncItem]:
@@ -131,6 +140,7 @@ class GitLabConnector:
             members = parse_members(m.attributes for m in gl.projects.get(pid, lazy=True).members_all.list(
                 iterator=True))
         except REMOTE_ERRORS as exc:
+            self._unavailable.add(pid)
             for scope in SCOPES:
                 state.keep_scope(f"{pid}/{scope}")
             state.seen |= {d for d in state.known if d.startswith(f"{self.name}:{path}/")}
@@ -237,6 +247,8 @@ class GitLabConnector:
             if doc_id in state.handled:
                 continue
             entry = self._projects.get(what.get("project"))
+            if what.get("project") in self._unavailable:
+                continue  # kept for the next sync
             if entry is None or what.get("kind") not in TICKETS:
                 state.forget(doc_id)  # its project left the scope; deletion handles the document
                 continue
@@ -302,7 +314,7 @@ class GitLabConnector:
     def _listing_pass(self, state: SyncState) -> Iterator[SyncItem]:
         """Lists every id without reading content (list_ids without a finished sync)."""
         gl = self._client()
-        self._projects = {}
+        self._projects, self._unavailable = {}, set()
         for project in self._list_projects(gl):
             yield from self._project(gl, project, {}, state, fetch=False)
         yield from self._reconcile(gl, state, fetch=False)

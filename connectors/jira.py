@@ -131,7 +131,7 @@ class JiraConnector(ScopedConnector):
                 page = self.client.enhanced_jql(jql, fields=fields, nextPageToken=token, limit=PAGE) or {}
                 yield from page.get("issues") or []
                 token = page.get("nextPageToken")
-                if page.get("isLast", True) or not token:
+                if not token or page.get("isLast") is True:
                     return
         start = 0
         while True:
@@ -201,7 +201,7 @@ class JiraConnector(ScopedConnector):
         facts = [f"{_name(fields.get('issuetype')) or 'Issue'} {key}", f"status: {_name(fields.get('status'))}"]
         if fields.get("priority"):
             facts.append(f"priority: {_name(fields.get('priority'))}")
-        people = [f"reporter: {_name(fields.get('reporter')) or '-'}", f"assignee: {_name(fields.get('assignee')) or '-'}"]
+        people = [f"{role}: {_name(fields.get(role)) or '-'}" for role in ("reporter", "assignee")]
         extra = []
         if fields.get("labels"):
             extra.append("labels: " + ", ".join(map(str, fields["labels"])))

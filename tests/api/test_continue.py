@@ -8,8 +8,8 @@ dropped by JSON.stringify when undefined. It reads the answer as an array (or on
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 from api_harness import WEB_URL, auth, token
+from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.continue_provider import fence, link

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 from api_harness import RETRY_PY, auth, token
+from fastapi.testclient import TestClient
 
 from api.app import create_app
 from indexer.documents import ADMINS, Access, Document

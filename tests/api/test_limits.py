@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from api_harness import auth, serve, token
+from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.limits import TokenBuckets

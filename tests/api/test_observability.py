@@ -5,8 +5,8 @@ import logging
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from api_harness import auth, token
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app

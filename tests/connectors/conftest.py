@@ -9,7 +9,6 @@ from fake_gitlab import FakeGitLab
 from fake_jira import FakeJira
 
 
-
 @pytest.fixture
 def gitlab_server() -> Iterator[FakeGitLab]:
     fake = FakeGitLab()

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+from fake_http import FakeServer, gitlab_paged
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from fake_http import FakeServer, gitlab_paged
 
 FEATURES = ("issues", "merge_requests", "repository")
 
@@ -46,6 +45,7 @@ class FakeGitLab:
         self.projects: dict[int, FakeProject] = {}
         self.groups: dict[str, int] = {}
         self.now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+        self.max_per_page = 100  # GitLab's cap; tests lower it to page through few items
         self.server = FakeServer(Starlette(routes=self._routes()))
 
     # -- state changes used by tests ----------------------------------------------------------
@@ -143,7 +143,7 @@ class FakeGitLab:
         nested = request.query_params.get("include_subgroups") == "true"
         found = [p for p in sorted(self.projects.values(), key=lambda p: p.id)
                  if p.path.rpartition("/")[0] == gid or (nested and p.path.startswith(gid + "/"))]
-        return gitlab_paged([self.project_json(p) for p in found], request)
+        return gitlab_paged([self.project_json(p) for p in found], request, self.max_per_page)
 
     async def _project(self, request: Request) -> Response:
         project = self._find(request.path_params["pid"]) if self._authorised(request) else None
@@ -159,8 +159,11 @@ class FakeGitLab:
         return gitlab_paged(rows, request)
 
     async def _items(self, request: Request) -> Response:
-        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
         kind = request.path_params["kind"]
+        if kind not in ("issues", "merge_requests"):  # `group/project` itself (the path was %2F-decoded)
+            request.path_params["pid"] = f"{request.path_params['pid']}/{kind}"
+            return await self._project(request)
+        project = self._find(request.path_params["pid"]) if self._authorised(request) else None
         if project is None or kind not in project.items:
             return JSONResponse({"message": "404 Not Found"}, 404)
         items = list(project.items[kind].values())
@@ -170,7 +173,7 @@ class FakeGitLab:
             items = [i for i in items if datetime.fromisoformat(i["updated_at"]) >= since]
         key = request.query_params.get("order_by", "created_at")
         items.sort(key=lambda i: (i[key], i["id"]), reverse=request.query_params.get("sort", "desc") == "desc")
-        return gitlab_paged(items, request)
+        return gitlab_paged(items, request, self.max_per_page)
 
     async def _item(self, request: Request) -> Response:
         project = self._find(request.path_params["pid"]) if self._authorised(request) else None
@@ -186,7 +189,7 @@ class FakeGitLab:
             return JSONResponse({"message": "404 Not found"}, 404)
         notes = sorted(project.notes[(kind, iid)], key=lambda n: n["created_at"],
                        reverse=request.query_params.get("sort", "desc") == "desc")
-        return gitlab_paged(notes, request)
+        return gitlab_paged(notes, request, self.max_per_page)
 
     async def _git(self, request: Request) -> Response:
         """git smart HTTP through `git http-backend`, behind HTTP basic auth (oauth2:<token>)."""
@@ -204,7 +207,7 @@ class FakeGitLab:
                "GIT_PROTOCOL": request.headers.get("git-protocol", ""), "PATH": os.environ.get("PATH", "")}
         body = await request.body()
         proc = await anyio.to_thread.run_sync(lambda: subprocess.run(
-            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60))
+            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False))
         head, _, payload = proc.stdout.partition(b"\r\n\r\n")
         status, headers = 200, {}
         for line in head.decode("latin-1").split("\r\n"):

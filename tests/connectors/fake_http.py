@@ -56,7 +56,7 @@ class FakeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         # IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections: no 40 ms delayed-ACK stalls.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -130,9 +130,9 @@ def page_of(items: list[Any], request: Request, default_per_page: int = 20,
     return items[(page - 1) * per_page: page * per_page], page, per_page, pages
 
 
-def gitlab_paged(items: list[Any], request: Request) -> JSONResponse:
+def gitlab_paged(items: list[Any], request: Request, max_per_page: int = 100) -> JSONResponse:
     """A JSON list with GitLab's pagination headers (X-Page, X-Next-Page, X-Total, ..., Link)."""
-    chunk, page, per_page, pages = page_of(items, request)
+    chunk, page, per_page, pages = page_of(items, request, max_per_page=max_per_page)
     headers = {"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(items)),
                "X-Total-Pages": str(pages), "X-Next-Page": str(page + 1) if page < pages else "",
                "X-Prev-Page": str(page - 1) if page > 1 else ""}

@@ -34,6 +34,11 @@ def indexed(services: Any, name: str) -> dict[str, str]:
     return services.catalog.document_versions(name)
 
 
+def same_documents(docs: Mapping[str, str]) -> dict[str, str]:
+    """Versions keyed by path alone, to compare two sources that indexed the same thing."""
+    return {doc_id.split(":", 1)[1]: version for doc_id, version in docs.items()}
+
+
 def consistent(services: Any, name: str) -> bool:
     """Both engines and the catalog hold exactly the same chunks (nothing lost, nothing duplicated)."""
     catalog = set(services.catalog.chunk_ids_of_source(name))
@@ -62,8 +67,7 @@ def interrupted_sync(services: Any, name: str, after: int, batch_docs: int = 2) 
     original = connector.sync
 
     def dying(checkpoint: Any, known: Any) -> Iterator[Any]:
-        for item in itertools.islice(original(checkpoint, known), after):
-            yield item
+        yield from itertools.islice(original(checkpoint, known), after)
         raise Interrupted
 
     connector.sync = dying

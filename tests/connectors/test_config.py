@@ -7,8 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from connectors.base import AuthFailed
-from connectors.config import (ConfluenceSource, GitLabSource, JiraSource, SourceConfigError, from_catalog,
-                               load_sources, parse_source)
+from connectors.config import (
+    ConfluenceSource,
+    GitLabSource,
+    JiraSource,
+    SourceConfigError,
+    from_catalog,
+    load_sources,
+    parse_source,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "sources.example.yaml"
 GITLAB = {"name": "gl", "kind": "gitlab", "url": "https://gitlab.example.com/", "group": "platform",
@@ -52,7 +59,8 @@ def test_jira_and_confluence_rules():
         parse_source({"name": "w", "kind": "confluence", "url": "https://wiki.example.com", "spaces": []})
     jira = parse_source({"name": "j", "kind": "jira", "url": "https://jira.example.com", "projects": ["A"],
                          "access": {"A": ["group:a"]}, "default_access": ["group:all"]})
-    assert not jira.cloud and jira.configured_access("A") == ["group:a"] and jira.configured_access("B") == ["group:all"]
+    assert not jira.cloud and jira.configured_access("A") == ["group:a"]
+    assert jira.configured_access("B") == ["group:all"]
 
 
 def test_tokens_are_read_at_use_from_env_or_file(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from harness import consistent, found_docs, indexed, interrupted_sync, register, sync
+from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
+from connectors.base import AuthFailed
 from indexer.documents import Principal
 
 RUNBOOK = """<h2>Symptoms</h2><p>The <strong>checkout</strong> times out after 30&nbsp;seconds.</p>
@@ -57,7 +58,8 @@ def test_incremental_sync_asks_for_recently_modified_content(services, wiki):
     wiki.server.clear_log()
     wiki.edit(wiki.runbook.id, body=RUNBOOK + "<p>Also check the gateway dashboard.</p>")
     counts = sync(services, "wiki")
-    assert counts.files_changed == 1 and "gateway dashboard" in services.catalog.get_document(doc_id(wiki.runbook)).content
+    assert counts.files_changed == 1
+    assert "gateway dashboard" in services.catalog.get_document(doc_id(wiki.runbook)).content
     cqls = [s.params["cql"] for s in wiki.server.requests(r"/content/search$")]
     assert cqls and all('lastmodified >= "' in cql and cql.endswith("order by lastmodified asc") for cql in cqls)
 
@@ -104,8 +106,8 @@ def test_resumes_after_being_killed_mid_sync(services, wiki):
     assert services.catalog.get_checkpoint("wiki")["scopes"]["ENG"]["cursor"]
     wiki.server.clear_log()
     sync(services, "wiki")
-    strip = lambda docs: {k.split(":", 1)[1]: v for k, v in docs.items()}  # noqa: E731
-    assert strip(indexed(services, "wiki")) == strip(indexed(services, "clean")) and consistent(services, "wiki")
+    assert same_documents(indexed(services, "wiki")) == same_documents(indexed(services, "clean"))
+    assert consistent(services, "wiki")
     eng = [s.params["cql"] for s in wiki.server.requests(r"/content/search$") if '"ENG"' in s.params["cql"]]
     assert "lastmodified >=" in eng[0]  # resumed from the stored cursor
 
@@ -123,8 +125,9 @@ def test_access_from_space_permissions_and_inherited_restrictions(services, wiki
     assert {doc_id(wiki.sre), doc_id(wiki.incident)} <= sre and doc_id(wiki.runbook) not in sre
     # Restricted to group sre above and to sam here: group members are not expanded, so the
     # intersection is empty and only admins read it (narrower than Confluence, never wider).
-    sam = found_docs(services, "notes of sam", Principal("acc-sam", frozenset({"sre"})))
-    assert sam and all(services.catalog.get_document(d).title != "Sam's notes" for d in sam)
+    notes = next(d for d in indexed(services, "wiki") if services.catalog.get_document(d).title == "Sam's notes")
+    assert notes not in found_docs(services, "notes of sam", Principal("acc-sam", frozenset({"sre"})))
+    assert notes in found_docs(services, "notes of sam", Principal("root", admin=True))
 
 
 def test_restriction_changes_are_applied_at_reconciliation(services, wiki):
@@ -135,3 +138,13 @@ def test_restriction_changes_are_applied_at_reconciliation(services, wiki):
     sync(services, "wiki")
     assert doc_id(wiki.runbook) not in found_docs(services, "checkout kubectl", Principal("al", frozenset({"eng"})))
     assert doc_id(wiki.runbook) in found_docs(services, "checkout kubectl", Principal("lu", frozenset({"leads"})))
+
+
+def test_refused_credentials_fail_the_job_and_keep_the_index(services, wiki, monkeypatch):
+    register(services, wiki_source(wiki))
+    sync(services, "wiki")
+    monkeypatch.setenv("FAKE_CONFLUENCE_TOKEN", "wrong-token-value")
+    with pytest.raises(AuthFailed):
+        sync(services, "wiki")
+    assert len(indexed(services, "wiki")) == 6
+    assert "wrong-token-value" not in services.catalog.get_source("wiki").last_error

@@ -24,12 +24,8 @@ def resize_avatar(image, size=128):
 '''
 
 
-def test_why_does_checkout_time_out_finds_code_ticket_and_page(services, settings, make_repo, monkeypatch,
-                                                               gitlab_server, jira_server, confluence_server):
-    gl, jira, wiki = gitlab_server, jira_server, confluence_server
-    for var, fake in (("E2E_GITLAB", gl), ("E2E_JIRA", jira), ("E2E_WIKI", wiki)):
-        monkeypatch.setenv(var, fake.token)
-    repo = make_repo("shop")
+def seed(gl, jira, wiki, repo):
+    """One story in three tools (plus unrelated items in each): the checkout times out."""
     repo.write("shop/checkout.py", CHECKOUT)
     repo.write("shop/avatars.py", UNRELATED)
     repo.commit()
@@ -47,6 +43,13 @@ def test_why_does_checkout_time_out_finds_code_ticket_and_page(services, setting
                   "checkout gives up after 30 seconds.</p>")
     wiki.add_page("ENG", "Holiday calendar", "<p>Office closed on public holidays.</p>")
 
+
+def test_why_does_checkout_time_out_finds_code_ticket_and_page(services, settings, make_repo, monkeypatch,
+                                                               gitlab_server, jira_server, confluence_server):
+    gl, jira, wiki = gitlab_server, jira_server, confluence_server
+    for var, fake in (("E2E_GITLAB", gl), ("E2E_JIRA", jira), ("E2E_WIKI", wiki)):
+        monkeypatch.setenv(var, fake.token)
+    seed(gl, jira, wiki, make_repo("shop"))
     register(services, {"name": "gitlab", "kind": "gitlab", "url": gl.server.url, "group": "shop",
                         "token_env": "E2E_GITLAB", "internal_principal": "group:staff"})
     register(services, {"name": "jira", "kind": "jira", "url": jira.server.url, "deployment": "cloud",

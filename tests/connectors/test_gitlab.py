@@ -5,8 +5,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from harness import consistent, found_docs, indexed, interrupted_sync, register, sync
+from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
+from connectors.base import AuthFailed
 from indexer.documents import Principal
 
 CHECKOUT = '''"""Checkout of a cart."""
@@ -80,7 +81,8 @@ def test_incremental_sync_reads_only_what_changed(services, gitlab):
     # Scopes that had items are listed from their cursor (empty ones have none and list nothing anyway).
     listings = gitlab.server.requests(rf"/projects/({gitlab.public.id}|{gitlab.internal.id})/issues$")
     assert len(listings) == 2 and all("updated_after" in s.params for s in listings)
-    assert [s.path for s in gitlab.server.requests(r"/notes$")] == [f"/api/v4/projects/{gitlab.public.id}/issues/2/notes"]
+    notes = [s.path for s in gitlab.server.requests(r"/notes$")]
+    assert notes == [f"/api/v4/projects/{gitlab.public.id}/issues/2/notes"]
     assert "refund worker" in services.catalog.get_document("gl:platform/checkout/-/issues/2").content
     again = sync(services, "gl")
     assert (again.files_changed, again.chunks_embedded) == (0, 0)
@@ -148,8 +150,7 @@ def test_resumes_after_being_killed_mid_sync(services, gitlab):
     assert checkpoint and any(s["cursor"] for s in checkpoint["scopes"].values())  # stored mid-sync
     gitlab.server.clear_log()
     sync(services, "gl")
-    strip = lambda docs: {k.split(":", 1)[1]: v for k, v in docs.items()}  # noqa: E731
-    assert strip(indexed(services, "gl")) == strip(indexed(services, "clean"))
+    assert same_documents(indexed(services, "gl")) == same_documents(indexed(services, "clean"))
     for doc_id in indexed(services, "gl"):
         clean = services.catalog.get_document("clean:" + doc_id.split(":", 1)[1])
         assert services.catalog.get_document(doc_id).content == clean.content
@@ -217,3 +218,59 @@ def test_the_token_is_never_stored_logged_or_left_on_disk(services, gitlab, capl
     for path in Path(services.settings.data_dir).rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_refused_token_fails_the_job_and_keeps_the_index(services, gitlab, monkeypatch):
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    monkeypatch.setenv("FAKE_GITLAB_TOKEN", "glpat-wrong-value")
+    with pytest.raises(AuthFailed):
+        sync(services, "gl")
+    assert len(indexed(services, "gl")) == 6 and services.catalog.get_source("gl").state == "error"
+    assert "glpat-wrong-value" not in services.catalog.get_source("gl").last_error
+
+
+def test_a_full_reindex_rewrites_everything_and_prunes_through_list_ids(services, gitlab):
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    gitlab.delete_item(gitlab.public, "issues", 2)
+    counts = sync(services, "gl", full=True)
+    assert counts.files_changed == 5 and counts.files_deleted == 1 and consistent(services, "gl")
+    assert "gl:platform/checkout/-/issues/2" not in indexed(services, "gl")
+
+
+def test_huge_descriptions_are_capped_not_dropped(services, gitlab):
+    huge = "\n\n".join(f"Stack frame {n}: checkout.charge() → gateway.post() timed out ✓ " * 30 for n in range(120))
+    gitlab.add_item(gitlab.internal, "issues", "Huge trace", huge)
+    register(services, gitlab_source(gitlab, max_document_chars=40_000, code=False))
+    assert sync(services, "gl").files_failed == 0
+    doc = services.catalog.get_document("gl:platform/payments/-/issues/2")
+    assert 35_000 < len(doc.content) <= 40_000 + 20 and doc.content.endswith("(truncated)\n")
+
+
+def test_every_page_of_every_listing_is_read(services, gitlab):
+    gitlab.max_per_page = 4
+    for n in range(9):
+        gitlab.add_item(gitlab.internal, "merge_requests", f"Bump dependency {n}", f"bump number {n}")
+        gitlab.add_note(gitlab.public, "issues", 1, f"note number {n}")
+    register(services, gitlab_source(gitlab, code=False))
+    assert sync(services, "gl").files_failed == 0
+    assert sum(1 for d in indexed(services, "gl") if "/-/merge_requests/" in d) == 10
+    assert "note number 8" in services.catalog.get_document("gl:platform/checkout/-/issues/1").content
+    pages = [s.params.get("page") for s in gitlab.server.requests(rf"/projects/{gitlab.internal.id}/merge_requests$")]
+    assert pages == [None, "2", "3"]  # followed the Link header
+
+
+def test_a_listed_project_that_is_not_found_is_reported_and_keeps_its_documents(services, gitlab):
+    register(services, gitlab_source(gitlab, group="", projects=["platform/checkout", "platform/vault"],
+                                     reconcile_minutes=0))
+    sync(services, "gl")
+    before = indexed(services, "gl")
+    vault = gitlab.projects.pop(gitlab.private.id)  # e.g. the token lost access for a while
+    counts = sync(services, "gl")
+    assert counts.files_failed == 1 and counts.files_deleted == 0 and indexed(services, "gl") == before
+    assert [f.item for f in services.catalog.list_failures("gl")] == ["platform/vault/"]
+    gitlab.projects[vault.id] = vault
+    gitlab.add_item(vault, "issues", "Vault audit", "audit the vault")
+    sync(services, "gl")
+    assert "gl:platform/vault/-/issues/2" in indexed(services, "gl")

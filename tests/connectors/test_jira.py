@@ -6,8 +6,9 @@ from datetime import datetime, timedelta
 
 import pytest
 from fake_jira import ZONE, person
-from harness import consistent, found_docs, indexed, interrupted_sync, register, sync
+from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
+from connectors.base import AuthFailed
 from indexer.documents import Principal
 
 DESCRIPTION = """h2. Steps
@@ -54,7 +55,8 @@ def _shop(fake, monkeypatch):
 
 def jira_source(fake, **extra):
     auth = {"username": "bot@example.com"} if fake.cloud else {}
-    return {"name": "jira", "kind": "jira", "url": fake.server.url, "deployment": "cloud" if fake.cloud else "datacenter",
+    deployment = "cloud" if fake.cloud else "datacenter"
+    return {"name": "jira", "kind": "jira", "url": fake.server.url, "deployment": deployment,
             "projects": ["SHOP", "OPS"], "token_env": "FAKE_JIRA_TOKEN", "access": {"OPS": ["group:ops"]},
             "security_levels": {"Staff": ["group:staff"]}, "custom_fields": {"customfield_10010": "Team"},
             **auth, **extra}
@@ -87,7 +89,7 @@ def test_incremental_sync_asks_for_recent_changes_in_the_users_time_zone(service
     shop.comment("SHOP-2", "Mail queue drained")
     counts = sync(services, "jira")
     assert counts.files_changed == 1 and "Mail queue drained" in services.catalog.get_document("jira:SHOP-2").content
-    since = datetime.fromisoformat(cursor.replace("Z", "+00:00")) - timedelta(minutes=5)
+    since = datetime.fromisoformat(cursor) - timedelta(minutes=5)
     expected = f'updated >= "{since.astimezone(ZONE):%Y-%m-%d %H:%M}"'
     jqls = [s.params["jql"] for s in shop.server.requests(r"/search")]
     assert any(expected in jql and 'project = "SHOP"' in jql for jql in jqls), jqls
@@ -138,8 +140,7 @@ def test_resumes_after_being_killed_mid_sync(services, cloud_shop):
     assert services.catalog.get_checkpoint("jira")["scopes"]["SHOP"]["cursor"]
     cloud_shop.server.clear_log()
     sync(services, "jira")
-    strip = lambda docs: {k.split(":", 1)[1]: v for k, v in docs.items()}  # noqa: E731
-    assert strip(indexed(services, "jira")) == strip(indexed(services, "clean"))
+    assert same_documents(indexed(services, "jira")) == same_documents(indexed(services, "clean"))
     assert consistent(services, "jira")
     shop_searches = [s.params["jql"] for s in cloud_shop.server.requests(r"/search/jql$") if "SHOP" in s.params["jql"]]
     assert "updated >=" in shop_searches[0]  # resumed from the stored cursor
@@ -180,3 +181,32 @@ def test_a_jql_source_follows_its_filter(services, cloud_shop):
     assert set(indexed(services, "jira")) == {"jira:OPS-1"}  # the issue that left the filter is pruned
     jqls = [s.params["jql"] for s in cloud_shop.server.requests(r"/search/jql$")]
     assert any(re.match(r'\(labels = checkout\) AND updated >= "[^"]+" ORDER BY', jql) for jql in jqls), jqls
+
+
+def test_refused_credentials_fail_the_job_and_keep_the_index(services, cloud_shop, monkeypatch):
+    register(services, jira_source(cloud_shop))
+    sync(services, "jira")
+    monkeypatch.setenv("FAKE_JIRA_TOKEN", "wrong-token-value")
+    with pytest.raises(AuthFailed):
+        sync(services, "jira")
+    assert len(indexed(services, "jira")) == 4 and services.catalog.get_source("jira").state == "error"
+    assert "wrong-token-value" not in services.catalog.get_source("jira").last_error
+
+
+def test_a_full_reindex_prunes_through_list_ids(services, cloud_shop):
+    register(services, jira_source(cloud_shop))
+    sync(services, "jira")
+    del cloud_shop.issues["SHOP-2"]
+    counts = sync(services, "jira", full=True)
+    assert counts.files_changed == 3 and counts.files_deleted == 1
+    assert set(indexed(services, "jira")) == {"jira:SHOP-1", "jira:SHOP-3", "jira:OPS-1"}
+
+
+def test_huge_descriptions_are_capped_not_dropped(services, cloud_shop):
+    paragraph = "Ünïcødé log line: checkout gateway timeout at step {n} ✓ " * 40
+    cloud_shop.add_issue("SHOP-99", "Huge log dump", "\n\n".join(paragraph.format(n=n) for n in range(150)))
+    register(services, jira_source(cloud_shop, max_document_chars=50_000))
+    assert sync(services, "jira").files_failed == 0
+    doc = services.catalog.get_document("jira:SHOP-99")
+    assert 45_000 < len(doc.content) <= 50_000 + 20 and doc.content.endswith("(truncated)\n")
+    assert consistent(services, "jira")

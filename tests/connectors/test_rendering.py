@@ -70,7 +70,8 @@ bq. a quote
 
 def test_jira_wiki_keeps_structure():
     out = jira_wiki_to_text(WIKI)
-    for piece in ("# Checkout times out", "Some text with `gateway.charge()` and the docs (https://x.example/d) and @alice.",
+    for piece in ("# Checkout times out",
+                  "Some text with `gateway.charge()` and the docs (https://x.example/d) and @alice.",
                   "- one\n  - nested\n1. first", "| key | value |\n|---|---|\n| a | b |",
                   "```java\nint x = 1; // *not bold* {{not mono}}\n```", "```\nraw\n```", "> a quote",
                   "\n\n---\n", "red [image: screenshot.png]"):
@@ -88,7 +89,8 @@ STORAGE = """<h1>Runbook</h1><p>When <strong>checkout</strong> times out, see
 <ac:structured-macro ac:name="code"><ac:parameter ac:name="language">python</ac:parameter>
 <ac:plain-text-body><![CDATA[if a < b and c > d:
     retry()]]></ac:plain-text-body></ac:structured-macro>
-<table><tbody><tr><th>Step</th><th>Action</th></tr><tr><td>1</td><td><p>Restart <code>api</code></p></td></tr></tbody></table>
+<table><tbody><tr><th>Step</th><th>Action</th></tr>
+<tr><td>1</td><td><p>Restart <code>api</code></p></td></tr></tbody></table>
 <ul><li>one<ul><li>nested</li></ul></li><li>two</li></ul><ol><li>first</li></ol>
 <ac:structured-macro ac:name="info"><ac:parameter ac:name="title">Careful</ac:parameter>
 <ac:rich-text-body><p>Back up first.</p></ac:rich-text-body></ac:structured-macro>
@@ -101,7 +103,8 @@ STORAGE = """<h1>Runbook</h1><p>When <strong>checkout</strong> times out, see
 def test_confluence_storage_keeps_headings_code_and_tables():
     out = storage_to_markdown(STORAGE)
     for piece in ("# Runbook", "When checkout times out, see Payments & this (https://x.example).",
-                  "```python\nif a < b and c > d:\n    retry()\n```", "| Step | Action |\n|---|---|\n| 1 | Restart `api` |",
+                  "```python\nif a < b and c > d:\n    retry()\n```",
+                  "| Step | Action |\n|---|---|\n| 1 | Restart `api` |",
                   "- one\n  - nested\n- two", "1. first", "**Careful**\n\nBack up first.", "- [x] rotate keys",
                   "Ünïcødé ✓ 日本語\nnext line"):
         assert piece in out, piece
