@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # pip never pulls the CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench eval clean
+.PHONY: setup browser demo test lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,7 +22,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/cairn demo
 
-test: setup
+# The browser tests drive Debian's chromium (never a Playwright browser download).
+browser:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
 lint: setup

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import errors
+from api import errors, web
 from api.audit import AuditLog
 from api.continue_provider import router as context_router
 from api.documents import router as documents_router
@@ -107,6 +107,7 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     for routes in (router, context_router, documents_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(metrics_router)
+    web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)
     app.router.routes.append(MCPRoute(app))
     # Outermost last: the observer sees every answer, including 413 and 429.
     app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute,

@@ -42,13 +42,13 @@ def run_demo(settings: Settings, path: Path, port: int | None, console: Console)
     console.print(f"\nIndexed [bold]{name}[/bold]: {counts.files_changed} files changed, "
                   f"{counts.chunks_written} chunks written, {counts.chunks_embedded} embedded "
                   f"in {counts.seconds:.1f}s. Data directory: {settings.data_dir}\n")
-    console.print(f"Serving on [bold]{base}[/bold]  (API description: {base}/openapi.json)")
-    console.print(f"Admin token for this demo (shown once): [bold]{token}[/bold]\n")
+    console.print(f"Serving on [bold]{base}[/bold]  (API description: {base}/openapi.json)", soft_wrap=True)
+    console.print(f"Admin token for this demo (shown once): [bold]{token}[/bold]\n", soft_wrap=True)
     console.print("In another terminal, type:\n")
     console.print(f"  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
-                  f"       -d {body} {base}/v1/search\n", markup=False, highlight=False)
+                  f"       -d {body} {base}/v1/search\n", markup=False, highlight=False, soft_wrap=True)
     console.print(f"  CAIRN_URL={base} CAIRN_TOKEN={token} .venv/bin/cairn search "
-                  f"{shlex.quote(EXAMPLE_QUERY)}\n", markup=False, highlight=False)
+                  f"{shlex.quote(EXAMPLE_QUERY)}\n", markup=False, highlight=False, soft_wrap=True)
     console.print("Press Ctrl+C to stop.")
     try:
         uvicorn.run(create_app(settings, services=services), host=settings.host, port=port, log_level="warning")

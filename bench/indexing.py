@@ -32,7 +32,7 @@ def main() -> None:
         t0 = time.perf_counter()
 
         def observe(phase: str, _counts) -> None:
-            if phase == "dense" and "lexical_done" not in marks:
+            if phase == "embedding" and "lexical_done" not in marks:
                 marks["lexical_done"] = time.perf_counter() - t0
 
         full = run_sync_job(svc, "bench", observe=observe)

@@ -58,13 +58,16 @@ class SyncRunner:
         source = connector.name
         checkpoint = None if full else self.catalog.get_checkpoint(source)
         known = {} if full else self._known(source, connector)
-        self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full,
-                      saved=self._checkpoint_saver(connector, source))
+        failed = self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full,
+                               saved=self._checkpoint_saver(connector, source))
         if full:
             self._prune(connector, source, counts)
+        if observe:
+            observe("embedding", counts)  # everything changed is searchable by keyword from here on
         self.pipeline.embed_pending(source, progress=self._embed_progress(counts, observe))
         self.catalog.set_checkpoint(source, connector.next_checkpoint())
         self.catalog.clear_skipped(source, before=started_at)
+        self._clear_resolved_failures(source, failed)
         counts.seconds = round(time.monotonic() - started, 3)
         log.info("sync %s done: %s", source, counts.as_dict())
         return counts
@@ -94,8 +97,10 @@ class SyncRunner:
         return save
 
     def _consume(self, items: Iterable, counts: SyncCounts, observe: Observer | None, rewrite: bool,
-                 saved: Callable[[], None] | None = None) -> None:
+                 saved: Callable[[], None] | None = None) -> set[str]:
+        """Apply the items; returns the names of the items that failed."""
         batch: list[Document] = []
+        failed: set[str] = set()
         size = 0
         deletions: list[str] = []
         for item in items:
@@ -118,10 +123,12 @@ class SyncRunner:
                 counts.files_seen += 1
                 counts.files_failed += 1
                 self.catalog.record_failure(item)
+                failed.add(item.item)
                 log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
         self._flush(batch, counts, observe, rewrite)
         if deletions:
             counts.absorb(self.pipeline.delete(deletions))
+        return failed
 
     def _flush(self, batch: list[Document], counts: SyncCounts, observe: Observer | None, rewrite: bool) -> None:
         if not batch:
@@ -131,6 +138,13 @@ class SyncRunner:
             self.catalog.clear_failure(doc.source, doc.path)
         if observe:
             observe("lexical", counts)
+
+    def _clear_resolved_failures(self, source: str, failed: set[str]) -> None:
+        """A completed sync retried every failing item (and whole scopes): those that did not fail
+        again are resolved or gone, whatever their record names (an item or a project)."""
+        for failure in self.catalog.list_failures(source):
+            if failure.item not in failed:
+                self.catalog.clear_failure(source, failure.item)
 
     def _prune(self, connector: Connector, source: str, counts: SyncCounts) -> None:
         """After a full sync: documents the catalog holds that the source no longer lists."""

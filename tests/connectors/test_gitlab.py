@@ -274,3 +274,14 @@ def test_a_listed_project_that_is_not_found_is_reported_and_keeps_its_documents(
     gitlab.add_item(vault, "issues", "Vault audit", "audit the vault")
     sync(services, "gl")
     assert "gl:platform/vault/-/issues/2" in indexed(services, "gl")
+
+
+def test_a_project_level_failure_is_cleared_once_the_project_syncs_again(services, gitlab):
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    gitlab.server.fail(rf"/projects/{gitlab.internal.id}/members/all$", 500, times=5)
+    assert sync(services, "gl").files_failed == 1
+    assert [f.item for f in services.catalog.list_failures("gl")] == ["platform/payments/"]
+    assert "gl:platform/payments/-/issues/1" in indexed(services, "gl")  # kept while it could not be read
+    sync(services, "gl")
+    assert services.catalog.list_failures("gl") == []

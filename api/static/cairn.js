@@ -1,0 +1,217 @@
+// Cairn's web UI: instant search, keyboard navigation, feedback, and the admin console's live view.
+// Auth rides on the HttpOnly session cookie; every write sends X-Cairn-UI so a cross-site form cannot.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const UI_HEADERS = { "Content-Type": "application/json", "X-Cairn-UI": "1" };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "html") node.innerHTML = value; // only server-escaped, highlighted HTML
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+async function call(url, options = {}) {
+  const res = await fetch(url, { credentials: "same-origin", ...options, headers: UI_HEADERS });
+  if (res.status === 401) {
+    location.href = "/signin?next=" + encodeURIComponent(location.pathname + location.search);
+    throw new Error("signed out");
+  }
+  if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
+  return res.json();
+}
+
+function docHref(hit, query) {
+  const id = encodeURIComponent(hit.document_id).replace(/%2F/g, "/").replace(/%3A/g, ":");
+  const params = new URLSearchParams({ line: hit.start_line, end: hit.end_line, q: query });
+  return `/documents/${id}?${params}`;
+}
+
+// -- search page ---------------------------------------------------------------------------------
+
+const FIELDS = ["q", "source", "kind", "language", "path"];
+
+function searchPage() {
+  const form = $("#search"), box = $("#q"), list = $("#results"), status = $("#status");
+  const params = new URLSearchParams(location.search);
+  for (const name of FIELDS) if (params.has(name)) form.elements[name].value = params.get(name);
+  let timer = null, seq = 0;
+
+  const value = (name) => form.elements[name].value.trim();
+  function syncUrl() {
+    const out = new URLSearchParams();
+    for (const name of FIELDS) if (value(name)) out.set(name, value(name));
+    history.replaceState(null, "", out.toString() ? `/?${out}` : "/");
+  }
+  async function run() {
+    syncUrl();
+    const query = value("q"), mine = ++seq;
+    if (!query) { list.replaceChildren(); status.textContent = ""; return; }
+    const body = { query, limit: 20, path_prefix: value("path"), sources: value("source") ? [value("source")] : [],
+                   kinds: value("kind") ? [value("kind")] : [], languages: value("language") ? [value("language")] : [] };
+    status.textContent = "Searching…";
+    try {
+      const data = await call("/ui/search", { method: "POST", body: JSON.stringify(body) });
+      if (mine !== seq) return;
+      list.replaceChildren(...data.hits.map((hit) => renderHit(hit, data.query_id, query)));
+      const n = data.hits.length;
+      status.textContent = n ? `${n} result${n === 1 ? "" : "s"} for “${query}”` : `No results for “${query}”`;
+    } catch (err) {
+      if (mine === seq) status.textContent = `Search failed: ${err.message}`;
+    }
+  }
+  const later = () => { clearTimeout(timer); timer = setTimeout(run, 200); };
+  box.addEventListener("input", later);
+  for (const name of ["language", "path"]) form.elements[name].addEventListener("input", later);
+  for (const name of ["source", "kind"]) form.elements[name].addEventListener("change", run);
+  form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(timer); run(); });
+  document.addEventListener("keydown", (e) => onKey(e, box, list));
+  if (value("q")) run();
+}
+
+function renderHit(hit, queryId, query) {
+  const href = docHref(hit, query);
+  const lines = hit.start_line === hit.end_line ? `L${hit.start_line}` : `L${hit.start_line}–${hit.end_line}`;
+  const title = hit.title && hit.title !== hit.path ? hit.title : hit.path;
+  const feedback = el("div", { class: "feedback", role: "group", "aria-label": "Was this result useful?" },
+    el("button", { type: "button", class: "useful", text: "Useful", onclick: (e) => sendFeedback(e, queryId, hit, true) }),
+    el("button", { type: "button", class: "not-useful", text: "Not useful",
+                   onclick: (e) => sendFeedback(e, queryId, hit, false) }));
+  return el("li", { class: "hit", tabindex: "-1", "data-id": hit.id, "data-href": href },
+    el("h2", {}, el("a", { href, class: "open" }, title), el("span", { class: "lines", text: ` ${lines}` })),
+    el("p", { class: "meta" }, el("span", { class: "source", text: hit.source }),
+       ` · ${hit.kind.replace("_", " ")}` + (hit.language ? ` · ${hit.language}` : "") +
+       (title !== hit.path ? ` · ${hit.path}` : "") + (hit.symbol ? ` · ${hit.symbol}` : "")),
+    el("pre", { class: "snippet hl", html: hit.snippet_html }),
+    el("div", { class: "actions" },
+       hit.url ? el("a", { class: "original", href: hit.url, rel: "noopener noreferrer", text: "Open original" }) : null,
+       feedback));
+}
+
+async function sendFeedback(event, queryId, hit, useful) {
+  const group = event.currentTarget.parentElement;
+  try {
+    await call("/v1/feedback", { method: "POST", body: JSON.stringify({ query_id: queryId, hit_id: hit.id, useful }) });
+    for (const b of group.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b === event.currentTarget));
+    group.dataset.sent = useful ? "useful" : "not-useful";
+    group.append(el("span", { class: "thanks", role: "status", text: "Thanks!" }));
+  } catch (err) {
+    group.append(el("span", { class: "error", role: "alert", text: `Not sent: ${err.message}` }));
+  }
+}
+
+function onKey(e, box, list) {
+  const typing = e.target.matches("input, select, textarea");
+  if (e.key === "/" && !typing) { e.preventDefault(); box.focus(); box.select(); return; }
+  const hits = [...list.querySelectorAll(".hit")];
+  if (!hits.length || e.altKey || e.ctrlKey || e.metaKey) return;
+  const at = hits.indexOf(document.activeElement);
+  const down = e.key === "ArrowDown" || (e.key === "j" && !typing);
+  const up = e.key === "ArrowUp" || (e.key === "k" && !typing);
+  if (down && (!typing || e.target === box)) { e.preventDefault(); focusHit(hits, Math.min(at + 1, hits.length - 1)); }
+  else if (up && !typing) { e.preventDefault(); at <= 0 ? box.focus() : focusHit(hits, at - 1); }
+  else if (e.key === "Enter" && at >= 0) { e.preventDefault(); location.href = hits[at].dataset.href; }
+}
+
+function focusHit(hits, index) {
+  hits.forEach((h, i) => h.classList.toggle("selected", i === index));
+  hits[index].focus();
+  hits[index].scrollIntoView({ block: "nearest" });
+}
+
+// -- document page ---------------------------------------------------------------------------------
+
+function documentPage() {
+  const first = Number($(".code").dataset.first);
+  if (first && !location.hash) $(`#L${first}`)?.scrollIntoView({ block: "center" });
+}
+
+// -- admin console ---------------------------------------------------------------------------------
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "never");
+const cells = (...values) => values.map((v) => el("td", {}, v instanceof Node ? v : String(v ?? "")));
+
+function adminPage() {
+  let timer = null;
+  async function refresh() {  // every second while a job is queued or running, else every 5 s
+    clearTimeout(timer);
+    let active = false;
+    try {
+      const state = await call("/ui/admin/state");
+      renderAdmin(state);
+      active = state.jobs.some((job) => job.state === "queued" || job.state === "running");
+      $("#admin-status").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    } catch (err) {
+      $("#admin-status").textContent = `Refresh failed: ${err.message}`;
+    } finally {
+      clearTimeout(timer);
+      timer = setTimeout(refresh, active ? 1000 : 5000);
+    }
+  }
+  async function reindex(name) {
+    const job = await call(`/v1/sources/${encodeURIComponent(name)}/reindex`, { method: "POST", body: "{}" });
+    $("#admin-status").textContent = `Reindex of ${name} queued (job ${job.id})`;
+    refresh();
+  }
+  adminPage.reindex = reindex;
+  refresh();
+}
+
+function renderAdmin(state) {
+  const s = state.stats;
+  const stats = [["Documents", s.documents], ["Chunks", s.chunks], ["Skipped files", s.skipped],
+                 ["Failing items", s.failures], ["Size on disk", bytes(s.size_bytes)],
+                 ["Embedding model", s.embedding_model ?? "?"], ["Index version", s.index_version ?? "?"]];
+  $("#stats").replaceChildren(...stats.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+  const focused = document.activeElement?.dataset?.source;
+  $("#sources tbody").replaceChildren(...state.sources.map((src) => el("tr", { "data-source": src.name },
+    ...cells(src.name, el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
+             src.documents, src.chunks, src.skipped, src.failures, src.last_error || "—",
+             el("button", { type: "button", class: "reindex", "data-source": src.name, text: "Reindex",
+                            "aria-label": `Reindex ${src.name}`, onclick: () => adminPage.reindex(src.name) })))));
+  if (focused) $(`button.reindex[data-source="${CSS.escape(focused)}"]`)?.focus();
+  $("#jobs tbody").replaceChildren(...state.jobs.map((job) => el("tr", { "data-job": job.id, "data-state": job.state },
+    ...cells(job.source, job.kind, el("span", { class: `state ${job.state}`, text: job.state }), progress(job),
+             job.eta_seconds == null ? "—" : `${Math.ceil(job.eta_seconds)} s`, countsText(job.counts),
+             when(job.started_at), job.error || ""))));
+  $("#problems").replaceChildren(...state.sources.map(problemList));
+  $("#feedback tbody").replaceChildren(...state.feedback.map((f) => el("tr", {},
+    ...cells(when(f.at), f.user, f.useful ? "useful" : "not useful", f.hit, f.comment))));
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function progress(job) {
+  if (!job.total) return job.state === "succeeded" ? "done" : `${job.done}`;
+  const pct = Math.round((100 * job.done) / job.total);
+  return el("span", {}, el("progress", { max: job.total, value: job.done, "aria-label": `${job.source} ${pct}%` }),
+            ` ${job.done}/${job.total}`);
+}
+
+function countsText(counts) {
+  const keys = ["files_seen", "files_changed", "files_skipped", "files_failed", "chunks_written", "chunks_embedded"];
+  return keys.filter((k) => counts[k] != null).map((k) => `${k.replace("_", " ")} ${counts[k]}`).join(", ");
+}
+
+function problemList(src) {
+  const items = [...src.recent_failures.map((f) => el("li", { class: "failure" },
+                    el("code", { text: f.item }), ` failed ${f.attempts}×: ${f.error}`)),
+                 ...src.recent_skips.map((k) => el("li", { class: "skipped" },
+                    el("code", { text: k.path }), ` skipped: ${k.reason}${k.detail ? ` (${k.detail})` : ""}`))];
+  return el("div", { class: "problems", "data-source": src.name }, el("h3", { text: src.name }),
+            items.length ? el("ul", {}, ...items) : el("p", { class: "hint", text: "No failures or skips." }));
+}
+
+const PAGES = { search: searchPage, document: documentPage, admin: adminPage };
+document.addEventListener("DOMContentLoaded", () => PAGES[document.body.dataset.page]?.());

@@ -1,0 +1,225 @@
+"""The web UI: sign-in (token into an HttpOnly cookie), the search page, document view and admin console."""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from api.auth import SESSION_COOKIE, admin, principal
+from api.documents import read_document
+from api.errors import BadRequest, NotFound
+from api.highlight import highlight_lines, stylesheet, term_pattern
+from api.routes import search as api_search
+from api.schemas import SearchRequest
+from indexer.documents import Principal
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+KINDS = ("code", "issue", "merge_request", "page")
+LANGUAGES = ("python", "javascript", "typescript", "go", "java", "rust", "c", "cpp", "ruby", "markdown")
+LISTED = 20  # failures, skips and jobs shown per admin table
+
+router = APIRouter(include_in_schema=False)
+
+
+@functools.cache
+def _templates() -> Jinja2Templates:
+    return Jinja2Templates(directory=HERE / "templates")
+
+
+def install(app: FastAPI) -> None:
+    """Mount the UI's static files and pages on the app."""
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)
+
+
+def _viewer(request: Request) -> Principal | None:
+    """The signed-in principal of a page request (cookie only), or None."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    return request.app.state.tokens.resolve(token) if token else None
+
+
+def _page(request: Request, name: str, who: Principal | None, status: int = 200, **context) -> HTMLResponse:
+    return _templates().TemplateResponse(request, name, {"who": who, **context}, status_code=status)
+
+
+def _to_signin(request: Request) -> RedirectResponse:
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/signin?next={quote(here, safe='')}", status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    """Only same-site paths: never `//host` or `/\\host`, which browsers treat as another origin."""
+    ok = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if ok else "/"
+
+
+def _same_origin(request: Request) -> bool:
+    """Form posts (sign-in, sign-out) must come from our own pages (login CSRF)."""
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    host = request.headers.get("host", "")
+    return bool(host) and urlsplit(origin).netloc == host  # netloc only: a TLS proxy changes the scheme
+
+
+# -- sign-in -------------------------------------------------------------------------------------
+
+
+@router.get("/signin", response_class=HTMLResponse)
+def signin_page(request: Request, next: str = "/") -> HTMLResponse:
+    return _page(request, "signin.html", _viewer(request), next=_safe_next(next), error="")
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    token = (form.get("token") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/"])[0])
+    if not _same_origin(request):
+        return _page(request, "error.html", None, 403, title="Forbidden", message="Sign in from Cairn's own page.")
+    if request.app.state.tokens.resolve(token) is None:
+        return _page(request, "signin.html", None, 401, next=target, error="That token is invalid, expired or revoked.")
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/signout")
+def signout(request: Request) -> Response:
+    if not _same_origin(request):
+        return _page(request, "error.html", None, 403, title="Forbidden", message="Sign out from Cairn's own page.")
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+# -- search and documents ------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def search_page(request: Request) -> Response:
+    who = _viewer(request)
+    if who is None:
+        return _to_signin(request)
+    mine = set(who.principals())
+    sources = [r.name for r in request.app.state.services.catalog.list_sources() if who.admin or mine & set(r.access)]
+    return _page(request, "search.html", who, sources=sources, kinds=KINDS, languages=LANGUAGES)
+
+
+@router.post("/ui/search")
+def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(principal)) -> dict:
+    """/v1/search (same audit, same query_id) plus each hit's snippet as highlighted HTML."""
+    result = api_search(body, request, who)
+    terms = term_pattern(body.query)
+    hits = [{**h.model_dump(), "snippet_html": "\n".join(highlight_lines(h.snippet, h.language, h.path, terms))}
+            for h in result.hits]
+    return {"query_id": result.query_id, "hits": hits, "timings_ms": result.timings_ms}
+
+
+@router.get("/ui/highlight.css")
+def highlight_css() -> Response:
+    return Response(stylesheet(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/documents/{doc_id:path}", response_class=HTMLResponse)
+def document_page(doc_id: str, request: Request, line: int | None = Query(default=None, ge=1),
+                  end: int | None = Query(default=None, ge=1), q: str = "") -> Response:
+    who = _viewer(request)
+    if who is None:
+        return _to_signin(request)
+    try:
+        doc = read_document(request.app.state.services.catalog, who, doc_id)
+    except (NotFound, BadRequest):
+        return _page(request, "error.html", who, 404, title="Not found", message=f"No document {doc_id!r}.")
+    lines = highlight_lines(doc.content, doc.language, doc.path, term_pattern(q) if q else None)
+    first = line or 0
+    last = max(first, end or first)
+    return _page(request, "document.html", who, doc=doc, lines=lines, first=first, last=last, q=q)
+
+
+# -- admin console -------------------------------------------------------------------------------
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request) -> Response:
+    who = _viewer(request)
+    if who is None:
+        return _to_signin(request)
+    if not who.admin:
+        return _page(request, "error.html", who, 403, title="Forbidden", message="The admin console needs an admin token.")
+    return _page(request, "admin.html", who)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _eta_seconds(job) -> float | None:
+    """Remaining time of a running job at its rate so far (None without a total or progress)."""
+    if job.state != "running" or not job.started_at or not job.total or not job.done:
+        return None
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=dt.UTC)
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    return round(elapsed / job.done * max(0, job.total - job.done), 1)
+
+
+def _job(job) -> dict:
+    return {"id": job.id, "source": job.source, "kind": job.kind, "state": job.state, "counts": job.counts or {},
+            "error": job.error, "done": job.done, "total": job.total, "eta_seconds": _eta_seconds(job),
+            "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at)}
+
+
+def _source(row, catalog) -> dict:
+    failures = catalog.list_failures(row.name)
+    skipped = catalog.list_skipped(row.name)
+    return {"name": row.name, "kind": row.kind, "state": row.state, "access": list(row.access),
+            "last_success_at": _iso(row.last_success_at), "last_error": row.last_error or "",
+            **catalog.counts(row.name),
+            "recent_failures": [{"item": f.item, "error": f.error, "attempts": f.attempts,
+                                 "last_seen_at": _iso(f.last_seen_at)} for f in failures[:LISTED]],
+            "recent_skips": [{"path": s.path, "reason": str(getattr(s.reason, "value", s.reason)),
+                              "detail": s.detail} for s in skipped[:LISTED]]}
+
+
+def _size_bytes(root: Path) -> int:
+    """Bytes on disk under `root` (allocated blocks: the vector store preallocates sparse files)."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError:  # a file replaced while we walk
+                continue
+            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return total
+
+
+def _hit_label(chunk) -> str:
+    return f"{chunk.source}: {chunk.path} L{chunk.start_line}–{chunk.end_line}" if chunk else ""
+
+
+@router.get("/ui/admin/state")
+def admin_state(request: Request, _: Principal = Depends(admin)) -> dict:
+    """Everything the admin console shows, in one poll."""
+    services = request.app.state.services
+    catalog = services.catalog
+    stats = {**catalog.counts(), "index_version": catalog.get_meta("index_version"),
+             "embedding_model": catalog.get_meta("embedding_model"),
+             "size_bytes": _size_bytes(Path(services.settings.data_dir))}
+    rows = request.app.state.audit.feedback(50)
+    hits = catalog.get_chunks({f.hit_id for f in rows})  # chunks since deleted show their id only
+    feedback = [{"at": f.at.isoformat(), "user": f.user, "query_id": f.query_id, "hit_id": f.hit_id,
+                 "hit": _hit_label(hits.get(f.hit_id)) or f.hit_id, "useful": f.useful, "comment": f.comment}
+                for f in rows]
+    return {"stats": stats, "sources": [_source(r, catalog) for r in catalog.list_sources()],
+            "jobs": [_job(j) for j in catalog.list_jobs(limit=LISTED)], "feedback": feedback}

@@ -1,0 +1,68 @@
+"""The web UI tests' harness: the API tests' corpus and server, plus headless Debian chromium via Playwright."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # reuse tests/api/api_harness.py
+
+from api_harness import (
+    INVOICE_PY,
+    REFUND_PY,
+    RETRY_PY,
+    ROLLOUT_PY,
+    WEB_URL,
+    git_repo,
+    serve,
+    token,
+)
+
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "INVOICE_PY",
+    "REFUND_PY",
+    "RETRY_PY",
+    "ROLLOUT_PY",
+    "SCREENSHOTS",
+    "WEB_URL",
+    "git_repo",
+    "serve",
+    "token",
+    "watched_page",
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+
+
+@contextlib.contextmanager
+def watched_page(browser: Browser, allow: tuple[str, ...] = (), **context_options) -> Iterator[Page]:
+    """A page in a fresh context (its own cookies); fails if the page logs a JavaScript or console error
+    other than ones containing an `allow` string (e.g. the expected 403 of a page under test)."""
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
+    try:
+        yield page
+    finally:
+        context.close()
+    unexpected = [e for e in errors if not any(a in e for a in allow)]
+    assert not unexpected, unexpected
+
+
+def sign_in(page: Page, base: str, tok: str, path: str = "/") -> None:
+    page.goto(base + path)
+    page.wait_for_selector("#token")
+    page.fill("#token", tok)
+    page.click("#signin-button")
+    page.wait_for_url(base + path)
