@@ -48,8 +48,15 @@ def _viewer(request: Request) -> Principal | None:
     return request.app.state.tokens.resolve(token) if token else None
 
 
+# Our pages run only our own script and style, and may not be framed (clickjacking).
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                                           "form-action 'self'; base-uri 'none'",
+                "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
+
+
 def _page(request: Request, name: str, who: Principal | None, status: int = 200, **context) -> HTMLResponse:
-    return _templates().TemplateResponse(request, name, {"who": who, **context}, status_code=status)
+    return _templates().TemplateResponse(request, name, {"who": who, **context}, status_code=status,
+                                         headers=PAGE_HEADERS)
 
 
 def _to_signin(request: Request) -> RedirectResponse:

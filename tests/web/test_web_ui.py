@@ -169,6 +169,10 @@ def test_another_group_does_not_see_restricted_hits(site, browser):
 
 def test_admin_console_reindexes_and_shows_problems(site, browser):
     _app, base, tokens = site
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['eng']}"}, timeout=10) as api:
+        found = api.post("/v1/search", json={"query": "retry_with_backoff", "sources": ["eng"]}).json()
+        api.post("/v1/feedback", json={"query_id": found["query_id"], "hit_id": found["hits"][0]["id"],
+                                       "useful": False}).raise_for_status()
     with watched_page(browser, allow=("403",)) as page:
         sign_in(page, base, tokens["eng"])
         response = page.goto(base + "/admin")
@@ -181,7 +185,7 @@ def test_admin_console_reindexes_and_shows_problems(site, browser):
         expect(page.locator('#problems [data-source="ops"]')).to_contain_text("mapping values not allowed")
         expect(page.locator('#problems [data-source="ops"] li.skipped')).to_contain_text("minified")
         expect(page.locator("#stats")).to_contain_text(re.compile(r"Size on disk\s*\d+(\.\d)? (KiB|MiB)"))
-        expect(page.locator("#feedback")).to_contain_text("eng: pkg/retry.py L")  # sent by the first test
+        expect(page.locator("#feedback")).to_contain_text("eng: pkg/retry.py L")
         row.locator("button.reindex").click()
         expect(page.locator("#admin-status")).to_contain_text("job ")
         job_id = re.search(r"job ([0-9a-f-]{36})", page.locator("#admin-status").inner_text()).group(1)
@@ -201,6 +205,7 @@ def test_cookie_writes_need_the_ui_header_and_sign_in_checks_origin(site):
         assert client.get("/admin").status_code == 403
     with httpx.Client(base_url=base, timeout=10) as client:
         assert client.get("/", follow_redirects=False).headers["location"].startswith("/signin")
+        assert "frame-ancestors 'none'" in client.get("/signin").headers["content-security-policy"]
         form = {"token": tokens["eng"], "next": "//evil.example"}
         assert client.post("/signin", data=form, headers={"Origin": "https://evil.example"}).status_code == 403
         answer = client.post("/signin", data=form, headers={"Origin": base})
