@@ -25,7 +25,7 @@ demo: setup
 # The browser tests drive Debian's chromium (never a Playwright browser download).
 browser:
 	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq chromium)
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: setup browser
 	$(VENV)/bin/python -m pytest -q
