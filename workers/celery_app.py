@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from celery import Celery
+from celery import Celery, signals
 
 from indexer.services import IndexServices
 from indexer.settings import Settings
@@ -46,3 +46,11 @@ def services_for(celery: Celery) -> IndexServices:
             services = IndexServices.open(settings)
             celery.conf.cairn_services = services
         return services
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _configure_from_environment(**_kwargs: object) -> None:
+    """A `celery worker`/`celery beat` process builds its settings from CAIRN_* once, at start-up."""
+    if app.conf.get("cairn_settings") is None:
+        configure(Settings())
