@@ -44,7 +44,9 @@ def run_demo(settings: Settings, path: Path, port: int | None, console: Console)
                   f"in {counts.seconds:.1f}s. Data directory: {settings.data_dir}\n")
     console.print(f"Serving on [bold]{base}[/bold]  (API description: {base}/openapi.json)", soft_wrap=True)
     console.print(f"Admin token for this demo (shown once): [bold]{token}[/bold]\n", soft_wrap=True)
-    console.print("In another terminal, type:\n")
+    console.print(f"Open {base}/ in a browser, sign in with that token and type a question, e.g. "
+                  f"[italic]{EXAMPLE_QUERY}[/italic]\n", soft_wrap=True)
+    console.print("Or, in another terminal, type:\n")
     console.print(f"  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
                   f"       -d {body} {base}/v1/search\n", markup=False, highlight=False, soft_wrap=True)
     console.print(f"  CAIRN_URL={base} CAIRN_TOKEN={token} .venv/bin/cairn search "
