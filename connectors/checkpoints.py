@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.base import Checkpoint
+from connectors.base import Checkpoint, ConnectorError
 
 VERSION_SEP = "|"
 
@@ -173,3 +173,18 @@ class SyncState:
         scopes = {} if self.finished else {k: v.to_json() for k, v in self._old_scopes.items()}
         scopes.update({k: v.to_json() for k, v in self.scopes.items()})
         return {"scopes": scopes, "retry": dict(sorted(self.retry.items())), "reconciled_at": self.reconciled_at}
+
+
+class CheckpointedSync:
+    """The checkpoint half of the Connector contract for connectors that keep a SyncState."""
+
+    _state: SyncState | None = None
+
+    def partial_checkpoint(self) -> Checkpoint | None:
+        """A checkpoint covering what was yielded so far (SyncRunner stores it after each batch)."""
+        return self._state.checkpoint() if self._state else None
+
+    def next_checkpoint(self) -> Checkpoint:
+        if self._state is None or not self._state.finished:
+            raise ConnectorError("next_checkpoint() called before the sync was consumed")
+        return self._state.checkpoint()

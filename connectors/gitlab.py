@@ -15,7 +15,7 @@ import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError, GitlabGetError
 
 from connectors.base import AuthFailed, Checkpoint, ConnectorError, SourceNotFound, SyncItem, Unavailable, document_id
-from connectors.checkpoints import SyncState, item_version, stamp
+from connectors.checkpoints import CheckpointedSync, SyncState, item_version, stamp
 from connectors.config import GitLabSource
 from connectors.git_process import redact
 from connectors.git_repos import GitRepoConnector
@@ -31,7 +31,7 @@ SCOPES = ("code", *TICKETS)
 REMOTE_ERRORS = (GitlabError, requests.RequestException)
 
 
-class GitLabConnector:
+class GitLabConnector(CheckpointedSync):
     """Code, issues and merge requests of GitLab projects; each document carries its project's access."""
 
     access_from_source = True  # documents' access comes from GitLab and is part of their version
@@ -71,15 +71,6 @@ class GitLabConnector:
         yield from self._deletions(known, state)
         state.finished = True
         log.info("sync %s done: %d items present, %d to retry", self.name, len(state.seen), len(state.retry))
-
-    def partial_checkpoint(self) -> Checkpoint | None:
-        """A checkpoint covering what was yielded so far (SyncRunner stores it after each batch)."""
-        return self._state.checkpoint() if self._state else None
-
-    def next_checkpoint(self) -> Checkpoint:
-        if self._state is None or not self._state.finished:
-            raise ConnectorError("next_checkpoint() called before the sync was consumed")
-        return self._state.checkpoint()
 
     def list_ids(self) -> set[str]:
         """Ids the source has: those the finished sync listed completely, else a fresh listing."""

@@ -12,7 +12,7 @@ import requests
 from atlassian.errors import ApiError
 
 from connectors.base import Checkpoint, ConnectorError, SyncItem
-from connectors.checkpoints import SyncState
+from connectors.checkpoints import CheckpointedSync, SyncState
 from connectors.git_process import redact
 from indexer.documents import Deletion, Document, SyncFailure
 
@@ -45,7 +45,7 @@ class Listed:
     complete: bool  # `raw` holds everything needed to build the Document
 
 
-class ScopedConnector:
+class ScopedConnector(CheckpointedSync):
     """Subclasses provide `_open`, `_scopes`, `_list`, `_read` and `_read_again`."""
 
     access_from_source = True  # documents' access comes from the source and is part of their version
@@ -96,15 +96,6 @@ class ScopedConnector:
         yield from self._deletions(known, state)
         state.finished = True
         log.info("sync %s done: %d items present, %d to retry", self.name, len(state.seen), len(state.retry))
-
-    def partial_checkpoint(self) -> Checkpoint | None:
-        """A checkpoint covering what was yielded so far (SyncRunner stores it after each batch)."""
-        return self._state.checkpoint() if self._state else None
-
-    def next_checkpoint(self) -> Checkpoint:
-        if self._state is None or not self._state.finished:
-            raise ConnectorError("next_checkpoint() called before the sync was consumed")
-        return self._state.checkpoint()
 
     def list_ids(self) -> set[str]:
         state = self._state
