@@ -13,6 +13,10 @@ from pathlib import Path
 import uvicorn
 
 from api.tokens import TokenStore
+from indexer.documents import Access, Document
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from workers.jobs import run_sync_job
 
 RETRY_PY = '''"""Retries with exponential backoff."""
 import random
@@ -99,3 +103,22 @@ def serve(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def build_corpus(root: Path, embedder) -> tuple[Settings, IndexServices]:
+    """Sources `eng` (group eng: pkg/retry.py, billing/invoice.py), `ops` (group ops: deploy/rollout.py)
+    and `web` (group eng: a document with a GitLab link), indexed into a data directory under `root`."""
+    settings = Settings(data_dir=root / "data")
+    services = IndexServices.open(settings, embedder=embedder)
+    repos = {"eng": git_repo(root / "eng", {"pkg/retry.py": RETRY_PY, "billing/invoice.py": INVOICE_PY}),
+             "ops": git_repo(root / "ops", {"deploy/rollout.py": ROLLOUT_PY})}
+    for name, repo in repos.items():
+        services.catalog.upsert_source(name, "git", {"location": str(repo), "ref": ""}, [f"group:{name}"])
+        run_sync_job(services, name)
+    services.catalog.upsert_source("web", "git", {"location": "https://gitlab.example.com/platform/billing.git"},
+                                   ["group:eng"])
+    doc = Document(id="web:payments/refund.py", source="web", path="payments/refund.py", content=REFUND_PY,
+                   version="1", access=Access.of("group:eng"), language="python", url=WEB_URL)
+    services.pipeline.apply_lexical([doc])
+    services.pipeline.embed_pending("web")
+    return settings, services

@@ -9,15 +9,11 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from web_harness import (
+    build_corpus,
     CHROMIUM,
     CHROMIUM_ARGS,
-    INVOICE_PY,
-    REFUND_PY,
-    RETRY_PY,
-    ROLLOUT_PY,
     SCREENSHOTS,
     WEB_URL,
-    git_repo,
     serve,
     sign_in,
     token,
@@ -27,10 +23,7 @@ from web_harness import (
 from api.app import create_app
 from api.web import _eta_seconds
 from indexer.catalog_schema import JobRecord
-from indexer.documents import Access, Document, Skipped, SkipReason, SyncFailure
-from indexer.services import IndexServices
-from indexer.settings import Settings
-from workers.jobs import run_sync_job
+from indexer.documents import Skipped, SkipReason, SyncFailure
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian chromium (make browser)")
 
@@ -39,20 +32,7 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs De
 def site(tmp_path_factory, embedder):
     """The API tests' corpus (eng: pkg/retry.py, billing/invoice.py; ops: deploy/rollout.py; web: a GitLab
     document) served by uvicorn, with tokens for an eng user, an ops user and an admin."""
-    root = tmp_path_factory.mktemp("web")
-    settings = Settings(data_dir=root / "data")
-    services = IndexServices.open(settings, embedder=embedder)
-    repos = {"eng": git_repo(root / "eng", {"pkg/retry.py": RETRY_PY, "billing/invoice.py": INVOICE_PY}),
-             "ops": git_repo(root / "ops", {"deploy/rollout.py": ROLLOUT_PY})}
-    for name, repo in repos.items():
-        services.catalog.upsert_source(name, "git", {"location": str(repo), "ref": ""}, [f"group:{name}"])
-        run_sync_job(services, name)
-    services.catalog.upsert_source("web", "git", {"location": "https://gitlab.example.com/platform/billing.git"},
-                                   ["group:eng"])
-    doc = Document(id="web:payments/refund.py", source="web", path="payments/refund.py", content=REFUND_PY,
-                   version="1", access=Access.of("group:eng"), language="python", url=WEB_URL)
-    services.pipeline.apply_lexical([doc])
-    services.pipeline.embed_pending("web")
+    settings, services = build_corpus(tmp_path_factory.mktemp("web"), embedder)
     services.catalog.record_failure(SyncFailure("ops", "deploy/broken.yaml", "yaml: mapping values not allowed"))
     services.catalog.record_skipped(Skipped("ops", "deploy/vendor.min.js", SkipReason.MINIFIED, "1 line"))
     app = create_app(settings, services=services)

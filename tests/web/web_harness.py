@@ -16,12 +16,14 @@ from api_harness import (
     RETRY_PY,
     ROLLOUT_PY,
     WEB_URL,
+    build_corpus,
     git_repo,
     serve,
     token,
 )
 
 __all__ = [
+    "build_corpus",
     "CHROMIUM",
     "CHROMIUM_ARGS",
     "INVOICE_PY",
