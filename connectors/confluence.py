@@ -13,9 +13,8 @@ from connectors.base import AuthFailed, document_id
 from connectors.checkpoints import item_version
 from connectors.config import ConfluenceSource
 from connectors.confluence_access import effective_access, read_restriction, space_readers
-from connectors.http_policy import PolicySession, quiet_client_loggers
 from connectors.rendering import storage_to_markdown
-from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec
+from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
 from indexer.documents import Access, Document
 
 log = logging.getLogger(__name__)
@@ -46,15 +45,8 @@ class ConfluenceConnector(ScopedConnector):
     # -- the client and the spaces ---------------------------------------------------------------
 
     def _open(self) -> None:
-        quiet_client_loggers()
-        cfg = self.config
-        token = cfg.token()
+        self.client, token = atlassian_client(ConfluenceServer, self.config)
         self._secrets = [token]
-        session = PolicySession(cfg.http_policy())
-        auth: dict[str, Any] = {"username": cfg.username, "password": token} if cfg.username else {"token": token}
-        self.client = ConfluenceServer(cfg.url, cloud=cfg.cloud, session=session, timeout=int(cfg.timeout_seconds),
-                                       verify_ssl=cfg.verify_tls, backoff_and_retry=False, retry_with_header=False,
-                                       **auth)
         self._restrictions = {}
 
     def _scopes(self) -> list[ScopeSpec]:

@@ -12,10 +12,9 @@ from atlassian import Jira
 from connectors.base import AuthFailed, Unavailable, document_id
 from connectors.checkpoints import item_version
 from connectors.config import JiraSource
-from connectors.http_policy import PolicySession, quiet_client_loggers
 from connectors.jira_access import IssueAccess, project_grants
 from connectors.rendering import adf_to_text, jira_wiki_to_text
-from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec
+from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
 from indexer.documents import Access, Document
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,8 @@ class JiraConnector(ScopedConnector):
     # -- the client ------------------------------------------------------------------------------
 
     def _open(self) -> None:
-        quiet_client_loggers()
-        cfg = self.config
-        token = cfg.token()
+        self.client, token = atlassian_client(Jira, self.config)
         self._secrets = [token]
-        session = PolicySession(cfg.http_policy())
-        auth: dict[str, Any] = {"username": cfg.username, "password": token} if cfg.username else {"token": token}
-        self.client = Jira(cfg.url, cloud=cfg.cloud, session=session, timeout=int(cfg.timeout_seconds),
-                           verify_ssl=cfg.verify_tls, backoff_and_retry=False, retry_with_header=False, **auth)
         self._grants = {}
         try:
             me = self.client.myself() or {}

@@ -14,6 +14,7 @@ from atlassian.errors import ApiError
 from connectors.base import Checkpoint, ConnectorError, SyncItem
 from connectors.checkpoints import CheckpointedSync, SyncState
 from connectors.git_process import redact
+from connectors.http_policy import PolicySession, quiet_client_loggers
 from indexer.documents import Deletion, Document, SyncFailure
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,18 @@ class Listed:
     version: str  # item_version(...): what the index holds when it is up to date
     raw: Mapping[str, Any]
     complete: bool  # `raw` holds everything needed to build the Document
+
+
+def atlassian_client(factory: Callable[..., Any], cfg: Any) -> tuple[Any, str]:
+    """An atlassian-python-api client on our HTTP policy session (its own retries off); returns it and
+    the secret it was given, so error messages can be scrubbed of it."""
+    quiet_client_loggers()
+    token = cfg.token()
+    auth: dict[str, Any] = {"username": cfg.username, "password": token} if cfg.username else {"token": token}
+    client = factory(cfg.url, cloud=cfg.cloud, session=PolicySession(cfg.http_policy()),
+                     timeout=int(cfg.timeout_seconds), verify_ssl=cfg.verify_tls, backoff_and_retry=False,
+                     retry_with_header=False, **auth)
+    return client, token
 
 
 class ScopedConnector(CheckpointedSync):
