@@ -9,6 +9,7 @@ because chunk ids are content-derived and every write is an upsert or a delete b
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -57,6 +58,8 @@ class Pipeline:
         self.embedder = embedder
         self.chunking = chunking
         self.embed_batch = embed_batch
+        # Held by every write (one batch at a time); backup and generation swaps take it to pause writes.
+        self.write_lock = threading.RLock()
 
     def chunk(self, doc: Document) -> list[Chunk]:
         return chunk_document(doc, max_lines=self.chunking.max_lines, min_lines=self.chunking.min_lines)
@@ -68,6 +71,10 @@ class Pipeline:
         counts = BatchCounts()
         if not docs:
             return counts
+        with self.write_lock:
+            return self._apply_lexical(docs, rewrite, counts)
+
+    def _apply_lexical(self, docs: Sequence[Document], rewrite: bool, counts: BatchCounts) -> BatchCounts:
         chunked = {doc.id: self.chunk(doc) for doc in docs}
         old = self.catalog.chunk_ids_for(list(chunked))
         by_source: dict[str, list[str]] = {}
@@ -100,11 +107,14 @@ class Pipeline:
             if not doc_ids:
                 return counts
             embedded = 0
+            vectors: list = []
             if chunks:
                 vectors, embedded = self.embedder.embed_chunks(chunks)
-                self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
-                counts.chunks_embedded += embedded
-            self.catalog.mark_indexed(doc_ids)
+            with self.write_lock:
+                if chunks:
+                    self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
+                self.catalog.mark_indexed(doc_ids)
+            counts.chunks_embedded += embedded
             if progress:
                 progress(len(chunks), embedded)
 
@@ -113,6 +123,10 @@ class Pipeline:
         counts = BatchCounts()
         if not doc_ids:
             return counts
+        with self.write_lock:
+            return self._delete(doc_ids, counts)
+
+    def _delete(self, doc_ids: Sequence[str], counts: BatchCounts) -> BatchCounts:
         owned = self.catalog.chunk_ids_for(list(doc_ids))
         sources = self.catalog.sources_of(list(doc_ids))
         for doc_id, chunk_ids in owned.items():
