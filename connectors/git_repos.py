@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from connectors.base import Checkpoint, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
 from connectors.git_process import BlobReader, Git, MissingObject, redact
@@ -53,6 +53,27 @@ def web_blob_base(location: str) -> str:
     if "github" in host:
         return f"{scheme}://{host}/{path}/blob"
     return ""
+
+
+# git asks this helper for HTTP credentials; they come from its environment, never from argv, so
+# other users of the machine cannot read the token in the process list (`ps`). The empty helper
+# first clears any helper configured globally (a credential store must not learn our token).
+_CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
+                      'printf "username=%s\\npassword=%s\\n" "$CAIRN_GIT_USERNAME" "$CAIRN_GIT_PASSWORD"; }; f')
+
+
+def split_credentials(location: str) -> tuple[str, dict[str, str]]:
+    """An http(s) URL without its `user:password@`, and the environment that hands them to git."""
+    parts = urlsplit(location)
+    if parts.scheme.lower() not in ("http", "https") or parts.password is None:
+        return location, {}
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    env = {"GIT_CONFIG_COUNT": "2",
+           "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
+           "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
+           "CAIRN_GIT_USERNAME": unquote(parts.username or ""), "CAIRN_GIT_PASSWORD": unquote(parts.password)}
+    return bare, env
 
 
 def unsafe_path_reason(path: str) -> str:
@@ -108,6 +129,8 @@ class GitRepoConnector:
         self.max_file_bytes = max_file_bytes
         self.remote = is_remote(location)
         self.display = redact(location)  # what logs and errors may show
+        # What git is told: the URL without credentials, which travel in the environment instead.
+        self.fetch_url, self.credential_env = split_credentials(location) if self.remote else (location, {})
         self.web_base = web_blob_base(location) if self.remote else ""
         self.git = Git(timeout, secret=location if self.remote else "")
         self.local_timeout = min(timeout, 120.0)
@@ -239,7 +262,7 @@ class GitRepoConnector:
         log.info("cloning %s for source %s", self.display, self.name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self.git.run(["clone", "--bare", "--quiet", "--", self.location, str(tmp)])
+            self.git.run(["clone", "--bare", "--quiet", "--", self.fetch_url, str(tmp)], env=self.credential_env)
             # The clone keeps no credentials on disk: fetches pass the URL explicitly.
             self.git.run([f"--git-dir={tmp}", "remote", "set-url", "origin", self.display])
             tmp.rename(dest)
@@ -255,7 +278,8 @@ class GitRepoConnector:
         log.info("fetching %s for source %s", self.display, self.name)
         refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
         try:
-            self.git.run([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.location, *refspecs])
+            self.git.run([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.fetch_url, *refspecs],
+                         env=self.credential_env)
         except ConnectorError as exc:
             raise type(exc)(f"source {self.name!r}: fetching {self.display} failed: {exc}") from None
 
