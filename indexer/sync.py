@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from connectors.base import Connector
+from indexer.catalog import Catalog
+from indexer.chunking.limits import oversize_skip
 from indexer.documents import Access, Deletion, Document, Skipped, SyncFailure
 from indexer.pipeline import BatchCounts, Pipeline
 
@@ -34,6 +36,7 @@ class SyncCounts:
         self.chunks_written += batch.chunks_written
         self.chunks_deleted += batch.chunks_deleted
         self.chunks_embedded += batch.chunks_embedded
+        self.files_skipped += batch.extra.get("secret_files", 0)  # screened out by the pipeline
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,15 +76,7 @@ class SyncRunner:
         return counts
 
     def _known(self, source: str, connector: Connector) -> dict[str, str]:
-        """Indexed versions, minus documents indexed under another access list (they are rewritten)."""
-        if getattr(connector, "access_from_source", False):
-            # Each document's access comes from the source and is part of its version: the connector compares.
-            return self.catalog.document_versions(source)
-        row = self.catalog.get_source(source)
-        want = Access.of(*row.access).digest() if row else ""
-        digests = self.catalog.access_digests(source)
-        return {doc_id: v for doc_id, v in self.catalog.document_versions(source).items()
-                if digests.get(doc_id) == want}
+        return known_versions(self.catalog, source, connector)
 
     def _checkpoint_saver(self, connector: Connector, source: str) -> Callable[[], None] | None:
         """For connectors that can say mid-sync how far they got (ticket/page sources): store that
@@ -104,6 +99,9 @@ class SyncRunner:
         size = 0
         deletions: list[str] = []
         for item in items:
+            if isinstance(item, Document) and (too_large := oversize_skip(item, self.pipeline.chunking.limits)):
+                deletions.append(item.id)  # any source's document over the size limit: skipped, and an
+                item = too_large  # older version of it no longer searchable
             if isinstance(item, Document):
                 counts.files_seen += 1
                 batch.append(item)
@@ -160,3 +158,14 @@ class SyncRunner:
             if observe:
                 observe("dense", counts)
         return progress
+
+
+def known_versions(catalog: Catalog, source: str, connector: Connector) -> dict[str, str]:
+    """Indexed versions, minus documents indexed under another access list (they are rewritten)."""
+    if getattr(connector, "access_from_source", False):
+        # Each document's access comes from the source and is part of its version: the connector compares.
+        return catalog.document_versions(source)
+    row = catalog.get_source(source)
+    want = Access.of(*row.access).digest() if row else ""
+    digests = catalog.access_digests(source)
+    return {doc_id: v for doc_id, v in catalog.document_versions(source).items() if digests.get(doc_id) == want}

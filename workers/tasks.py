@@ -1,30 +1,100 @@
-"""Thin, named, idempotent tasks: they take ids and JSON, and call the indexer."""
+"""Thin, named, idempotent tasks: they take ids and JSON, and call the indexer.
+
+Without a broker they run in-process (the embedded node). With one, a sync is split over the queues:
+`cairn.sync_source` (queue `sync`) crawls and sends batches, `cairn.embed_batch` (queue `embed`)
+turns a batch into a ready batch, `cairn.apply_batch` (queue `index`) writes it (workers/distributed.py)."""
 from __future__ import annotations
 
 from typing import Any
 
-from indexer.documents import Access, Document
-from workers.celery_app import app, services_for
+import kombu.exceptions
+from celery import Celery
+from sqlalchemy.exc import SQLAlchemyError
+
+from workers.batches import document_from_json, document_to_json
+from workers.celery_app import app, context_for, services_for
+from workers.distributed import SourceBusy, crawl_source, embed_and_forward
+from workers.index_queue import APPLY_TASK, INDEX_QUEUE, IndexLocks, apply_or_retry
 from workers.jobs import run_sync_job
 
+__all__ = [
+    "apply_batch",
+    "delete_documents",
+    "document_from_json",
+    "document_to_json",
+    "embed_documents",
+    "index_batch",
+    "submit_sync",
+    "sync_source",
+]
 
-@app.task(name="cairn.sync_source", bind=True)
+EMBED_TASK = "cairn.embed_batch"
+
+
+class CeleryDispatch:
+    """Sends batches to the embed and index queues."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def embed(self, job_id: str, batch: str, source: str, documents: list[dict], rewrite: bool,
+              tries: int = 0, countdown: float = 0.0) -> None:
+        self.celery.send_task(EMBED_TASK, args=[job_id, batch, source, documents, rewrite, tries],
+                              queue="embed", countdown=countdown or None)
+
+    def index(self, ready: dict) -> None:
+        self.celery.send_task(APPLY_TASK, args=[ready], queue=INDEX_QUEUE)
+
+
+# Infrastructure errors (catalog or broker unreachable) are retried with backoff; a task that fails
+# otherwise is acked, so its job is failed by the task or given up as abandoned by the next sync.
+TRANSIENT = {"autoretry_for": (SQLAlchemyError, kombu.exceptions.OperationalError), "retry_backoff": True,
+             "retry_backoff_max": 300, "max_retries": 10}
+
+
+@app.task(name="cairn.sync_source", bind=True, **TRANSIENT)
 def sync_source(self: Any, source: str, job_id: str | None = None, full: bool = False) -> dict:
-    """Sync one source end to end; resumable because the catalog, not the task, holds the state."""
-    return run_sync_job(services_for(self.app), source, job_id=job_id, full=full).as_dict()
+    """Sync one source. In-process: end to end. Distributed: crawl under the source's lock and send
+    batches; a source another job is syncing is deferred (the job stays queued) and tried again."""
+    if self.app.conf.task_always_eager:
+        return run_sync_job(services_for(self.app), source, job_id=job_id, full=full).as_dict()
+    ctx = context_for(self.app)
+    if job_id is None:
+        job_id = ctx.catalog.create_job(None, source, "reindex" if full else "index", params={"full": full})
+    try:
+        outcome = crawl_source(ctx, CeleryDispatch(self.app), source, job_id, full)
+    except SourceBusy:
+        raise self.retry(args=[source, job_id, full], countdown=ctx.settings.sync_retry_seconds, max_retries=None)
+    return {"job_id": job_id, "outcome": outcome}
 
 
-def document_to_json(doc: Document) -> dict:
-    return {"id": doc.id, "source": doc.source, "path": doc.path, "content": doc.content, "version": doc.version,
-            "access": sorted(doc.access.principals), "kind": doc.kind, "language": doc.language,
-            "title": doc.title, "url": doc.url, "metadata": dict(doc.metadata)}
+@app.task(name="cairn.embed_batch", bind=True, **TRANSIENT)
+def embed_documents(self: Any, job_id: str, batch: str, source: str, documents: list[dict],
+                    rewrite: bool = False, tries: int = 0) -> dict:
+    """Chunk and embed one batch into a ready batch for the index queue (no index writes here)."""
+    return embed_and_forward(context_for(self.app), CeleryDispatch(self.app), job_id, batch, source, documents,
+                             rewrite, tries, worker=self.request.hostname or "")
 
 
-def document_from_json(data: dict) -> Document:
-    return Document(id=data["id"], source=data["source"], path=data["path"], content=data["content"],
-                    version=data["version"], access=Access.of(*data["access"]), kind=data["kind"],
-                    language=data["language"], title=data["title"], url=data["url"],
-                    metadata=data.get("metadata") or {})
+_index_locks: list[IndexLocks] = []  # one per worker process, made on first use
+
+
+@app.task(name="cairn.apply_batch", bind=True, **TRANSIENT)
+def apply_batch(self: Any, ready: dict) -> dict:
+    """Apply a ready batch in a worker: only with a Qdrant server (vector_backend=qdrant), holding the
+    source's index lock. With Qdrant Edge the index node consumes this queue itself."""
+    ctx = context_for(self.app)
+    if ctx.settings.vector_backend == "edge" and not self.app.conf.task_always_eager:
+        raise RuntimeError("with vector_backend=edge the `index` queue is consumed by `cairn serve`, not workers")
+    services = services_for(self.app)
+    if not _index_locks:
+        _index_locks.append(IndexLocks(ctx))
+
+    def resend(payload: dict, delay: float) -> None:
+        self.app.send_task(APPLY_TASK, args=[payload], queue=INDEX_QUEUE, countdown=delay)
+
+    outcome = apply_or_retry(ctx, services.pipeline, ready, resend, _index_locks[0])
+    return {"batch": ready["batch_id"], "outcome": outcome}
 
 
 @app.task(name="cairn.index_batch", bind=True)
@@ -43,3 +113,9 @@ def index_batch(self: Any, documents: list[dict]) -> dict:
 def delete_documents(self: Any, doc_ids: list[str]) -> dict:
     counts = services_for(self.app).pipeline.delete(doc_ids)
     return {"docs_deleted": counts.docs_deleted, "chunks_deleted": counts.chunks_deleted}
+
+
+def submit_sync(source: str, job_id: str, full: bool = False) -> None:
+    """Queue a sync job that already exists in the catalog (the API's JobRunner with a broker)."""
+    app.send_task("cairn.sync_source", args=[source, job_id, full], queue="sync")
+

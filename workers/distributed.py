@@ -1,0 +1,317 @@
+"""A sync in distributed mode: crawl → `embed` batches → `index` ready batches → the job finishes.
+
+- The crawl runs the connector under the source's lock and sends batches; it never writes the index.
+- Only one job of a source is unfinished at a time: a sync that finds the source locked, or another of
+  its jobs still crawling or with batches pending, is deferred (its job stays `queued`, with the
+  job it waits for in its counts). So batches of two syncs of one source never race each other.
+- A job is finished by whichever process sees its crawl done and its last batch applied; the
+  checkpoint is stored only then, so a crash anywhere before leaves the source to be synced again."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connectors.registry import build_connector
+from indexer.documents import Deletion, Document, Skipped, SyncFailure
+from indexer.locks import source_lock
+from indexer.pipeline import Pipeline, ReadyDocument
+from indexer.sync import known_versions
+from workers.batches import ReadyBatch, batch_id, document_from_json, document_to_json, embed_batch
+from workers.context import WorkerContext
+from workers.window import rewind_for_job
+
+log = logging.getLogger(__name__)
+
+CRAWL_COUNT_KEYS = ("files_seen", "files_skipped", "files_failed", "files_quarantined")
+
+
+class Dispatch(Protocol):
+    """Sends work to the other queues (Celery in production; anything callable in tests)."""
+
+    def embed(self, job_id: str, batch: str, source: str, documents: list[dict], rewrite: bool,
+              tries: int = 0, countdown: float = 0.0) -> None: ...
+
+    def index(self, ready: dict) -> None: ...
+
+
+class SourceBusy(Exception):
+    """The source is being synced by another job; try again later."""
+
+    def __init__(self, source: str, holder: str) -> None:
+        super().__init__(f"source {source!r} is being synced by {holder}")
+        self.holder = holder
+
+
+@dataclass
+class Crawl:
+    """Counts and batching of one crawl attempt."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CRAWL_COUNT_KEYS, 0))
+    failed: set[str] = field(default_factory=set)
+    batch: list[Document] = field(default_factory=list)
+    size: int = 0
+    deletions: list[str] = field(default_factory=list)
+
+
+def crawl_source(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: str, full: bool = False) -> str:
+    """Run one crawl of a source for a job; returns what happened ("sent", "stopped", "duplicate",
+    "finished"). Raises SourceBusy when another job holds the source (the caller defers)."""
+    lock = source_lock(ctx.catalog.engine, ctx.settings.data_dir, f"sync:{source}")
+    if not lock.acquire():
+        raise SourceBusy(source, "another process")
+    try:
+        return _crawl_locked(ctx, dispatch, source, job_id, full)
+    finally:
+        lock.release()
+
+
+def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: str, full: bool) -> str:
+    catalog, state = ctx.catalog, ctx.state
+    mine = state.crawl(job_id)
+    if mine is not None and mine.state not in ("crawling",):
+        return "duplicate"  # this job's crawl is done (a redelivered or duplicated message)
+    if catalog.job_state(job_id) in ("cancelling", "cancelled"):  # cancelled while it waited for the source
+        catalog.start_job(job_id)  # records `cancelled`
+        return "finished"
+    _wait_for_other_jobs(ctx, source, job_id)
+    row = catalog.get_source(source)
+    if row is None:
+        catalog.update_job(job_id, state="failed", error=f"no source named {source!r}")
+        return "finished"
+    if catalog.start_job(job_id) == "cancelled":
+        return "finished"
+    attempt = state.begin_crawl(job_id, source, full)
+    catalog.set_source_state(source, "syncing")
+    log.info("job %s: crawling source %s (attempt %d)", job_id, source, attempt)
+    crawl = Crawl()
+    try:
+        outcome = _run_connector(ctx, dispatch, row, job_id, full, crawl)
+    except Exception as exc:
+        log.exception("job %s: crawl of %s failed", job_id, source)
+        state.save_crawl(job_id, state="failed", counts=crawl.counts, failed_items=crawl.failed)
+        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}",
+                           counts=job_counts(ctx, job_id) | {"phase": "failed"})
+        catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
+        return "finished"
+    finish_if_done(ctx, job_id)
+    return outcome
+
+
+def _wait_for_other_jobs(ctx: WorkerContext, source: str, job_id: str) -> None:
+    """Raise SourceBusy while another job of the source is unfinished; give up on one that went silent."""
+    stale_after = dt.timedelta(seconds=3 * ctx.settings.celery_visibility_timeout)
+    for other in ctx.state.active_crawls(source, excluding=job_id):
+        if ctx.catalog.job_state(other.job_id) not in ("queued", "running", "cancelling"):
+            ctx.state.abandon(other.job_id)
+            continue
+        last = ctx.state.last_activity(other.job_id)
+        if last is not None and dt.datetime.now(dt.UTC) - last > stale_after:
+            log.warning("job %s of %s made no progress since %s: marking it failed", other.job_id, source, last)
+            ctx.state.abandon(other.job_id)
+            ctx.catalog.update_job(other.job_id, state="failed", error="abandoned: no progress in the queues")
+            continue
+        ctx.catalog.update_job(job_id, counts={"phase": "waiting", "waiting_for": other.job_id})
+        raise SourceBusy(source, f"job {other.job_id}")
+
+
+def _run_connector(ctx: WorkerContext, dispatch: Dispatch, row: Any, job_id: str, full: bool, crawl: Crawl) -> str:
+    catalog, state, source = ctx.catalog, ctx.state, row.name
+    connector = build_connector(row, ctx.settings)
+    rewind_for_job(catalog, row, connector, job_id)  # `reindex --since`: re-read what changed in a window
+    checkpoint = None if full else catalog.get_checkpoint(source)
+    known = {} if full else known_versions(catalog, source, connector)
+    quarantined = state.quarantined(source)
+    partial = getattr(connector, "partial_checkpoint", None)
+    for item in connector.sync(checkpoint, known):
+        if isinstance(item, Document):
+            crawl.counts["files_seen"] += 1
+            item = _screened(ctx, item, crawl)  # before it goes anywhere near the broker
+            if item is None:
+                continue
+            held = quarantined.get(item.id)
+            if held is not None and held[0] == item.version:
+                crawl.counts["files_skipped"] += 1
+                crawl.counts["files_quarantined"] += 1
+                crawl.failed.add(item.path)
+                continue
+            crawl.batch.append(item)
+            crawl.size += len(item.content)
+            if len(crawl.batch) >= ctx.settings.queue_batch_docs or crawl.size >= 4_000_000:
+                _send_documents(ctx, dispatch, job_id, source, crawl, full)
+                if partial is not None and (point := partial()) is not None:
+                    catalog.set_checkpoint(source, point)
+                state.save_crawl(job_id, counts=crawl.counts, failed_items=crawl.failed)
+                if catalog.job_state(job_id) == "cancelling":
+                    state.save_crawl(job_id, state="stopped")
+                    log.warning("job %s: cancelled during the crawl of %s", job_id, source)
+                    return "stopped"
+        elif isinstance(item, Deletion):
+            crawl.deletions.append(item.doc_id)
+        elif isinstance(item, Skipped):
+            crawl.counts["files_seen"] += 1
+            crawl.counts["files_skipped"] += 1
+            catalog.record_skipped(item)
+        elif isinstance(item, SyncFailure):
+            crawl.counts["files_seen"] += 1
+            crawl.counts["files_failed"] += 1
+            catalog.record_failure(item)
+            crawl.failed.add(item.item)
+    _send_documents(ctx, dispatch, job_id, source, crawl, full)
+    if full:
+        present = connector.list_ids()
+        crawl.deletions += [d for d in catalog.document_versions(source) if d not in present]
+    _send_deletions(ctx, dispatch, job_id, source, crawl.deletions)
+    state.save_crawl(job_id, state="sent", counts=crawl.counts, failed_items=crawl.failed,
+                     checkpoint=connector.next_checkpoint())
+    return "sent"
+
+
+def _screened(ctx: WorkerContext, doc: Document, crawl: Crawl) -> Document | None:
+    """The document with its credentials redacted, or None for a secret file (skipped, and removed
+    from the index if it was indexed before): secrets never reach the broker's messages."""
+    result, _found = ctx.secrets.prepare(doc)
+    if isinstance(result, Document):
+        return result
+    ctx.catalog.record_skipped(result)
+    crawl.counts["files_skipped"] += 1
+    crawl.counts["secret_files"] = crawl.counts.get("secret_files", 0) + 1
+    if ctx.catalog.sources_of([doc.id]):
+        crawl.deletions.append(doc.id)
+    return None
+
+
+def _send_documents(ctx: WorkerContext, dispatch: Dispatch, job_id: str, source: str, crawl: Crawl,
+                    rewrite: bool) -> None:
+    """Send first, register after: a crash in between leaves no registered batch that never comes."""
+    if not crawl.batch:
+        return
+    docs = crawl.batch
+    batch = batch_id(job_id, "documents", [f"{d.id}@{d.version}" for d in docs])
+    dispatch.embed(job_id, batch, source, [document_to_json(d) for d in docs], rewrite)
+    ctx.state.register_batch(job_id, batch, source, "documents", len(docs))
+    crawl.batch, crawl.size = [], 0
+
+
+def _send_deletions(ctx: WorkerContext, dispatch: Dispatch, job_id: str, source: str, doc_ids: list[str]) -> None:
+    if not doc_ids:
+        return
+    ready = ReadyBatch(job_id=job_id, batch_id=batch_id(job_id, "deletions", doc_ids), source=source,
+                       kind="deletions", deletions=sorted(set(doc_ids)))
+    dispatch.index(ready.to_json())
+    ctx.state.register_batch(job_id, ready.batch_id, source, "deletions", len(ready.deletions))
+
+
+# -- the embed side --------------------------------------------------------------------------------
+
+def embed_and_forward(ctx: WorkerContext, dispatch: Dispatch, job_id: str, batch: str, source: str,
+                      documents: list[dict], rewrite: bool, tries: int, worker: str = "") -> dict:
+    """Embed a batch and send its ready batch to `index`; documents that failed this time (below the
+    quarantine limit) go back to `embed` later as a batch of their own, registered before the ready
+    batch is sent so the job cannot finish without them."""
+    ctx.state.batch_started(job_id, batch, worker)
+    outcome = embed_batch(ctx, job_id, batch, source, [document_from_json(d) for d in documents], rewrite)
+    if outcome.retry:
+        retry_id = batch_id(job_id, f"retry-{tries + 1}", [f"{d.id}@{d.version}" for d in outcome.retry])
+        dispatch.embed(job_id, retry_id, source, [document_to_json(d) for d in outcome.retry], rewrite,
+                       tries=tries + 1, countdown=float(min(2 ** tries, 30)))
+        ctx.state.register_batch(job_id, retry_id, source, "documents", len(outcome.retry))
+    dispatch.index(outcome.ready.to_json())
+    return {"batch": batch, "documents": len(outcome.ready.documents), "quarantined": outcome.ready.quarantined,
+            "retry": len(outcome.retry), "chunks_embedded": outcome.ready.chunks_embedded}
+
+
+# -- the index side --------------------------------------------------------------------------------
+
+def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch) -> bool:
+    """Write a ready batch (idempotent), record it once, and finish its job if it was the last."""
+    if ready.documents and ready.model != pipeline.embedder.model_name:
+        ready = _reembedded(pipeline, ready)
+    counts = pipeline.apply_ready(ready.documents, rewrite=ready.rewrite)
+    if ready.deletions:
+        counts.add(pipeline.delete(ready.deletions))
+    for item in ready.documents:
+        ctx.catalog.clear_failure(item.doc.source, item.doc.path)
+    recorded = {"docs": len(ready.documents) + len(ready.deletions), "files_changed": counts.docs_changed,
+                "files_deleted": counts.docs_deleted, "files_quarantined": ready.quarantined,
+                "secret_files": ready.secret_files,
+                "chunks_written": counts.chunks_written, "chunks_deleted": counts.chunks_deleted,
+                "chunks_embedded": ready.chunks_embedded}
+    first = ctx.state.mark_applied(ready.job_id, ready.batch_id, ready.source, ready.kind, recorded)
+    if first:
+        _report(ctx, ready.job_id)
+    finish_if_done(ctx, ready.job_id)
+    return first
+
+
+def _reembedded(pipeline: Pipeline, ready: ReadyBatch) -> ReadyBatch:
+    """Vectors from another model than the index serves (a worker started before `cairn model
+    switch`, or during a generation swap): embed the chunks again here rather than mix models."""
+    log.warning("batch %s was embedded with %s, the index serves %s: embedding it again",
+                ready.batch_id, ready.model, pipeline.embedder.model_name)
+    chunks = [c for item in ready.documents for c in item.chunks]
+    vectors, embedded = pipeline.embedder.embed_chunks(chunks) if chunks else ([], 0)
+    out, at = [], 0
+    for item in ready.documents:
+        out.append(ReadyDocument(item.doc, item.chunks, list(vectors[at:at + len(item.chunks)])))
+        at += len(item.chunks)
+    ready.documents, ready.model = out, pipeline.embedder.model_name
+    ready.chunks_embedded += embedded
+    return ready
+
+
+def job_counts(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
+    """The job's counts across processes: the crawl's own, plus every applied batch counted once."""
+    crawl = ctx.state.crawl(job_id)
+    progress = ctx.state.progress(job_id)
+    own = crawl.counts if crawl else {}
+    applied = progress.counts
+    seconds = (dt.datetime.now(dt.UTC) - crawl.started_at).total_seconds() if crawl else 0.0
+    return {"files_seen": own.get("files_seen", 0), "files_changed": applied["files_changed"],
+            "files_deleted": applied["files_deleted"],
+            "files_skipped": own.get("files_skipped", 0) + applied["files_quarantined"] + applied["secret_files"],
+            "secret_files": own.get("secret_files", 0) + applied["secret_files"],
+            "files_failed": own.get("files_failed", 0),
+            "files_quarantined": own.get("files_quarantined", 0) + applied["files_quarantined"],
+            "chunks_written": applied["chunks_written"], "chunks_deleted": applied["chunks_deleted"],
+            "chunks_embedded": applied["chunks_embedded"], "batches_sent": progress.sent,
+            "batches_applied": progress.applied, "seconds": round(seconds, 3)}
+
+
+def _report(ctx: WorkerContext, job_id: str) -> None:
+    progress = ctx.state.progress(job_id)
+    crawl = ctx.state.crawl(job_id)
+    phase = "crawling" if crawl is None or crawl.state == "crawling" else "applying"
+    ctx.catalog.update_job(job_id, counts=job_counts(ctx, job_id) | {"phase": phase},
+                           done=progress.counts["docs"], total=progress.docs_sent)
+    ctx.state.touch(job_id)
+
+
+def finish_if_done(ctx: WorkerContext, job_id: str) -> bool:
+    """Finish the job if its crawl is done and every batch it sent is applied (exactly once)."""
+    if not ctx.state.finish_crawl(job_id):
+        return False
+    crawl = ctx.state.crawl(job_id)
+    assert crawl is not None
+    catalog, source = ctx.catalog, crawl.source
+    counts = job_counts(ctx, job_id)
+    progress = ctx.state.progress(job_id)
+    if crawl.state.startswith("stopped"):
+        catalog.update_job(job_id, state="cancelled", counts=counts | {"phase": "stopped"},
+                           done=progress.counts["docs"], total=progress.docs_sent)
+        catalog.release_source(source)
+        return True
+    if crawl.checkpoint is not None:
+        catalog.set_checkpoint(source, crawl.checkpoint)
+    catalog.clear_skipped(source, before=crawl.started_at)
+    keep = set(crawl.failed_items) | {path for _v, path, _e in ctx.state.quarantined(source).values()}
+    for failure in catalog.list_failures(source):
+        if failure.item not in keep:
+            catalog.clear_failure(source, failure.item)
+    catalog.update_job(job_id, state="succeeded", counts=counts | {"phase": "done"},
+                       done=progress.counts["docs"], total=progress.docs_sent)
+    catalog.set_source_state(source, "idle")
+    log.info("job %s for source %s done: %s", job_id, source, counts)
+    return True
+

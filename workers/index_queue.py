@@ -1,0 +1,145 @@
+"""The `index` queue: ready batches applied by the process that owns the index writers.
+
+With Qdrant Edge that is the API/index node: `IndexQueueConsumer` is a thread in `cairn serve` that
+consumes the queue with kombu and acks a message only after its batch is applied (a node killed
+mid-batch gets it back after the broker's visibility timeout). A batch that fails to apply is sent
+again later (not retried in place, so one failing source never blocks the queue); after
+`quarantine_after` tries its documents are quarantined and the batch counts as applied."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kombu
+from celery import Celery
+
+from indexer.locks import SourceLock, source_lock
+from indexer.pipeline import Pipeline
+from workers.batches import ReadyBatch, quarantine_document
+from workers.context import WorkerContext
+from workers.distributed import apply_ready_batch, finish_if_done
+
+log = logging.getLogger(__name__)
+
+APPLY_TASK = "cairn.apply_batch"
+INDEX_QUEUE = "index"
+
+Resend = Callable[[dict, float], None]  # (ready batch JSON, delay in seconds)
+
+
+class IndexLocks:
+    """Per-source index-writer locks for a process applying batches next to others (vector_backend=qdrant,
+    tantivy shards on a shared volume). A shard's tantivy writer stays open in the process that took it,
+    so the lock is kept until the process ends (it dies with it). With Qdrant Edge the index node is the
+    only writer and needs none."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.shared = ctx.settings.vector_backend != "edge"
+        self._locks: dict[str, SourceLock] = {}
+        self._guard = threading.Lock()
+
+    def hold(self, source: str) -> bool:
+        if not self.shared:
+            return True
+        with self._guard:
+            lock = self._locks.get(source)
+            if lock is None:
+                lock = source_lock(self.ctx.catalog.engine, self.ctx.settings.data_dir, f"index:{source}")
+                self._locks[source] = lock
+            return lock.acquire()
+
+
+def apply_or_retry(ctx: WorkerContext, pipeline: Pipeline, payload: dict, resend: Resend,
+                   locks: IndexLocks | None = None) -> str:
+    """Apply a ready batch; on failure send it again later, or quarantine it after too many tries.
+    A batch whose source's writer another process holds is sent again shortly (not counted as a try)."""
+    ready = ReadyBatch.from_json(payload)
+    if locks is not None and not locks.hold(ready.source):
+        resend(payload, 1.0)
+        return "busy"
+    try:
+        apply_ready_batch(ctx, pipeline, ready)
+        return "applied"
+    except Exception as exc:
+        tries = ready.tries + 1
+        error = f"{type(exc).__name__}: {exc}"
+        if tries < ctx.settings.quarantine_after:
+            log.warning("batch %s of job %s failed to apply (try %d): %s", ready.batch_id, ready.job_id, tries, error)
+            resend(payload | {"tries": tries}, float(min(2 ** tries, 60)))
+            return "retry"
+        log.error("batch %s of job %s failed %d times: quarantining its documents", ready.batch_id, ready.job_id, tries)
+        docs = [item.doc for item in ready.documents]
+        ctx.state.count_attempt(docs)
+        for doc in docs:
+            quarantine_document(ctx, doc, tries, error)
+        counts = {"docs": len(docs), "files_quarantined": len(docs) + ready.quarantined}
+        ctx.state.mark_applied(ready.job_id, ready.batch_id, ready.source, ready.kind, counts)
+        finish_if_done(ctx, ready.job_id)
+        return "quarantined"
+
+
+class IndexQueueConsumer:
+    """A thread consuming the `index` queue inside the index node (one batch at a time, acks late)."""
+
+    def __init__(self, app: Celery, ctx: WorkerContext, pipeline: Pipeline, queue: str = INDEX_QUEUE) -> None:
+        self.app, self.ctx, self.pipeline, self.queue = app, ctx, pipeline, queue
+        self.locks = IndexLocks(ctx)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cairn-index-queue", daemon=True)
+        self.applied = 0
+
+    def start(self) -> IndexQueueConsumer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the batch in hand (it is acked only if it was applied)."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._consume()
+            except Exception:  # the broker went away: reconnect; unacked messages come back by themselves
+                log.exception("index queue consumer lost its broker connection; reconnecting")
+                self._stop.wait(2.0)
+
+    def _consume(self) -> None:
+        queue = kombu.Queue(self.queue, kombu.Exchange(self.queue, type="direct"), routing_key=self.queue)
+        with self.app.connection_for_read() as conn, \
+                conn.Consumer([queue], callbacks=[self._on_message], accept=["json"], prefetch_count=1):
+            log.info("consuming the %s queue", self.queue)
+            while not self._stop.is_set():
+                try:
+                    conn.drain_events(timeout=1.0)
+                except TimeoutError:
+                    continue
+
+    def _on_message(self, body: Any, message: kombu.Message) -> None:
+        task = message.headers.get("task") if message.headers else None
+        if task != APPLY_TASK or not isinstance(body, (list, tuple)) or not body or not body[0]:
+            log.error("dropping a message on the %s queue that is not a %s task: %r", self.queue, APPLY_TASK, task)
+            message.ack()
+            return
+        payload = body[0][0]
+        not_before = float(payload.get("not_before", 0))
+        if not_before > time.time():
+            time.sleep(min(0.2, not_before - time.time()))  # not due yet: back to the tail of the queue
+            self._send(payload, 0.0, keep_not_before=True)
+        else:
+            try:
+                apply_or_retry(self.ctx, self.pipeline, payload, self._send, self.locks)
+                self.applied += 1
+            except (KeyError, TypeError, ValueError):  # not a ready batch: redelivering it cannot help
+                log.exception("dropping a malformed ready batch from the %s queue", self.queue)
+        message.ack()
+
+    def _send(self, payload: dict, delay: float, keep_not_before: bool = False) -> None:
+        if not keep_not_before:
+            payload = payload | {"not_before": time.time() + delay}
+        self.app.send_task(APPLY_TASK, args=[payload], queue=self.queue)
