@@ -7,6 +7,9 @@ from typing import Any
 import httpx
 
 
+FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+
+
 class RemoteError(RuntimeError):
     """The server answered with an error (its message is kept) or could not be reached."""
 
@@ -38,17 +41,35 @@ class CairnClient:
     def add_source(self, body: dict) -> dict:
         return self._call("POST", "/v1/sources", json=body)
 
-    def reindex(self, name: str, full: bool = False) -> dict:
-        return self._call("POST", f"/v1/sources/{name}/reindex", json={"full": full})
+    def reindex(self, name: str, full: bool = False, since: str | None = None) -> dict:
+        body: dict[str, Any] = {"full": full} | ({"since": since} if since else {})
+        return self._call("POST", f"/v1/sources/{name}/reindex", json=body)
+
+    def set_schedule(self, name: str, interval: str | None) -> dict:
+        return self._call("PUT", f"/v1/sources/{name}/schedule", json={"interval": interval})
+
+    def reconcile(self, source: str | None = None, repair: bool = True) -> list[dict]:
+        return self._call("POST", "/v1/reconcile", json={"source": source, "repair": repair})
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def backup(self, path: str) -> dict:
+        """A backup written by the server into `path` on its own disk (under its CAIRN_BACKUP_DIR)."""
+        return self._call("POST", "/v1/admin/backup", json={"path": path}, timeout=3600.0)  # big indexes take a while
+
+    def jobs(self, source: str | None = None, state: str | None = None, limit: int = 100) -> list[dict]:
+        params = {k: v for k, v in {"source": source, "state": state, "limit": limit}.items() if v is not None}
+        return self._call("GET", "/v1/jobs", params=params)
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
 
     def wait(self, job_id: str, poll: float = 0.5, on_update: Any = None) -> dict:
         while True:
             job = self.job(job_id)
             if on_update:
                 on_update(job)
-            if job["state"] in ("succeeded", "failed", "cancelled"):
+            if job["state"] in FINISHED:
                 return job
             time.sleep(poll)

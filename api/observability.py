@@ -83,6 +83,45 @@ class CatalogCollector:
         yield GaugeMetricFamily("cairn_sources_in_error", "Sources whose last sync failed.", value=errors)
 
 
+class JobsCollector:
+    """Jobs at scrape time: how many in each state, and the live progress of the running ones summed
+    (files, chunks embedded, throughput, pending chunks) with the longest ETA. Totals only."""
+
+    COUNTS = ("files_seen", "files_changed", "files_skipped", "files_deleted", "files_failed", "chunks_embedded")
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        services = getattr(self.app.state, "services", None)
+        if services is None:
+            return
+        from indexer.catalog import JOB_STATES
+
+        by_state = services.catalog.job_state_counts()
+        states = GaugeMetricFamily("cairn_jobs", "Jobs in the catalog by state.", labels=["state"])
+        for state in JOB_STATES:
+            states.add_metric([state], by_state.get(state, 0))
+        yield states
+        running = [j.counts or {} for j in services.catalog.list_jobs(state=("running", "cancelling"), limit=1000)]
+        progress = GaugeMetricFamily("cairn_running_job_items", "Running jobs' counts, summed.", labels=["count"])
+        for name in self.COUNTS:
+            progress.add_metric([name], sum(c.get(name) or 0 for c in running))
+        yield progress
+        for name, key, help_text in (
+            ("cairn_running_job_items_per_second", "items_per_second", "Files read per second by running jobs."),
+            ("cairn_running_job_chunks_per_second", "chunks_per_second", "Chunks embedded per second by running jobs."),
+            ("cairn_running_job_pending_chunks", "pending_chunks", "Chunks waiting to be embedded by running jobs."),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=sum(c.get(key) or 0 for c in running))
+        etas = [c["eta_seconds"] for c in running if c.get("eta_seconds") is not None]
+        yield GaugeMetricFamily("cairn_running_job_eta_seconds", "Longest ETA of the running jobs (0: none known).",
+                                value=max(etas) if etas else 0.0)
+
+
 class ObservedSearcher:
     """A HybridSearcher that records its stage timings and result counts; same `search` contract."""
 

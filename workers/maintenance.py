@@ -1,0 +1,232 @@
+"""Periodic work on the `maintenance` queue: scheduling each source's sync at its own interval,
+pruning old jobs and audit rows, and reconciling the stores with the catalog.
+
+Distributed: beat sends `cairn.schedule_due` every minute, `cairn.prune` hourly and `cairn.reconcile`
+daily (BEAT_SCHEDULE). Embedded (no broker): `EmbeddedScheduler`, a timer thread in the API process,
+does the same through the API's job runner, so syncs still run one at a time in the index owner."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import MetaData, Table, delete, inspect, literal, select
+
+from indexer.catalog import Catalog
+from indexer.catalog_schema import UTCDateTime, source_schedules
+from indexer.db import make_engine
+from indexer.reconcile import Drift, reconcile_source
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from workers.celery_app import app, services_for
+
+log = logging.getLogger(__name__)
+
+SYNC_KINDS = ("index", "reindex", "scheduled")
+MAINTENANCE = {"queue": "maintenance"}
+BEAT_SCHEDULE = {
+    "schedule-due-syncs": {"task": "cairn.schedule_due", "schedule": 60.0, "options": MAINTENANCE},
+    "prune": {"task": "cairn.prune", "schedule": 3600.0, "options": MAINTENANCE},
+    "reconcile": {"task": "cairn.reconcile", "schedule": 86400.0, "options": MAINTENANCE},
+}
+app.conf.beat_schedule = BEAT_SCHEDULE
+app.conf.task_routes = {**(app.conf.task_routes or {}),
+                        **{name: MAINTENANCE for name in ("cairn.schedule_due", "cairn.prune", "cairn.reconcile")}}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- per-source intervals ---------------------------------------------------------------------------
+
+def set_interval(catalog: Catalog, source: str, seconds: int | None) -> None:
+    """A source's own sync interval (0 = never scheduled); None = back to the default."""
+    if seconds is not None and seconds < 0:
+        raise ValueError("a sync interval cannot be negative")
+    with catalog.engine.begin() as conn:
+        conn.execute(delete(source_schedules).where(source_schedules.c.source == source))
+        if seconds is not None:
+            conn.execute(source_schedules.insert(), [{"source": source, "interval_seconds": int(seconds),
+                                                      "updated_at": _now()}])
+
+
+def intervals(catalog: Catalog) -> dict[str, int]:
+    """source → its own interval in seconds (sources using the default are absent)."""
+    with catalog.engine.connect() as conn:
+        return dict(conn.execute(select(source_schedules.c.source, source_schedules.c.interval_seconds)).all())
+
+
+def due_sources(catalog: Catalog, default_interval: int, now: dt.datetime | None = None) -> list[str]:
+    """Sources whose interval has elapsed since their last sync started (or, never synced, since they
+    were added) and that have no queued or running sync. Interval 0 means never."""
+    now = now or _now()
+    own = intervals(catalog)
+    busy = catalog.active_job_sources(SYNC_KINDS)
+    due = []
+    for row in catalog.list_sources():
+        interval = own.get(row.name, default_interval)
+        if interval <= 0 or row.name in busy:
+            continue
+        if (row.last_sync_at or row.created_at) + dt.timedelta(seconds=interval) <= now:
+            due.append(row.name)
+    return due
+
+
+# -- pruning -------------------------------------------------------------------------------------
+
+def prune(catalog: Catalog, job_retention: dt.timedelta, audit_retention: dt.timedelta | None) -> dict[str, int]:
+    """Delete finished jobs older than the retention, and audit rows older than theirs (None: kept)."""
+    now = _now()
+    pruned = {"jobs": catalog.prune_jobs(now - job_retention), "audit": 0}
+    if audit_retention is not None and inspect(catalog.engine).has_table("audit_log"):
+        # Reflected, not imported: the audit table belongs to the api package, which workers never import.
+        audit = Table("audit_log", MetaData(), autoload_with=catalog.engine)
+        with catalog.engine.begin() as conn:
+            pruned["audit"] = conn.execute(delete(audit).where(
+                audit.c.at < literal(now - audit_retention, UTCDateTime))).rowcount
+    log.info("pruned %s", pruned)
+    return pruned
+
+
+# -- reconciliation as a job ----------------------------------------------------------------------
+
+def run_reconcile_job(services: IndexServices, source: str, repair: bool = True, job_id: str | None = None) -> Drift:
+    """Reconcile one source, recorded as a job of kind `reconcile` whose counts are the drift found."""
+    catalog = services.catalog
+    job_id = job_id or catalog.create_job(None, source, "reconcile", params={"repair": repair})
+    if catalog.start_job(job_id) == "cancelled":
+        return Drift(source)
+    try:
+        drift = reconcile_source(services.pipeline, source, repair=repair)
+    except Exception as exc:
+        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    catalog.update_job(job_id, state="succeeded", counts=drift.as_dict(), done=drift.chunks_checked,
+                       total=drift.chunks_checked)
+    return drift
+
+
+def reconcile_all(services: IndexServices, names: list[str] | None = None, repair: bool = True) -> list[Drift]:
+    """Each source (or the named ones) as its own job; sources being synced are left for next time."""
+    busy = services.catalog.active_job_sources(SYNC_KINDS)
+    out = []
+    for name in names or [r.name for r in services.catalog.list_sources()]:
+        if name in busy:
+            log.info("reconcile: %s is being synced, skipped", name)
+            continue
+        out.append(run_reconcile_job(services, name, repair=repair))
+    return out
+
+
+# -- Celery tasks ------------------------------------------------------------------------------------
+
+def _settings(celery: Celery) -> Settings:
+    return celery.conf.get("cairn_settings") or Settings()
+
+
+def _catalog(celery: Celery) -> Catalog:
+    """The catalog alone: scheduling and pruning need no index stores (a maintenance worker may have none)."""
+    services = celery.conf.get("cairn_services")
+    if services is not None:
+        return services.catalog
+    catalog = celery.conf.get("cairn_maintenance_catalog")
+    if catalog is None:
+        catalog = Catalog(make_engine(_settings(celery).catalog_url))
+        celery.conf.cairn_maintenance_catalog = catalog
+    return catalog
+
+
+@app.task(name="cairn.schedule_due", bind=True)
+def schedule_due(self: Any) -> list[str]:
+    """Enqueue a sync job for every due source; returns their names. Idempotent within a minute:
+    a source with a queued or running sync is not due."""
+    from workers.tasks import sync_source
+
+    catalog = _catalog(self.app)
+    enqueued = []
+    for name in due_sources(catalog, _settings(self.app).sync_interval_seconds):
+        job_id = catalog.create_job(None, name, "scheduled", params={"full": False})
+        try:
+            sync_source.apply_async(args=[name, job_id, False])
+        except Exception:  # eager mode runs the sync here; one failing source never stops the others
+            log.exception("scheduled sync of %s (job %s) failed", name, job_id)
+        enqueued.append(name)
+    if enqueued:
+        log.info("scheduled syncs: %s", enqueued)
+    return enqueued
+
+
+@app.task(name="cairn.prune", bind=True)
+def prune_task(self: Any) -> dict[str, int]:
+    settings = _settings(self.app)
+    audit_days = settings.audit_retention_days
+    return prune(_catalog(self.app), dt.timedelta(days=settings.job_retention_days),
+                 dt.timedelta(days=audit_days) if audit_days else None)
+
+
+@app.task(name="cairn.reconcile", bind=True)
+def reconcile_task(self: Any, source: str | None = None, repair: bool = True) -> list[dict]:
+    """Needs the index stores: run it where they can be opened (Qdrant server + shared tantivy volume,
+    or the index node)."""
+    services = services_for(self.app)
+    return [d.as_dict() for d in reconcile_all(services, [source] if source else None, repair=repair)]
+
+
+# -- the embedded node's timer ---------------------------------------------------------------------
+
+Submit = Callable[[str], Any]  # submit a sync of this source (the API's JobRunner.submit)
+SubmitCall = Callable[[Callable[[], Any]], Any]  # run a callable on the index writer's thread
+
+
+class EmbeddedScheduler:
+    """Without a broker, the API process schedules itself: every `tick` seconds it submits due syncs
+    to the job runner; it prunes hourly and reconciles every `reconcile_interval_seconds`."""
+
+    def __init__(self, services: IndexServices, submit: Submit, submit_call: SubmitCall | None = None,
+                 tick: float | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.submit = submit
+        self.submit_call = submit_call
+        self.tick = self.settings.scheduler_tick_seconds if tick is None else tick
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="cairn-scheduler", daemon=True)
+        self.last_prune = self.last_reconcile = _now()
+
+    def start(self) -> EmbeddedScheduler:
+        if self.tick > 0:
+            self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.tick):
+            try:
+                self.run_once()
+            except Exception:  # the timer must survive a bad tick (e.g. the catalog briefly unreachable)
+                log.exception("scheduler tick failed")
+
+    def run_once(self, now: dt.datetime | None = None) -> list[str]:
+        now = now or _now()
+        catalog = self.services.catalog
+        due = due_sources(catalog, self.settings.sync_interval_seconds, now)
+        for name in due:
+            self.submit(name)
+        if now - self.last_prune >= dt.timedelta(hours=1):
+            self.last_prune = now
+            days = self.settings.audit_retention_days
+            prune(catalog, dt.timedelta(days=self.settings.job_retention_days),
+                  dt.timedelta(days=days) if days else None)
+        every = self.settings.reconcile_interval_seconds
+        if self.submit_call and every > 0 and now - self.last_reconcile >= dt.timedelta(seconds=every):
+            self.last_reconcile = now
+            self.submit_call(lambda: reconcile_all(self.services))
+        return due
