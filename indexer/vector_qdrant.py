@@ -114,3 +114,50 @@ class QdrantServerStore:
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
+
+
+# -- generations: one collection per index generation, an alias naming the serving one -----------
+
+def alias_target(client: QdrantClient, alias: str) -> str | None:
+    """The collection an alias points at (None when there is no such alias)."""
+    try:
+        found = client.get_aliases().aliases
+    except _CLIENT_ERRORS as exc:
+        raise StoreError(f"cannot list Qdrant aliases: {exc}") from exc
+    return next((a.collection_name for a in found if a.alias_name == alias), None)
+
+
+def is_plain_collection(client: QdrantClient, name: str) -> bool:
+    """A real collection of that name, not an alias (collection_exists resolves aliases)."""
+    try:
+        return client.collection_exists(name) and alias_target(client, name) is None
+    except _CLIENT_ERRORS as exc:
+        raise StoreError(f"cannot look up Qdrant collection {name!r}: {exc}") from exc
+
+
+def point_alias(client: QdrantClient, alias: str, collection: str) -> None:
+    """Make `alias` name `collection`, in one alias update (readers switch atomically). A plain
+    collection holding the alias's name (the layout before generations) is dropped first."""
+    if is_plain_collection(client, alias):
+        drop_collection(client, alias)
+    operations: list[Any] = []
+    if alias_target(client, alias) is not None:
+        operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+    operations.append(models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+    try:
+        client.update_collection_aliases(change_aliases_operations=operations)
+    except _CLIENT_ERRORS as exc:
+        raise StoreError(f"cannot point Qdrant alias {alias!r} at {collection!r}: {exc}") from exc
+    log.info("Qdrant alias %s now names %s", alias, collection)
+
+
+def drop_collection(client: QdrantClient, name: str) -> None:
+    """Delete a collection (never through an alias: that would delete the serving one)."""
+    if not is_plain_collection(client, name):
+        return
+    try:
+        client.delete_collection(name)
+    except _CLIENT_ERRORS as exc:
+        raise StoreError(f"cannot delete Qdrant collection {name!r}: {exc}") from exc
+    log.info("deleted Qdrant collection %s", name)
