@@ -77,6 +77,7 @@ class SkipReason(str, Enum):
     MISSING_OBJECT = "missing_object"
     UNSAFE_PATH = "unsafe_path"
     UNDECODABLE = "undecodable"
+    SECRET_FILE = "secret_file"  # .env, private keys, key stores... (indexer/secret_files.py)
 
 
 @dataclass(frozen=True)
