@@ -290,6 +290,12 @@ class MCPGate:
             detail = "invalid, expired or revoked token" if token.strip() else "missing bearer token"
             await send_error(send, 401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
             return
+        if scope.get("method") == "GET":
+            # Stateless server: no server-initiated stream to offer, and an SSE stream opened here
+            # would never end (the Streamable HTTP spec allows 405 for GET).
+            await send_error(send, 405, "Method Not Allowed", "this MCP server takes POST requests only",
+                             headers={"Allow": "POST"})
+            return
         scope.setdefault("state", {})["principal"] = who
         await self.app.state.mcp_manager.handle_request(scope, receive, send)
 

@@ -82,6 +82,8 @@ def unsafe_path_reason(path: str) -> str:
         return "absolute path"
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "empty, '.' or '..' path component"
+    if ".." in re.split(r"[\\/]", path):  # `x\..\..\y`: a traversal to tools that take `\` for a separator
+        return "'..' path component between backslashes"
     if _CONTROL.search(path):
         return "control character in path"
     return ""

@@ -1,21 +1,33 @@
-"""Jira wiki markup (Jira Server/Data Center, REST v2) to Markdown-ish text."""
+"""Jira wiki markup (Jira Server/Data Center, REST v2) to Markdown-ish text.
+
+Markup is untrusted: every pattern runs in linear time (inline spans have bounded length, block
+pairs are found by a forward scan), so a hostile ticket cannot make rendering quadratic."""
 from __future__ import annotations
 
 import re
 
 from connectors.rendering.markdown import fence, table, tidy
 
+# Inline spans longer than this are left as they are: the bound keeps every search linear.
+SPAN = 500
+
+
+def _spans(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern.replace("{SPAN}", str(SPAN)))
+
+
 _WIKI_HEADING = re.compile(r"^\s*h([1-6])\.\s+(.*)$")
-_WIKI_BLOCK = re.compile(r"\{(code|noformat)(?::([^}]*))?\}(.*?)\{\1\}", re.DOTALL)
-_WIKI_QUOTE = re.compile(r"\{quote\}(.*?)\{quote\}", re.DOTALL)
-_WIKI_PANEL = re.compile(r"\{(?:panel|color|tip|info|note|warning)(?::[^}]*)?\}")
-_WIKI_LINK = re.compile(r"\[([^|\]\n]*)\|([^\]\n]+)\]")
-_WIKI_BARE_LINK = re.compile(r"\[((?:https?|mailto):[^\]\s]+)\]")
-_WIKI_MENTION = re.compile(r"\[~(?:accountid:)?([^\]\n]+)\]")
+_WIKI_BLOCK_OPEN = _spans(r"\{(code|noformat)(?::([^}\n]{0,{SPAN}}))?\}")
+_WIKI_QUOTE = "{quote}"
+_WIKI_PANEL = _spans(r"\{(?:panel|color|tip|info|note|warning)(?::[^}]{0,{SPAN}})?\}")
+_WIKI_LINK = _spans(r"\[([^|\]\n]{0,{SPAN}})\|([^\]\n]{1,{SPAN}})\]")
+_WIKI_BARE_LINK = _spans(r"\[((?:https?|mailto):[^\]\s]{1,{SPAN}})\]")
+_WIKI_MENTION = _spans(r"\[~(?:accountid:)?([^\]\n]{1,{SPAN}})\]")
 _WIKI_LIST = re.compile(r"^\s*([*#-]+)\s+(.*)$")
-_WIKI_MONO = re.compile(r"\{\{(.+?)\}\}")
-_WIKI_EMPHASIS = re.compile(r"(?<![\w*])([*_+^~-])(?=\S)(.+?)(?<=\S)\1(?![\w*])")
-_WIKI_IMAGE = re.compile(r"!([^!\s|]+)(?:\|[^!]*)?!")
+_WIKI_MONO = _spans(r"\{\{(.{1,{SPAN}}?)\}\}")
+_WIKI_EMPHASIS = _spans(r"(?<![\w*])([*_+^~-])(?=\S)(.{1,{SPAN}}?)(?<=\S)\1(?![\w*])")
+_WIKI_IMAGE = _spans(r"!([^!\s|]{1,{SPAN}})(?:\|[^!]{0,{SPAN}})?!")
+_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 
 
 def jira_wiki_to_text(markup: str | None) -> str:
@@ -23,16 +35,9 @@ def jira_wiki_to_text(markup: str | None) -> str:
     if not markup:
         return ""
     blocks: list[str] = []
-
-    def stash(match: re.Match[str]) -> str:
-        language = (match.group(2) or "").split("|")[0].strip() if match.group(1) == "code" else ""
-        if "=" in language:
-            language = ""
-        blocks.append(fence(match.group(3), language))
-        return f"\x00{len(blocks) - 1}\x00"
-
-    text = _WIKI_BLOCK.sub(stash, markup.replace("\r\n", "\n"))
-    text = _WIKI_QUOTE.sub(lambda m: "\n".join("> " + line for line in m.group(1).strip().split("\n")), text)
+    # NUL marks stashed code blocks below; it has no meaning in markup, so any in the input goes.
+    text = _stash_code_blocks(markup.replace("\x00", "").replace("\r\n", "\n"), blocks)
+    text = _quotes(text)
     out: list[str] = []
     rows: list[list[str]] = []
     header = False
@@ -49,8 +54,43 @@ def jira_wiki_to_text(markup: str | None) -> str:
     if rows:
         out.append(table(rows, header))
     rendered = "\n".join(out)
-    rendered = re.sub(r"\x00(\d+)\x00", lambda m: blocks[int(m.group(1))], rendered)
+    rendered = _PLACEHOLDER.sub(lambda m: blocks[int(m.group(1))], rendered)
     return tidy(rendered)
+
+
+def _stash_code_blocks(text: str, blocks: list[str]) -> str:
+    """Replace each `{code:lang}...{code}` / `{noformat}...{noformat}` with a placeholder naming its
+    fenced rendering in `blocks`. An opener with no closer after it stays text, and so does every
+    later opener of that kind (one forward scan, never a search per opener to the end)."""
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()
+    while (opener := _WIKI_BLOCK_OPEN.search(text, pos)) is not None:
+        kind = opener.group(1)
+        close = -1 if kind in unclosed else text.find("{" + kind + "}", opener.end())
+        if close < 0:
+            unclosed.add(kind)
+            out.append(text[pos:opener.end()])
+            pos = opener.end()
+            continue
+        language = (opener.group(2) or "").split("|")[0].strip() if kind == "code" else ""
+        blocks.append(fence(text[opener.end():close], "" if "=" in language else language))
+        out.append(text[pos:opener.start()] + f"\x00{len(blocks) - 1}\x00")
+        pos = close + len(kind) + 2
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _quotes(text: str) -> str:
+    """`{quote}...{quote}` pairs, left to right, as `> ` lines; an unpaired last marker stays text."""
+    parts = text.split(_WIKI_QUOTE)
+    out = [parts[0]]
+    for i in range(1, len(parts), 2):
+        if i + 1 < len(parts):
+            out.append("\n".join("> " + line for line in parts[i].strip().split("\n")) + parts[i + 1])
+        else:
+            out.append(_WIKI_QUOTE + parts[i])
+    return "".join(out)
 
 
 def _wiki_line(line: str) -> str:

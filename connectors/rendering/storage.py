@@ -1,4 +1,7 @@
-"""Confluence storage format (XHTML with ac:/ri: elements) to Markdown: headings, code blocks, tables kept."""
+"""Confluence storage format (XHTML with ac:/ri: elements) to Markdown: headings, code blocks, tables kept.
+
+Bodies are untrusted: elements nested deeper than MAX_DEPTH are dropped as elements (their text
+stays, in the deepest kept element), so rendering never recurses without bound."""
 from __future__ import annotations
 
 import re
@@ -12,6 +15,7 @@ _VOID = frozenset({"br", "hr", "img", "col", "input", "meta", "link", "ri:page",
 _BLOCKS = frozenset({"p", "div", "section", "article", "ac:layout", "ac:layout-section", "ac:layout-cell",
                      "ac:rich-text-body", "ac:task-list", "ac:task-body", "span"})
 _SKIP = frozenset({"ac:parameter", "ac:image", "script", "style", "ac:placeholder"})
+MAX_DEPTH = 48
 
 
 @dataclass
@@ -47,12 +51,16 @@ class _TreeBuilder(HTMLParser):
         self.stack = [self.root]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if len(self.stack) > MAX_DEPTH:
+            return
         node = _Node(tag, {k: v or "" for k, v in attrs})
         self.stack[-1].children.append(node)
         if tag not in _VOID:
             self.stack.append(node)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if len(self.stack) > MAX_DEPTH:
+            return
         self.stack[-1].children.append(_Node(tag, {k: v or "" for k, v in attrs}))
 
     def handle_endtag(self, tag: str) -> None:
@@ -74,9 +82,48 @@ def storage_to_markdown(xhtml: str | None) -> str:
     if not xhtml:
         return ""
     builder = _TreeBuilder()
-    builder.feed(xhtml)
+    builder.feed(_defuse(xhtml))
     builder.close()
     return tidy(_blocks(builder.root, 0))
+
+
+_CLOSERS = {"<![CDATA[": "]]>", "<!--": "-->"}
+
+
+def _defuse(xhtml: str) -> str:
+    """Escape every `<` that opens no complete tag, comment or CDATA section.
+
+    html.parser rescans the rest of the input for each tag it cannot close (`<a <a <a ...` takes
+    quadratic time: 48 kB ran 46 s). Well-formed storage XHTML never has a raw `<` inside a tag,
+    so this changes nothing for it. One forward scan: each closer's next position is cached."""
+    out: list[str] = []
+    pos = 0
+    cache: dict[str, int] = {}  # closer -> its first position after the last search (-1: none left)
+
+    def after(closer: str, start: int) -> int:
+        at = cache.get(closer)
+        if at is None or -1 < at < start:
+            at = cache[closer] = xhtml.find(closer, start)
+        return at
+
+    while (lt := xhtml.find("<", pos)) >= 0:
+        out.append(xhtml[pos:lt])
+        opener = next((o for o in _CLOSERS if xhtml.startswith(o, lt)), "")
+        if opener:
+            end = after(_CLOSERS[opener], lt + len(opener))
+            stop = end + len(_CLOSERS[opener]) if end >= 0 else -1
+        else:
+            end = after(">", lt + 1)
+            nested = xhtml.find("<", lt + 1, end) if end >= 0 else -1
+            stop = end + 1 if end >= 0 and nested < 0 else -1
+        if stop < 0:
+            out.append("&lt;")
+            pos = lt + 1
+        else:
+            out.append(xhtml[lt:stop])
+            pos = stop
+    out.append(xhtml[pos:])
+    return "".join(out)
 
 
 def _blocks(node: _Node, depth: int) -> str:

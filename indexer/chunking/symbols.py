@@ -10,6 +10,7 @@ Small neighbouring units then merge (see `pieces.merge`).
 When tree-sitter raises, or ERROR nodes cover more than half the file's rows, the caller falls back
 to line chunks: tree-sitter recovers locally from syntax errors, so a few broken lines keep their
 file's symbols, but mostly-broken input (a template, another dialect) has no structure to trust.
+So it does when parsing and layout together outlast their deadline (`limits.ChunkLimits`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tree_sitter import Node, Parser
 from tree_sitter_language_pack import get_parser
 
 from indexer.chunking.grammars import GRAMMARS, Grammar
+from indexer.chunking.limits import ChunkingTimeout, Deadline
 from indexer.chunking.pieces import Limits, Piece, line_ranges, merge, seal, trim
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ MAX_DEPTH = 24  # deeper definitions are laid out as plain statements
 SIGNATURE_CHARS = 200
 INDENT = "    "
 PACKAGE_STEMS = frozenset({"__init__", "index", "mod"})  # files named after their directory
+READ_BYTES = 1 << 16  # tree-sitter reads the text through a callback in slices this big
 
 Found = tuple[Node, str, "Node | None"]  # definition node, name, body
 
@@ -89,12 +92,14 @@ _NOT_SIGNATURE = re.compile(r"^\s*(((@[\w.]+(\([^)]*\))?|#?\[[^\]]*\])\s*)+$|#|/
 class _Layout:
     """Lays out one parsed file as pieces."""
 
-    def __init__(self, grammar: Grammar, data: bytes, lines: Sequence[str], limits: Limits, module: str):
+    def __init__(self, grammar: Grammar, data: bytes, lines: Sequence[str], limits: Limits, module: str,
+                 deadline: Deadline):
         self.grammar = grammar
         self.data = data
         self.lines = lines
         self.limits = limits
         self.module = module
+        self.deadline = deadline
 
     def run(self, root: Node, path: str) -> list[Piece]:
         return self._level(root.children, 0, len(self.lines) - 1, _Scope(self.module, path, path))
@@ -135,7 +140,11 @@ class _Layout:
         split, which alone may just fit) replaced by its own children."""
         out: list[tuple[Node, Found | None]] = []
         stack = list(reversed(nodes))
+        visited = 0
         while stack:
+            visited += 1
+            if visited % 1024 == 0:
+                self.deadline.check("symbol layout")
             node = stack.pop()
             found = self._definition(node) if scope.depth < MAX_DEPTH else None
             big = _last_row(node) - node.start_point.row >= self.limits.max_lines
@@ -252,20 +261,39 @@ def _package(root: Node, grammar: Grammar) -> str:
     return ""
 
 
-def symbol_pieces(content: str, lines: Sequence[str], language: str, path: str, limits: Limits) -> list[Piece] | None:
-    """Pieces following the file's symbols, or None when the language has no grammar or the parse
-    is not usable (the caller then cuts line chunks)."""
+def _parse(parser: Parser, data: bytes, deadline: Deadline) -> Node:
+    """Parse under the deadline: tree-sitter calls back as it goes, and stops when told to."""
+    def read(offset: int, _point: object) -> bytes:
+        return data[offset:offset + READ_BYTES]
+
+    try:
+        tree = parser.parse(read, progress_callback=lambda _offset, _errors: deadline.expired())
+    except ValueError:  # what the binding raises when the callback halted the parse
+        parser.reset()  # a halted parser would otherwise resume this parse on its next call
+        deadline.check("tree-sitter parse")
+        raise
+    return tree.root_node
+
+
+def symbol_pieces(content: str, lines: Sequence[str], language: str, path: str, limits: Limits,
+                  deadline: Deadline | None = None) -> list[Piece] | None:
+    """Pieces following the file's symbols, or None when the language has no grammar, the parse
+    is not usable or the deadline passed (the caller then cuts line chunks)."""
     grammar = GRAMMARS.get(language)
     if grammar is None:
         return None
+    deadline = deadline or Deadline(float("inf"))
     data = content.encode("utf-8", "surrogatepass")
     try:
-        root = _parser(grammar.parser).parse(data).root_node
+        root = _parse(_parser(grammar.parser), data, deadline)
         if _broken(root, len(lines)):
             log.debug("syntax errors cover most of %s (%s); using line chunks", path, language)
             return None
         module = (grammar.package and _package(root, grammar)) or module_name(path)
-        return _Layout(grammar, data, lines, limits, module).run(root, path)
+        return _Layout(grammar, data, lines, limits, module, deadline).run(root, path)
+    except ChunkingTimeout as exc:
+        log.warning("symbol chunking of %s (%s) stopped: %s; using line chunks", path, language, exc)
+        return None
     except Exception:  # one unparseable file must not stop indexing; it gets line chunks
         log.warning("tree-sitter chunking failed for %s (%s); using line chunks", path, language, exc_info=True)
         return None

@@ -137,3 +137,9 @@ def test_plain_json_rpc_as_continue_sends_it(url, corpus):
                 "params": {"name": "search", "arguments": {"query": "render_invoice"}}}
         body = http.post("/mcp", json=call, headers=version).json()
     assert body["result"]["structuredContent"]["hits"][0]["path"] == "billing/invoice.py"
+
+
+def test_get_is_refused_rather_than_opening_a_stream_that_never_ends(url, corpus):
+    headers = {"Accept": "text/event-stream", **auth(token(corpus, groups=["eng"]))}
+    resp = httpx.get(url + "/mcp", headers=headers, timeout=10)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST" and resp.json()["detail"]
