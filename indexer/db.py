@@ -9,7 +9,10 @@ metadata = MetaData()
 def make_engine(url: str) -> Engine:
     """An engine for the catalog URL; SQLite gets WAL and a busy timeout so threads can share it."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Enough connections for the API's worker threads (anyio's default pool is 40), so requests
+        # never queue behind the pool under load; SQLite connections are cheap.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=16, max_overflow=32)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):  # noqa: ANN001 - DBAPI connection
