@@ -33,6 +33,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default=settings.embedding_model)
     parser.add_argument("--model-cache", type=Path, default=settings.model_cache_dir)
+    parser.add_argument("--quantize", default="", choices=["", "int8"],
+                        help="also time Cairn's embedder on this quantized copy against full precision "
+                             "(same chunks, alternating order) and report the speed-up and vector agreement")
+    parser.add_argument("--quantized-only", action="store_true", help="with --quantize, skip the raw-fastembed part")
     return parser.parse_args()
 
 
@@ -83,8 +87,11 @@ def main() -> None:
     texts = load_chunks(args.root, args.chunks, args.lines, args.min_lines)
     threads = args.threads or None
     location = resolve_model(args.model, args.model_cache)
-    raw = raw_model(location, threads)
     cairn = FastEmbedEmbedder(location, batch_size=args.batch_size, threads=threads)
+    if args.quantize and args.quantized_only:
+        compare_quantized(args, texts, cairn)
+        return
+    raw = raw_model(location, threads)
 
     def run_raw() -> np.ndarray:
         return np.asarray(list(raw.embed(texts, batch_size=args.batch_size)), dtype=np.float32)
@@ -101,6 +108,33 @@ def main() -> None:
         rows.append((repeat + 1, results[run_raw][0], results[run_cairn][0]))
     diff = float(np.abs(results[run_raw][1] - results[run_cairn][1]).max())
     report(args, texts, raw.model.tokenizer, location, rows, diff)
+    if args.quantize:
+        compare_quantized(args, texts, cairn)
+
+
+def compare_quantized(args: argparse.Namespace, texts: list[str], full: FastEmbedEmbedder) -> None:
+    """Full precision against the quantized copy: chunks/s of each, speed-up, cosine of paired vectors."""
+    location = resolve_model(args.model, args.model_cache, args.quantize)
+    quantized = FastEmbedEmbedder(location, batch_size=args.batch_size, threads=args.threads or None)
+    quantized.embed_documents(texts[:8])
+    rows: list[tuple[float, float]] = []
+    for repeat in range(args.repeats):
+        if repeat % 2 == 0:
+            full_s, full_v = timed(lambda: full.embed_documents(texts))
+            quant_s, quant_v = timed(lambda: quantized.embed_documents(texts))
+        else:
+            quant_s, quant_v = timed(lambda: quantized.embed_documents(texts))
+            full_s, full_v = timed(lambda: full.embed_documents(texts))
+        rows.append((full_s, quant_s))
+    cosines = np.sum(full_v * quant_v, axis=1)  # both L2-normalised
+    n = len(texts)
+    print(f"\nquantized model {location.key} ({args.quantize}) against {full.model_name}")
+    print(f"{'run':>4} {'fp32 chunks/s':>14} {args.quantize + ' chunks/s':>15} {'speed-up':>9}")
+    for repeat, (full_s, quant_s) in enumerate(rows, 1):
+        print(f"{repeat:>4} {n / full_s:>14.1f} {n / quant_s:>15.1f} {full_s / quant_s:>9.2f}")
+    full_s, quant_s = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+    print(f"{'med':>4} {n / full_s:>14.1f} {n / quant_s:>15.1f} {full_s / quant_s:>9.2f}")
+    print(f"cosine(fp32, {args.quantize}) per chunk: mean {cosines.mean():.4f}, min {cosines.min():.4f}")
 
 
 def report(args: argparse.Namespace, texts: list[str], tokenizer: Tokenizer, location: ModelLocation,

@@ -1,10 +1,12 @@
-"""Retrieval evaluation on an organization's own queries: Recall@k, accuracy@k, MRR and misses."""
+"""Retrieval evaluation on an organization's own queries: recall@k, acc@k, hit@k, MRR and misses, with the
+same definitions as the SWE-bench harness (../shared/eval/run_swebench.py)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from indexer.documents import Principal
 from retrieval.permissions import Scope
@@ -56,6 +58,7 @@ def score_ranking(ranked: Sequence[str], expected: Sequence[str]) -> dict[str, f
         top = set(ranked[:k])
         m[f"recall@{k}"] = len(top & gold) / len(gold)
         m[f"acc@{k}"] = float(gold <= top)
+        m[f"hit@{k}"] = float(bool(top & gold))
     m["mrr"] = next((1.0 / (i + 1) for i, p in enumerate(ranked) if p in gold), 0.0)
     return m
 

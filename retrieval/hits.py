@@ -28,7 +28,7 @@ class Candidate:
     score: float = 0.0  # the current stage's score (fusion, then reranker)
     features: dict[str, float] = field(default_factory=dict, compare=False)
 
-    def with_score(self, score: float) -> "Candidate":
+    def with_score(self, score: float) -> Candidate:
         return replace(self, score=score)
 
 

@@ -60,6 +60,13 @@ _URL = re.compile(r"\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _BLOB_URL = re.compile(r"/(?:blob|tree|raw|src)/[^/\s]+/([^\s#?)\]>]+)")  # …/blob/<ref>/<path>#L12
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _PY_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+(?:, in (?P<func>\S+))?')
+# IPython/Jupyter tracebacks: `~/env/…/pkg/mod.py in func(args)` (IPython < 8) and
+# `File ~/env/…/pkg/mod.py:123, in Class.func(args)` (IPython 8+).
+_IPY_FRAME = re.compile(
+    r"^\s*(?:File\s+(?P<path8>[^\s\"]+\.pyx?):\d+,\s+in\s+(?P<func8>[\w.<>]+)"
+    r"|(?P<path>[^\s\"]+\.pyx?)\s+in\s+(?P<func>[\w.<>]+)\s*\()"
+)
+_IPY_SOURCE = re.compile(r"^\s*(?:-*>\s*)?\d+\s")  # `   1263   code` and `-> 1265   code` under an IPython frame
 _AT_FRAME = re.compile(r"^\s*at\s+(?:(?P<func>[\w.$<>]+)\s*)?\(?(?P<path>[^\s():]+\.[A-Za-z]\w*):\d+(?::\d+)?\)?\s*$")
 _GO_FRAME = re.compile(r"^\s*(?P<path>[\w./-]+\.go):\d+(?:\s+\+0x[0-9a-f]+)?\s*$")
 _TRACE_HEAD = re.compile(
@@ -97,6 +104,7 @@ class AnalysedQuery:
     text: str  # the cleaned input (control characters removed, length capped)
     lexical: LexicalQuery
     dense_text: str
+    frame_paths: tuple[str, ...] = ()  # project files of traceback frames, innermost (where it failed) first
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -143,7 +151,9 @@ def analyse(text: str, max_terms: int = 64) -> AnalysedQuery:
     identifiers = _unique(identifiers + quoted_words, MAX_IDENTIFIERS)
     terms = _weighted_terms(parsed.lines, identifiers, paths, max_terms)
     lexical = LexicalQuery(terms=terms, phrases=phrases, identifiers=identifiers, paths=paths)
-    return AnalysedQuery(text=clean, lexical=lexical, dense_text=_dense_text(clean, parsed, identifiers))
+    frame_paths = _unique((p for path, _ in reversed(parsed.frames) if (p := _frame_path(path))), MAX_PATHS)
+    return AnalysedQuery(text=clean, lexical=lexical, dense_text=_dense_text(clean, parsed, identifiers),
+                         frame_paths=frame_paths)
 
 
 def clean_text(text: str) -> str:
@@ -170,13 +180,15 @@ def _parse(text: str) -> _Parsed:
         if _FENCE.match(raw):
             in_fence, prev = not in_fence, "prose"
             continue
-        frame = _PY_FRAME.match(raw) or _AT_FRAME.match(raw) or _GO_FRAME.match(raw)
+        frame = _PY_FRAME.match(raw) or _IPY_FRAME.match(raw) or _AT_FRAME.match(raw) or _GO_FRAME.match(raw)
         if frame:
-            func = _ANGLED.sub("", frame.groupdict().get("func") or "").strip(".")  # <module>, <anonymous>
-            frames.append((frame.group("path"), func))
-            path = _frame_path(frame.group("path"))
+            groups = frame.groupdict()
+            frame_path = groups.get("path") or groups.get("path8") or ""
+            func = _ANGLED.sub("", groups.get("func") or groups.get("func8") or "").strip(".")  # <module>
+            frames.append((frame_path, func))
+            path = _frame_path(frame_path)
             line = _Line("frame", f"{path} {func}") if path else _Line("head", raw)
-            prev = "pyframe" if frame.re is _PY_FRAME and path else line.kind
+            prev = "pyframe" if frame.re in (_PY_FRAME, _IPY_FRAME) and path else line.kind
         else:
             line = _Line(_line_kind(raw, prev, in_fence), raw)
             prev = line.kind
@@ -188,6 +200,8 @@ def _line_kind(raw: str, prev: str, in_fence: bool) -> str:
     if _TRACE_HEAD.match(raw) or _CARETS.match(raw):
         return "head"
     if prev == "pyframe" and raw.startswith((" ", "\t")):
+        return "source"
+    if prev == "source" and _IPY_SOURCE.match(raw):
         return "source"
     if prev == "head" and raw.startswith((" ", "\t")) and not _ERROR_LINE.match(raw):
         return "head"  # the source line under a standard-library frame
@@ -204,9 +218,9 @@ def _frame_path(path: str) -> str:
 
 def normalise_path(path: str) -> str:
     """A mentioned path as the index may know it: forward slashes, no drive, no installed prefix
-    (…/site-packages/), no leading ./ or /, and at most the last four parts of an absolute path."""
+    (…/site-packages/), no leading ./ or /, and at most the last four parts of an absolute (or ~/) path."""
     path = re.sub(r"^[A-Za-z]:", "", path.replace("\\", "/"))
-    absolute = path.startswith("/")
+    absolute = path.startswith(("/", "~/"))
     path = _PACKAGES.sub("", path)
     while path.startswith("./"):
         path = path[2:]
@@ -231,6 +245,8 @@ def _find_paths(text: str) -> list[str]:
     out = []
     for match in _PATH_TOKEN.finditer(text):
         token = _LINE_SUFFIX.sub("", match.group(0))
+        if text.startswith("(", match.end()) and token == match.group(0):
+            continue  # a call such as response.json(), not a file
         if _PATH_SHAPE.fullmatch(token):
             out.append(token)
     return out

@@ -1,6 +1,7 @@
 """The reranker contract and the registry that builds a reranker from an explicit kind."""
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
@@ -49,6 +50,12 @@ def _build_cross_encoder(
 
     if not model:
         raise RerankerError("the cross-encoder reranker needs a model name (option 'model')")
+    if local_dir is None and Path(model).expanduser().is_dir():
+        # The cross_encoder_model setting may name a directory of ONNX files: load it under a name of
+        # its own (fastembed registers models by name; the path hash keeps two directories apart).
+        local_dir = Path(model).expanduser().resolve()
+        digest = hashlib.sha256(str(local_dir).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        model = f"local/{local_dir.name}-{digest}"
     return CrossEncoderReranker(
         model, Path(local_dir) if local_dir else None, top_n=top_n, threads=threads,
         model_weight=model_weight, batch_size=batch_size,
@@ -65,7 +72,8 @@ def build_reranker(kind: str = DEFAULT_KIND, **options: Any) -> Reranker:
     """Build the reranker registered under `kind` ("features" or "cross-encoder") with its options.
 
     features: weights (FeatureWeights or a mapping of overrides).
-    cross-encoder: model, local_dir, top_n, threads, model_weight (see CrossEncoderReranker)."""
+    cross-encoder: model (a fastembed name, or a directory holding an ONNX export), local_dir, top_n,
+    threads, model_weight (see CrossEncoderReranker)."""
     factory = RERANKERS.get(kind)
     if factory is None:
         raise RerankerError(f"unknown reranker kind {kind!r}; choose one of {sorted(RERANKERS)}")

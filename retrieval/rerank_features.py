@@ -25,6 +25,7 @@ class FeatureWeights:
     symbol_last: float = 0.35  # the symbol's last part is an identifier's last part (0.5: another part)
     symbol_parts: float = 0.2  # share of the symbol name's words among the query terms
     path_exact: float = 0.5  # a query path is the candidate's path (suffix either way)
+    path_frame: float = 0.4  # a traceback frame's file: 1 innermost (where it failed), 1/(1+i) outward
     path_basename: float = 0.3  # same file name
     path_stem: float = 0.15  # same file name without extension
     path_module: float = 0.3  # a dotted identifier starts with the file's module (1.0 two+ parts, 0.5 one)
@@ -80,6 +81,7 @@ class _QueryView:
 
     identifiers: tuple[tuple[str, ...], ...]
     paths: tuple[str, ...]
+    frame_paths: tuple[str, ...]
     terms: dict[str, float]
     mentions_tests: bool
     about_code: bool
@@ -95,7 +97,15 @@ class _QueryView:
             or any(i[-1].startswith("test") for i in idents)
         )
         about_code = bool(idents or any(not is_docs_path(p) for p in paths)) and not _DOCS_WORDS.intersection(terms)
-        return cls(idents, paths, terms, mentions_tests, about_code)
+        frames = tuple(p.lower().strip("/") for p in query.frame_paths if p.strip("/"))
+        return cls(idents, paths, frames, terms, mentions_tests, about_code)
+
+    def frames_among(self, candidates: Sequence[Candidate]) -> _QueryView:
+        """Only the frame paths of files among the candidates, so frames of other code (the
+        standard library, third-party packages, the reporter's script) do not push project frames out."""
+        paths = {c.path.lower() for c in candidates}
+        kept = tuple(f for f in self.frame_paths if any(_same_file(p, f) for p in paths))
+        return replace(self, frame_paths=kept)
 
 
 class FeatureReranker:
@@ -107,7 +117,7 @@ class FeatureReranker:
     def rerank(self, query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[Candidate]:
         if not candidates:
             return []
-        view = _QueryView.of(query)
+        view = _QueryView.of(query).frames_among(candidates)
         best = max(c.score for c in candidates)
         out = []
         for cand in candidates:
@@ -160,22 +170,32 @@ def _path_features(view: _QueryView, path: str) -> dict[str, float]:
     lower = path.lower()
     base = posixpath.basename(lower)
     stem = posixpath.splitext(base)[0]
-    exact = basename = stem_match = 0.0
+    exact = basename = stem_match = frame = 0.0
     for qpath in view.paths:
         qbase = posixpath.basename(qpath)
-        if lower == qpath or ("/" in qpath and lower.endswith("/" + qpath)) or qpath.endswith("/" + lower):
+        if _same_file(lower, qpath):
             exact = 1.0
         if base == qbase:
             basename = 1.0
         if stem == posixpath.splitext(qbase)[0]:
             stem_match = 1.0
+    for depth, qpath in enumerate(view.frame_paths):
+        if _same_file(lower, qpath):
+            frame = 1.0 / (1 + depth)
+            break
     return {
         "path_exact": exact,
+        "path_frame": frame,
         "path_basename": basename,
         "path_stem": stem_match,
         "path_module": _module_match(view, lower),
         "path_terms": _path_term_share(view, lower),
     }
+
+
+def _same_file(path: str, mentioned: str) -> bool:
+    """A mentioned path names this file: equal, or one a suffix of the other at a `/`."""
+    return path == mentioned or ("/" in mentioned and path.endswith("/" + mentioned)) or mentioned.endswith("/" + path)
 
 
 def _module_match(view: _QueryView, path: str) -> float:

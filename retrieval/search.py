@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from indexer.catalog import Catalog
 from indexer.documents import Principal
@@ -21,6 +21,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class SearchOptions:
+    """Ranking levers, each measured on its own with bench/eval_baselines.py --variants.
+
+    depth: each engine returns `candidates` x depth chunks before fusion (more files get a chance).
+    fusion_weights: RRF weights of the (lexical, dense) lists.
+    file_support: a file's chunks all gain file_support x the summed scores of its next
+    `support_chunks` best chunks, so a file that matches in several places outranks a file with one
+    lucky chunk (what whole-file BM25 gets for free); 0 turns it off."""
+
+    depth: int = 1
+    fusion_weights: tuple[float, float] = (1.0, 1.0)
+    file_support: float = 0.15
+    support_chunks: int = 3
+
+
+@dataclass(frozen=True)
 class SearchResult:
     hits: list[Hit]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -31,7 +47,8 @@ class HybridSearcher:
     """Stateless over its stores: safe to share between request threads."""
 
     def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore, embedder: Embedder,
-                 reranker: Reranker, candidates: int = 50, max_hits_per_file: int = 3) -> None:
+                 reranker: Reranker, candidates: int = 50, max_hits_per_file: int = 3,
+                 options: SearchOptions | None = None) -> None:
         self.catalog = catalog
         self.fulltext = fulltext
         self.vectors = vectors
@@ -39,22 +56,28 @@ class HybridSearcher:
         self.reranker = reranker
         self.candidates = candidates
         self.max_hits_per_file = max_hits_per_file
+        self.options = options or SearchOptions()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-search")
 
-    def search(self, text: str, principal: Principal | None, scope: Scope = Scope(), limit: int = 10) -> SearchResult:
+    def search(self, text: str, principal: Principal | None, scope: Scope | None = None,
+               limit: int = 10) -> SearchResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         query = analyse(text)
-        flt = build_filter(principal, scope)
+        flt = build_filter(principal, scope or Scope())
         if flt.matches_nothing:
             return SearchResult([], {"total": time.perf_counter() - t0})
         lexical, dense = self._retrieve(query, flt, timings)
-        fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]])
+        fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]],
+                                       weights=self.options.fusion_weights)
         t = time.perf_counter()
         cands = self._hydrate(fused, lexical, dense)
         timings["hydrate"] = time.perf_counter() - t
         t = time.perf_counter()
-        ranked = cap_per_file(self.reranker.rerank(query, cands), self.max_hits_per_file)
+        ranked = self.reranker.rerank(query, cands)
+        if self.options.file_support > 0:
+            ranked = support_by_file(ranked, self.options.file_support, self.options.support_chunks)
+        ranked = cap_per_file(ranked, self.max_hits_per_file)
         timings["rerank"] = time.perf_counter() - t
         hits = [self._hit(c, query) for c in ranked[:limit]]
         timings["total"] = time.perf_counter() - t0
@@ -64,7 +87,7 @@ class HybridSearcher:
                   timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId]]:
         def lexical() -> list[ScoredId]:
             t = time.perf_counter()
-            out = self.fulltext.search(query.lexical, flt, self.candidates)
+            out = self.fulltext.search(query.lexical, flt, self.candidates * self.options.depth)
             timings["lexical"] = time.perf_counter() - t
             return out
 
@@ -72,7 +95,7 @@ class HybridSearcher:
             t = time.perf_counter()
             vector = self.embedder.embed_query(query.dense_text)
             timings["embed"] = time.perf_counter() - t
-            out = self.vectors.search(vector, flt, self.candidates)
+            out = self.vectors.search(vector, flt, self.candidates * self.options.depth)
             timings["dense"] = time.perf_counter() - t - timings["embed"]
             return out
 
@@ -109,3 +132,16 @@ class HybridSearcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def support_by_file(ranked: list[Candidate], weight: float, chunks: int) -> list[Candidate]:
+    """Add to every chunk of a file `weight` x the sum of the file's 2nd..(chunks+1)th best scores
+    (negative scores count as 0), then re-sort; the order within a file does not change."""
+    by_doc: dict[str, list[float]] = {}
+    for cand in ranked:
+        by_doc.setdefault(cand.doc_id, []).append(max(cand.score, 0.0))
+    bonus = {doc: weight * sum(sorted(scores, reverse=True)[1:chunks + 1]) for doc, scores in by_doc.items()}
+    out = [replace(c, score=c.score + bonus[c.doc_id], features={**c.features, "file_support": bonus[c.doc_id]})
+           for c in ranked]
+    return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
+

@@ -188,6 +188,45 @@ def test_model_name_is_the_weights_key(minilm: FastEmbedEmbedder) -> None:
     assert minilm.dim == 384
 
 
+# --- int8 quantization -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_int8_copy_has_its_own_fingerprint_and_close_vectors(model_cache: Path, minilm: FastEmbedEmbedder) -> None:
+    location = resolve_model(DEFAULT_MODEL, model_cache, quantize="int8")
+    directory = location.path
+    assert directory is not None and directory.parent == model_cache and "int8" in directory.name
+    assert location.model_name == DEFAULT_MODEL and location.key != minilm.location.key
+    marker = json.loads((directory / EXPORT_MARKER).read_text())
+    assert marker["quantize"] == "int8" and marker["source_sha256"] == minilm.location.fingerprint
+    full_size = (minilm.location.path / "model.onnx").stat().st_size
+    # MatMul weights become int8; the word-embedding table (a Gather, ~47 MB) stays float.
+    assert (directory / "model.onnx").stat().st_size < full_size * 0.7
+    before = (directory / "model.onnx").stat().st_mtime_ns
+    assert resolve_model(DEFAULT_MODEL, model_cache, quantize="int8") == location  # made once, then reused
+    assert (directory / "model.onnx").stat().st_mtime_ns == before
+
+    quantized = FastEmbedEmbedder(location, batch_size=4)
+    assert quantized.model_name == location.key and quantized.dim == 384
+    texts = [text for text, _ in PINNED] + ["class SessionRedirectMixin:\n    def rebuild_auth(self, request):"]
+    cosines = np.sum(quantized.embed_documents(texts) * minilm.embed_documents(texts), axis=1)
+    assert cosines.min() > 0.95 and cosines.mean() > 0.98  # same model, coarser weights
+    query = quantized.embed_query("connection pool configuration")
+    docs = quantized.embed_documents(["How do I configure the database connection pool?", "def add(a, b): return a + b"])
+    assert float(docs[0] @ query) > float(docs[1] @ query)
+
+
+def test_unknown_quantization_is_an_error(model_cache: Path) -> None:
+    with pytest.raises(EmbeddingError, match="unknown embedding quantization 'int4'"):
+        resolve_model(DEFAULT_MODEL, model_cache, quantize="int4")
+    from pydantic import ValidationError
+
+    from indexer.settings import Settings
+
+    with pytest.raises(ValidationError):
+        Settings(embedding_quantize="int4")
+    assert Settings(embedding_quantize="int8").embedding_quantize == "int8"
+
+
 # --- cache -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

@@ -245,3 +245,49 @@ def test_cross_encoder_load_errors(tmp_path):
         build_reranker("cross-encoder", model="Xenova/ms-marco-MiniLM-L-6-v2", local_dir=tmp_path)
     with pytest.raises(RerankerError, match="top_n"):
         build_reranker("cross-encoder", model="some/custom", local_dir=tmp_path, top_n=0)
+
+
+@pytest.mark.slow
+def test_cross_encoder_directory_setting_reranks_a_real_search(tiny_model, make_repo, tmp_path, embedder):
+    """CAIRN_RERANKER=cross-encoder with CAIRN_CROSS_ENCODER_MODEL=<dir>: the API's searcher loads the
+    tiny model from the directory, and the hit order is the one its logits (computed here with
+    onnxruntime directly) blended with the incoming scores give."""
+    from api.app import build_searcher
+    from indexer.documents import Principal
+    from indexer.services import IndexServices
+    from indexer.settings import Settings
+    from retrieval.rerank_cross_encoder import CrossEncoderReranker, document_text
+    from workers.jobs import run_sync_job
+
+    repo = make_repo("svc")
+    repo.write("net/retry.py", "def retry_backoff(attempt):\n    return min(60, 2 ** attempt) + jitter()\n")
+    repo.write("auth/token.py", "def hash_token(token):\n    return sha256(token)\n")
+    repo.write("web/session.py", "def follow_redirect(session, header):\n    return session.get(header)\n")
+    repo.commit()
+    settings = Settings(data_dir=tmp_path / "data", reranker="cross-encoder", cross_encoder_model=str(tiny_model))
+    svc = IndexServices.open(settings, embedder=embedder)
+    try:
+        svc.catalog.upsert_source("svc", "git", {"location": str(repo.root), "ref": ""}, ["public"])
+        run_sync_job(svc, "svc")
+        searcher = build_searcher(svc)
+        assert isinstance(searcher.reranker, CrossEncoderReranker)
+        incoming: list[Candidate] = []
+        rerank = searcher.reranker.rerank
+        searcher.reranker.rerank = lambda q, cands: incoming.extend(cands) or rerank(q, cands)
+        query = "retry with backoff and jitter on token redirect"
+        hits = searcher.search(query, Principal(user="u", admin=True), limit=10).hits
+        searcher.close()
+    finally:
+        svc.close()
+    assert len(incoming) == 3 and {h.path for h in hits} == {"net/retry.py", "auth/token.py", "web/session.py"}
+    logits = direct_logits(tiny_model, analyse(query).dense_text, [document_text(c) for c in incoming])
+    assert len(set(np.round(logits, 5))) == 3, "the tiny model should separate the candidates"
+
+    def unit(values):
+        low, high = min(values), max(values)
+        return [(v - low) / (high - low) for v in values]
+
+    blended = [0.8 * m + 0.2 * i for m, i in zip(unit(list(logits)), unit([c.score for c in incoming]))]
+    expected = [incoming[i].path for i in np.argsort(-np.array(blended), kind="stable")]
+    assert [h.path for h in hits] == expected
+    assert [h.score for h in hits] == pytest.approx(sorted((1 + b for b in blended), reverse=True), abs=1e-4)

@@ -1,0 +1,119 @@
+"""Golden ranking: bug reports against a small real-looking repository (tests/retrieval/golden/), each
+with the files its fix needs and the rank those files must reach. A ranking change that pushes an
+expected file past its bound, or lowers the set's MRR, fails here; the last test shows that the set
+does tell a weaker ranking apart, so passing it means something."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pytest
+
+from api.app import build_searcher
+from indexer.documents import Principal
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from retrieval.permissions import Scope
+from retrieval.rerank_features import FeatureReranker, FeatureWeights
+from retrieval.search import HybridSearcher, SearchOptions
+from workers.jobs import run_sync_job
+
+GOLDEN = Path(__file__).parent / "golden"
+SOURCE = "tinyhttp"
+MIN_MRR = 0.85  # the set's mean reciprocal rank of the first expected file (0.875 when written)
+READER = Principal(user="dev", admin=True)
+
+
+@dataclass(frozen=True)
+class GoldenQuery:
+    query: str
+    expected_paths: tuple[str, ...]
+    max_rank: int  # every expected file must be within the first max_rank distinct files
+
+
+def repo_files(text: str) -> dict[str, str]:
+    """`=== path` headers, each followed by that file's content."""
+    files: dict[str, list[str]] = {}
+    current = None
+    for line in text.split("\n"):
+        if line.startswith("=== "):
+            current = line[4:].strip()
+            files[current] = []
+        elif current is not None:
+            files[current].append(line)
+    return {path: "\n".join(lines).rstrip("\n") + "\n" for path, lines in files.items()}
+
+
+def golden_queries() -> list[GoldenQuery]:
+    rows = [json.loads(line) for line in (GOLDEN / "queries.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return [GoldenQuery(r["query"], tuple(r["expected_paths"]), int(r["max_rank"])) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def golden_index(tmp_path_factory, embedder):
+    from tests.conftest import GitRepo
+
+    root = tmp_path_factory.mktemp("golden")
+    repo = GitRepo(root / SOURCE)
+    for path, content in repo_files((GOLDEN / "repo.txt").read_text(encoding="utf-8")).items():
+        repo.write(path, content)
+    repo.commit("tinyhttp 2.4.1")
+    svc = IndexServices.open(Settings(data_dir=root / "data"), embedder=embedder)
+    svc.catalog.upsert_source(SOURCE, "git", {"location": str(repo.root), "ref": ""}, ["public"])
+    run_sync_job(svc, SOURCE)
+    yield svc
+    svc.close()
+
+
+def ranked_files(searcher: HybridSearcher, query: str) -> list[str]:
+    hits = searcher.search(query, READER, Scope(sources=(SOURCE,)), limit=50).hits
+    return list(dict.fromkeys(h.path for h in hits))
+
+
+def run_golden(searcher: HybridSearcher) -> tuple[list[str], float]:
+    """Bound violations (as readable lines) and the MRR over the golden set."""
+    violations, reciprocal = [], []
+    for q in golden_queries():
+        files = ranked_files(searcher, q.query)
+        ranks = {p: files.index(p) + 1 if p in files else None for p in q.expected_paths}
+        first = min((r for r in ranks.values() if r), default=None)
+        reciprocal.append(1 / first if first else 0.0)
+        late = {p: r for p, r in ranks.items() if r is None or r > q.max_rank}
+        if late:
+            violations.append(f"{q.query.splitlines()[0]!r}: {late} (bound {q.max_rank}), top: {files[:5]}")
+    return violations, sum(reciprocal) / len(reciprocal)
+
+
+def test_golden_fixture_is_well_formed():
+    files = repo_files((GOLDEN / "repo.txt").read_text(encoding="utf-8"))
+    queries = golden_queries()
+    assert len(files) >= 15 and len(queries) >= 8
+    assert all(p in files for q in queries for p in q.expected_paths)
+
+
+@pytest.mark.slow
+def test_golden_bug_reports_rank_their_files_within_bounds(golden_index):
+    searcher = build_searcher(golden_index)
+    try:
+        violations, mrr = run_golden(searcher)
+    finally:
+        searcher.close()
+    assert not violations, "\n".join(violations)
+    assert mrr >= MIN_MRR
+
+
+@pytest.mark.slow
+def test_golden_set_tells_a_weaker_ranking_apart(golden_index):
+    """Dense retrieval alone with no reranking features (the naive pipeline) must fail the bounds."""
+    base = build_searcher(golden_index)
+    only_fusion = FeatureReranker(FeatureWeights(**{f.name: 0.0 for f in fields(FeatureWeights) if f.name != "rrf"}))
+    weak = HybridSearcher(base.catalog, base.fulltext, base.vectors, base.embedder, only_fusion,
+                          candidates=base.candidates, max_hits_per_file=base.max_hits_per_file,
+                          options=SearchOptions(fusion_weights=(0.0, 1.0), file_support=0.0))
+    base.close()
+    try:
+        violations, mrr = run_golden(weak)
+    finally:
+        weak.close()
+    assert violations or mrr < MIN_MRR
