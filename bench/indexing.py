@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -15,25 +17,39 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.services import IndexServices  # noqa: E402
-from indexer.settings import Settings  # noqa: E402
-from workers.jobs import run_sync_job  # noqa: E402
+from indexer import fulltext
+from indexer.pipeline import BatchCounts
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from workers.jobs import run_sync_job
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]))
     ap.add_argument("--ref", default="")
+    ap.add_argument("--lexical-only", action="store_true",
+                    help="stop each sync after the keyword phase (no embedding): lexical throughput alone")
+    ap.add_argument("--writer-threads", type=int, nargs="*", default=[],
+                    help="tantivy writer threads to compare, run alternately (e.g. 0 1); lexical only")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds for --writer-threads")
     a = ap.parse_args()
+    if a.writer_threads:
+        compare_writer_threads(a.repo, a.ref, a.writer_threads, a.rounds)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         svc = IndexServices.open(Settings(data_dir=Path(tmp)))
+        if a.lexical_only:
+            svc.pipeline.embed_pending = lambda *_a, **_k: BatchCounts()
         svc.catalog.upsert_source("bench", "git", {"location": a.repo, "ref": a.ref}, ["public"])
         marks: dict[str, float] = {}
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
 
         def observe(phase: str, _counts) -> None:
             if phase == "embedding" and "lexical_done" not in marks:
                 marks["lexical_done"] = time.perf_counter() - t0
+                marks["lexical_cpu"] = time.process_time() - cpu0
 
         full = run_sync_job(svc, "bench", observe=observe)
         total = time.perf_counter() - t0
@@ -47,12 +63,45 @@ def main() -> None:
            "seconds_until_lexical": round(lexical, 2), "seconds_until_embedded": round(total, 2),
            "files_per_s": round(full.files_changed / total, 1), "chunks_per_s": round(full.chunks_written / total, 1),
            "lexical_chunks_per_s": round(full.chunks_written / lexical, 1),
+           "lexical_chunks_per_cpu_s": round(full.chunks_written / max(marks.get("lexical_cpu", 0.0), 1e-9), 1),
+           "load_average": round(os.getloadavg()[0], 1),
            "embed_chunks_per_s": round(full.chunks_embedded / max(total - lexical, 1e-9), 1),
            "resync_seconds": round(resync, 3), "resync_share": round(resync / total, 4),
            "resync_embedded": again.chunks_embedded}
     for k, v in row.items():
         print(f"{k:>24}: {v}")
     print(json.dumps(row))
+
+
+def lexical_run(repo: str, ref: str) -> dict[str, float]:
+    """One keyword-only sync into a fresh data dir: chunks, wall seconds and CPU seconds (all threads)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        svc = IndexServices.open(Settings(data_dir=Path(tmp)))
+        svc.pipeline.embed_pending = lambda *_a, **_k: BatchCounts()
+        svc.catalog.upsert_source("bench", "git", {"location": repo, "ref": ref}, ["public"])
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        counts = run_sync_job(svc, "bench")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        svc.close()
+    return {"chunks": counts.chunks_written, "wall_s": wall, "cpu_s": cpu}
+
+
+def compare_writer_threads(repo: str, ref: str, variants: list[int], rounds: int) -> None:
+    """Lexical throughput per tantivy writer thread count, variants alternated so load drifts hit all."""
+    results: dict[int, list[dict[str, float]]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for threads in variants:
+            fulltext.WRITER_THREADS = threads
+            results[threads].append(lexical_run(repo, ref))
+    rows = {}
+    for threads, runs in results.items():
+        chunks = runs[0]["chunks"]
+        wall = statistics.median(r["wall_s"] for r in runs)
+        cpu = statistics.median(r["cpu_s"] for r in runs)
+        rows[threads] = {"writer_threads": threads, "chunks": chunks, "median_wall_s": round(wall, 2),
+                         "chunks_per_s": round(chunks / wall, 1), "chunks_per_cpu_s": round(chunks / cpu, 1)}
+        print(json.dumps(rows[threads]))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.app import build_searcher  # noqa: E402
-from indexer.documents import Principal  # noqa: E402
-from indexer.services import IndexServices  # noqa: E402
-from indexer.settings import Settings  # noqa: E402
-from workers.jobs import run_sync_job  # noqa: E402
+from api.app import build_searcher
+from indexer.documents import Principal
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from workers.jobs import run_sync_job
 
 QUERIES = ["retry with exponential backoff", "where are api tokens hashed", "parse configuration file",
            "how is the permission filter built", "chunk a python file into functions", "HTTP client timeout",
@@ -27,7 +27,7 @@ QUERIES = ["retry with exponential backoff", "where are api tokens hashed", "par
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def main() -> None:

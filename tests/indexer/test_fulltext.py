@@ -226,6 +226,30 @@ def test_results_merge_across_sources_by_score(index):
     assert [h.chunk_id for h in index.search(words("kilo"), public(), 1)] == [strong.id]
 
 
+def test_ties_at_the_cut_are_broken_by_chunk_id_across_sources(index):
+    same = [make_chunk(i, "lima lima", source=f"s{i % 4}", path=f"p{i}.py") for i in range(12)]
+    index.upsert(same)
+    index.commit()
+    everything = index.search(words("lima"), public(), 50)
+    assert len({round(h.score, 6) for h in everything}) == 1  # identical text and length: one score
+    assert [h.chunk_id for h in everything] == sorted(c.id for c in same)
+    assert [h.chunk_id for h in index.search(words("lima"), public(), 5)] == sorted(c.id for c in same)[:5]
+
+
+def test_a_source_added_by_another_writer_is_searched_without_reopening(tmp_path):
+    reader = TantivyIndex(tmp_path / "ft")
+    first = TantivyIndex(tmp_path / "ft")
+    first.upsert([make_chunk(0, "mike one", source="one")])
+    first.close()
+    assert len(reader.search(words("mike"), public(), 10)) == 1  # lists the sources (and caches them)
+    other = TantivyIndex(tmp_path / "ft")
+    other.upsert([make_chunk(1, "mike two", source="two")])
+    other.close()
+    assert len(reader.search(words("mike"), public(), 10)) == 2
+    assert sorted(reader.sources()) == ["one", "two"]
+    reader.close()
+
+
 # -- writes, ids, persistence, locking -----------------------------------------------------------
 
 def test_upsert_is_idempotent_delete_removes_and_commit_publishes(index):

@@ -204,6 +204,9 @@ def test_ids_pages_through_many_points(store):
 def test_wrong_dimension_is_a_store_error(store):
     with pytest.raises(StoreError):
         store.upsert([VectorPoint(make_chunk(0, ["public"]), [1.0] * (DIM + 1))])
+    with pytest.raises(StoreError):  # one bad vector among good ones
+        store.upsert([VectorPoint(make_chunk(1, ["public"]), [1.0] * DIM),
+                      VectorPoint(make_chunk(2, ["public"]), [1.0] * (DIM - 1))])
 
 
 def test_edge_optimize_keeps_results_and_filters(tmp_path):
@@ -218,6 +221,23 @@ def test_edge_optimize_keeps_results_and_filters(tmp_path):
     after = store.search(vectors[0].tolist(), flt, 300)
     assert {h.chunk_id for h in after} == {h.chunk_id for h in before}
     store.close()
+
+
+def test_edge_compact_layout_quantizes_and_an_older_shard_reopens_with_it(tmp_path):
+    chunks = random_corpus(random.Random(9), 200)
+    vectors = unit(np.random.default_rng(9).standard_normal((len(chunks), DIM)))
+    plain = EdgeVectorStore(tmp_path / "edge", DIM, compact=False)
+    plain.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])  # numpy rows are accepted too
+    flt = SearchFilter(principals=tuple(ALL_PRINCIPALS))
+    exact = [h.chunk_id for h in plain.search(vectors[3].tolist(), flt, 10)]
+    plain.close()
+    compact = EdgeVectorStore(tmp_path / "edge", DIM)
+    config = (tmp_path / "edge" / "edge_config.json").read_text()
+    assert '"int8"' in config and '"cold"' in config
+    compact.optimize()
+    found = [h.chunk_id for h in compact.search(vectors[3].tolist(), flt, 10)]
+    assert found[0] == chunks[3].id and len(set(found) & set(exact)) >= 9  # rescored with the originals
+    compact.close()
 
 
 def test_edge_refuses_a_second_opener(tmp_path):

@@ -1,0 +1,68 @@
+"""A small, bounded run of bench/scale_1m.py: generation, a real `cairn serve`, HTTP clients, ACL check."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import scale_1m
+
+CHUNKS = 5_000
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, embedder) -> Path:
+    data_dir = tmp_path_factory.mktemp("scale")
+    scale_1m.generate(data_dir, CHUNKS, vocab_size=400, embedder=embedder, log=lambda *_: None)
+    return data_dir
+
+
+def test_generation_is_deterministic_and_resumable(corpus, embedder):
+    state = scale_1m.generate(corpus, CHUNKS, vocab_size=400, embedder=embedder, log=lambda *_: None)
+    assert state["batches_done"] == 1 and state["optimized"]
+    vocab = scale_1m.Vocabulary.load_or_build(corpus / scale_1m.BENCH_DIR, None, 400)
+    first, again = scale_1m.make_batch(vocab, 0, 50), scale_1m.make_batch(vocab, 0, 50)
+    assert [c.id for c in first.chunks] == [c.id for c in again.chunks]
+    assert (first.vectors == again.vectors).all()
+    assert {c.acl for c in first.chunks} != {first.chunks[0].acl}  # documents carry different ACLs
+    with pytest.raises(SystemExit):
+        scale_1m.generate(corpus, CHUNKS * 2, vocab_size=400, embedder=embedder, log=lambda *_: None)
+
+
+def test_served_searches_respect_acls_and_report_latency_and_memory(corpus):
+    report = scale_1m.serve_bench(corpus, queries=40, clients=4, n_callers=6, single_queries=5, warmup=3,
+                                  startup_timeout=300, log=lambda *_: None)
+    assert report["errors"] == 0 and report["queries"] == 40
+    assert report["hits_checked"] > 0 and report["acl_violations"] == 0
+    assert report["empty_results"] < report["queries"]
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    assert {"embed", "lexical", "dense", "hydrate", "total"} <= set(report["server_stages_ms"])
+    assert report["server_rss_mib"]["after"]["VmRSS"] > 0 and report["server_cpu_ms_per_query"] > 0
+    assert report["single_client_latency_ms"]["p50"] > 0
+    json.dumps(report)  # the report is written as one JSON line
+
+
+def test_qdrant_local_contrast_is_exact_and_edge_recall_is_measured(corpus, embedder):
+    report = scale_1m.qdrant_local_bench(corpus, queries=5, embedder=embedder, log=lambda *_: None)
+    assert report["queries"] == 5 and report["local_ms"]["p50"] > 0
+    assert 0.5 <= report["edge_recall_at_10"] <= 1.0  # 5k points: below the HNSW threshold, exact
+
+
+def test_acl_check_counts_a_hit_the_caller_may_not_read(corpus):
+    from indexer.catalog import Catalog
+    from indexer.db import make_engine
+
+    catalog = Catalog(make_engine(f"sqlite:///{corpus / 'catalog.sqlite3'}"))
+    vocab = scale_1m.Vocabulary.load_or_build(corpus / scale_1m.BENCH_DIR, None, 400)
+    chunk = next(c for c in scale_1m.make_batch(vocab, 0, CHUNKS).chunks if "public" not in c.acl)
+    outsider = ("tok", "nobody", ["not-a-group"])
+    insider = ("tok", "somebody", [chunk.acl[0].split(":", 1)[1]])
+    results = [{"index": 0, "ids": [chunk.id]}]
+    assert scale_1m.acl_violations(catalog, results, [0], [outsider]) == (1, 1)
+    assert scale_1m.acl_violations(catalog, results, [0], [insider]) == (0, 1)
+    catalog.engine.dispose()
