@@ -1,6 +1,7 @@
 """The FastAPI app factory: `create_app(settings)` builds the same app for `cairn serve` and tests."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api import errors, web
+from api.admin_routes import router as admin_router
 from api.audit import AuditLog
 from api.continue_provider import router as context_router
 from api.documents import router as documents_router
@@ -17,6 +19,7 @@ from api.limits import BodySizeLimit, RateLimit
 from api.mcp_server import MCPRoute, build_mcp, session_manager
 from api.observability import (
     CatalogCollector,
+    JobsCollector,
     Metrics,
     ObservedSearcher,
     RequestObserver,
@@ -25,12 +28,14 @@ from api.observability import (
 )
 from api.routes import router
 from api.tokens import TokenStore
+from indexer.generation_serving import GenerationReader
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.rerank import build_reranker
 from retrieval.search import HybridSearcher
 from workers import celery_app
-from workers.jobs import new_job, run_sync_job
+from workers.jobs import JobStopped, new_job, run_sync_job
+from workers.maintenance import EmbeddedScheduler
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +43,99 @@ JobObserver = Callable[[str, str, float], None]  # (kind, outcome, seconds)
 
 
 class JobRunner:
-    """Runs sync jobs of the embedded node on one background thread (one writer at a time)."""
+    """Runs sync jobs of the embedded node on one background thread (one writer at a time).
+
+    A shutdown interrupts the running job after its current batch (state `interrupted`) and leaves
+    queued ones `queued`; `resume` at the next start runs them again under the same ids, as does it
+    for jobs a killed process left `running`."""
+
+    SYNC_KINDS = ("index", "reindex")
 
     def __init__(self, services: IndexServices, observe: JobObserver | None = None) -> None:
         self.services = services
         self.observe = observe
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-jobs")
+        self.stopping: str | None = None  # what the running job's should_stop answers
 
-    def submit(self, source: str, full: bool = False) -> str:
-        job_id = new_job(self.services, source, "reindex" if full else "index")
-        self.pool.submit(self._run, source, job_id, full)
+    def submit(self, source: str, full: bool = False, since: float | None = None) -> str:
+        """Queue a sync; `since` (seconds) re-reads what the source changed in that window first."""
+        params = {"full": full} | ({"since_seconds": since} if since else {})
+        job_id = new_job(self.services, source, "reindex" if full or since else "index", params)
+        if self.services.settings.celery_broker_url:  # distributed: the `sync` queue runs it
+            from workers.tasks import submit_sync
+
+            submit_sync(source, job_id, full)
+            return job_id
+        self.pool.submit(self._run, source, job_id, full, since)
         return job_id
 
-    def _run(self, source: str, job_id: str, full: bool) -> None:
+    def submit_call(self, call: Callable[[], object]) -> None:
+        """Run other index work (e.g. reconciliation) on the same single writer thread."""
+        self.pool.submit(call)
+
+    def _run(self, source: str, job_id: str, full: bool, since: float | None = None) -> None:
         started = time.perf_counter()
         outcome = "failed"
         try:
-            run_sync_job(self.services, source, job_id=job_id, full=full)
+            run_sync_job(self.services, source, job_id=job_id, full=full,
+                         since=dt.timedelta(seconds=since) if since else None, should_stop=lambda: self.stopping)
             outcome = "succeeded"
+        except JobStopped as stopped:
+            outcome = stopped.state
         except Exception:  # recorded on the job by run_sync_job; the thread must survive
             log.warning("job %s failed", job_id)
         finally:
             if self.observe:
                 self.observe("reindex" if full else "index", outcome, time.perf_counter() - started)
 
+    def resume(self) -> list[str]:
+        """Run again, oldest first, the sync jobs an earlier process left queued, running (it was
+        killed) or interrupted (it was stopped); a cancel it never got to finish is finished."""
+        catalog = self.services.catalog
+        left = catalog.list_jobs(state=("queued", "running", "interrupted", "cancelling"), limit=10_000)
+        resumed: list[str] = []
+        for job in reversed([j for j in left if j.kind in self.SYNC_KINDS]):  # listed newest first
+            if job.state == "cancelling":
+                catalog.update_job(job.id, state="cancelled")
+                continue
+            since = job.params.get("since_seconds")
+            log.info("resuming job %s (%s of %s, left %s)", job.id, job.kind, job.source, job.state)
+            self.pool.submit(self._run, job.source, job.id, bool(job.params.get("full")), since)
+            resumed.append(job.id)
+        return resumed
+
+    def interrupt(self) -> None:
+        """The running job stops after the batch it is applying (safe to call from a signal handler)."""
+        self.stopping = "interrupted"
+
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=False)
+        self.interrupt()
+        self.pool.shutdown(wait=True, cancel_futures=True)  # queued jobs stay `queued` for `resume`
 def build_searcher(services: IndexServices) -> HybridSearcher:
     s = services.settings
     options = {"model": s.cross_encoder_model} if s.reranker == "cross-encoder" else {}
     return HybridSearcher(services.catalog, services.fulltext, services.vectors, services.embedder,
                           build_reranker(s.reranker, **options), candidates=s.candidates,
                           max_hits_per_file=s.max_hits_per_file)
+
+
+def follow_generation_swap(app: FastAPI, services: IndexServices) -> None:
+    """After a generation swap: new searches use the new generation; the old searcher is closed
+    once the searches it is running end (called under the index's write lock)."""
+    retired = app.state.searcher.inner
+    app.state.searcher.inner = GenerationReader(build_searcher(services))
+    retired.retire()
+
+
+def start_index_consumer(settings: Settings, services: IndexServices) -> object | None:
+    """With a broker this node applies the `index` queue: always with Qdrant Edge (it owns the index
+    writers); with a Qdrant server unless dedicated `-Q index` workers do (index_queue_consumer=false)."""
+    if not settings.celery_broker_url or (settings.vector_backend != "edge" and not settings.index_queue_consumer):
+        return None
+    from workers.context import WorkerContext
+    from workers.index_queue import IndexQueueConsumer
+
+    return IndexQueueConsumer(celery_app.app, WorkerContext.from_services(services), services.pipeline).start()
 
 
 def create_app(settings: Settings, services: IndexServices | None = None) -> FastAPI:
@@ -84,13 +150,28 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         app.state.services = svc
         app.state.tokens = TokenStore(svc.catalog.engine)
         app.state.audit = AuditLog(svc.catalog.engine, keep_query_text=settings.audit_query_text)
-        app.state.searcher = ObservedSearcher(build_searcher(svc), app.state.metrics)
+        app.state.searcher = ObservedSearcher(GenerationReader(build_searcher(svc)), app.state.metrics)
+        if svc.generations is not None:  # a new index generation builds in the background, then swaps in
+            svc.generations.on_swap(lambda: follow_generation_swap(app, svc))
+            svc.generations.start()
         app.state.jobs = JobRunner(svc, observe=app.state.metrics.job_finished)
+        if not settings.celery_broker_url:  # with a broker, the workers' queues hold the jobs
+            app.state.jobs.resume()
+        app.state.index_consumer = start_index_consumer(settings, svc)
+        # Without a broker nothing else schedules syncs: this process does (a timer; beat does it otherwise).
+        app.state.scheduler = EmbeddedScheduler(svc, app.state.jobs.submit, app.state.jobs.submit_call)
+        if not settings.celery_broker_url:
+            app.state.scheduler.start()
         app.state.mcp_manager = session_manager(app.state.mcp)
         try:
             async with app.state.mcp_manager.run():
                 yield
         finally:
+            if svc.generations is not None:
+                svc.generations.stop()  # resumes on the next start
+            app.state.scheduler.stop()
+            if app.state.index_consumer is not None:
+                app.state.index_consumer.stop()
             app.state.jobs.shutdown()
             app.state.searcher.close()
             if owned:
@@ -101,10 +182,11 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.metrics.registry.register(CatalogCollector(app))
+    app.state.metrics.registry.register(JobsCollector(app))
     app.state.mcp = build_mcp(app)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
-    for routes in (router, context_router, documents_router):
+    for routes in (router, context_router, documents_router, admin_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(metrics_router)
     web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)

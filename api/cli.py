@@ -5,20 +5,27 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import signal
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_backup import backup, restore
+from api.cli_jobs import db_app, jobs_app, reconcile, schedule
 from api.cli_sources import sources_app
 from api.client import CairnClient, RemoteError
-from api.progress import SyncProgress, watch_remote_job
+from api.progress import SyncProgress, watch_jobs, watch_remote_job
 from indexer.documents import Access, Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from indexer.stores import StoreError
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Cairn: organization-wide context engine for AI coding assistants.")
@@ -27,6 +34,13 @@ tokens_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API
 app.add_typer(model_app, name="model")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(sources_app, name="sources")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(db_app, name="db")
+sources_app.command("schedule")(schedule)
+feedback_app = typer.Typer(no_args_is_help=True, help="Export result feedback as a `cairn eval` query file.")
+app.add_typer(feedback_app, name="feedback")
+app.command("backup")(backup)
+app.command("restore")(restore)
 out = Console()
 err = Console(stderr=True)
 OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
@@ -192,7 +206,8 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
             rows = [{"name": r.name, "kind": r.kind, "state": r.state, "location": r.config.get("location", ""),
                      "ref": r.config.get("ref") or "", "access": list(r.access), **svc.catalog.counts(r.name),
                      "last_success_at": r.last_success_at.isoformat() if r.last_success_at else None,
-                     "last_error": r.last_error} for r in svc.catalog.list_sources()]
+                     "last_error": r.last_error, "redactions": svc.pipeline.redactions.summary(r.name).as_dict()}
+                    for r in svc.catalog.list_sources()]
     if as_json:
         print(json.dumps(rows))
         return
@@ -205,34 +220,77 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
 
 @app.command()
 def reindex(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Source to re-index."),
-            all_sources: bool = typer.Option(False, "--all", help="Every source."),
+            all_sources: bool = typer.Option(False, "--all", help="Every source (one job each)."),
             full: bool = typer.Option(False, help="Re-read and rewrite everything (no re-embedding of "
                                                   "unchanged chunks)."),
+            since: Optional[str] = typer.Option(None, "--since", help="Re-read and rewrite what the source "
+                                                "changed in this window, e.g. 2d (see README)."),
             as_json: bool = typer.Option(False, "--json"), url: Optional[str] = typer.Option(None)) -> None:
-    """Re-index one source or all of them."""
+    """Re-index one source or all of them, with live progress (also against a running server)."""
+    from workers.window import parse_duration
+
     settings: Settings = ctx.obj
     if bool(name) == all_sources:
         fail("give a source NAME or --all", code=2)
+    if full and since:
+        fail("--full already re-reads everything; give --full or --since", code=2)
+    try:
+        window = parse_duration(since) if since else None
+    except ValueError as exc:
+        fail(str(exc), code=2)
     client = remote(url, settings)
     if client:
-        names = [s["name"] for s in client.sources()] if all_sources else [name]
-        for n in names:
-            try:
-                job = watch_remote_job(client, client.reindex(n, full=full)["id"], err, enabled=not as_json)
-            except RemoteError as exc:
-                fail(str(exc))
-            _print_summary(n, job["counts"], as_json)
+        _reindex_remote(client, [name] if name else None, full, since, as_json)
         return
-    from workers.jobs import run_sync_job
+    from workers.jobs import JobStopped, run_sync_job
 
     with local_services(settings) as svc:
         names = [r.name for r in svc.catalog.list_sources()] if all_sources else [name]
         for n in names:
             if svc.catalog.get_source(n) is None:
                 fail(f"no source named {n!r}")
-            with SyncProgress(err, enabled=not as_json) as progress:
-                counts = run_sync_job(svc, n, full=full, observe=progress.update).as_dict()
+            with SyncProgress(err, enabled=not as_json) as progress, _interrupt_cancels() as stop:
+                try:
+                    counts = run_sync_job(svc, n, full=full, observe=progress.update, since=window,
+                                          should_stop=stop).as_dict()
+                except JobStopped as stopped:
+                    fail(f"{n}: job {stopped.job_id} {stopped.state}")
             _print_summary(n, counts, as_json)
+
+
+@contextlib.contextmanager
+def _interrupt_cancels() -> Iterator[Callable[[], str | None]]:
+    """The first Ctrl-C cancels the running job cleanly after its current batch; a second one aborts."""
+    asked: list[bool] = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+        err.print("[yellow]cancelling after the current batch (Ctrl-C again to abort)[/yellow]")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield lambda: "cancelled" if asked else None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _reindex_remote(client: CairnClient, names: list[str] | None, full: bool, since: str | None,
+                    as_json: bool) -> None:
+    """Submit every job first (a distributed deployment runs them side by side), then follow them all."""
+    try:
+        names = names or [s["name"] for s in client.sources()]
+        job_ids = [client.reindex(n, full=full, since=since)["id"] for n in names]
+        finished = watch_jobs(client.job, job_ids, err, enabled=not as_json)
+    except RemoteError as exc:
+        fail(str(exc))
+    for job in finished:
+        _print_summary(job["source"], job["counts"], as_json)
+    failed = [f"{j['source']}: job {j['id']} {j['state']} {j.get('error') or ''}".strip()
+              for j in finished if j["state"] != "succeeded"]
+    if failed:
+        fail("; ".join(failed))
 
 
 @app.command("eval")
@@ -259,6 +317,36 @@ def evaluate(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, d
     out.print(report.render())
 
 
+@feedback_app.command("export")
+def feedback_export(ctx: typer.Context,
+                    since: Optional[str] = typer.Option(None, help="Only feedback given at or after this ISO "
+                                                                   "date or time (UTC when it has no zone).")) -> None:
+    """Print JSONL lines {query, source, expected_paths} from useful/not-useful feedback, for `cairn eval`.
+
+    Needs audit_query_text on while the feedback was collected (otherwise query text is not kept)."""
+    from indexer.catalog import Catalog
+    from indexer.db import make_engine
+    from retrieval.feedback_export import ExportStats, FeedbackExportError, export_feedback
+
+    settings: Settings = ctx.obj
+    when = None
+    if since:
+        try:
+            when = dt.datetime.fromisoformat(since)
+        except ValueError:
+            fail(f"--since {since!r} is not an ISO date or time (e.g. 2026-01-31 or 2026-01-31T12:00)", code=2)
+    if not settings.database_url and not settings.data_dir.is_dir():
+        fail(f"no data directory at {settings.data_dir}")
+    engine = make_engine(settings.catalog_url)
+    stats = ExportStats()
+    try:
+        for line in export_feedback(engine, Catalog(engine), when, stats):
+            print(json.dumps(line))
+    except FeedbackExportError as exc:
+        fail(str(exc))
+    err.print(" ".join(f"{k}={v}" for k, v in stats.as_dict().items()))
+
+
 @app.command()
 def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None)) -> None:
     """Serve the API (and own the embedded index) until interrupted."""
@@ -267,7 +355,26 @@ def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Op
     from api.app import create_app
 
     settings: Settings = ctx.obj
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    api = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
+                                           log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                                           timeout_keep_alive=settings.keep_alive_seconds))
+    server.handle_exit = _graceful_exit(server, api)  # type: ignore[method-assign]
+    server.run()
+
+
+def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, object], None]:
+    """SIGTERM/SIGINT: uvicorn stops accepting connections and lets requests in flight finish (up to
+    shutdown_grace_seconds), the indexing job stops after its current batch, and the process exits 0
+    (uvicorn's own handler would re-raise the signal after the drain). A second SIGINT forces it."""
+    def handle(sig: int, _frame: object) -> None:
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+        jobs = getattr(api.state, "jobs", None)
+        if jobs is not None:
+            jobs.interrupt()
+    return handle
 
 
 @app.command()
@@ -343,5 +450,65 @@ def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(...)) -> No
     out.print(f"revoked {token_id}")
 
 
+app.command("reconcile")(reconcile)
+
+
 def main() -> None:
     app()
+
+
+# -- index generations: switching the embedding model without downtime --------------------------
+
+@model_app.command("switch")
+def model_switch(ctx: typer.Context, name: str = typer.Argument(
+        ..., help="A fastembed model name or a local directory holding model.onnx.")) -> None:
+    """Re-embed the index with another model: the server builds a new index generation in the
+    background when it (re)starts, keeps serving the current one, and swaps when the build is done."""
+    from indexer.db import make_engine
+    from indexer.embedding import EmbeddingError
+    from indexer.generations import read_generations, request_model
+    from indexer.services import build_embedder
+
+    settings: Settings = ctx.obj
+    try:
+        model = build_embedder(settings, name).model_name  # loads it: a model that cannot load is refused here
+    except EmbeddingError as exc:
+        fail(str(exc))
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.catalog_url)
+    from indexer.catalog import Catalog
+
+    Catalog(engine).create_all()
+    request_model(engine, settings, name)
+    active = read_generations(engine)[0]
+    if active is not None and active.model == model:
+        out.print(f"{model} already serves generation {active.id}: nothing to rebuild")
+        return
+    out.print(f"requested {model}. The server builds a new index generation with it when it starts "
+              "(restart `cairn serve`); the current generation keeps serving until the swap.")
+
+
+@model_app.command("status")
+def model_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the active index generation and the one being built (with its progress)."""
+    from indexer.db import make_engine
+    from indexer.generations import generation_status
+
+    settings: Settings = ctx.obj
+    url = settings.catalog_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        fail(f"no index in {settings.data_dir}")
+    status = generation_status(make_engine(settings.catalog_url))
+    if as_json:
+        print(json.dumps(status))
+        return
+    for role in ("active", "building"):
+        gen = status[role]
+        if gen is None:
+            out.print(f"{role}: none")
+            continue
+        line = f"{role}: generation {gen['id']} (index v{gen['index_version']}, {gen['model']}, chunks {gen['chunking']})"
+        job = gen.get("job")
+        if job:
+            line += f" — {job['state']}, {job['done']}/{job['total']} documents"
+        out.print(line)

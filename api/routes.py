@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import admin, principal
-from api.errors import Conflict, NotFound
-from api.schemas import (HitOut, JobOut, ReindexIn, SearchRequest, SearchResponse, SourceIn, SourceOut)
+from api.errors import BadRequest, Conflict, NotFound
+from api.schemas import (HitOut, JobOut, ReconcileIn, ReindexIn, ScheduleIn, ScheduleOut, SearchRequest,
+                         SearchResponse, SourceIn, SourceOut)
+from indexer.catalog import FINISHED_JOB_STATES, JOB_STATES
 from indexer.documents import Access, Principal
+from indexer.secrets_log import RedactionLog
+from workers.maintenance import SYNC_KINDS, intervals, run_reconcile_job, set_interval
+from workers.window import parse_duration
 from retrieval.permissions import Scope
 
 router = APIRouter(prefix="/v1")
@@ -39,7 +45,8 @@ def _source_out(row, catalog, show_access: bool) -> SourceOut:
     return SourceOut(name=row.name, kind=row.kind, state=row.state, location=row.config.get("location", ""),
                      ref=row.config.get("ref") or "", access=list(row.access) if show_access else None,
                      documents=counts["documents"], chunks=counts["chunks"],
-                     last_success_at=_iso(row.last_success_at), last_error=row.last_error)
+                     last_success_at=_iso(row.last_success_at), last_error=row.last_error,
+                     redactions=RedactionLog(catalog.engine).summary(row.name).as_dict() if show_access else None)
 
 
 @router.get("/sources", response_model=list[SourceOut])
@@ -63,20 +70,71 @@ def add_source(body: SourceIn, request: Request, who: Principal = Depends(admin)
     return _source_out(catalog.get_source(body.name), catalog, True)
 
 
+def _duration_seconds(text: str, what: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise BadRequest(f"{what}: {exc}") from None
+
+
 @router.post("/sources/{name:path}/reindex", response_model=JobOut, status_code=202)
 def reindex(name: str, request: Request, body: ReindexIn | None = None, who: Principal = Depends(admin)) -> JobOut:
+    """Queue a sync of the source: incremental, `full` (re-read and rewrite everything) or `since` a window."""
     catalog = request.app.state.services.catalog
     if catalog.get_source(name) is None:
         raise NotFound(f"no source named {name!r}")
-    job_id = request.app.state.jobs.submit(name, full=bool(body and body.full))
+    body = body or ReindexIn()
+    since = _duration_seconds(body.since, "since") if body.since else None
+    submit = request.app.state.jobs.submit
+    job_id = submit(name, full=body.full, since=since) if since else submit(name, full=body.full)
     request.app.state.audit.record(who, "sources.reindex", target=name)
-    return _job_out(catalog.get_job(job_id))
+    return job_out(catalog.get_job(job_id))
 
 
-def _job_out(job) -> JobOut:
-    return JobOut(id=job.id, source=job.source, kind=job.kind, state=job.state, counts=job.counts or {},
+@router.put("/sources/{name:path}/schedule", response_model=ScheduleOut)
+def set_schedule(name: str, body: ScheduleIn, request: Request, who: Principal = Depends(admin)) -> ScheduleOut:
+    """Set the source's own sync interval (`0` = never scheduled; null = the default interval)."""
+    services = request.app.state.services
+    if services.catalog.get_source(name) is None:
+        raise NotFound(f"no source named {name!r}")
+    seconds = None if body.interval is None else int(_duration_seconds(body.interval, "interval"))
+    set_interval(services.catalog, name, seconds)
+    request.app.state.audit.record(who, "sources.schedule", target=name)
+    own = intervals(services.catalog).get(name)
+    return ScheduleOut(source=name, interval_seconds=services.settings.sync_interval_seconds if own is None else own,
+                       default=own is None)
+
+
+@router.post("/reconcile", response_model=list[JobOut], status_code=202)
+def reconcile(request: Request, body: ReconcileIn | None = None, who: Principal = Depends(admin)) -> list[JobOut]:
+    """Queue a reconciliation of the stores with the catalog, one `reconcile` job per source, run by the
+    process that owns the index writers (this one). Sources being synced are left out."""
+    body = body or ReconcileIn()
+    services = request.app.state.services
+    catalog = services.catalog
+    if body.source is not None and catalog.get_source(body.source) is None:
+        raise NotFound(f"no source named {body.source!r}")
+    busy = catalog.active_job_sources(SYNC_KINDS)
+    names = [n for n in ([body.source] if body.source else [r.name for r in catalog.list_sources()]) if n not in busy]
+    job_ids = [catalog.create_job(None, n, "reconcile", params={"repair": body.repair}) for n in names]
+    for name, job_id in zip(names, job_ids):
+        request.app.state.jobs.submit_call(functools.partial(run_reconcile_job, services, name, body.repair, job_id))
+    request.app.state.audit.record(who, "reconcile", target=body.source or "*")
+    return [job_out(catalog.get_job(j)) for j in job_ids]
+
+
+def job_out(job) -> JobOut:
+    """The job's row plus the progress its runner recorded in its counts (rates, pending, ETA)."""
+    counts = job.counts or {}
+    live = {k: counts[k] for k in ("phase", "files_seen", "files_skipped", "skipped_by_reason", "files_changed",
+                                   "chunks_embedded", "files_deleted", "files_failed", "pending_chunks",
+                                   "items_per_second", "chunks_per_second", "eta_seconds") if counts.get(k) is not None}
+    if job.state not in ("running", "cancelling"):
+        live.pop("eta_seconds", None)
+    return JobOut(id=job.id, source=job.source, kind=job.kind, state=job.state, counts=counts,
                   error=job.error, created_at=_iso(job.created_at), started_at=_iso(job.started_at),
-                  finished_at=_iso(job.finished_at))
+                  finished_at=_iso(job.finished_at), params=getattr(job, "params", None) or {},
+                  done=job.done or 0, total=job.total or 0, **live)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
@@ -84,9 +142,28 @@ def get_job(job_id: str, request: Request, _: Principal = Depends(admin)) -> Job
     job = request.app.state.services.catalog.get_job(job_id)
     if job is None:
         raise NotFound(f"no job {job_id!r}")
-    return _job_out(job)
+    return job_out(job)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, status_code=202)
+def cancel_job(job_id: str, request: Request, who: Principal = Depends(admin)) -> JobOut:
+    """Ask a queued or running job to stop after its current batch (state `cancelling`, then `cancelled`)."""
+    catalog = request.app.state.services.catalog
+    job = catalog.get_job(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    if job.state in FINISHED_JOB_STATES:
+        raise Conflict(f"job {job_id} already {job.state}")
+    job = catalog.request_cancel(job_id)
+    request.app.state.audit.record(who, "jobs.cancel", target=job_id)
+    return job_out(job)
 
 
 @router.get("/jobs", response_model=list[JobOut])
-def list_jobs(request: Request, _: Principal = Depends(admin)) -> list[JobOut]:
-    return [_job_out(j) for j in request.app.state.services.catalog.list_jobs(limit=100)]
+def list_jobs(request: Request, source: str | None = None, state: str | None = None, kind: str | None = None,
+              limit: int = Query(default=100, ge=1, le=1000), _: Principal = Depends(admin)) -> list[JobOut]:
+    """Newest first; `?source=&state=&kind=&limit=`."""
+    if state is not None and state not in JOB_STATES:
+        raise BadRequest(f"unknown job state {state!r}; expected one of {', '.join(JOB_STATES)}")
+    jobs = request.app.state.services.catalog.list_jobs(source=source, state=state, kind=kind, limit=limit)
+    return [job_out(j) for j in jobs]

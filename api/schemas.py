@@ -47,6 +47,20 @@ class SourceIn(BaseModel):
     access: list[str] = Field(default_factory=list, max_length=1000)
 
 
+class RuleRedactionsOut(BaseModel):
+    redactions: int
+    files: int
+
+
+class RedactionsOut(BaseModel):
+    """Secrets kept out of a source's index (counts only: never a value, hash or length)."""
+
+    total: int
+    files: int
+    secret_files: int
+    rules: dict[str, RuleRedactionsOut]
+
+
 class SourceOut(BaseModel):
     name: str
     kind: str
@@ -58,13 +72,33 @@ class SourceOut(BaseModel):
     chunks: int
     last_success_at: str | None
     last_error: str | None
+    redactions: RedactionsOut | None = None  # shown to admins only
 
 
 class ReindexIn(BaseModel):
     full: bool = False
+    since: str | None = Field(default=None, max_length=32, description="Re-read what the source changed in "
+                              "this window, e.g. `2d` (see `cairn reindex --since`).")
+
+
+class ReconcileIn(BaseModel):
+    source: str | None = Field(default=None, max_length=200, description="Only this source (default: all).")
+    repair: bool = True
+
+
+class ScheduleIn(BaseModel):
+    interval: str | None = Field(max_length=32, description="`1h`, `30m`, `0` (never); null = the default.")
+
+
+class ScheduleOut(BaseModel):
+    source: str
+    interval_seconds: int
+    default: bool
 
 
 class JobOut(BaseModel):
+    """A job as the admin sees it: state, counts, throughput and ETA."""
+
     id: str
     source: str
     kind: str
@@ -74,6 +108,21 @@ class JobOut(BaseModel):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    params: dict = Field(default_factory=dict)
+    phase: str | None = None
+    files_seen: int = 0
+    files_skipped: int = 0
+    skipped_by_reason: dict[str, int] = Field(default_factory=dict)
+    files_changed: int = 0
+    chunks_embedded: int = 0
+    files_deleted: int = 0
+    files_failed: int = 0
+    pending_chunks: int | None = None
+    items_per_second: float | None = None
+    chunks_per_second: float | None = None
+    eta_seconds: float | None = None
+    done: int = 0
+    total: int = 0
 
 
 class DocumentOut(BaseModel):

@@ -20,6 +20,8 @@ from api.highlight import highlight_lines, stylesheet, term_pattern
 from api.routes import search as api_search
 from api.schemas import SearchRequest
 from indexer.documents import Principal
+from indexer.generations import generation_status, generation_summary
+from indexer.secrets_log import RedactionLog
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,8 @@ def _source(row, catalog) -> dict:
             "recent_failures": [{"item": f.item, "error": f.error, "attempts": f.attempts,
                                  "last_seen_at": _iso(f.last_seen_at)} for f in failures[:LISTED]],
             "recent_skips": [{"path": s.path, "reason": str(getattr(s.reason, "value", s.reason)),
-                              "detail": s.detail} for s in skipped[:LISTED]]}
+                              "detail": s.detail} for s in skipped[:LISTED]],
+            "redactions": RedactionLog(catalog.engine).summary(row.name).as_dict()}
 
 
 def _size_bytes(root: Path) -> int:
@@ -222,6 +225,7 @@ def admin_state(request: Request, _: Principal = Depends(admin)) -> dict:
     catalog = services.catalog
     stats = {**catalog.counts(), "index_version": catalog.get_meta("index_version"),
              "embedding_model": catalog.get_meta("embedding_model"),
+             "generation": generation_summary(generation_status(catalog.engine)),
              "size_bytes": _size_bytes(Path(services.settings.data_dir))}
     rows = request.app.state.audit.feedback(50)
     hits = catalog.get_chunks({f.hit_id for f in rows})  # chunks since deleted show their id only

@@ -26,6 +26,7 @@ from indexer.catalog_schema import (
     failures,
     jobs,
     meta,
+    redactions,
     skipped,
     source_record,
     sources,
@@ -38,8 +39,10 @@ log = logging.getLogger(__name__)
 
 SOURCE_STATES = ("idle", "syncing", "error")
 DOCUMENT_STATES = ("lexical", "indexed")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_JOB_STATES = ("succeeded", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "cancelling", "cancelled", "interrupted", "succeeded", "failed")
+ACTIVE_JOB_STATES = ("queued", "running", "cancelling")
+# Stopped for good, or until resumed (interrupted): finished_at is stamped.
+FINISHED_JOB_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 # Keeps every IN (...) well under SQLite's bound-variable limit (999 on old builds).
 BATCH = 500
 
@@ -75,6 +78,12 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: Se
     names = columns if columns is not None else [c.name for c in table.c if c.name not in keys]
     stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={n: stmt.excluded[n] for n in names})
     conn.execute(stmt, rows)
+
+
+def _job_record(row: Any) -> JobRecord:
+    values = row._asdict()
+    values["params"] = values.get("params") or {}
+    return JobRecord(**values)
 
 
 def _chunk_ids_by_doc(conn: Connection, doc_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -137,7 +146,7 @@ class Catalog:
         """Remove a source with its documents, skips and failures; returns the removed chunk ids."""
         with self.engine.begin() as conn:
             ids = list(conn.execute(select(chunks.c.id).where(chunks.c.source == name)).scalars())
-            for table in (chunks, documents, skipped, failures):
+            for table in (chunks, documents, skipped, failures, redactions):
                 conn.execute(delete(table).where(table.c.source == name))
             conn.execute(delete(sources).where(sources.c.name == name))
         log.info("deleted source %s with %d chunks", name, len(ids))
@@ -146,7 +155,7 @@ class Catalog:
     def reset_index(self) -> None:
         """Forget every indexed document, chunk, skip, failure and checkpoint; sources and jobs stay."""
         with self.engine.begin() as conn:
-            for table in (chunks, documents, skipped, failures):
+            for table in (chunks, documents, skipped, failures, redactions):
                 conn.execute(delete(table))
             conn.execute(update(sources).values(checkpoint=None))
         log.info("catalog index state reset")
@@ -351,11 +360,15 @@ class Catalog:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def create_job(self, job_id: str | None, source: str, kind: str, total: int = 0) -> str:
-        """A new `queued` job (under the given id, e.g. a task id, or a fresh uuid); returns its id."""
+    def create_job(self, job_id: str | None, source: str, kind: str, total: int = 0,
+                   params: dict[str, Any] | None = None) -> str:
+        """A new `queued` job (under the given id, e.g. a task id, or a fresh uuid); returns its id.
+
+        `params` is what the job was asked to do (e.g. {"full": true} or {"since_seconds": 172800}),
+        so a job interrupted by a shutdown can be resumed as it was submitted."""
         job_id = job_id or str(uuid.uuid4())
         row = {"id": job_id, "source": source, "kind": kind, "state": "queued", "counts": {}, "error": "",
-               "created_at": _now(), "done": 0, "total": total}
+               "created_at": _now(), "done": 0, "total": total, "params": params or {}}
         with self.engine.begin() as conn:
             conn.execute(jobs.insert(), [row])
         return job_id
@@ -379,18 +392,89 @@ class Catalog:
             if conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values)).rowcount == 0:
                 raise CatalogError(f"unknown job {job_id!r}")
 
+    def start_job(self, job_id: str) -> str:
+        """Mark a job `running` unless a cancel was asked for; returns its state afterwards.
+
+        One conditional UPDATE, so a cancel requested while the job waited in a queue is never
+        overwritten by the worker picking it up. A cancelling job becomes `cancelled`."""
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state.not_in(("cancelling", "cancelled")))
+                         .values(state="running", finished_at=None, error="",
+                                 started_at=func.coalesce(jobs.c.started_at, literal(_now(), UTCDateTime))))
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state == "cancelling")
+                         .values(state="cancelled", finished_at=_now()))
+            state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one_or_none()
+        if state is None:
+            raise CatalogError(f"unknown job {job_id!r}")
+        return state
+
+    def job_state(self, job_id: str) -> str | None:
+        """Just the state (read after every batch to notice a cancel request)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one_or_none()
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Ask a queued or running job to stop: it becomes `cancelling`, and its runner stops after the
+        batch it is applying (state `cancelled`). Finished jobs are left as they are. None: no such job."""
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "running")))
+                         .values(state="cancelling"))
+        return self.get_job(job_id)
+
     def get_job(self, job_id: str) -> JobRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        return JobRecord(**row._asdict()) if row else None
+        return _job_record(row) if row else None
 
-    def list_jobs(self, source: str | None = None, limit: int = 50) -> list[JobRecord]:
-        """Newest first."""
+    def list_jobs(self, source: str | None = None, limit: int = 50, state: str | Sequence[str] | None = None,
+                  kind: str | None = None) -> list[JobRecord]:
+        """Newest first; optionally of one source, in one state (or any of several), of one kind."""
         query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
         if source is not None:
             query = query.where(jobs.c.source == source)
+        if state is not None:
+            query = query.where(jobs.c.state.in_([state] if isinstance(state, str) else list(state)))
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
         with self.engine.connect() as conn:
-            return [JobRecord(**r._asdict()) for r in conn.execute(query)]
+            return [_job_record(r) for r in conn.execute(query)]
+
+    def active_job_sources(self, kinds: Sequence[str] | None = None) -> set[str]:
+        """Sources with a queued, running or cancelling job (of these kinds)."""
+        query = select(jobs.c.source).where(jobs.c.state.in_(ACTIVE_JOB_STATES)).distinct()
+        if kinds is not None:
+            query = query.where(jobs.c.kind.in_(list(kinds)))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def job_state_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
+            return {state: n for state, n in rows}
+
+    def prune_jobs(self, before: datetime) -> int:
+        """Delete finished jobs that finished before `before`; returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(jobs).where(jobs.c.state.in_(FINISHED_JOB_STATES),
+                                                   jobs.c.finished_at < literal(before, UTCDateTime))).rowcount
+
+    def release_source(self, name: str) -> None:
+        """Back to `idle` after a sync that stopped early (cancelled/interrupted): not a success."""
+        self._update_source(name, state="idle", last_error="")
+
+    def pending_chunk_count(self, source: str) -> int:
+        """Chunks of the source's `lexical` documents: what is left to embed (a job's ETA)."""
+        query = select(func.coalesce(func.sum(documents.c.n_chunks), 0)).where(
+            documents.c.source == source, documents.c.state == "lexical")
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def skip_reasons_since(self, source: str, since: datetime) -> dict[str, int]:
+        """reason → how many of the source's files were skipped for it since `since` (a job's start)."""
+        query = (select(skipped.c.reason, func.count()).where(
+            skipped.c.source == source, skipped.c.seen_at >= literal(since, UTCDateTime)).group_by(skipped.c.reason))
+        with self.engine.connect() as conn:
+            return {reason: n for reason, n in conn.execute(query)}
 
     # -- meta -----------------------------------------------------------------------------------
 

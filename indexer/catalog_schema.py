@@ -215,6 +215,7 @@ class JobRecord:
     finished_at: datetime | None = None
     done: int = 0
     total: int = 0
+    params: dict[str, Any] = field(default_factory=dict)  # what the job was asked to do (jobs section below)
 
 
 def pack_text(text: str) -> bytes:
@@ -250,3 +251,119 @@ def source_record(row: Any) -> SourceRecord:
     values = row._asdict()
     values.update(config=dict(row.config), access=tuple(sorted(row.access)))
     return SourceRecord(**values)
+
+
+# -- jobs and schedules (admin jobs, cancel, per-source sync intervals) ---------------------------
+
+# What a job was asked to do ({"full": true}, {"since_seconds": 172800}, ...), to resume it as submitted.
+jobs.append_column(Column("params", JSON, nullable=True))
+
+# A source's own sync interval (seconds; 0 = never scheduled). No row: the default interval applies.
+source_schedules = Table(
+    "source_schedules", metadata,
+    Column("source", String, primary_key=True),
+    Column("interval_seconds", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+# -- index generations (zero-downtime rebuilds, indexer/generations.py) ---------------------------
+
+# The chunk rows of a generation being built, kept apart so `chunks` keeps matching the serving
+# stores until the swap replaces `chunks` with them (same columns as `chunks`).
+generation_chunks = Table(
+    "generation_chunks", metadata,
+    Column("generation", Integer, primary_key=True),
+    Column("id", String, primary_key=True),
+    Column("doc_id", String, nullable=False),
+    Column("source", String, nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("start_line", Integer, nullable=False),
+    Column("end_line", Integer, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("language", String, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("header", Text, nullable=False),
+    Column("acl", JSON, nullable=False),
+    Column("occurrence", Integer, nullable=False),
+    Column("content_hash", String, nullable=False),
+    Index("ix_generation_chunks_generation_doc", "generation", "doc_id"),
+)
+
+# Which documents a building generation holds, stamped with the `documents.indexed_at` they were
+# built from: a document rewritten since (a sync during the build) is built again before the swap.
+generation_documents = Table(
+    "generation_documents", metadata,
+    Column("generation", Integer, primary_key=True),
+    Column("doc_id", String, primary_key=True),
+    Column("stamp", UTCDateTime, nullable=False),
+    Column("n_chunks", Integer, nullable=False),
+)
+
+
+# -- distributed indexing (index queue, job accounting, quarantine: workers/queue_state.py) -------
+
+# One row per batch a distributed sync sent: the job is done when its crawl finished sending and
+# every batch it sent is applied. Applying a batch twice counts once (state flips once).
+queue_batches = Table(
+    "queue_batches", metadata,
+    Column("job_id", String, primary_key=True),
+    Column("batch_id", String, primary_key=True),
+    Column("source", String, nullable=False),
+    Column("kind", String, nullable=False),  # "documents" (embed → index) or "deletions" (index only)
+    Column("docs", Integer, nullable=False),
+    Column("state", String, nullable=False),  # "sent" → "applied"
+    Column("counts", JSON, nullable=False),
+    Column("started_by", String, nullable=False, default=""),  # worker that last began embedding it
+    Column("started_at", UTCDateTime),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("applied_at", UTCDateTime),
+)
+
+# A distributed sync's crawl: what it saw, and what to record once every batch is applied.
+queue_crawls = Table(
+    "queue_crawls", metadata,
+    Column("job_id", String, primary_key=True),
+    Column("source", String, nullable=False, index=True),
+    Column("state", String, nullable=False),  # "crawling" → "sent" (or "stopped") → "finished"
+    Column("attempt", Integer, nullable=False),
+    Column("full", Integer, nullable=False),
+    Column("counts", JSON, nullable=False),  # files_seen/skipped/failed/quarantined of the crawl
+    Column("failed_items", JSON, nullable=False),  # failure items this crawl saw (kept at the end)
+    Column("checkpoint", JSON),  # the connector's next checkpoint, stored when the job finishes
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Processing attempts per document version, counted *before* processing so a batch that kills its
+# worker still counts; at `quarantine_after` attempts the version is quarantined until it changes.
+document_attempts = Table(
+    "document_attempts", metadata,
+    Column("doc_id", String, primary_key=True),
+    Column("source", String, nullable=False, index=True),
+    Column("path", Text, nullable=False),
+    Column("version", String, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("quarantined", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+# -- secret redactions (indexer/secret_screen.py writes them through indexer/secrets_log.py) ------
+
+# How many secrets were redacted from each indexed document, per rule, and on which lines: never the
+# secret, nor its hash or length. Rows of deleted documents are removed with them (and ignored by the
+# per-source summaries if a source is dropped wholesale).
+redactions = Table(
+    "redactions", metadata,
+    Column("doc_id", String, primary_key=True),
+    Column("rule", String, primary_key=True),
+    Column("source", String, nullable=False, index=True),
+    Column("path", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("lines", JSON, nullable=False),  # 1-based lines of the first redactions (0 = in the title)
+    Column("recorded_at", UTCDateTime, nullable=False),
+)

@@ -1,7 +1,8 @@
 """Applies batches of documents and deletions to the catalog and both stores, idempotently.
 
 Two phases per document, so code is searchable by keyword long before it is embedded:
-  1. lexical: chunk, write tantivy (committed), record chunks in the catalog as `lexical`;
+  1. lexical: screen secrets (secret files skipped, credentials redacted: indexer/secret_screen.py),
+     chunk, write tantivy (committed), record chunks in the catalog as `lexical`;
   2. dense: embed the pending chunks (cache first), write Qdrant, mark the document `indexed`.
 Stores are written before the catalog, so a crash leaves the catalog behind the stores, never
 ahead: the next sync sees the old version and applies the document again, which is harmless
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from indexer.catalog import Catalog
-from indexer.chunking import chunk_document
+from indexer.chunking import ChunkLimits, chunk_document
 from indexer.documents import Chunk, Document
 from indexer.fastembed_embedder import CachedEmbedder
+from indexer.secret_screen import SecretScreen
+from indexer.secrets_log import RedactionLog
 from indexer.stores import FullTextIndex, VectorPoint, VectorStore
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ Progress = Callable[[int, int], None]  # (chunks processed, chunks embedded) per
 class ChunkingOptions:
     max_lines: int = 80
     min_lines: int = 8
+    limits: ChunkLimits = field(default_factory=ChunkLimits)  # document size, chunk characters, parse time (hostile input)
 
 
 @dataclass
@@ -46,13 +50,24 @@ class BatchCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+@dataclass(frozen=True)
+class ReadyDocument:
+    """A document prepared elsewhere (a worker chunked and embedded it): nothing left but writing."""
+
+    doc: Document
+    chunks: Sequence[Chunk]
+    vectors: Sequence  # one vector per chunk, in order
+
+
 class Pipeline:
     """The only writer of indexed content: everything that changes the index goes through here."""
 
     def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore,
                  embedder: CachedEmbedder, chunking: ChunkingOptions = ChunkingOptions(),
-                 embed_batch: int = 256) -> None:
+                 embed_batch: int = 256, secrets: SecretScreen | None = None) -> None:
         self.catalog = catalog
+        self.secrets = secrets or SecretScreen()
+        self.redactions = RedactionLog(catalog.engine)
         self.fulltext = fulltext
         self.vectors = vectors
         self.embedder = embedder
@@ -62,7 +77,25 @@ class Pipeline:
         self.write_lock = threading.RLock()
 
     def chunk(self, doc: Document) -> list[Chunk]:
-        return chunk_document(doc, max_lines=self.chunking.max_lines, min_lines=self.chunking.min_lines)
+        """Chunks of the document's redacted text (none for a secret file), for callers outside a batch."""
+        prepared, _ = self.secrets.prepare(doc)
+        return self._chunk(prepared) if isinstance(prepared, Document) else []
+
+    def _chunk(self, doc: Document) -> list[Chunk]:
+        return chunk_document(doc, max_lines=self.chunking.max_lines, min_lines=self.chunking.min_lines,
+                              limits=self.chunking.limits)
+
+    def _screen(self, docs: Sequence[Document], counts: BatchCounts) -> list[Document]:
+        """Secret files out (recorded as skipped, removed if indexed before); the rest redacted."""
+        screened = self.secrets.screen(docs)
+        if screened.skipped:
+            self.catalog.record_skipped(*screened.skipped)
+            indexed = list(self.catalog.sources_of(screened.skipped_ids))
+            if indexed:
+                self._delete(indexed, counts)
+        counts.extra["secret_files"] = len(screened.skipped)
+        counts.extra["secrets_redacted"] = sum(len(found) for found in screened.findings.values())
+        return screened.documents
 
     def apply_lexical(self, docs: Sequence[Document], rewrite: bool = False) -> BatchCounts:
         """Phase 1 for a batch: chunks into tantivy and the catalog; stale chunks out of both stores.
@@ -75,7 +108,10 @@ class Pipeline:
             return self._apply_lexical(docs, rewrite, counts)
 
     def _apply_lexical(self, docs: Sequence[Document], rewrite: bool, counts: BatchCounts) -> BatchCounts:
-        chunked = {doc.id: self.chunk(doc) for doc in docs}
+        docs = self._screen(docs, counts)
+        if not docs:
+            return counts
+        chunked = {doc.id: self._chunk(doc) for doc in docs}
         old = self.catalog.chunk_ids_for(list(chunked))
         by_source: dict[str, list[str]] = {}
         fresh: list[Chunk] = []
@@ -93,6 +129,7 @@ class Pipeline:
         self.fulltext.upsert(fresh)
         self.fulltext.commit()
         self.catalog.replace_documents([(doc, chunked[doc.id], None) for doc in docs], state="lexical")
+        self.redactions.record(docs)
         counts.docs_changed = len(docs)
         counts.chunks_written = len(fresh)
         log.info("lexical batch: %d documents, %d chunks written, %d removed",
@@ -118,6 +155,37 @@ class Pipeline:
             if progress:
                 progress(len(chunks), embedded)
 
+    def apply_ready(self, ready: Sequence[ReadyDocument], rewrite: bool = False) -> BatchCounts:
+        """Both phases at once for documents chunked and embedded by a worker (the index queue).
+
+        Same order as the two phases: stale chunks out, new chunks into tantivy and Qdrant, then the
+        catalog, so a repeat or a crash part-way leaves nothing wrong."""
+        counts = BatchCounts()
+        if not ready:
+            return counts
+        with self.write_lock:
+            old = self.catalog.chunk_ids_for([r.doc.id for r in ready])
+            fresh: list[Chunk] = []
+            points: list[VectorPoint] = []
+            for item in ready:
+                new_ids = {c.id for c in item.chunks}
+                stale = [cid for cid in old.get(item.doc.id, []) if cid not in new_ids]
+                if stale:
+                    self.fulltext.delete(item.doc.source, stale)
+                    self.vectors.delete(stale)
+                    counts.chunks_deleted += len(stale)
+                known = set() if rewrite else set(old.get(item.doc.id, []))
+                fresh.extend(c for c in item.chunks if c.id not in known)
+                points.extend(VectorPoint(c, v) for c, v in zip(item.chunks, item.vectors))  # upserts by id
+                counts.docs_changed += set(old.get(item.doc.id, [])) != new_ids or item.doc.id not in old
+            self.fulltext.upsert(fresh)
+            self.fulltext.commit()
+            self.vectors.upsert(points)
+            self.catalog.replace_documents([(r.doc, list(r.chunks), None) for r in ready], state="indexed")
+            self.redactions.record([r.doc for r in ready])
+        counts.chunks_written = len(fresh)
+        return counts
+
     def delete(self, doc_ids: Sequence[str]) -> BatchCounts:
         """Remove documents from both stores, then from the catalog."""
         counts = BatchCounts()
@@ -136,5 +204,6 @@ class Pipeline:
                 counts.chunks_deleted += len(chunk_ids)
         self.fulltext.commit()
         self.catalog.delete_documents(list(doc_ids))
+        self.redactions.forget(doc_ids)
         counts.docs_deleted = len(doc_ids)
         return counts

@@ -5,10 +5,11 @@ receives the values it needs."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,24 +42,70 @@ class Settings(BaseSettings):
                                  description="A fastembed model name or a local directory holding model.onnx.")
     model_cache_dir: Path = Field(default_factory=_default_model_cache,
                                   description="Where models prepared offline (exported to ONNX) are kept.")
+    embedding_quantize: str = Field(default="", pattern="^(|int8)$",
+                                    description="`int8`: embed with a dynamically quantized copy of the model.")
     embed_batch_size: int = Field(default=64, ge=1, description="Chunks per embedding batch.")
     embed_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 = all cores.")
     reranker: str = Field(default="features", description="`features` (no weights) or `cross-encoder`.")
     cross_encoder_model: str = Field(default="", description="fastembed cross-encoder name or ONNX directory.")
-    max_file_bytes: int = Field(default=1_000_000, ge=1, description="Files larger than this are skipped.")
+    max_file_bytes: int = Field(default=1_000_000, ge=1, description="Files larger than this are skipped "
+                                "(any source's documents: files, tickets and pages; recorded as too_large).")
+    max_chunk_chars: int = Field(default=16_000, ge=1000, description="Chunks with more characters than this "
+                                 "are split (a very long line is cut across several chunks).")
+    parse_timeout_seconds: float = Field(default=2.0, gt=0, description="Per document: tree-sitter parsing and "
+                                         "symbol layout past this fall back to line chunks.")
+    shutdown_grace_seconds: int = Field(default=30, ge=1, description="On SIGTERM `cairn serve` waits this long "
+                                        "for requests in flight before closing them (the current batch always finishes).")
     max_chunk_lines: int = Field(default=80, ge=5, description="Chunks longer than this are split.")
     min_chunk_lines: int = Field(default=8, ge=1, description="Neighbouring symbols smaller than this merge.")
     max_hits_per_file: int = Field(default=3, ge=1, description="At most this many chunks of one file per result list.")
     candidates: int = Field(default=50, ge=1, description="Candidates each engine returns before fusion.")
     host: str = Field(default="127.0.0.1", description="Address `cairn serve` binds.")
     port: int = Field(default=8000, description="Port `cairn serve` binds.")
+    keep_alive_seconds: int = Field(default=75, ge=1, description="How long `cairn serve` keeps an idle HTTP "
+                                    "connection open; longer than clients' and proxies' idle timeouts, so they close "
+                                    "first and never send a request on a connection the server is closing.")
     url: str = Field(default="", description="URL of a running Cairn server for the CLI to talk to.")
     token: str = Field(default="", description="API token the CLI sends to a running server.")
     celery_broker_url: str = Field(default="", description="Celery broker; empty = run tasks in-process.")
+    celery_visibility_timeout: int = Field(
+        default=3600, ge=1, description="Seconds before Redis redelivers a task whose worker died without acking it.")
+    queue_batch_docs: int = Field(default=32, ge=1, description="Documents per batch a distributed sync sends to `embed`.")
+    quarantine_after: int = Field(default=3, ge=1, description="Attempts before a document that keeps failing is quarantined.")
+    index_queue_consumer: bool = Field(
+        default=True, description="With a broker, `cairn serve` applies the `index` queue (false: `-Q index` workers do; qdrant only).")
+    sync_retry_seconds: int = Field(default=15, ge=1, description="A sync of a busy source is deferred this long, then tried again.")
     context_token_budget: int = Field(default=6000, ge=100, description="Token budget of one `/v1/context` answer.")
     rate_limit_per_minute: int = Field(default=600, ge=0, description="Requests per minute per token (0 = no limit).")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Larger request bodies get 413.")
     audit_query_text: bool = Field(default=False, description="Store query text in the audit log.")
+    backup_dir: Path | None = Field(default=None, description="Directory under which POST /v1/admin/backup may "
+                                    "write backups; unset = backups only through the local `cairn backup`.")
+    secret_allowlist: list[str] = Field(default_factory=list, description="Regexes for false positives of the "
+                                        "secret scanner: a match on the value or its line keeps it (JSON list).")
+    secret_allowlist_paths: list[str] = Field(default_factory=list, description="Path globs indexed without "
+                                              "secret screening (no redaction, no secret-file skip), e.g. "
+                                              "`tests/fixtures/**`.")
+    # -- jobs and schedules
+    sync_interval_seconds: int = Field(default=3600, ge=0, description="Default interval between scheduled "
+                                       "syncs of a source (its own interval overrides it; 0 = not scheduled).")
+    scheduler_tick_seconds: float = Field(default=60.0, ge=0, description="Embedded node: how often due syncs "
+                                          "are looked for (0 = no scheduler in the API process).")
+    job_retention_days: int = Field(default=30, ge=1, description="Finished jobs older than this are pruned.")
+    audit_retention_days: int = Field(default=0, ge=0, description="Audit rows older than this are pruned "
+                                      "(0 = kept forever).")
+    reconcile_interval_seconds: int = Field(default=86400, ge=0, description="Embedded node: how often the "
+                                            "stores are reconciled with the catalog (0 = never).")
+
+    @field_validator("secret_allowlist")
+    @classmethod
+    def _compile_allowlist(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"secret_allowlist: {pattern!r} is not a regular expression: {exc}") from exc
+        return patterns
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

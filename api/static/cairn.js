@@ -167,12 +167,13 @@ function renderAdmin(state) {
   const s = state.stats;
   const stats = [["Documents", s.documents], ["Chunks", s.chunks], ["Skipped files", s.skipped],
                  ["Failing items", s.failures], ["Size on disk", bytes(s.size_bytes)],
-                 ["Embedding model", s.embedding_model ?? "?"], ["Index version", s.index_version ?? "?"]];
+                 ["Embedding model", s.embedding_model ?? "?"], ["Index version", s.index_version ?? "?"],
+                 ["Index generation", s.generation ?? "?"]];
   $("#stats").replaceChildren(...stats.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
   const focused = document.activeElement?.dataset?.source;
   $("#sources tbody").replaceChildren(...state.sources.map((src) => el("tr", { "data-source": src.name },
     ...cells(src.name, el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
-             src.documents, src.chunks, src.skipped, src.failures, src.last_error || "—",
+             src.documents, src.chunks, src.skipped, redactionsCell(src.redactions), src.failures, src.last_error || "—",
              el("button", { type: "button", class: "reindex", "data-source": src.name, text: "Reindex",
                             "aria-label": `Reindex ${src.name}`, onclick: () => adminPage.reindex(src.name) })))));
   if (focused) $(`button.reindex[data-source="${CSS.escape(focused)}"]`)?.focus();
@@ -183,6 +184,16 @@ function renderAdmin(state) {
   $("#problems").replaceChildren(...state.sources.map(problemList));
   $("#feedback tbody").replaceChildren(...state.feedback.map((f) => el("tr", {},
     ...cells(when(f.at), f.user, f.useful ? "useful" : "not useful", f.hit, f.comment))));
+}
+
+// Counts only (the server never sends a secret): "3 redacted in 2 files · 1 secret file", per rule on hover.
+function redactionsCell(r) {
+  if (!r || (!r.total && !r.secret_files)) return "—";
+  const parts = [];
+  if (r.total) parts.push(`${r.total} redacted in ${r.files} file${r.files === 1 ? "" : "s"}`);
+  if (r.secret_files) parts.push(`${r.secret_files} secret file${r.secret_files === 1 ? "" : "s"} skipped`);
+  const rules = Object.entries(r.rules).map(([name, c]) => `${name}: ${c.redactions} in ${c.files}`).join("\n");
+  return el("span", { class: "redactions", text: parts.join(" · "), title: rules || parts.join(" · ") });
 }
 
 function bytes(n) {
@@ -208,7 +219,9 @@ function problemList(src) {
   const items = [...src.recent_failures.map((f) => el("li", { class: "failure" },
                     el("code", { text: f.item }), ` failed ${f.attempts}×: ${f.error}`)),
                  ...src.recent_skips.map((k) => el("li", { class: "skipped" },
-                    el("code", { text: k.path }), ` skipped: ${k.reason}${k.detail ? ` (${k.detail})` : ""}`))];
+                    el("code", { text: k.path }), ` skipped: ${k.reason}${k.detail ? ` (${k.detail})` : ""}`)),
+                 ...Object.entries(src.redactions?.rules ?? {}).map(([rule, c]) => el("li", { class: "redacted" },
+                    el("code", { text: rule }), ` redacted ${c.redactions}× in ${c.files} file${c.files === 1 ? "" : "s"}`))];
   return el("div", { class: "problems", "data-source": src.name }, el("h3", { text: src.name }),
             items.length ? el("ul", {}, ...items) : el("p", { class: "hint", text: "No failures or skips." }));
 }
