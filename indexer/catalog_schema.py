@@ -274,21 +274,7 @@ source_schedules = Table(
 generation_chunks = Table(
     "generation_chunks", metadata,
     Column("generation", Integer, primary_key=True),
-    Column("id", String, primary_key=True),
-    Column("doc_id", String, nullable=False),
-    Column("source", String, nullable=False),
-    Column("ordinal", Integer, nullable=False),
-    Column("start_line", Integer, nullable=False),
-    Column("end_line", Integer, nullable=False),
-    Column("symbol", Text, nullable=False),
-    Column("kind", String, nullable=False),
-    Column("language", String, nullable=False),
-    Column("path", Text, nullable=False),
-    Column("content", Text, nullable=False),
-    Column("header", Text, nullable=False),
-    Column("acl", JSON, nullable=False),
-    Column("occurrence", Integer, nullable=False),
-    Column("content_hash", String, nullable=False),
+    *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in chunks.columns),
     Index("ix_generation_chunks_generation_doc", "generation", "doc_id"),
 )
 
