@@ -37,6 +37,9 @@ bench: setup
 	$(PY) bench/indexing.py
 	$(PY) bench/query_latency.py
 	$(PY) bench/embedding_throughput.py
+	$(PY) bench/distributed_scaling.py
+	$(PY) bench/load_test.py
+	$(PY) bench/scale_1m.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -106,7 +106,8 @@ def _finished(catalog: Catalog, job_id: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repo", type=Path, default=Path("/tmp/queue-requests"))
+    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
+                        help="git repository to index (default: this one)")
     parser.add_argument("--batch-docs", type=int, default=16, help="documents per queued batch")
     args = parser.parse_args()
     reason = services_up()
