@@ -350,8 +350,13 @@ class Catalog:
                       "attempts": failures.c.attempts + 1}), [row])
 
     def clear_failure(self, source: str, item: str) -> None:
+        self.clear_failures(source, [item])
+
+    def clear_failures(self, source: str, items: Iterable[str]) -> None:
+        """Forget the failures of these items (one transaction for a whole batch)."""
         with self.engine.begin() as conn:
-            conn.execute(delete(failures).where(failures.c.source == source, failures.c.item == item))
+            for batch in _batches(sorted(set(items))):
+                conn.execute(delete(failures).where(failures.c.source == source, failures.c.item.in_(batch)))
 
     def list_failures(self, source: str) -> list[FailureRecord]:
         query = select(failures).where(failures.c.source == source).order_by(failures.c.item)

@@ -5,6 +5,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Mapping
 
 PUBLIC = "public"
@@ -144,12 +145,14 @@ class Chunk:
     def embed_text(self) -> str:
         return f"{self.header}\n{self.content}" if self.header else self.content
 
-    @property
+    # cached_property writes the instance __dict__ directly, so it works on a frozen dataclass; the
+    # hashes are read several times per chunk on the indexing path (ids, dedup, catalog, cache keys).
+    @cached_property
     def content_hash(self) -> str:
         """Hash of exactly what is embedded: the embedding cache key (with the model)."""
         return hashlib.sha256(self.embed_text().encode("utf-8", "surrogatepass")).hexdigest()
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Derived from the document, the chunk's content and the ACL, so rewrites are idempotent.
 

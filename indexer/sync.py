@@ -132,8 +132,8 @@ class SyncRunner:
         if not batch:
             return
         counts.absorb(self.pipeline.apply_lexical(batch, rewrite=rewrite))
-        for doc in batch:
-            self.catalog.clear_failure(doc.source, doc.path)
+        for source in {doc.source for doc in batch}:
+            self.catalog.clear_failures(source, [doc.path for doc in batch if doc.source == source])
         if observe:
             observe("lexical", counts)
 
