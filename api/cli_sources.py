@@ -29,6 +29,8 @@ ACCESS = typer.Option([], "--access", help="Principals used when the source give
 RATE = typer.Option(0.0, "--requests-per-second", help="Request rate limit (0 = none).")
 SYNC = typer.Option(False, "--sync", help="Sync it now (in this process).")
 AS_JSON = typer.Option(False, "--json", help="Print the stored source as JSON.")
+INTERVAL = typer.Option("", "--interval", help="How often the scheduler syncs it (e.g. 15m, 1h, 1d; 0 = never); "
+                                              "default: CAIRN_SYNC_INTERVAL_SECONDS.")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -36,12 +38,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: bool) -> None:
+def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: bool, interval: str = "") -> None:
+    from workers.window import parse_duration
+
     try:
         config = parse_source({k: v for k, v in data.items() if v not in ("", [], None)})
-    except SourceConfigError as exc:
+        seconds = int(parse_duration(interval).total_seconds()) if interval else None
+    except (SourceConfigError, ValueError) as exc:
         _fail(str(exc))
-    _store(ctx.obj, [config])
+    catalog = _store(ctx.obj, [config])
+    if seconds is not None:
+        from workers.maintenance import set_interval
+
+        set_interval(catalog, config.name, seconds)
     summary = {"name": config.name, "kind": config.kind, "location": config.location(),
                "access": config.default_access}
     if as_json:
@@ -52,7 +61,7 @@ def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: boo
         _sync(ctx.obj, config.name, as_json)
 
 
-def _store(settings: Settings, configs: list[Any]) -> None:
+def _store(settings: Settings, configs: list[Any]) -> Any:
     """Write to the catalog only (no index stores), so this works while a server owns the index."""
     from indexer.catalog import Catalog
     from indexer.db import make_engine
@@ -65,6 +74,7 @@ def _store(settings: Settings, configs: list[Any]) -> None:
         if existing is not None and existing.kind != config.kind:
             _fail(f"source {config.name!r} exists with kind {existing.kind!r}; choose another name")
         catalog.upsert_source(config.name, config.kind, config.catalog_config(), config.default_access)
+    return catalog
 
 
 def _sync(settings: Settings, name: str, as_json: bool) -> None:
@@ -94,12 +104,12 @@ def add_gitlab(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: 
                no_code: bool = typer.Option(False, "--no-code"), no_issues: bool = typer.Option(False, "--no-issues"),
                no_merge_requests: bool = typer.Option(False, "--no-merge-requests"),
                access: list[str] = ACCESS, requests_per_second: float = RATE, sync: bool = SYNC,
-               as_json: bool = AS_JSON) -> None:
+               as_json: bool = AS_JSON, interval: str = INTERVAL) -> None:
     """GitLab: a group's projects (or --project ...): code, issues and merge requests."""
     _register(ctx, {"kind": "gitlab", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
                     "group": group, "projects": project, "ref": ref, "internal_principal": internal_principal,
                     "code": not no_code, "issues": not no_issues, "merge_requests": not no_merge_requests,
-                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json)
+                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
 
 
 def _access_map(values: list[str]) -> dict[str, list[str]]:
@@ -123,13 +133,13 @@ def add_jira(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: st
              project_access: list[str] = typer.Option([], "--project-access", help="KEY=PRINCIPAL (repeatable)."),
              custom_field: list[str] = typer.Option([], "--custom-field", help="FIELD_ID=Label (repeatable)."),
              access: list[str] = ACCESS, requests_per_second: float = RATE, sync: bool = SYNC,
-             as_json: bool = AS_JSON) -> None:
+             as_json: bool = AS_JSON, interval: str = INTERVAL) -> None:
     """Jira: issues of projects or of a JQL, with comments."""
     fields = {k: v[0] for k, v in _access_map(custom_field).items()}
     _register(ctx, {"kind": "jira", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
                     "username": username, "projects": project, "jql": jql, "deployment": deployment,
                     "permissions": permissions, "access": _access_map(project_access), "custom_fields": fields,
-                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json)
+                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
 
 
 @add_app.command("confluence")
@@ -142,12 +152,12 @@ def add_confluence(ctx: typer.Context, name: str = NAME, url: str = URL, token_e
                    space_access: list[str] = typer.Option([], "--space-access", help="KEY=PRINCIPAL (repeatable)."),
                    timezone: str = typer.Option("UTC", "--timezone", help="Zone CQL dates are read in."),
                    access: list[str] = ACCESS, requests_per_second: float = RATE, sync: bool = SYNC,
-                   as_json: bool = AS_JSON) -> None:
+                   as_json: bool = AS_JSON, interval: str = INTERVAL) -> None:
     """Confluence: pages and blog posts of spaces."""
     _register(ctx, {"kind": "confluence", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
                     "username": username, "spaces": space, "blogposts": not no_blogposts, "deployment": deployment,
                     "permissions": permissions, "access": _access_map(space_access), "timezone": timezone,
-                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json)
+                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
 
 
 @sources_app.command("load")

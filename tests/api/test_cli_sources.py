@@ -66,3 +66,18 @@ def test_load_a_sources_file(cli, tmp_path):
     clash = tmp_path / "clash.yaml"
     clash.write_text("sources:\n  - {name: gitlab, kind: jira, url: 'https://j.example', projects: [A]}\n")
     assert "exists with kind 'gitlab'" in cli("sources", "load", str(clash), code=2).output
+
+
+def test_add_with_an_interval_schedules_the_source_and_a_bad_interval_stores_nothing(cli):
+    from workers.maintenance import intervals
+
+    cli("sources", "add", "jira", "--name", "tickets", "--url", "https://example.atlassian.net",
+        "--token-env", "JIRA_TOKEN", "--project", "SHOP", "--interval", "30m")
+    cli("sources", "add", "confluence", "--name", "wiki", "--url", "https://wiki.example.com",
+        "--token-env", "WIKI_TOKEN", "--space", "ENG", "--interval", "0")
+    cli("sources", "add", "confluence", "--name", "docs", "--url", "https://wiki.example.com",
+        "--token-env", "WIKI_TOKEN", "--space", "DOC")
+    assert intervals(cli.catalog()) == {"tickets": 1800, "wiki": 0}  # docs: the default interval
+    refused = cli("sources", "add", "jira", "--name", "later", "--url", "https://example.atlassian.net",
+                  "--token-env", "JIRA_TOKEN", "--project", "OPS", "--interval", "soon", code=2)
+    assert "not a duration" in refused.output and cli.catalog().get_source("later") is None
