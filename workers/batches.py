@@ -60,7 +60,6 @@ class ReadyBatch:
     chunks_embedded: int = 0
     tries: int = 0
     model: str = ""  # the embedding model that made the vectors (the index node checks it)
-    secret_files: int = 0
 
     def to_json(self) -> dict:
         docs = [{"doc": document_to_json(r.doc), "chunks": [_chunk_json(c) for c in r.chunks],
@@ -69,7 +68,7 @@ class ReadyBatch:
         return {"job_id": self.job_id, "batch_id": self.batch_id, "source": self.source, "kind": self.kind,
                 "rewrite": self.rewrite, "documents": docs, "deletions": self.deletions,
                 "quarantined": self.quarantined, "chunks_embedded": self.chunks_embedded, "tries": self.tries,
-                "model": self.model, "secret_files": self.secret_files}
+                "model": self.model}
 
     @classmethod
     def from_json(cls, data: dict) -> ReadyBatch:
@@ -82,8 +81,7 @@ class ReadyBatch:
         return cls(job_id=data["job_id"], batch_id=data["batch_id"], source=data["source"], kind=data["kind"],
                    rewrite=bool(data["rewrite"]), documents=docs, deletions=list(data["deletions"]),
                    quarantined=int(data["quarantined"]), chunks_embedded=int(data["chunks_embedded"]),
-                   tries=int(data.get("tries", 0)), model=str(data.get("model", "")),
-                   secret_files=int(data.get("secret_files", 0)))
+                   tries=int(data.get("tries", 0)), model=str(data.get("model", "")))
 
 
 def _chunk_json(chunk: Chunk) -> dict[str, Any]:
@@ -116,12 +114,10 @@ def prepare_documents(ctx: WorkerContext, docs: Sequence[Document]) -> tuple[lis
 
 def embed_batch(ctx: WorkerContext, job_id: str, batch: str, source: str, docs: Sequence[Document],
                 rewrite: bool = False, prepare: Prepare = prepare_documents) -> EmbedOutcome:
-    """Turn documents into a ready batch, quarantining documents that keep failing. Secrets are
-    screened first, as in the in-process pipeline: secret files are skipped (and deleted from the
-    index if they were indexed before), credentials redacted before anything is chunked or embedded."""
+    """Turn documents into a ready batch, quarantining documents that keep failing. The documents
+    arrive screened: the crawl redacted them and kept secret files out before sending them."""
     limit = ctx.settings.quarantine_after
     ready = ReadyBatch(job_id=job_id, batch_id=batch, source=source, rewrite=rewrite)
-    docs = _screen_secrets(ctx, docs, ready)
     seen = ctx.state.attempts([d.id for d in docs])
     current = {d.id: seen[d.id] for d in docs if d.id in seen and seen[d.id].version == d.version}
     todo: list[Document] = []
@@ -147,15 +143,6 @@ def embed_batch(ctx: WorkerContext, job_id: str, batch: str, source: str, docs: 
     if ready.documents:
         ready.model = ctx.embedder.model_name
     return EmbedOutcome(ready, retry)
-
-
-def _screen_secrets(ctx: WorkerContext, docs: Sequence[Document], ready: ReadyBatch) -> list[Document]:
-    screened = ctx.secrets.screen(docs)
-    if screened.skipped:
-        ctx.catalog.record_skipped(*screened.skipped)
-        ready.deletions = sorted(ctx.catalog.sources_of(screened.skipped_ids))  # indexed before: removed
-        ready.secret_files = len(screened.skipped)
-    return screened.documents
 
 
 def _one_by_one(ctx: WorkerContext, docs: Sequence[Document], ready: ReadyBatch, retry: list[Document],

@@ -235,7 +235,6 @@ def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch)
         ctx.catalog.clear_failure(item.doc.source, item.doc.path)
     recorded = {"docs": len(ready.documents) + len(ready.deletions), "files_changed": counts.docs_changed,
                 "files_deleted": counts.docs_deleted, "files_quarantined": ready.quarantined,
-                "secret_files": ready.secret_files,
                 "chunks_written": counts.chunks_written, "chunks_deleted": counts.chunks_deleted,
                 "chunks_embedded": ready.chunks_embedded}
     first = ctx.state.mark_applied(ready.job_id, ready.batch_id, ready.source, ready.kind, recorded)
@@ -270,8 +269,8 @@ def job_counts(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
     seconds = (dt.datetime.now(dt.UTC) - crawl.started_at).total_seconds() if crawl else 0.0
     return {"files_seen": own.get("files_seen", 0), "files_changed": applied["files_changed"],
             "files_deleted": applied["files_deleted"],
-            "files_skipped": own.get("files_skipped", 0) + applied["files_quarantined"] + applied["secret_files"],
-            "secret_files": own.get("secret_files", 0) + applied["secret_files"],
+            "files_skipped": own.get("files_skipped", 0) + applied["files_quarantined"],
+            "secret_files": own.get("secret_files", 0),
             "files_failed": own.get("files_failed", 0),
             "files_quarantined": own.get("files_quarantined", 0) + applied["files_quarantined"],
             "chunks_written": applied["chunks_written"], "chunks_deleted": applied["chunks_deleted"],

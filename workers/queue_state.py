@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from indexer.catalog_schema import document_attempts, queue_batches, queue_crawls
 from indexer.documents import Document
 
-APPLIED_COUNT_KEYS = ("files_changed", "files_deleted", "files_quarantined", "secret_files", "chunks_written",
+APPLIED_COUNT_KEYS = ("files_changed", "files_deleted", "files_quarantined", "chunks_written",
                       "chunks_deleted", "chunks_embedded", "docs")
 
 
