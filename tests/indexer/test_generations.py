@@ -55,9 +55,9 @@ def assert_stores_agree(svc: IndexServices) -> set[str]:
     return ids
 
 
-@pytest.fixture
-def old_index(settings: Settings, embedder, make_repo, monkeypatch):
-    """A data directory indexed by the previous INDEX_VERSION; returns (repo, its answers, chunk ids)."""
+def build_old_index(settings: Settings, embedder, make_repo, monkeypatch):
+    """Index FILES into `settings`' data dir with the previous INDEX_VERSION; returns (repo, its
+    answers, chunk ids)."""
     repo = make_repo("repo")
     for path, text in FILES.items():
         repo.write(path, text)
@@ -71,6 +71,12 @@ def old_index(settings: Settings, embedder, make_repo, monkeypatch):
         svc.close()
     assert all(before.values())
     return repo, before, ids
+
+
+@pytest.fixture
+def old_index(settings: Settings, embedder, make_repo, monkeypatch):
+    """A data directory indexed by the previous INDEX_VERSION; returns (repo, its answers, chunk ids)."""
+    return build_old_index(settings, embedder, make_repo, monkeypatch)
 
 
 class Gate:
@@ -264,16 +270,7 @@ def _aliases(server) -> dict[str, str]:
 def test_qdrant_backend_builds_a_new_collection_and_swaps_the_alias(tmp_path, embedder, make_repo,
                                                                      monkeypatch, qdrant_server):
     settings = Settings(data_dir=tmp_path / "data", vector_backend="qdrant", qdrant_url=":memory:")
-    repo = make_repo("repo")
-    for path, text in FILES.items():
-        repo.write(path, text)
-    repo.commit("corpus")
-    with monkeypatch.context() as patch:
-        patch.setattr(services_module, "INDEX_VERSION", INDEX_VERSION - 1)
-        svc = IndexServices.open(settings, embedder=embedder)
-        index_repo(svc, repo)
-        before, ids = answers(svc), assert_stores_agree(svc)
-        svc.close()
+    repo, before, ids = build_old_index(settings, embedder, make_repo, monkeypatch)
     assert _aliases(qdrant_server) == {"cairn_chunks": "cairn_chunks_g1"}
 
     svc = IndexServices.open(settings, embedder=embedder)
@@ -439,15 +436,7 @@ def test_while_another_process_builds_an_open_neither_recovers_nor_builds(tmp_pa
     from indexer.services import build_lock
 
     settings = Settings(data_dir=tmp_path / "data", vector_backend="qdrant", qdrant_url=":memory:")
-    repo = make_repo("repo")
-    for path, text in FILES.items():
-        repo.write(path, text)
-    repo.commit("corpus")
-    with monkeypatch.context() as patch:
-        patch.setattr(services_module, "INDEX_VERSION", INDEX_VERSION - 1)
-        svc = IndexServices.open(settings, embedder=embedder)
-        index_repo(svc, repo)
-        svc.close()
+    build_old_index(settings, embedder, make_repo, monkeypatch)
     svc = IndexServices.open(settings, embedder=embedder)
     gate = start_blocked(svc)  # this "process" builds, holding the build lock
     try:
