@@ -270,7 +270,7 @@ def _aliases(server) -> dict[str, str]:
 def test_qdrant_backend_builds_a_new_collection_and_swaps_the_alias(tmp_path, embedder, make_repo,
                                                                      monkeypatch, qdrant_server):
     settings = Settings(data_dir=tmp_path / "data", vector_backend="qdrant", qdrant_url=":memory:")
-    repo, before, ids = build_old_index(settings, embedder, make_repo, monkeypatch)
+    _repo, before, ids = build_old_index(settings, embedder, make_repo, monkeypatch)
     assert _aliases(qdrant_server) == {"cairn_chunks": "cairn_chunks_g1"}
 
     svc = IndexServices.open(settings, embedder=embedder)
