@@ -1,8 +1,10 @@
 """Code-aware tokens: identifiers split on camelCase and snake_case, shared by indexing and query analysis."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+from collections.abc import Iterator, Mapping
 
 # Tantivy's simple tokenizer drops tokens of this many UTF-8 bytes or more (RemoveLongFilter(40)).
 MAX_TOKEN_BYTES = 40
@@ -12,7 +14,6 @@ _IDENT_SEPARATOR = re.compile(r"[\W_]+")
 # Zero-width camelCase boundaries: fooBar | HTTPResponse | http2Server.
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[0-9])(?=[A-Z][a-z])")
 _WORD_RUN = re.compile(r"\w+")  # identifier-shaped runs, underscores included
-_ASCII_WORD_RUN = re.compile(r"[A-Za-z0-9_]+")  # the same for ASCII text, about twice as fast
 
 
 def split_identifier(identifier: str) -> list[str]:
@@ -37,14 +38,53 @@ _expand_cached = functools.lru_cache(maxsize=1 << 17)(_expand_word)
 _CACHED_WORD_CHARS = 64
 
 
-def expand_identifiers(text: str) -> str:
-    """The text's words, space-separated, each compound identifier as its joined form then its parts.
+# ASCII text as runs of (separators and simple words) each followed by a possibly compound word: a
+# word that may split into several parts (an underscore or a camelCase boundary; a superset of the
+# words `split_identifier` splits, the others expand to themselves). Simple words are lower-case,
+# Capitalised or UPPER-case; every quantifier is possessive and each run ends in a word or at the
+# end, so a search never restarts inside a word and the scan stays linear.
+_ASCII_SIMPLE = r"[a-z0-9]++(?![A-Z_])|[A-Z][a-z0-9]++(?![A-Z_])|[A-Z0-9]++(?![a-z_])"
+_ASCII_COMPOUND_RUNS = re.compile(rf"((?:[^A-Za-z0-9_]++|{_ASCII_SIMPLE})*+)([A-Za-z0-9_]++|\Z)")
 
-    `parseHttpResponse(x)` becomes `parsehttpresponse parse http response x`, so a plain
+
+def _expand_any(word: str) -> str:
+    return _expand_cached(word) if len(word) < _CACHED_WORD_CHARS else _expand_word(word)
+
+
+# Expansions computed elsewhere (a process that prepared the batch), by text; see `known_expansions`.
+_known: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def known_expansions(expansions: Mapping[str, str]) -> Iterator[None]:
+    """Within the block `expand_identifiers` returns these expansions for their texts instead of
+    computing them again. Keyed by the text itself, so whoever fills it, an answer is always right."""
+    _known.update(expansions)
+    try:
+        yield
+    finally:
+        for text in expansions:
+            _known.pop(text, None)
+
+
+def expand_identifiers(text: str) -> str:
+    """The text with each compound identifier replaced by its joined form then its parts.
+
+    `parseHttpResponse(x)` becomes `parsehttpresponse parse http response(x)`, so a plain
     alphanumeric tokenizer (tantivy's simple tokenizer + lowercase) yields exactly `code_tokens`.
-    The joined form makes `parse_http_response` and `parseHttpResponse` the same whole token."""
-    words = (_ASCII_WORD_RUN if text.isascii() else _WORD_RUN).findall(text)
-    return " ".join([_expand_cached(w) if len(w) < _CACHED_WORD_CHARS else _expand_word(w) for w in words])
+    The joined form makes `parse_http_response` and `parseHttpResponse` the same whole token.
+    ASCII text keeps everything between its compound identifiers (only the tokens and their order
+    matter); other text becomes its words, space-separated."""
+    if _known:
+        known = _known.get(text)
+        if known is not None:
+            return known
+    if text.isascii():
+        # ['', run, compound, '', run, compound, ...]: the runs stay, the compounds are expanded
+        pieces = _ASCII_COMPOUND_RUNS.split(text)
+        pieces[2::3] = [_expand_any(w) for w in pieces[2::3]]
+        return "".join(pieces)
+    return " ".join([_expand_any(w) for w in _WORD_RUN.findall(text)])
 
 
 def code_tokens(text: str) -> list[str]:

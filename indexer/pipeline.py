@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from indexer.catalog import Catalog
-from indexer.chunking import ChunkLimits, chunk_document
+from indexer.chunking import chunk_document
 from indexer.documents import Chunk, Document
 from indexer.fastembed_embedder import CachedEmbedder
-from indexer.secret_screen import SecretScreen
+from indexer.identifiers import known_expansions
+from indexer.lexical_prep import BatchPreparer, ChunkingOptions, PreparedBatch, prepare_batch
+from indexer.secret_screen import Screened, SecretScreen
 from indexer.secrets_log import RedactionLog
 from indexer.stores import FullTextIndex, VectorPoint, VectorStore
 
@@ -27,11 +29,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (chunks processed, chunks embedded) per batch
 
 
-@dataclass(frozen=True)
-class ChunkingOptions:
-    max_lines: int = 80
-    min_lines: int = 8
-    limits: ChunkLimits = field(default_factory=ChunkLimits)  # document size, chunk characters, parse time (hostile input)
+__all__ = ["BatchCounts", "ChunkingOptions", "Pipeline", "PreparedBatch", "ReadyDocument"]
 
 
 @dataclass
@@ -45,7 +43,7 @@ class BatchCounts:
     chunks_embedded: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: "BatchCounts") -> None:
+    def add(self, other: BatchCounts) -> None:
         for name in ("docs_changed", "docs_deleted", "chunks_written", "chunks_deleted", "chunks_embedded"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -63,16 +61,17 @@ class Pipeline:
     """The only writer of indexed content: everything that changes the index goes through here."""
 
     def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore,
-                 embedder: CachedEmbedder, chunking: ChunkingOptions = ChunkingOptions(),
-                 embed_batch: int = 256, secrets: SecretScreen | None = None) -> None:
+                 embedder: CachedEmbedder, chunking: ChunkingOptions | None = None,
+                 embed_batch: int = 256, secrets: SecretScreen | None = None, prepare_workers: int = 0) -> None:
         self.catalog = catalog
         self.secrets = secrets or SecretScreen()
         self.redactions = RedactionLog(catalog.engine)
         self.fulltext = fulltext
         self.vectors = vectors
         self.embedder = embedder
-        self.chunking = chunking
+        self.chunking = chunking or ChunkingOptions()
         self.embed_batch = embed_batch
+        self.prepare_workers = prepare_workers  # processes preparing a sync's batches (0: in-process)
         # Held by every write (one batch at a time); backup and generation swaps take it to pause writes.
         self.write_lock = threading.RLock()
 
@@ -85,9 +84,31 @@ class Pipeline:
         return chunk_document(doc, max_lines=self.chunking.max_lines, min_lines=self.chunking.min_lines,
                               limits=self.chunking.limits)
 
-    def _screen(self, docs: Sequence[Document], counts: BatchCounts) -> list[Document]:
+    def preparer(self) -> BatchPreparer:
+        """Prepares batches for `apply_prepared` (in worker processes when `prepare_workers` > 0)."""
+        return BatchPreparer(self.secrets, self.chunking, self.prepare_workers)
+
+    def prepare_lexical(self, docs: Sequence[Document]) -> PreparedBatch:
+        """The first half of phase 1, in this process: screen and chunk (reads and writes nothing)."""
+        return prepare_batch(self.secrets, self.chunking, docs)
+
+    def apply_lexical(self, docs: Sequence[Document], rewrite: bool = False) -> BatchCounts:
+        """Phase 1 for a batch: chunks into tantivy and the catalog; stale chunks out of both stores.
+
+        `rewrite` writes every chunk again (a full reindex repairing drift), not only new ones."""
+        if not docs:
+            return BatchCounts()
+        return self.apply_prepared(self.prepare_lexical(docs), rewrite)
+
+    def apply_prepared(self, prepared: PreparedBatch, rewrite: bool = False) -> BatchCounts:
+        """The second half of phase 1: write a prepared batch (secret files out, chunks in)."""
+        counts = BatchCounts()
+        with self.write_lock:
+            return self._apply_prepared(prepared, rewrite, counts)
+
+    def _screened(self, screened: Screened, counts: BatchCounts) -> list[Document]:
         """Secret files out (recorded as skipped, removed if indexed before); the rest redacted."""
-        screened = self.secrets.screen(docs)
+        self.secrets.report(screened)
         if screened.skipped:
             self.catalog.record_skipped(*screened.skipped)
             indexed = list(self.catalog.sources_of(screened.skipped_ids))
@@ -97,21 +118,11 @@ class Pipeline:
         counts.extra["secrets_redacted"] = sum(len(found) for found in screened.findings.values())
         return screened.documents
 
-    def apply_lexical(self, docs: Sequence[Document], rewrite: bool = False) -> BatchCounts:
-        """Phase 1 for a batch: chunks into tantivy and the catalog; stale chunks out of both stores.
-
-        `rewrite` writes every chunk again (a full reindex repairing drift), not only new ones."""
-        counts = BatchCounts()
+    def _apply_prepared(self, prepared: PreparedBatch, rewrite: bool, counts: BatchCounts) -> BatchCounts:
+        docs = self._screened(prepared.screened, counts)
         if not docs:
             return counts
-        with self.write_lock:
-            return self._apply_lexical(docs, rewrite, counts)
-
-    def _apply_lexical(self, docs: Sequence[Document], rewrite: bool, counts: BatchCounts) -> BatchCounts:
-        docs = self._screen(docs, counts)
-        if not docs:
-            return counts
-        chunked = {doc.id: self._chunk(doc) for doc in docs}
+        chunked = prepared.chunks
         old = self.catalog.chunk_ids_for(list(chunked))
         by_source: dict[str, list[str]] = {}
         fresh: list[Chunk] = []
@@ -126,7 +137,8 @@ class Pipeline:
                 self.fulltext.delete(source, stale)
                 self.vectors.delete(stale)
                 counts.chunks_deleted += len(stale)
-        self.fulltext.upsert(fresh)
+        with known_expansions(prepared.expansions):
+            self.fulltext.upsert(fresh)
         self.fulltext.commit()
         self.catalog.replace_documents([(doc, chunked[doc.id], None) for doc in docs], state="lexical")
         self.redactions.record(docs)

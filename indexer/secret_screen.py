@@ -55,15 +55,20 @@ class SecretScreen:
     def __init__(self, allow: Sequence[str] = (), allow_paths: Sequence[str] = ()) -> None:
         self.detector = SecretDetector(allow)
         self.allow_paths = tuple(glob_pattern(g) for g in allow_paths if g.strip())
+        # The policy as given, so a worker process can build the same screen (the detector's rules
+        # hold functions, so the screen itself does not travel).
+        self.config: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(allow), tuple(allow_paths))
 
     def exempt(self, path: str) -> bool:
         path = path.replace("\\", "/").lstrip("/")
         return any(p.match(path) for p in self.allow_paths)
 
-    def screen(self, docs: Sequence[Document]) -> Screened:
+    def screen(self, docs: Sequence[Document], report: bool = True) -> Screened:
+        """Screen a batch. `report=False` logs nothing: the caller logs the result with `report`
+        (a batch screened in a worker process is logged by the process that writes it)."""
         out = Screened([], [])
         for doc in docs:
-            result, found = self.prepare(doc)
+            result, found = self.check(doc)
             if isinstance(result, Skipped):
                 out.skipped.append(result)
                 out.skipped_ids.append(doc.id)
@@ -71,30 +76,61 @@ class SecretScreen:
             out.documents.append(result)
             if found:
                 out.findings[doc.id] = found
+        if report:
+            self.report(out)
         return out
 
     def prepare(self, doc: Document) -> tuple[Document | Skipped, tuple[Finding, ...]]:
-        """The document to index (redacted, same version) with its findings, or why it is skipped."""
+        """The document to index (redacted, same version) with its findings, or why it is skipped; logged."""
+        result, found = self.check(doc)
+        if isinstance(result, Skipped):
+            _log_skip(doc.id, result)
+        elif found:
+            log_findings(doc.id, found)
+        return result, found
+
+    def check(self, doc: Document) -> tuple[Document | Skipped, tuple[Finding, ...]]:
+        """`prepare` without logging."""
         if self.exempt(doc.path):
             return doc, ()
         try:
-            return self._prepare(doc)
+            return self._check(doc)
         except Exception as exc:  # noqa: BLE001 - fail closed: a file we cannot check is not indexed
-            log.warning("secret scan of %s failed (%s): not indexed", doc.id, type(exc).__name__)
             return Skipped(doc.source, doc.path, SkipReason.SECRET_FILE,
-                           f"secret scan failed ({type(exc).__name__}); not indexed"), ()
+                           f"{SCAN_FAILED} ({type(exc).__name__}); not indexed"), ()
 
-    def _prepare(self, doc: Document) -> tuple[Document | Skipped, tuple[Finding, ...]]:
+    def _check(self, doc: Document) -> tuple[Document | Skipped, tuple[Finding, ...]]:
         reason = secret_file_reason(doc.path, doc.content)
         if reason is not None:
-            log.info("skipping %s: secret file (%s)", doc.id, reason)
             return Skipped(doc.source, doc.path, SkipReason.SECRET_FILE, reason), ()
         body = self.detector.redact(doc.content)
         title = self.detector.redact(doc.title) if doc.title else None
         found = body.findings + tuple(replace(f, line=0) for f in (title.findings if title else ()))
         if not found:
             return doc, ()
-        where = ", ".join(f"{f.rule} line {f.line}" if f.line else f"{f.rule} in title" for f in found[:LOGGED_FINDINGS])
-        more = f" and {len(found) - LOGGED_FINDINGS} more" if len(found) > LOGGED_FINDINGS else ""
-        log.info("redacted %d secret(s) in %s: %s%s", len(found), doc.id, where, more)
         return replace(doc, content=body.text, title=title.text if title else doc.title), found
+
+    @staticmethod
+    def report(screened: Screened) -> None:
+        """Log what a screen did: secret files skipped, and per document the rules and lines redacted."""
+        for doc_id, skip in zip(screened.skipped_ids, screened.skipped):
+            _log_skip(doc_id, skip)
+        for doc_id, found in screened.findings.items():
+            log_findings(doc_id, found)
+
+
+SCAN_FAILED = "secret scan failed"
+
+
+def _log_skip(doc_id: str, skip: Skipped) -> None:
+    if skip.detail.startswith(SCAN_FAILED):
+        log.warning("%s of %s: %s", SCAN_FAILED, doc_id, skip.detail.removeprefix(SCAN_FAILED).strip())
+    else:
+        log.info("skipping %s: secret file (%s)", doc_id, skip.detail)
+
+
+def log_findings(doc_id: str, found: Sequence[Finding]) -> None:
+    """One line per document: how many secrets, then each rule and line. Never a value."""
+    where = ", ".join(f"{f.rule} line {f.line}" if f.line else f"{f.rule} in title" for f in found[:LOGGED_FINDINGS])
+    more = f" and {len(found) - LOGGED_FINDINGS} more" if len(found) > LOGGED_FINDINGS else ""
+    log.info("redacted %d secret(s) in %s: %s%s", len(found), doc_id, where, more)

@@ -96,8 +96,9 @@ class IndexServices:
         chunking = ChunkingOptions(max_lines=settings.max_chunk_lines, min_lines=settings.min_chunk_lines,
                                    limits=chunk_limits(settings))
         secrets = SecretScreen(settings.secret_allowlist, settings.secret_allowlist_paths)
+        # Batch preparation uses the process-wide pool of indexer/lexical_prep.py (shut down at exit).
         pipeline = Pipeline(catalog, SlotFullText(slot), SlotVectors(slot), SlotEmbedder(slot), chunking,
-                            secrets=secrets)
+                            secrets=secrets, prepare_workers=settings.index_workers)
         services = cls(settings, catalog, fulltext, vectors, serving or embedder, pipeline)
         services.generations = GenerationBuilder(services, stores, slot, building, CachedEmbedder(embedder, cache),
                                                  lock=build_lock(catalog, settings))

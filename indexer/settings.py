@@ -52,6 +52,9 @@ class Settings(BaseSettings):
                                 "(any source's documents: files, tickets and pages; recorded as too_large).")
     max_chunk_chars: int = Field(default=16_000, ge=1000, description="Chunks with more characters than this "
                                  "are split (a very long line is cut across several chunks).")
+    index_workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=0, description="Processes "
+                               "that screen and chunk a sync's next batches while the current one is written "
+                               "(default: the cores, at most 4; 0 = all in the syncing process).")
     parse_timeout_seconds: float = Field(default=2.0, gt=0, description="Per document: tree-sitter parsing and "
                                          "symbol layout past this fall back to line chunks.")
     shutdown_grace_seconds: int = Field(default=30, ge=1, description="On SIGTERM `cairn serve` waits this long "

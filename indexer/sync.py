@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -11,9 +12,11 @@ from connectors.base import Connector
 from indexer.catalog import Catalog
 from indexer.chunking.limits import oversize_skip
 from indexer.documents import Access, Deletion, Document, Skipped, SyncFailure
+from indexer.lexical_prep import Pending, PreparedBatch
 from indexer.pipeline import BatchCounts, Pipeline
 
 log = logging.getLogger(__name__)
+IN_FLIGHT = 2  # batches cut and being prepared while the one before is written
 
 
 @dataclass
@@ -48,11 +51,13 @@ Observer = Callable[[str, SyncCounts], None]  # (phase, counts) after every batc
 class SyncRunner:
     """Feeds a connector's items to the pipeline in batches; one bad item never stops the sync."""
 
-    def __init__(self, pipeline: Pipeline, batch_docs: int = 200, batch_bytes: int = 4_000_000) -> None:
+    def __init__(self, pipeline: Pipeline, batch_docs: int = 200, batch_bytes: int = 4_000_000,
+                 in_flight: int = IN_FLIGHT) -> None:
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
         self.batch_docs = batch_docs
         self.batch_bytes = batch_bytes
+        self.in_flight = in_flight
 
     def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
         started = time.monotonic()
@@ -62,7 +67,7 @@ class SyncRunner:
         checkpoint = None if full else self.catalog.get_checkpoint(source)
         known = {} if full else self._known(source, connector)
         failed = self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full,
-                               saved=self._checkpoint_saver(connector, source))
+                               partial=self._checkpoint_reader(connector), source=source)
         if full:
             self._prune(connector, source, counts)
         if observe:
@@ -78,62 +83,76 @@ class SyncRunner:
     def _known(self, source: str, connector: Connector) -> dict[str, str]:
         return known_versions(self.catalog, source, connector)
 
-    def _checkpoint_saver(self, connector: Connector, source: str) -> Callable[[], None] | None:
-        """For connectors that can say mid-sync how far they got (ticket/page sources): store that
-        after every flushed batch, so a sync killed part-way resumes there instead of from the start."""
-        partial = getattr(connector, "partial_checkpoint", None)
-        if partial is None:
-            return None
-
-        def save() -> None:
-            checkpoint = partial()
-            if checkpoint is not None:
-                self.catalog.set_checkpoint(source, checkpoint)
-        return save
+    def _checkpoint_reader(self, connector: Connector) -> Callable[[], object] | None:
+        """For connectors that can say mid-sync how far they got (ticket/page sources): read when a
+        batch is cut and stored once that batch is applied, so a sync killed part-way resumes there
+        instead of from the start (and never past a batch read ahead but not yet applied)."""
+        return getattr(connector, "partial_checkpoint", None)
 
     def _consume(self, items: Iterable, counts: SyncCounts, observe: Observer | None, rewrite: bool,
-                 saved: Callable[[], None] | None = None) -> set[str]:
-        """Apply the items; returns the names of the items that failed."""
+                 partial: Callable[[], object] | None = None, source: str = "") -> set[str]:
+        """Apply the items; returns the names of the items that failed.
+
+        Batches are prepared (screened, chunked) ahead, in worker processes when there are any, while
+        the batch before is written; they are applied strictly in the order they were cut, at most
+        IN_FLIGHT waiting. A stop (an observer raising between batches) drops the waiting ones."""
         batch: list[Document] = []
         failed: set[str] = set()
         size = 0
         deletions: list[str] = []
-        for item in items:
-            if isinstance(item, Document) and (too_large := oversize_skip(item, self.pipeline.chunking.limits)):
-                deletions.append(item.id)  # any source's document over the size limit: skipped, and an
-                item = too_large  # older version of it no longer searchable
-            if isinstance(item, Document):
-                counts.files_seen += 1
-                batch.append(item)
-                size += len(item.content)
-                if len(batch) >= self.batch_docs or size >= self.batch_bytes:
-                    self._flush(batch, counts, observe, rewrite)
-                    batch, size = [], 0
-                    if saved:
-                        saved()
-            elif isinstance(item, Deletion):
-                deletions.append(item.doc_id)
-            elif isinstance(item, Skipped):
-                counts.files_seen += 1
-                counts.files_skipped += 1
-                self.catalog.record_skipped(item)
-            elif isinstance(item, SyncFailure):
-                counts.files_seen += 1
-                counts.files_failed += 1
-                self.catalog.record_failure(item)
-                failed.add(item.item)
-                log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
-        self._flush(batch, counts, observe, rewrite)
+        preparer = self.pipeline.preparer()
+        waiting: deque[tuple[Pending, list[Document], object]] = deque()
+
+        def apply_next() -> None:
+            pending, docs, checkpoint = waiting.popleft()
+            self._flush(preparer.result(pending), docs, counts, observe, rewrite,
+                        saved=None if checkpoint is None else lambda: self.catalog.set_checkpoint(source, checkpoint))
+
+        try:
+            for item in items:
+                if isinstance(item, Document) and (too_large := oversize_skip(item, self.pipeline.chunking.limits)):
+                    deletions.append(item.id)  # any source's document over the size limit: skipped, and an
+                    item = too_large  # older version of it no longer searchable
+                if isinstance(item, Document):
+                    counts.files_seen += 1
+                    batch.append(item)
+                    size += len(item.content)
+                    if len(batch) >= self.batch_docs or size >= self.batch_bytes:
+                        checkpoint = partial() if partial else None  # how far the connector got: this batch
+                        waiting.append((preparer.submit(batch), batch, checkpoint))
+                        batch, size = [], 0
+                        while len(waiting) > self.in_flight:
+                            apply_next()
+                elif isinstance(item, Deletion):
+                    deletions.append(item.doc_id)
+                elif isinstance(item, Skipped):
+                    counts.files_seen += 1
+                    counts.files_skipped += 1
+                    self.catalog.record_skipped(item)
+                elif isinstance(item, SyncFailure):
+                    counts.files_seen += 1
+                    counts.files_failed += 1
+                    self.catalog.record_failure(item)
+                    failed.add(item.item)
+                    log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
+            if batch:
+                waiting.append((preparer.submit(batch), batch, None))
+            while waiting:
+                apply_next()
+        finally:
+            for pending, _, _ in waiting:  # a stop or an error: batches read ahead are dropped unapplied
+                preparer.discard(pending)
         if deletions:
             counts.absorb(self.pipeline.delete(deletions))
         return failed
 
-    def _flush(self, batch: list[Document], counts: SyncCounts, observe: Observer | None, rewrite: bool) -> None:
-        if not batch:
-            return
-        counts.absorb(self.pipeline.apply_lexical(batch, rewrite=rewrite))
+    def _flush(self, prepared: PreparedBatch, batch: list[Document], counts: SyncCounts, observe: Observer | None,
+               rewrite: bool, saved: Callable[[], None] | None = None) -> None:
+        counts.absorb(self.pipeline.apply_prepared(prepared, rewrite=rewrite))
         for source in {doc.source for doc in batch}:
             self.catalog.clear_failures(source, [doc.path for doc in batch if doc.source == source])
+        if saved:
+            saved()
         if observe:
             observe("lexical", counts)
 

@@ -1,0 +1,268 @@
+"""Prepares lexical batches (secret screening, chunking, chunk ids) before they are written.
+
+Preparing a batch reads nothing but the batch, so it can run in worker processes while the process
+that writes the index applies the batch before it (indexer/sync.py keeps a couple of batches in
+flight and applies them strictly in order). The pool is one per process, made on first use with the
+"forkserver" start method (the API server is multi-threaded and must not be forked), kept for the
+process's lifetime and shut down at exit. A batch whose worker dies, or that fails to travel, is
+prepared again in-process: nothing is lost, and the pool is made again for later batches.
+
+Workers log nothing themselves: what they would have logged travels back with the batch (secret
+findings as findings, logged by the writer through `SecretScreen.report`; other records as records)."""
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+from indexer.chunking import ChunkLimits, chunk_document
+from indexer.documents import Chunk, Document
+from indexer.identifiers import expand_identifiers
+from indexer.secret_screen import Screened, SecretScreen
+
+log = logging.getLogger(__name__)
+
+# Batches with less text than this are prepared in-process: shipping them costs more than it saves.
+MIN_POOL_BYTES = 64_000
+
+
+def default_workers() -> int:
+    return min(os.cpu_count() or 1, 4)
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    max_lines: int = 80
+    min_lines: int = 8
+    limits: ChunkLimits = field(default_factory=ChunkLimits)  # document size, chunk characters, parse time (hostile input)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch ready to write: screened (redacted documents, secret files, findings) and chunked,
+    each chunk's id already computed. `records`: what a worker logged, for the writer to log."""
+
+    screened: Screened
+    chunks: dict[str, list[Chunk]]  # document id → its chunks, for every screened document
+    records: list[logging.LogRecord] = field(default_factory=list)
+    # text → `expand_identifiers(text)` for the chunks' content, symbol and path (what tantivy indexes),
+    # when computed where the batch was prepared
+    expansions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def merge(cls, parts: Sequence[PreparedBatch]) -> PreparedBatch:
+        """The parts of one batch, prepared separately, as one batch in their order."""
+        if len(parts) == 1:
+            return parts[0]
+        screened = Screened([], [])
+        out = cls(screened, {})
+        for part in parts:
+            screened.documents.extend(part.screened.documents)
+            screened.skipped.extend(part.screened.skipped)
+            screened.skipped_ids.extend(part.screened.skipped_ids)
+            screened.findings.update(part.screened.findings)
+            out.chunks.update(part.chunks)
+            out.records.extend(part.records)
+            out.expansions.update(part.expansions)
+        return out
+
+
+def prepare_batch(screen: SecretScreen, chunking: ChunkingOptions, docs: Sequence[Document],
+                  expand: bool = False) -> PreparedBatch:
+    """Screen and chunk a batch (logging no findings: the writer reports them). `expand`: also the
+    identifier expansions tantivy will index (worth it where the batch is not written)."""
+    screened = screen.screen(docs, report=False)
+    prepared = PreparedBatch(screened, {})
+    for doc in screened.documents:
+        chunks = prepared.chunks[doc.id] = chunk_document(doc, max_lines=chunking.max_lines,
+                                                          min_lines=chunking.min_lines, limits=chunking.limits)
+        for chunk in chunks:
+            chunk.id  # noqa: B018 - computed (and cached on the chunk) where the batch is prepared
+            if expand:
+                for text in (chunk.content, chunk.symbol, chunk.path):
+                    if text not in prepared.expansions:
+                        prepared.expansions[text] = expand_identifiers(text)
+    return prepared
+
+
+# -- in a worker process ----------------------------------------------------------------------------
+
+_worker_screens: dict[tuple, SecretScreen] = {}
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:  # tracebacks do not pickle: keep their text
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        record.msg, record.args = record.getMessage(), None
+        self.records.append(record)
+
+
+def _prepare_in_worker(config: tuple, chunking: ChunkingOptions, docs: Sequence[Document],
+                       level: int) -> PreparedBatch:
+    screen = _worker_screens.get(config)
+    if screen is None:
+        screen = _worker_screens[config] = SecretScreen(*config)
+    root = logging.getLogger()
+    collect = _Collect()
+    root.setLevel(level)
+    root.addHandler(collect)
+    try:
+        prepared = prepare_batch(screen, chunking, docs, expand=True)
+    finally:
+        root.removeHandler(collect)
+    prepared.records = collect.records
+    return prepared
+
+
+# -- the pool (one per process) ----------------------------------------------------------------------
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is not None and _pool_size != workers:  # another size was asked for
+            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool = None
+        if _pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])  # workers start with this module imported
+            _pool, _pool_size = ProcessPoolExecutor(max_workers=workers, mp_context=context), workers
+        return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    """A broken pool is dropped; the next batch makes a new one."""
+    global _pool
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@atexit.register
+def shutdown_pool() -> None:
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def pool_processes() -> list:
+    """The live worker processes of the pool (for tests and diagnostics)."""
+    with _pool_lock:
+        pool = _pool
+    return list((pool._processes or {}).values()) if pool is not None else []
+
+
+@dataclass
+class Pending:
+    """A batch handed to the preparer: its parts, each with its future (None: prepare in-process)."""
+
+    parts: list[tuple[list[Document], Future | None, ProcessPoolExecutor | None]]
+
+
+class BatchPreparer:
+    """Prepares a sync's batches, in worker processes when there are any and the batch is big enough."""
+
+    def __init__(self, screen: SecretScreen, chunking: ChunkingOptions, workers: int,
+                 min_pool_bytes: int | None = None) -> None:
+        self.screen = screen
+        self.chunking = chunking
+        # Only the plain screen can be rebuilt in a worker from its configuration.
+        self.workers = workers if type(screen) is SecretScreen else 0
+        self.min_pool_bytes = MIN_POOL_BYTES if min_pool_bytes is None else min_pool_bytes
+        # parts prepared: "pool", "in_process"; "redone": parts the pool failed (dead worker) or refused,
+        # prepared in-process instead
+        self.stats: Counter[str] = Counter()
+
+    def submit(self, docs: Sequence[Document]) -> Pending:
+        docs = list(docs)
+        size = sum(len(d.content) for d in docs)
+        if self.workers <= 0 or size < self.min_pool_bytes or not docs:
+            return Pending([(docs, None, None)])
+        try:
+            pool = _executor(self.workers)
+        except (OSError, ValueError) as exc:  # no processes to be had: prepare here
+            log.warning("cannot start indexing workers (%s); preparing batches in-process", exc)
+            self.workers = 0
+            return Pending([(docs, None, None)])
+        level = logging.getLogger("indexer").getEffectiveLevel()
+        parts = []
+        for part in _split(docs, self.workers, size):
+            try:
+                future = pool.submit(_prepare_in_worker, self.screen.config, self.chunking, part, level)
+            except (BrokenProcessPool, RuntimeError) as exc:  # broken or shut down since
+                log.warning("indexing workers unavailable (%s: %s); preparing in-process", type(exc).__name__, exc)
+                _discard(pool)
+                self.stats["redone"] += 1  # prepared here when its turn comes
+                parts.append((part, None, None))
+                continue
+            parts.append((part, future, pool))
+        return Pending(parts)
+
+    def result(self, pending: Pending) -> PreparedBatch:
+        """The prepared batch, waiting for its workers; a part whose worker failed is redone here."""
+        prepared = []
+        for docs, future, pool in pending.parts:
+            if future is None:
+                self.stats["in_process"] += 1
+                prepared.append(prepare_batch(self.screen, self.chunking, docs))
+                continue
+            try:
+                part = future.result()
+            except Exception as exc:  # noqa: BLE001 - a dead worker, or a batch that did not travel
+                log.warning("preparing %d documents in a worker failed (%s: %s); preparing them in-process",
+                            len(docs), type(exc).__name__, exc)
+                if isinstance(exc, BrokenProcessPool) and pool is not None:
+                    _discard(pool)
+                self.stats["redone"] += 1
+                prepared.append(prepare_batch(self.screen, self.chunking, docs))
+                continue
+            self.stats["pool"] += 1
+            for record in part.records:
+                logger = logging.getLogger(record.name)
+                if logger.isEnabledFor(record.levelno):
+                    logger.handle(record)
+            part.records = []
+            prepared.append(part)
+        return PreparedBatch.merge(prepared)
+
+    @staticmethod
+    def discard(pending: Pending) -> None:
+        """Drop a batch that will not be applied (a stopped sync): queued work is cancelled."""
+        for _, future, _ in pending.parts:
+            if future is not None:
+                future.cancel()
+
+
+def _split(docs: list[Document], parts: int, size: int) -> list[list[Document]]:
+    """Consecutive runs of about equal text, one per worker (order kept)."""
+    if parts <= 1 or len(docs) < 2:
+        return [docs]
+    target = size / parts
+    out: list[list[Document]] = [[]]
+    filled = 0
+    for doc in docs:
+        if filled >= target * len(out) and len(out) < parts:
+            out.append([])
+        out[-1].append(doc)
+        filled += len(doc.content)
+    return [part for part in out if part]
