@@ -55,6 +55,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Columns of `Catalog.search_rows`, in order (title and url come from the chunk's document).
+SEARCH_COLUMNS = ("id", "doc_id", "source", "path", "start_line", "end_line", "content", "symbol", "kind",
+                  "language", "title", "url")
+
+
 def _batches(items: Sequence[str], size: int = BATCH) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -262,6 +267,19 @@ class Catalog:
     def get_chunks(self, chunk_ids: Iterable[str]) -> dict[str, ChunkRecord]:
         """Chunk rows with their document's title and url, by id (unknown ids are absent)."""
         return self._chunk_records(chunks.c.id, chunk_ids)
+
+    def search_rows(self, chunk_ids: Iterable[str]) -> dict[str, tuple]:
+        """What a search shows of each chunk, as plain tuples in `SEARCH_COLUMNS` order, by id.
+
+        The search path's hydration: one narrow indexed lookup per batch of ids and no record
+        objects, because it runs for ~100 candidates of every query (`get_chunks` costs ~5x more)."""
+        query = select(*(chunks.c[name] for name in SEARCH_COLUMNS[:-2]), documents.c.title,
+                       documents.c.url).select_from(chunks.outerjoin(documents, documents.c.id == chunks.c.doc_id))
+        out: dict[str, tuple] = {}
+        with self.engine.connect() as conn:
+            for batch in _batches(sorted(set(chunk_ids))):
+                out.update((row[0], tuple(row)) for row in conn.execute(query.where(chunks.c.id.in_(batch))))
+        return out
 
     def _chunk_records(self, column: Any, values: Iterable[str]) -> dict[str, ChunkRecord]:
         query = select(chunks, documents.c.title, documents.c.url).select_from(

@@ -300,11 +300,19 @@ class TantivyIndex:
         return tantivy.Query.boolean_query([(tantivy.Occur.Should, c) for c in clauses])
 
     def _filter_clauses(self, flt: SearchFilter) -> list[tantivy.Query]:
-        """ACL (any of the caller's principals) and scope, each a zero-score MUST clause."""
-        return [
-            tantivy.Query.const_score_query(tantivy.Query.term_set_query(self.schema, name, list(values)), 0.0)
-            for name, values in flt.field_values()
-        ]
+        """ACL (any of the caller's principals) and scope, each a zero-score MUST clause.
+
+        "Any of" is a disjunction of term queries rather than a `term_set_query`: the term set
+        unions every matching posting list up front (the ACL's `public` alone lists a tenth of the
+        index), the disjunction is advanced lazily against the text query; at a million chunks
+        that made ACL-filtered BM25 ~1.5x faster with identical results (bench/scale_1m.py)."""
+        clauses = []
+        for name, values in flt.field_values():
+            terms = [tantivy.Query.term_query(self.schema, name, value) for value in values]
+            either = terms[0] if len(terms) == 1 else tantivy.Query.boolean_query(
+                [(tantivy.Occur.Should, term) for term in terms])
+            clauses.append(tantivy.Query.const_score_query(either, 0.0))
+        return clauses
 
 
 def term_weights(terms: Iterable[tuple[str, float]]) -> dict[str, float]:

@@ -31,6 +31,17 @@ class Candidate:
     def with_score(self, score: float) -> Candidate:
         return replace(self, score=score)
 
+    def scored(self, score: float, features: dict[str, float]) -> Candidate:
+        """A copy with a new score and these features added: what every ranking stage does to each
+        candidate of every query, so it skips `dataclasses.replace`'s per-field re-validation (a
+        quarter of the reranker's time)."""
+        out = object.__new__(Candidate)
+        state = out.__dict__
+        state.update(self.__dict__)
+        state["score"] = score
+        state["features"] = {**self.features, **features}
+        return out
+
 
 @dataclass(frozen=True)
 class Hit:

@@ -1,10 +1,15 @@
 """The feature reranker: a weighted sum of explainable features, no model weights needed."""
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+
+# Features are pure functions of a path or symbol string; the same files come back query after
+# query, so their parsed forms are memoised (bounded: a few MB at most).
+_memo = functools.lru_cache(maxsize=1 << 16)
 
 from indexer.identifiers import code_tokens, split_identifier
 from retrieval.hits import Candidate
@@ -53,12 +58,14 @@ _DOCS_WORDS = _words("doc docs documentation documented readme example examples 
 _MODULE_NOISE = frozenset({"__init__", "index", "mod"})
 
 
+@_memo
 def is_test_path(path: str) -> bool:
     """Tests by location or name: tests/…, test_x.py, x_test.go, x.spec.ts, XTest.java, conftest.py."""
     parts = path.split("/")
     return any(p.lower() in _TEST_DIRS for p in parts[:-1]) or bool(_TEST_FILE.match(parts[-1]))
 
 
+@_memo
 def is_docs_path(path: str, kind: str = "code") -> bool:
     """Documentation and examples: docs/…, examples/…, *.md/*.rst, or a chunk of kind 'doc'."""
     parts = path.lower().split("/")
@@ -66,11 +73,13 @@ def is_docs_path(path: str, kind: str = "code") -> bool:
     return kind == "doc" or ext in _DOCS_EXTENSIONS or any(p in _DOCS_DIRS for p in parts[:-1])
 
 
+@_memo
 def _joined(name: str) -> str:
     """An identifier in one spelling: resolve_redirects, resolveRedirects → resolveredirects."""
     return "".join(split_identifier(name))
 
 
+@_memo
 def _components(dotted: str) -> tuple[str, ...]:
     return tuple(c for c in (_joined(part) for part in dotted.split(".")) if c)
 
@@ -113,6 +122,7 @@ class FeatureReranker:
 
     def __init__(self, weights: FeatureWeights | None = None) -> None:
         self.weights = weights or FeatureWeights()
+        self._terms = tuple((f.name, getattr(self.weights, f.name)) for f in fields(self.weights))
 
     def rerank(self, query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[Candidate]:
         if not candidates:
@@ -122,7 +132,7 @@ class FeatureReranker:
         out = []
         for cand in candidates:
             feats = features(view, cand, best)
-            out.append(replace(cand, score=self.weights.score(feats), features={**cand.features, **feats}))
+            out.append(cand.scored(sum(w * feats.get(name, 0.0) for name, w in self._terms), feats))
         return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
 
 
@@ -153,10 +163,16 @@ def _symbol_features(view: _QueryView, symbol: str) -> dict[str, float]:
             last = 1.0
         elif comps[-1] in ident:
             last = max(last, 0.5)
-    name = symbol.split(".")[-1]
-    parts = [p for p in split_identifier(name) if p not in STOP_WORDS] or split_identifier(name)
+    parts = _symbol_name_parts(symbol)
     share = sum(p in view.terms for p in parts) / len(parts) if parts else 0.0
     return {"symbol_exact": exact, "symbol_last": last, "symbol_parts": share}
+
+
+@_memo
+def _symbol_name_parts(symbol: str) -> tuple[str, ...]:
+    """The words of a symbol's last name, stop words left out unless that leaves none."""
+    name = symbol.split(".")[-1]
+    return tuple(p for p in split_identifier(name) if p not in STOP_WORDS) or tuple(split_identifier(name))
 
 
 def _dotted_suffix(short: tuple[str, ...], long: tuple[str, ...]) -> bool:
@@ -201,10 +217,7 @@ def _same_file(path: str, mentioned: str) -> bool:
 def _module_match(view: _QueryView, path: str) -> float:
     """1.0 when a dotted identifier starts with the file's module path (two or more parts, e.g.
     requests.sessions.Session in requests/sessions.py), 0.5 for one part (sessions.Session)."""
-    parts = posixpath.splitext(path)[0].split("/")
-    while parts and parts[-1] in _MODULE_NOISE:
-        parts.pop()  # a package's __init__.py / index.js stands for the package itself
-    module = [_joined(p) for p in parts]
+    module = _module_components(path)
     best = 0.0
     for ident in view.identifiers:
         if len(ident) < 2:
@@ -216,9 +229,23 @@ def _module_match(view: _QueryView, path: str) -> float:
     return best
 
 
+@_memo
+def _module_components(path: str) -> tuple[str, ...]:
+    """A file's module path in joined spelling: requests/sessions.py → (requests, sessions)."""
+    parts = posixpath.splitext(path)[0].split("/")
+    while parts and parts[-1] in _MODULE_NOISE:
+        parts.pop()  # a package's __init__.py / index.js stands for the package itself
+    return tuple(_joined(p) for p in parts)
+
+
+@_memo
+def _path_tokens(path: str) -> frozenset[str]:
+    return frozenset(code_tokens(path))
+
+
 def _path_term_share(view: _QueryView, path: str) -> float:
     total = sum(view.terms.values())
     if total <= 0:
         return 0.0
-    tokens = set(code_tokens(path))
+    tokens = _path_tokens(path)
     return sum(w for term, w in view.terms.items() if term in tokens) / total

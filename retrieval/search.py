@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
 from indexer.documents import Principal
@@ -108,19 +108,19 @@ class HybridSearcher:
         """Fused ids → Candidates with text and metadata from the catalog (ids it lacks are dropped)."""
         lex_rank = {s.chunk_id: (i, s.score) for i, s in enumerate(lexical)}
         dense_rank = {s.chunk_id: (i, s.score) for i, s in enumerate(dense)}
-        rows = self.catalog.get_chunks([cid for cid, _ in fused])
+        rows = self.catalog.search_rows([cid for cid, _ in fused])
         out = []
         for cid, score in fused:
             row = rows.get(cid)
             if row is None:
                 continue
+            _, doc_id, source, path, start, end, content, symbol, kind, language, title, url = row
             lr, ls = lex_rank.get(cid, (None, 0.0))
             dr, ds = dense_rank.get(cid, (None, 0.0))
-            out.append(Candidate(chunk_id=cid, doc_id=row.doc_id, source=row.source, path=row.path,
-                                 start_line=row.start_line, end_line=row.end_line, content=row.content,
-                                 symbol=row.symbol, kind=row.kind, language=row.language, title=row.title,
-                                 url=row.url, lexical_rank=lr, dense_rank=dr, lexical_score=ls,
-                                 dense_score=ds, score=score))
+            out.append(Candidate(chunk_id=cid, doc_id=doc_id, source=source, path=path, start_line=start,
+                                 end_line=end, content=content, symbol=symbol, kind=kind, language=language,
+                                 title=title or path, url=url or "", lexical_rank=lr, dense_rank=dr,
+                                 lexical_score=ls, dense_score=ds, score=score))
         return out
 
     @staticmethod
@@ -141,7 +141,6 @@ def support_by_file(ranked: list[Candidate], weight: float, chunks: int) -> list
     for cand in ranked:
         by_doc.setdefault(cand.doc_id, []).append(max(cand.score, 0.0))
     bonus = {doc: weight * sum(sorted(scores, reverse=True)[1:chunks + 1]) for doc, scores in by_doc.items()}
-    out = [replace(c, score=c.score + bonus[c.doc_id], features={**c.features, "file_support": bonus[c.doc_id]})
-           for c in ranked]
+    out = [c.scored(c.score + bonus[c.doc_id], {"file_support": bonus[c.doc_id]}) for c in ranked]
     return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
 
