@@ -124,7 +124,22 @@ def _prepare_in_worker(config: tuple, chunking: ChunkingOptions, docs: Sequence[
     finally:
         root.removeHandler(collect)
     prepared.records = collect.records
+    # Documents the screen left unchanged travel back as their position in `docs` (the writer has them).
+    prepared.screened.documents[:] = [kept if kept is not docs[i] else i  # type: ignore[misc]
+                                      for i, kept in _kept_positions(docs, prepared.screened.documents)]
     return prepared
+
+
+def _kept_positions(docs: Sequence[Document], kept: Sequence[Document]) -> list[tuple[int, Document]]:
+    """(position in `docs`, kept document) for each kept one; kept documents are in `docs` order."""
+    out = []
+    i = 0
+    for doc in kept:
+        while docs[i].id != doc.id:
+            i += 1
+        out.append((i, doc))
+        i += 1
+    return out
 
 
 # -- the pool (one per process) ----------------------------------------------------------------------
@@ -132,6 +147,7 @@ def _prepare_in_worker(config: tuple, chunking: ChunkingOptions, docs: Sequence[
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+_pool_warm = threading.Event()  # a worker of the current pool has prepared a batch
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
@@ -140,11 +156,17 @@ def _executor(workers: int) -> ProcessPoolExecutor:
         if _pool is not None and _pool_size != workers:  # another size was asked for
             _pool.shutdown(wait=False, cancel_futures=True)
             _pool = None
+            _pool_warm.clear()
         if _pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])  # workers start with this module imported
             _pool, _pool_size = ProcessPoolExecutor(max_workers=workers, mp_context=context), workers
         return _pool
+
+
+def _mark_warm(future: Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        _pool_warm.set()
 
 
 def _discard(pool: ProcessPoolExecutor) -> None:
@@ -153,6 +175,7 @@ def _discard(pool: ProcessPoolExecutor) -> None:
     with _pool_lock:
         if _pool is pool:
             _pool = None
+            _pool_warm.clear()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -161,6 +184,7 @@ def shutdown_pool() -> None:
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None
+        _pool_warm.clear()
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -186,12 +210,30 @@ class BatchPreparer:
                  min_pool_bytes: int | None = None) -> None:
         self.screen = screen
         self.chunking = chunking
-        # Only the plain screen can be rebuilt in a worker from its configuration.
-        self.workers = workers if type(screen) is SecretScreen else 0
+        # Only the plain screen can be rebuilt in a worker from its configuration; a daemonic process
+        # (a Celery prefork child) may not start processes.
+        plain = type(screen) is SecretScreen and not multiprocessing.current_process().daemon
+        self.workers = workers if plain else 0
         self.min_pool_bytes = MIN_POOL_BYTES if min_pool_bytes is None else min_pool_bytes
         # parts prepared: "pool", "in_process"; "redone": parts the pool failed (dead worker) or refused,
         # prepared in-process instead
         self.stats: Counter[str] = Counter()
+        self._warming = False
+
+    def expect(self, size: int) -> None:
+        """A batch with at least `size` characters of text is being read: when it will go to the
+        workers, start them now (in the background), so they are up when it is cut."""
+        if self.workers > 0 and not self._warming and size >= self.min_pool_bytes:
+            self._warming = True
+            threading.Thread(target=self._warm, name="cairn-prepare-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            pool = _executor(self.workers)
+            for _ in range(self.workers):
+                pool.submit(int)  # spawns a worker process
+        except Exception as exc:  # noqa: BLE001 - only a head start: submit() deals with a pool that fails
+            log.info("indexing workers did not start early: %s", exc)
 
     def submit(self, docs: Sequence[Document]) -> Pending:
         docs = list(docs)
@@ -200,23 +242,37 @@ class BatchPreparer:
             return Pending([(docs, None, None)])
         try:
             pool = _executor(self.workers)
-        except (OSError, ValueError) as exc:  # no processes to be had: prepare here
-            log.warning("cannot start indexing workers (%s); preparing batches in-process", exc)
-            self.workers = 0
+        except Exception as exc:  # noqa: BLE001 - no processes to be had: prepare here
+            self._give_up(exc)
             return Pending([(docs, None, None)])
         level = logging.getLogger("indexer").getEffectiveLevel()
-        parts = []
-        for part in _split(docs, self.workers, size):
+        parts: list[tuple[list[Document], Future | None, ProcessPoolExecutor | None]] = []
+        split = _split(docs, self.workers + 1, size) if not _pool_warm.is_set() else _split(docs, self.workers, size)
+        if not _pool_warm.is_set() and len(split) > 1:
+            # Workers still starting (importing, loading grammars): this process, idle until the first
+            # batch is ready, prepares a share of it when its turn comes.
+            parts.append((split.pop(0), None, None))
+        for part in split:
             try:
                 future = pool.submit(_prepare_in_worker, self.screen.config, self.chunking, part, level)
-            except (BrokenProcessPool, RuntimeError) as exc:  # broken or shut down since
+            except (BrokenProcessPool, RuntimeError) as exc:  # broken or shut down since: a new pool next time
                 log.warning("indexing workers unavailable (%s: %s); preparing in-process", type(exc).__name__, exc)
                 _discard(pool)
                 self.stats["redone"] += 1  # prepared here when its turn comes
                 parts.append((part, None, None))
                 continue
+            except Exception as exc:  # noqa: BLE001 - processes cannot be started here at all
+                self._give_up(exc)
+                parts.append((part, None, None))
+                continue
+            future.add_done_callback(_mark_warm)
             parts.append((part, future, pool))
         return Pending(parts)
+
+    def _give_up(self, exc: Exception) -> None:
+        log.warning("cannot start indexing workers (%s: %s); this sync prepares its batches in-process",
+                    type(exc).__name__, exc)
+        self.workers = 0
 
     def result(self, pending: Pending) -> PreparedBatch:
         """The prepared batch, waiting for its workers; a part whose worker failed is redone here."""
@@ -237,6 +293,7 @@ class BatchPreparer:
                 prepared.append(prepare_batch(self.screen, self.chunking, docs))
                 continue
             self.stats["pool"] += 1
+            part.screened.documents[:] = [docs[d] if isinstance(d, int) else d for d in part.screened.documents]
             for record in part.records:
                 logger = logging.getLogger(record.name)
                 if logger.isEnabledFor(record.levelno):

@@ -117,6 +117,7 @@ class SyncRunner:
                     counts.files_seen += 1
                     batch.append(item)
                     size += len(item.content)
+                    preparer.expect(size)
                     if len(batch) >= self.batch_docs or size >= self.batch_bytes:
                         checkpoint = partial() if partial else None  # how far the connector got: this batch
                         waiting.append((preparer.submit(batch), batch, checkpoint))

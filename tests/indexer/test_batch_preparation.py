@@ -115,7 +115,7 @@ def test_workers_write_exactly_what_in_process_preparation_writes(tmp_path, corp
         with caplog.at_level(logging.INFO):
             counts_pooled, prep_pooled = sync(pooled, corpus)
         assert prep_here.stats["pool"] == 0 and prep_here.stats["in_process"] > 0
-        assert prep_pooled.stats["pool"] >= 5 and prep_pooled.stats["in_process"] == 0  # 19 files, 4 per batch
+        assert prep_pooled.stats["pool"] >= 5  # 19 files, 4 per batch (a share of the first kept here while workers start)
         assert prep_pooled.stats["redone"] == 0
         assert counts_pooled.as_dict() | {"seconds": 0} == counts_here.as_dict() | {"seconds": 0}
         expected = snapshot(here)
@@ -180,10 +180,21 @@ def test_a_worker_killed_during_a_sync_loses_nothing(tmp_path, corpus, embedder,
     def kill_after_first_batch(phase, counts):
         if phase == "lexical" and not killed:
             killed.extend(kill_pool_workers())
+    applied: list[str] = []
+    apply_prepared = pooled.pipeline.apply_prepared
+
+    def recording(prepared, rewrite=False):
+        applied.extend(prepared.screened.skipped_ids + [d.id for d in prepared.screened.documents])
+        return apply_prepared(prepared, rewrite)
+    pooled.pipeline.apply_prepared = recording
     try:
         sync(here, corpus, batch_docs=2)
         _, preparer = sync(pooled, corpus, batch_docs=2, observe=kill_after_first_batch)
         assert killed and preparer.stats["redone"] >= 1
+        # batches applied in the order they were read (git's path order), whoever prepared them
+        in_batches = [applied[i:i + 2] for i in range(0, len(applied), 2)]
+        assert [sorted(b) for b in in_batches] == in_batches and applied == sorted(applied)
+        assert len(applied) == 19
         assert snapshot(pooled) == snapshot(here)
         assert reconcile_source(pooled.pipeline, "repo", repair=False).total == 0
     finally:
@@ -290,3 +301,25 @@ def test_small_batches_stay_in_process(tmp_path, embedder):
     prepared = preparer.result(preparer.submit(docs))
     assert preparer.stats == {"in_process": 1}
     assert [c.doc_id for c in prepared.chunks["s:a.py"]] and time.monotonic() - started < 5
+
+
+def test_no_worker_processes_where_none_can_be_started(monkeypatch, pool_for_every_batch):
+    """A daemonic process (a Celery prefork child) may not start processes; a pool that cannot be made
+    at all: either way the batch is prepared in-process."""
+    docs = [Document("s:a.py", "s", "a.py", module_text(1), "v1", Access.of("public"), language="python")]
+
+    class Daemonic:
+        daemon = True
+    with monkeypatch.context() as m:
+        m.setattr(lexical_prep.multiprocessing, "current_process", Daemonic)
+        daemonic = BatchPreparer(SecretScreen(), ChunkingOptions(), workers=2)
+    assert daemonic.workers == 0
+
+    def no_processes(workers):
+        raise AssertionError("daemonic processes are not allowed to have children")
+    monkeypatch.setattr(lexical_prep, "_executor", no_processes)
+    preparer = BatchPreparer(SecretScreen(), ChunkingOptions(), workers=2)
+    for prep in (daemonic, preparer):
+        prepared = prep.result(prep.submit(docs))
+        assert prep.stats == {"in_process": 1} and prepared.chunks["s:a.py"]
+    assert preparer.workers == 0
