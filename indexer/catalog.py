@@ -1,6 +1,7 @@
 """The catalog: sources, document versions, chunk rows, skips, failures and jobs (SQLite or PostgreSQL)."""
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -271,14 +272,23 @@ class Catalog:
     def search_rows(self, chunk_ids: Iterable[str]) -> dict[str, tuple]:
         """What a search shows of each chunk, as plain tuples in `SEARCH_COLUMNS` order, by id.
 
-        The search path's hydration: one narrow indexed lookup per batch of ids and no record
-        objects, because it runs for ~100 candidates of every query (`get_chunks` costs ~5x more)."""
-        query = select(*(chunks.c[name] for name in SEARCH_COLUMNS[:-2]), documents.c.title,
-                       documents.c.url).select_from(chunks.outerjoin(documents, documents.c.id == chunks.c.doc_id))
+        The search path's hydration, run for ~100 candidates of every query: one narrow indexed
+        lookup per batch of ids and no record objects (`get_chunks` costs ~5x more). On SQLite the
+        rows come back as one JSON array from one statement step: Python's sqlite3 releases and
+        re-takes the GIL for every row it steps, and under concurrent searches each re-take waits
+        for whichever thread holds the GIL (a vector search holds it for milliseconds), so 100 rows
+        meant 100 waits (bench/scale_1m.py: hydration p50 99 ms at 8 clients)."""
+        columns = [*(chunks.c[name] for name in SEARCH_COLUMNS[:-2]), documents.c.title, documents.c.url]
+        joined = chunks.outerjoin(documents, documents.c.id == chunks.c.doc_id)
         out: dict[str, tuple] = {}
         with self.engine.connect() as conn:
+            as_json = conn.dialect.name == "sqlite"
+            query = (select(func.json_group_array(func.json_array(*columns))) if as_json
+                     else select(*columns)).select_from(joined)
             for batch in _batches(sorted(set(chunk_ids))):
-                out.update((row[0], tuple(row)) for row in conn.execute(query.where(chunks.c.id.in_(batch))))
+                result = conn.execute(query.where(chunks.c.id.in_(batch)))
+                rows = json.loads(result.scalar_one()) if as_json else result
+                out.update((row[0], tuple(row)) for row in rows)
         return out
 
     def _chunk_records(self, column: Any, values: Iterable[str]) -> dict[str, ChunkRecord]:
