@@ -8,13 +8,16 @@ process's lifetime and shut down at exit. A batch whose worker dies, or that fai
 prepared again in-process: nothing is lost, and the pool is made again for later batches.
 
 Workers log nothing themselves: what they would have logged travels back with the batch (secret
-findings as findings, logged by the writer through `SecretScreen.report`; other records as records)."""
+findings as findings, logged by the writer through `SecretScreen.report`; other records as records).
+
+As with any "forkserver"/"spawn" pool, each worker imports the main script of the process (as
+`__mp_main__`), so a script that syncs must keep its work under `if __name__ == "__main__":`
+(Cairn's entry points do); `CAIRN_INDEX_WORKERS=0` prepares everything in-process."""
 from __future__ import annotations
 
 import atexit
 import logging
 import multiprocessing
-import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -31,10 +34,6 @@ log = logging.getLogger(__name__)
 
 # Batches with less text than this are prepared in-process: shipping them costs more than it saves.
 MIN_POOL_BYTES = 64_000
-
-
-def default_workers() -> int:
-    return min(os.cpu_count() or 1, 4)
 
 
 @dataclass(frozen=True)

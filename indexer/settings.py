@@ -25,6 +25,14 @@ def _default_model_cache() -> Path:
     return Path(base) / "cairn" / "models"
 
 
+def _usable_cpus() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's cpuset), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Every setting Cairn reads. Each field is documented in README.md (a test checks it)."""
 
@@ -52,7 +60,7 @@ class Settings(BaseSettings):
                                 "(any source's documents: files, tickets and pages; recorded as too_large).")
     max_chunk_chars: int = Field(default=16_000, ge=1000, description="Chunks with more characters than this "
                                  "are split (a very long line is cut across several chunks).")
-    index_workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=0, description="Processes "
+    index_workers: int = Field(default_factory=lambda: min(_usable_cpus(), 4), ge=0, description="Processes "
                                "that screen and chunk a sync's next batches while the current one is written "
                                "(default: the cores, at most 4; 0 = all in the syncing process).")
     parse_timeout_seconds: float = Field(default=2.0, gt=0, description="Per document: tree-sitter parsing and "
