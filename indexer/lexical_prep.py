@@ -16,6 +16,7 @@ As with any "forkserver"/"spawn" pool, each worker imports the main script of th
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import multiprocessing
 import threading
@@ -163,9 +164,11 @@ def _executor(workers: int) -> ProcessPoolExecutor:
         return _pool
 
 
-def _mark_warm(future: Future) -> None:
+def _mark_warm(pool: ProcessPoolExecutor, future: Future) -> None:
     if not future.cancelled() and future.exception() is None:
-        _pool_warm.set()
+        with _pool_lock:
+            if _pool is pool:  # not a late answer from a pool since dropped
+                _pool_warm.set()
 
 
 def _discard(pool: ProcessPoolExecutor) -> None:
@@ -264,7 +267,7 @@ class BatchPreparer:
                 self._give_up(exc)
                 parts.append((part, None, None))
                 continue
-            future.add_done_callback(_mark_warm)
+            future.add_done_callback(functools.partial(_mark_warm, pool))
             parts.append((part, future, pool))
         return Pending(parts)
 
