@@ -1,4 +1,12 @@
-"""Tantivy full-text index: one index per source, BM25 over code tokens, ACL and scope inside the query."""
+"""Tantivy full-text index: one shared index for every source, BM25 over code tokens, ACL and scope
+inside the query.
+
+Layout: `root/shared/` holds the index. Indexes written before INDEX_VERSION 3 kept one index per
+source (`root/<slug-hash>/`, with the source's name in `source.txt`); such a root is still opened in
+that layout (it serves, and takes writes, until the background rebuild replaces its generation).
+One index instead of one per source: a query is one search instead of one per source (at twenty
+sources and a million chunks 2.3x less CPU; at hundreds of repositories the per-source layout would
+spend most of a query opening shards), and BM25 statistics are the same for every source."""
 from __future__ import annotations
 
 import hashlib
@@ -21,14 +29,16 @@ log = logging.getLogger(__name__)
 ANALYZER = "cairn_code"  # simple tokenizer + long-token removal + lowercase, registered on every open
 KEYWORD_FIELDS = ("chunk_id", "doc_id", "source", "acl", "kind", "language", "path_prefix")
 TEXT_FIELDS = ("content", "symbol", "path")
-_SOURCE_FILE = "source.txt"
+_SOURCE_FILE = "source.txt"  # legacy per-source layout: the shard's source name
 _INDEX_DIR = "tantivy"
+SHARED_DIR = "shared"  # the one index of the shared layout
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # Writer defaults (bench/indexing.py --writer-threads compares them): heap shared by the indexing
 # threads. One thread: a sync commits every batch (~1-2k chunks), so more threads only cut each
 # commit into more small segments to merge later, while chunking already keeps the other core busy
 # (measured ~13% fewer CPU-seconds per chunk than tantivy's one-per-core default on 2 cores).
 WRITER_HEAP_BYTES = 128_000_000
+DELETE_BATCH = 512  # chunk ids per delete query in the shared index
 WRITER_THREADS = 1
 
 
@@ -87,7 +97,7 @@ def tantivy_document(chunk: Chunk, chunk_id: str) -> tantivy.Document:
 
 
 class _Shard:
-    """One source's tantivy index with its (lazily opened, process-long) writer."""
+    """One tantivy index (the shared one, or a legacy source's) with its lazily opened, process-long writer."""
 
     def __init__(self, source: str, directory: Path, schema: tantivy.Schema, heap: int, threads: int):
         self.source = source
@@ -102,6 +112,23 @@ class _Shard:
         self._heap, self._threads = heap, threads
         self._writer: tantivy.IndexWriter | None = None
         self.dirty = False
+        self._meta = index_dir / "meta.json"
+        self._seen = self._stamp()
+
+    def _stamp(self) -> int:
+        try:
+            return self._meta.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def searcher(self) -> tantivy.Searcher:
+        """A searcher over the last commit, including commits made by other processes since the
+        last search (tantivy's own reload watcher is not relied on: a stat per search is cheaper)."""
+        stamp = self._stamp()
+        if stamp != self._seen:
+            self.index.reload()
+            self._seen = stamp
+        return self.index.searcher()
 
     def writer(self) -> tantivy.IndexWriter:
         if self._writer is None:
@@ -109,7 +136,7 @@ class _Shard:
                 self._writer = self.index.writer(heap_size=self._heap, num_threads=self._threads)
             except ValueError as exc:
                 raise StoreError(
-                    f"full-text index of source {self.source!r} at {self.directory} is in use by another "
+                    f"full-text index of {self.source} at {self.directory} is in use by another "
                     f"process (its writer lock is held); stop that process or write through it: {exc}"
                 ) from exc
         return self._writer
@@ -128,7 +155,8 @@ class _Shard:
 
 
 class TantivyIndex:
-    """`FullTextIndex` over tantivy: `root/<slug-hash>/` per source, one writer per source per process."""
+    """`FullTextIndex` over tantivy: one index under `root/shared/` (or a legacy root's per-source
+    indexes), one writer per index per process."""
 
     def __init__(self, root: Path, boosts: FieldBoosts = FieldBoosts(),
                  writer_heap_bytes: int | None = None, writer_threads: int | None = None):
@@ -142,6 +170,9 @@ class TantivyIndex:
         self._listing: tuple[int, tuple[str, ...]] | None = None  # (root mtime, sources) cache
         self._lock = threading.RLock()
         self._closed = False
+        self.legacy = not (self.root / SHARED_DIR).exists() and any(self.root.glob(f"*/{_SOURCE_FILE}"))
+        self._shared = None if self.legacy else _Shard(
+            "all sources", self.root / SHARED_DIR, self.schema, self._heap, self._threads)
 
     # -- shards ---------------------------------------------------------------------------------
 
@@ -149,6 +180,8 @@ class TantivyIndex:
         with self._lock:
             if self._closed:
                 raise StoreError("full-text index is closed")
+            if self._shared is not None:
+                return self._shared
             shard = self._shards.get(source)
             if shard is not None:
                 return shard
@@ -162,11 +195,16 @@ class TantivyIndex:
             self._shards[source] = shard
             return shard
 
-    def sources(self) -> list[str]:
-        """Every source with a shard on disk (including ones written by other processes).
+    def _open_shards(self) -> list[_Shard]:
+        return [self._shared] if self._shared is not None else list(self._shards.values())
 
-        Listed again only when the root directory changed (a shard was added or removed), not on
-        every query: at twenty sources the glob and marker reads cost more than a BM25 search."""
+    def sources(self) -> list[str]:
+        """Every source with chunks in the index (including ones written by other processes)."""
+        if self._shared is not None:
+            live = tantivy.Query.all_query()
+            return sorted(term for term, _ in self._searcher(self._shared).terms_with_prefix("source", "", filter_query=live))
+        # Legacy layout: listed again only when the root directory changed (a shard was added or
+        # removed), not on every query: at twenty sources the glob and marker reads cost more than a search.
         stamp = self.root.stat().st_mtime_ns
         with self._lock:
             if self._listing is not None and self._listing[0] == stamp:
@@ -178,8 +216,16 @@ class TantivyIndex:
             self._listing = (stamp, tuple(names))
         return names
 
-    def _shards_for(self, sources: Iterable[str]) -> list[_Shard]:
-        shards = (self._shard(s, create=False) for s in sources)
+    def _searcher(self, shard: _Shard) -> tantivy.Searcher:
+        if self._closed:
+            raise StoreError("full-text index is closed")
+        return shard.searcher()
+
+    def _shards_for(self, sources: Iterable[str] | None) -> list[_Shard]:
+        """The indexes to read for these sources (None: all of them)."""
+        if self._shared is not None:
+            return [self._shared]
+        shards = (self._shard(s, create=False) for s in (self.sources() if sources is None else sources))
         return [s for s in shards if s is not None]
 
     # -- writes ---------------------------------------------------------------------------------
@@ -206,25 +252,35 @@ class TantivyIndex:
             return
         with self._lock:
             writer = shard.writer()
-            for chunk_id in chunk_ids:
-                writer.delete_documents_by_term("chunk_id", chunk_id)
+            if shard is not self._shared:
+                for chunk_id in chunk_ids:
+                    writer.delete_documents_by_term("chunk_id", chunk_id)
+            else:  # the shared index: only this source's chunks, whatever ids are passed
+                ids = list(chunk_ids)
+                of_source = tantivy.Query.term_query(self.schema, "source", source)
+                for start in range(0, len(ids), DELETE_BATCH):
+                    listed = tantivy.Query.boolean_query(
+                        [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "chunk_id", cid))
+                         for cid in ids[start:start + DELETE_BATCH]])
+                    writer.delete_documents_by_query(tantivy.Query.boolean_query(
+                        [(tantivy.Occur.Must, of_source), (tantivy.Occur.Must, listed)]))
             shard.dirty = True
 
     def commit(self) -> None:
         """Commit every writer with pending changes; committed chunks are searchable on return."""
         with self._lock:
-            for shard in self._shards.values():
+            for shard in self._open_shards():
                 try:
                     shard.commit()
                 except ValueError as exc:
-                    raise StoreError(f"commit of full-text source {shard.source!r} failed: {exc}") from exc
+                    raise StoreError(f"commit of full-text index of {shard.source} failed: {exc}") from exc
 
     def close(self) -> None:
         """Commit pending changes, release writer locks and forget the open indexes."""
         with self._lock:
             if self._closed:
                 return
-            for shard in self._shards.values():
+            for shard in self._open_shards():
                 shard.close()
             self._shards.clear()
             self._closed = True
@@ -242,12 +298,11 @@ class TantivyIndex:
             [(tantivy.Occur.Must, text)] + [(tantivy.Occur.Must, f) for f in self._filter_clauses(flt)]
         )
         found: list[tuple[float, tantivy.Searcher, tantivy.DocAddress]] = []
-        for shard in self._shards_for(flt.sources or self.sources()):
-            searcher = shard.index.searcher()
-            hits = searcher.search(full, limit, count=False).hits
-            found += [(float(score), searcher, address) for score, address in hits]
-        # Stored ids are read only for the merged top `limit` (plus ties at the cut, which the id
-        # breaks), not for every shard's top `limit`: with twenty sources that is 20x fewer reads.
+        for shard in self._shards_for(flt.sources or None):
+            searcher = self._searcher(shard)
+            found += [(float(score), searcher, address) for score, address in _top(searcher, full, limit)]
+        # Stored ids are read only for the top `limit` (plus ties at the cut, which the id breaks;
+        # in the legacy layout: of all shards merged, not each shard's top `limit`).
         found.sort(key=lambda f: -f[0])
         if len(found) > limit:
             cut = found[limit - 1][0]
@@ -260,8 +315,10 @@ class TantivyIndex:
         """Ids of the live (committed, not deleted) chunks of one source or of all sources."""
         out: set[str] = set()
         live = tantivy.Query.all_query()
-        for shard in self._shards_for([source] if source is not None else self.sources()):
-            searcher = shard.index.searcher()
+        if self._shared is not None and source is not None:
+            live = tantivy.Query.term_query(self.schema, "source", source)
+        for shard in self._shards_for([source] if source is not None else None):
+            searcher = self._searcher(shard)
             out.update(term for term, _ in searcher.terms_with_prefix("chunk_id", "", filter_query=live))
         return out
 
@@ -313,6 +370,20 @@ class TantivyIndex:
                 [(tantivy.Occur.Should, term) for term in terms])
             clauses.append(tantivy.Query.const_score_query(either, 0.0))
         return clauses
+
+
+MAX_TIES = 1000  # hits tied at the cut beyond this many are ordered by tantivy's document order
+
+
+def _top(searcher: tantivy.Searcher, query: tantivy.Query, limit: int) -> list[tuple[float, tantivy.DocAddress]]:
+    """The best `limit` hits plus every hit tied with the last of them: tantivy orders equal scores
+    by document position, which merges change, so the caller breaks those ties by chunk id instead."""
+    want = limit + 1
+    while True:
+        hits = searcher.search(query, want, count=False).hits
+        if len(hits) < want or hits[-1][0] < hits[limit - 1][0] or want > limit + MAX_TIES:
+            return hits
+        want = limit + 1 + 4 * (want - limit)
 
 
 def term_weights(terms: Iterable[tuple[str, float]]) -> dict[str, float]:

@@ -308,3 +308,61 @@ def test_second_writer_process_is_refused(tmp_path):
     assert done.returncode == 3, done.stderr
     assert "in use by another process" in done.stdout
     index.close()
+
+
+# -- layout ---------------------------------------------------------------------------------------
+
+def _legacy_root(root: Path, sources: dict[str, list[Chunk]]) -> None:
+    """An index root as INDEX_VERSION 2 wrote it: one tantivy index per source, its name in source.txt."""
+    import tantivy
+
+    from indexer.fulltext import ANALYZER, build_schema, tantivy_document
+
+    for source, chunks in sources.items():
+        shard = root / shard_dirname(source)
+        (shard / "tantivy").mkdir(parents=True)
+        (shard / "source.txt").write_text(source)
+        old = tantivy.Index(build_schema(), path=str(shard / "tantivy"))
+        old.register_tokenizer(ANALYZER, code_analyzer())
+        writer = old.writer(heap_size=15_000_000, num_threads=1)
+        for chunk in chunks:
+            writer.add_document(tantivy_document(chunk, chunk.id))
+        writer.commit()
+        writer.wait_merging_threads()
+
+
+def test_a_new_root_holds_one_shared_index_for_every_source(tmp_path):
+    index = TantivyIndex(tmp_path / "ft")
+    index.upsert([make_chunk(i, "november", source=f"s{i}") for i in range(5)])
+    index.commit()
+    assert not index.legacy
+    assert [p.name for p in (tmp_path / "ft").iterdir()] == ["shared"]
+    assert index.sources() == [f"s{i}" for i in range(5)]
+    assert len(index.search(words("november"), public(sources=("s1", "s3")), 10)) == 2
+    index.close()
+
+
+def test_a_legacy_per_source_root_keeps_serving_and_taking_writes(tmp_path):
+    root = tmp_path / "ft"
+    old = {"a": [make_chunk(0, "oscar one", source="a")], "b": [make_chunk(1, "oscar two", source="b")]}
+    _legacy_root(root, old)
+    index = TantivyIndex(root)
+    assert index.legacy
+    assert {h.chunk_id for h in index.search(words("oscar"), public(), 10)} == {c.id for cs in old.values() for c in cs}
+    fresh = make_chunk(2, "oscar three", source="c")
+    index.upsert([fresh])
+    index.delete("a", [old["a"][0].id])
+    index.commit()
+    assert sorted(index.sources()) == ["a", "b", "c"]
+    assert index.ids() == {old["b"][0].id, fresh.id}
+    assert not (root / "shared").exists()  # it stays in its layout until its generation is rebuilt
+    index.close()
+
+
+def test_ties_beyond_the_cut_in_one_index_are_broken_by_chunk_id(index):
+    same = [make_chunk(i, "papa papa", path=f"src/f{i}.py") for i in range(40)]
+    for start in range(0, 40, 10):  # several segments: tantivy's own tie order is by position
+        index.upsert(same[start:start + 10])
+        index.commit()
+    for limit in (1, 5, 39):
+        assert [h.chunk_id for h in index.search(words("papa"), public(), limit)] == sorted(c.id for c in same)[:limit]
