@@ -31,25 +31,29 @@ Resend = Callable[[dict, float], None]  # (ready batch JSON, delay in seconds)
 
 
 class IndexLocks:
-    """Per-source index-writer locks for a process applying batches next to others (vector_backend=qdrant,
-    tantivy shards on a shared volume). A shard's tantivy writer stays open in the process that took it,
-    so the lock is kept until the process ends (it dies with it). With Qdrant Edge the index node is the
-    only writer and needs none."""
+    """Index-writer locks for a process applying batches next to others (vector_backend=qdrant, tantivy
+    on a shared volume). A tantivy writer stays open in the process that took it, so the lock is kept
+    until the process ends (it dies with it). With Qdrant Edge the index node is the only writer and
+    needs none."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: WorkerContext, per_source: bool = False) -> None:
         self.ctx = ctx
         self.shared = ctx.settings.vector_backend != "edge"
+        # The shared full-text layout has one tantivy writer for every source, so one lock; a legacy
+        # per-source layout (INDEX_VERSION < 3, until rebuilt) has a writer, and a lock, per source.
+        self.per_source = per_source
         self._locks: dict[str, SourceLock] = {}
         self._guard = threading.Lock()
 
     def hold(self, source: str) -> bool:
         if not self.shared:
             return True
+        name = f"index:{source}" if self.per_source else "index:fulltext"
         with self._guard:
-            lock = self._locks.get(source)
+            lock = self._locks.get(name)
             if lock is None:
-                lock = source_lock(self.ctx.catalog.engine, self.ctx.settings.data_dir, f"index:{source}")
-                self._locks[source] = lock
+                lock = source_lock(self.ctx.catalog.engine, self.ctx.settings.data_dir, name)
+                self._locks[name] = lock
             return lock.acquire()
 
 
@@ -87,7 +91,7 @@ class IndexQueueConsumer:
 
     def __init__(self, app: Celery, ctx: WorkerContext, pipeline: Pipeline, queue: str = INDEX_QUEUE) -> None:
         self.app, self.ctx, self.pipeline, self.queue = app, ctx, pipeline, queue
-        self.locks = IndexLocks(ctx)
+        self.locks = IndexLocks(ctx, per_source=getattr(pipeline.fulltext, "legacy", False))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cairn-index-queue", daemon=True)
         self.applied = 0
