@@ -125,7 +125,7 @@ def _prepare_in_worker(config: tuple, chunking: ChunkingOptions, docs: Sequence[
         root.removeHandler(collect)
     prepared.records = collect.records
     # Documents the screen left unchanged travel back as their position in `docs` (the writer has them).
-    prepared.screened.documents[:] = [kept if kept is not docs[i] else i  # type: ignore[misc]
+    prepared.screened.documents[:] = [kept if kept is not docs[i] else i  # an int until `result` restores it
                                       for i, kept in _kept_positions(docs, prepared.screened.documents)]
     return prepared
 
