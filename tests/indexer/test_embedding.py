@@ -321,3 +321,18 @@ def test_cached_embedder_is_an_embedder(engine: Engine, minilm: FastEmbedEmbedde
     assert vectors.shape == (2, 384) and cached.embed_texts([text])[1] == 0
     assert (cached.model_name, cached.dim) == (minilm.model_name, minilm.dim)
     np.testing.assert_allclose(cached.embed_query(text), vectors[0], atol=1e-5)
+
+
+def test_queries_run_on_their_own_single_threaded_session(embedder) -> None:
+    """The query session is separate from the (multi-threaded) indexing one and gives the same vectors."""
+    from indexer.fastembed_embedder import FastEmbedEmbedder
+
+    multi = FastEmbedEmbedder(embedder.location, threads=2)
+    assert multi._query_model is None  # nothing loaded until the first query
+    text = "retry the request with exponential backoff"
+    np.testing.assert_allclose(multi.embed_query(text), multi.embed_documents([text])[0], atol=1e-5)
+    assert multi._query_model is not None and multi._query_model is not multi._model
+    options = multi._query_model.model.model.get_session_options()
+    assert options.intra_op_num_threads == 1
+    single = FastEmbedEmbedder(embedder.location, threads=1)
+    assert single._query_model is single._model  # already single-threaded: one session serves both
