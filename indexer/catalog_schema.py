@@ -219,7 +219,9 @@ class JobRecord:
 
 
 def pack_text(text: str) -> bytes:
-    return zlib.compress(text.encode("utf-8", "surrogatepass"), 6)
+    # Level 1: 3.4x faster than 6 for ~25% more bytes; the writing process sets the pace of a sync's
+    # keyword phase, and any level decompresses the same way.
+    return zlib.compress(text.encode("utf-8", "surrogatepass"), 1)
 
 
 def unpack_text(data: bytes) -> str:

@@ -183,7 +183,7 @@ class GenerationStores:
         if self.settings.vector_backend == "edge":
             from indexer.vector_edge import EdgeVectorStore
 
-            return EdgeVectorStore(directory / "vectors", dim)
+            return EdgeVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling)
         from indexer.vector_qdrant import QdrantServerStore
 
         return QdrantServerStore(self.client(), gen.collection, dim)

@@ -49,7 +49,9 @@ class EdgeVectorStore:
     Memory (`compact=True`, the default): vectors are also kept as int8 (scalar quantization, a
     quarter of the size) in RAM and searched first; the float32 originals and the payload stay on
     disk (mmap, read only to rescore the `oversampling` × limit best candidates). At a million
-    384-d chunks that is ~0.4 GB resident instead of ~1.5 GB."""
+    384-d chunks that is ~0.4 GB resident instead of ~1.5 GB. Rescoring reads scattered pages of the
+    originals, which the process's RSS counts as they are touched (bench/scale_1m.py at 1M: +0.5 GB of
+    file-backed pages over ~1,300 searches); `oversampling=0` leaves them unread."""
 
     def __init__(self, path: Path, dim: int, hnsw_m: int = 16, ef_construct: int = 100,
                  hnsw_ef: int | None = None, segments: int = 8, compact: bool = True,
@@ -57,8 +59,9 @@ class EdgeVectorStore:
         self.path = Path(path)
         self.dim = dim
         quantization = None
-        if compact:
-            quantization = qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+        if compact:  # oversampling 0: the int8 scores are final, and the float originals are never read
+            quantization = qe.QuantizationSearchParams(rescore=oversampling > 0,
+                                                       oversampling=max(oversampling, 1.0) if oversampling > 0 else None)
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=quantization) if (hnsw_ef or compact) else None
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,

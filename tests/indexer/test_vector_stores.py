@@ -240,6 +240,26 @@ def test_edge_compact_layout_quantizes_and_an_older_shard_reopens_with_it(tmp_pa
     compact.close()
 
 
+def test_edge_oversampling_zero_turns_rescoring_off(tmp_path):
+    """oversampling=0 searches without reading the float originals. Below Edge's indexing threshold
+    (these 200 points) segments are searched unquantized either way, so the answers are equal."""
+    chunks = random_corpus(random.Random(4), 200)
+    vectors = unit(np.random.default_rng(4).standard_normal((len(chunks), DIM)))
+    flt = SearchFilter(principals=tuple(ALL_PRINCIPALS))
+    visible = next(i for i, c in enumerate(chunks) if set(c.acl) & set(ALL_PRINCIPALS))
+    rescored = EdgeVectorStore(tmp_path / "edge", DIM)
+    assert rescored._params.quantization.rescore is True
+    rescored.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
+    rescored.optimize()
+    with_originals = rescored.search(vectors[visible].tolist(), flt, 10)
+    rescored.close()
+    int8 = EdgeVectorStore(tmp_path / "edge", DIM, oversampling=0)
+    assert int8._params.quantization.rescore is False
+    found = int8.search(vectors[visible].tolist(), flt, 10)
+    assert found[0].chunk_id == chunks[visible].id and found == with_originals
+    int8.close()
+
+
 def test_edge_refuses_a_second_opener(tmp_path):
     store = EdgeVectorStore(tmp_path / "edge", DIM)
     script = (
