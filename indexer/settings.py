@@ -54,7 +54,7 @@ class Settings(BaseSettings):
                                     description="`int8`: embed with a dynamically quantized copy of the model.")
     embed_batch_size: int = Field(default=64, ge=1, description="Chunks per embedding batch.")
     embed_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 = all cores.")
-    vector_oversampling: float = Field(default=2.0, ge=0, description="Qdrant Edge: rescore this many times the "
+    vector_oversampling: float = Field(default=0.0, ge=0, description="Qdrant Edge: rescore this many times the "
                                        "requested neighbours with the on-disk float vectors (0 = int8 scores only).")
     reranker: str = Field(default="features", description="`features` (no weights) or `cross-encoder`.")
     cross_encoder_model: str = Field(default="", description="fastembed cross-encoder name or ONNX directory.")

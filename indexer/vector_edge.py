@@ -48,14 +48,17 @@ class EdgeVectorStore:
 
     Memory (`compact=True`, the default): vectors are also kept as int8 (scalar quantization, a
     quarter of the size) in RAM and searched first; the float32 originals and the payload stay on
-    disk (mmap, read only to rescore the `oversampling` × limit best candidates). At a million
-    384-d chunks that is ~0.4 GB resident instead of ~1.5 GB. Rescoring reads scattered pages of the
-    originals, which the process's RSS counts as they are touched (bench/scale_1m.py at 1M: +0.5 GB of
-    file-backed pages over ~1,300 searches); `oversampling=0` leaves them unread."""
+    disk (mmap). At a million 384-d chunks that is ~0.4 GB resident instead of ~1.5 GB.
+
+    By default the int8 scores are final (`oversampling=0`). Rescoring the `oversampling` × limit best
+    candidates with the originals reads scattered pages of them, which the process's RSS counts as they
+    are touched (bench/scale_1m.py at 1M: 2.56 vs 1.80 GB after ~2,000 searches, and 27 vs 23 ms of CPU
+    per search), while on astropy's 24 eval instances (20k chunks, quantized segments) the metrics were
+    identical with and without it (4 of 24 top-5 lists differed below rank 2)."""
 
     def __init__(self, path: Path, dim: int, hnsw_m: int = 16, ef_construct: int = 100,
                  hnsw_ef: int | None = None, segments: int = 8, compact: bool = True,
-                 oversampling: float = 2.0):
+                 oversampling: float = 0.0):
         self.path = Path(path)
         self.dim = dim
         quantization = None

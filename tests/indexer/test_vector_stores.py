@@ -231,7 +231,7 @@ def test_edge_compact_layout_quantizes_and_an_older_shard_reopens_with_it(tmp_pa
     flt = SearchFilter(principals=tuple(ALL_PRINCIPALS))
     exact = [h.chunk_id for h in plain.search(vectors[3].tolist(), flt, 10)]
     plain.close()
-    compact = EdgeVectorStore(tmp_path / "edge", DIM)
+    compact = EdgeVectorStore(tmp_path / "edge", DIM, oversampling=2.0)
     config = (tmp_path / "edge" / "edge_config.json").read_text()
     assert '"int8"' in config and '"cold"' in config
     compact.optimize()
@@ -247,7 +247,7 @@ def test_edge_oversampling_zero_turns_rescoring_off(tmp_path):
     vectors = unit(np.random.default_rng(4).standard_normal((len(chunks), DIM)))
     flt = SearchFilter(principals=tuple(ALL_PRINCIPALS))
     visible = next(i for i, c in enumerate(chunks) if set(c.acl) & set(ALL_PRINCIPALS))
-    rescored = EdgeVectorStore(tmp_path / "edge", DIM)
+    rescored = EdgeVectorStore(tmp_path / "edge", DIM, oversampling=2.0)
     assert rescored._params.quantization.rescore is True
     rescored.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
     rescored.optimize()
