@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +38,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # commit into more small segments to merge later, while chunking already keeps the other core busy
 # (measured ~13% fewer CPU-seconds per chunk than tantivy's one-per-core default on 2 cores).
 WRITER_HEAP_BYTES = 128_000_000
-DELETE_BATCH = 512  # chunk ids per delete query in the shared index
 WRITER_THREADS = 1
+DELETE_BATCH = 512  # chunk ids per delete query in the shared index
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,13 @@ def shard_dirname(source: str) -> str:
     return f"{slug}-{hashlib.sha256(source.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
-def tantivy_document(chunk: Chunk, chunk_id: str) -> tantivy.Document:
+def tantivy_document(chunk: Chunk, chunk_id: str, expanded: Mapping[str, str] | None = None) -> tantivy.Document:
+    """`expanded`: identifier expansions of the chunk's texts computed elsewhere (a batch-preparing
+    worker); any text it lacks is expanded here."""
+    def expand(text: str) -> str:
+        known = expanded.get(text) if expanded else None
+        return expand_identifiers(text) if known is None else known
+
     doc = tantivy.Document(
         chunk_id=chunk_id,
         doc_id=chunk.doc_id,
@@ -87,9 +93,9 @@ def tantivy_document(chunk: Chunk, chunk_id: str) -> tantivy.Document:
         acl=list(chunk.acl),
         kind=chunk.kind,
         path_prefix=path_prefixes(chunk.path),
-        content=expand_identifiers(chunk.content),
-        symbol=expand_identifiers(chunk.symbol),
-        path=expand_identifiers(chunk.path),
+        content=expand(chunk.content),
+        symbol=expand(chunk.symbol),
+        path=expand(chunk.path),
     )
     if chunk.language:
         doc.add_text("language", chunk.language)
@@ -230,8 +236,9 @@ class TantivyIndex:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def upsert(self, chunks: Sequence[Chunk]) -> None:
-        """Replace each chunk by id (delete-then-add), so applying a batch twice changes nothing."""
+    def upsert(self, chunks: Sequence[Chunk], expanded: Mapping[str, str] | None = None) -> None:
+        """Replace each chunk by id (delete-then-add), so applying a batch twice changes nothing.
+        `expanded`: identifier expansions already computed for some of the chunks' texts."""
         by_source: dict[str, list[Chunk]] = defaultdict(list)
         for chunk in chunks:
             by_source[chunk.source].append(chunk)
@@ -242,7 +249,7 @@ class TantivyIndex:
                 for chunk in group:
                     chunk_id = chunk.id  # a hash over the content: compute it once
                     writer.delete_documents_by_term("chunk_id", chunk_id)
-                    writer.add_document(tantivy_document(chunk, chunk_id))
+                    writer.add_document(tantivy_document(chunk, chunk_id, expanded))
                 shard.dirty = True
         log.debug("full-text upsert: %d chunks in %d sources", len(chunks), len(by_source))
 

@@ -1,10 +1,8 @@
 """Code-aware tokens: identifiers split on camelCase and snake_case, shared by indexing and query analysis."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
-from collections.abc import Iterator, Mapping
 
 # Tantivy's simple tokenizer drops tokens of this many UTF-8 bytes or more (RemoveLongFilter(40)).
 MAX_TOKEN_BYTES = 40
@@ -51,22 +49,6 @@ def _expand_any(word: str) -> str:
     return _expand_cached(word) if len(word) < _CACHED_WORD_CHARS else _expand_word(word)
 
 
-# Expansions computed elsewhere (a process that prepared the batch), by text; see `known_expansions`.
-_known: dict[str, str] = {}
-
-
-@contextlib.contextmanager
-def known_expansions(expansions: Mapping[str, str]) -> Iterator[None]:
-    """Within the block `expand_identifiers` returns these expansions for their texts instead of
-    computing them again. Keyed by the text itself, so whoever fills it, an answer is always right."""
-    _known.update(expansions)
-    try:
-        yield
-    finally:
-        for text in expansions:
-            _known.pop(text, None)
-
-
 def expand_identifiers(text: str) -> str:
     """The text with each compound identifier replaced by its joined form then its parts.
 
@@ -75,10 +57,6 @@ def expand_identifiers(text: str) -> str:
     The joined form makes `parse_http_response` and `parseHttpResponse` the same whole token.
     ASCII text keeps everything between its compound identifiers (only the tokens and their order
     matter); other text becomes its words, space-separated."""
-    if _known:
-        known = _known.get(text)
-        if known is not None:
-            return known
     if text.isascii():
         # ['', run, compound, '', run, compound, ...]: the runs stay, the compounds are expanded
         pieces = _ASCII_COMPOUND_RUNS.split(text)

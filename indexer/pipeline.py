@@ -18,7 +18,6 @@ from indexer.catalog import Catalog
 from indexer.chunking import chunk_document
 from indexer.documents import Chunk, Document
 from indexer.fastembed_embedder import CachedEmbedder
-from indexer.identifiers import known_expansions
 from indexer.lexical_prep import BatchPreparer, ChunkingOptions, PreparedBatch, prepare_batch
 from indexer.secret_screen import Screened, SecretScreen
 from indexer.secrets_log import RedactionLog
@@ -137,8 +136,7 @@ class Pipeline:
                 self.fulltext.delete(source, stale)
                 self.vectors.delete(stale)
                 counts.chunks_deleted += len(stale)
-        with known_expansions(prepared.expansions):
-            self.fulltext.upsert(fresh)
+        self.fulltext.upsert(fresh, prepared.expansions)
         self.fulltext.commit()
         self.catalog.replace_documents([(doc, chunked[doc.id], None) for doc in docs], state="lexical")
         self.redactions.record(docs)

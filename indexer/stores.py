@@ -1,8 +1,9 @@
 """Store contracts: the engine-neutral search filter, the VectorStore and FullTextIndex protocols."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 from indexer.documents import Chunk, normalise_prefix
 
@@ -71,13 +72,14 @@ class VectorStore(Protocol):
 class FullTextIndex(Protocol):
     """BM25 over content, split identifiers, symbols and path, filtered by the same SearchFilter."""
 
-    def upsert(self, chunks: Sequence[Chunk]) -> None: ...
+    def upsert(self, chunks: Sequence[Chunk], expanded: Mapping[str, str] | None = None) -> None:
+        """`expanded`: `expand_identifiers(text)` already computed for some of the chunks' texts."""
 
     def delete(self, source: str, chunk_ids: Iterable[str]) -> None: ...
 
     def commit(self) -> None: ...
 
-    def search(self, query: "LexicalQuery", flt: SearchFilter, limit: int) -> list[ScoredId]: ...
+    def search(self, query: LexicalQuery, flt: SearchFilter, limit: int) -> list[ScoredId]: ...
 
     def ids(self, source: str | None = None) -> set[str]: ...
 

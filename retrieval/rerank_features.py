@@ -7,13 +7,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
-# Features are pure functions of a path or symbol string; the same files come back query after
-# query, so their parsed forms are memoised (bounded: a few MB at most).
-_memo = functools.lru_cache(maxsize=1 << 16)
-
 from indexer.identifiers import code_tokens, split_identifier
 from retrieval.hits import Candidate
 from retrieval.query_analysis import STOP_WORDS, AnalysedQuery
+
+# Features are pure functions of a path or symbol string; the same files come back query after
+# query, so their parsed forms are memoised (bounded: a few MB at most).
+_memo = functools.lru_cache(maxsize=1 << 16)
 
 
 @dataclass(frozen=True)

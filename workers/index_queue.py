@@ -36,12 +36,12 @@ class IndexLocks:
     until the process ends (it dies with it). With Qdrant Edge the index node is the only writer and
     needs none."""
 
-    def __init__(self, ctx: WorkerContext, per_source: bool = False) -> None:
+    def __init__(self, ctx: WorkerContext, pipeline: Pipeline) -> None:
         self.ctx = ctx
         self.shared = ctx.settings.vector_backend != "edge"
         # The shared full-text layout has one tantivy writer for every source, so one lock; a legacy
         # per-source layout (INDEX_VERSION < 3, until rebuilt) has a writer, and a lock, per source.
-        self.per_source = per_source
+        self.per_source = bool(getattr(pipeline.fulltext, "legacy", False))
         self._locks: dict[str, SourceLock] = {}
         self._guard = threading.Lock()
 
@@ -91,7 +91,7 @@ class IndexQueueConsumer:
 
     def __init__(self, app: Celery, ctx: WorkerContext, pipeline: Pipeline, queue: str = INDEX_QUEUE) -> None:
         self.app, self.ctx, self.pipeline, self.queue = app, ctx, pipeline, queue
-        self.locks = IndexLocks(ctx, per_source=getattr(pipeline.fulltext, "legacy", False))
+        self.locks = IndexLocks(ctx, pipeline)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cairn-index-queue", daemon=True)
         self.applied = 0

@@ -88,7 +88,7 @@ def apply_batch(self: Any, ready: dict) -> dict:
         raise RuntimeError("with vector_backend=edge the `index` queue is consumed by `cairn serve`, not workers")
     services = services_for(self.app)
     if not _index_locks:
-        _index_locks.append(IndexLocks(ctx, per_source=getattr(services.pipeline.fulltext, "legacy", False)))
+        _index_locks.append(IndexLocks(ctx, services.pipeline))
 
     def resend(payload: dict, delay: float) -> None:
         self.app.send_task(APPLY_TASK, args=[payload], queue=INDEX_QUEUE, countdown=delay)

@@ -366,3 +366,14 @@ def test_ties_beyond_the_cut_in_one_index_are_broken_by_chunk_id(index):
         index.commit()
     for limit in (1, 5, 39):
         assert [h.chunk_id for h in index.search(words("papa"), public(), limit)] == sorted(c.id for c in same)[:limit]
+
+
+def test_upsert_indexes_expansions_computed_elsewhere(index):
+    """A batch prepared in a worker brings its texts' identifier expansions; they are what gets
+    indexed (here a deliberately different one, to see it used), and missing texts are expanded here."""
+    given = make_chunk(0, "getUser quebec", path="src/given.py")
+    other = make_chunk(1, "getUser romeo", path="src/other.py")
+    index.upsert([given, other], expanded={given.content: "sierra"})
+    index.commit()
+    assert [h.chunk_id for h in index.search(words("sierra"), public(), 10)] == [given.id]
+    assert [h.chunk_id for h in index.search(words("get"), public(), 10)] == [other.id]

@@ -223,3 +223,22 @@ def test_a_cancel_during_the_crawl_stops_sending_and_the_job_ends_cancelled(ctx,
     assert services.catalog.get_job(job).state == "cancelled"
     assert len(services.catalog.document_versions("svc")) == 2  # the batch already sent was applied whole
     assert services.catalog.get_checkpoint("svc") is None  # the next sync starts over
+
+
+def test_index_writer_lock_is_one_for_the_shared_index_and_per_source_for_a_legacy_root(services, settings):
+    """With a Qdrant server, processes applying batches hold the tantivy writer's lock: one lock for
+    the shared index (whatever the source), one per source for an index in the pre-v3 layout."""
+    from types import SimpleNamespace
+
+    from workers.index_queue import IndexLocks
+
+    settings.vector_backend = "qdrant"
+    ctx = WorkerContext.from_services(services)
+    shared = SimpleNamespace(fulltext=SimpleNamespace(legacy=False))
+    legacy = SimpleNamespace(fulltext=SimpleNamespace(legacy=True))
+    first, second = IndexLocks(ctx, shared), IndexLocks(ctx, shared)
+    assert first.hold("alpha")
+    assert not second.hold("beta")  # another source, the same writer: refused while `first` lives
+    old_first, old_second = IndexLocks(ctx, legacy), IndexLocks(ctx, legacy)
+    assert old_first.hold("alpha") and old_second.hold("beta")  # a writer per source
+    assert not old_second.hold("alpha")
