@@ -139,6 +139,8 @@ const cells = (...values) => values.map((v) => el("td", {}, v instanceof Node ? 
 
 function adminPage() {
   let timer = null;
+  let notice = "";  // the outcome of the last action stays visible across refreshes until the next one
+  const status = (text) => { $("#admin-status").textContent = notice ? `${notice} · ${text}` : text; };
   async function refresh() {  // every second while a job is queued or running, else every 5 s
     clearTimeout(timer);
     let active = false;
@@ -146,17 +148,22 @@ function adminPage() {
       const state = await call("/ui/admin/state");
       renderAdmin(state);
       active = state.jobs.some((job) => job.state === "queued" || job.state === "running");
-      $("#admin-status").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+      status(`Updated ${new Date().toLocaleTimeString()}`);
     } catch (err) {
-      $("#admin-status").textContent = `Refresh failed: ${err.message}`;
+      status(`Refresh failed: ${err.message}`);
     } finally {
       clearTimeout(timer);
       timer = setTimeout(refresh, active ? 1000 : 5000);
     }
   }
   async function reindex(name) {
-    const job = await call(`/v1/sources/${encodeURIComponent(name)}/reindex`, { method: "POST", body: "{}" });
-    $("#admin-status").textContent = `Reindex of ${name} queued (job ${job.id})`;
+    try {
+      const job = await call(`/v1/sources/${encodeURIComponent(name)}/reindex`, { method: "POST", body: "{}" });
+      notice = `Reindex of ${name} queued (job ${job.id})`;
+    } catch (err) {
+      notice = `Reindex of ${name} failed: ${err.message}`;
+    }
+    $("#admin-status").textContent = notice;
     refresh();
   }
   adminPage.reindex = reindex;

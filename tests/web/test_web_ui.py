@@ -171,6 +171,8 @@ def test_admin_console_reindexes_and_shows_problems(site, browser):
         job_id = re.search(r"job ([0-9a-f-]{36})", page.locator("#admin-status").inner_text()).group(1)
         expect(page.locator(f'#jobs tr[data-job="{job_id}"]')).to_have_attribute("data-state", "succeeded")
         expect(page.locator(f'#jobs tr[data-job="{job_id}"]')).to_contain_text("files seen")
+        # the refreshes that followed kept the queued notice next to their timestamp
+        expect(page.locator("#admin-status")).to_contain_text(re.compile(rf"job {job_id}\) · Updated "))
         page.screenshot(path=str(SCREENSHOTS / "admin.png"), full_page=True)
 
 
