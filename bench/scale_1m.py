@@ -300,52 +300,79 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> float:
     raise RuntimeError(f"cairn serve did not become healthy within {timeout}s")
 
 
-def run_clients(url: str, work: list[tuple[str, str]], clients: int, warmup: int) -> dict[str, Any]:
-    """`clients` threads, each a blocking HTTP client sending its share of (token, query) back to back."""
-    import httpx
-
+def run_clients(url: str, work: list[tuple[str, str]], clients: int, warmup: int,
+                transport: str = "http.client") -> dict[str, Any]:
+    """`clients` threads, each a blocking keep-alive HTTP client sending its share of (token, query)
+    back to back. The clients share the server's two cores, so their own CPU is measured and
+    reported; `http.client` (stdlib) costs a fraction of `httpx` per request (see `--client`)."""
     lock = threading.Lock()
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     queue = list(enumerate(work))
 
     def client() -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            while True:
+        post = _poster(url, transport)
+        while True:
+            with lock:
+                if not queue:
+                    return
+                index, (token, query) = queue.pop()
+            start = time.perf_counter()
+            status, text = post(token, query)
+            elapsed = time.perf_counter() - start
+            if status != 200:
                 with lock:
-                    if not queue:
-                        return
-                    index, (token, query) = queue.pop()
-                start = time.perf_counter()
-                response = http.post("/v1/search", json={"query": query, "limit": 10},
-                                     headers={"authorization": f"Bearer {token}"})
-                elapsed = time.perf_counter() - start
-                if response.status_code != 200:
-                    with lock:
-                        errors.append(f"{response.status_code} {response.text[:200]}")
-                    continue
-                body = response.json()
-                with lock:
-                    results.append({"index": index, "ms": elapsed * 1000, "timings": body["timings_ms"],
-                                    "ids": [h["id"] for h in body["hits"]]})
+                    errors.append(f"{status} {text[:200]}")
+                continue
+            body = json.loads(text)
+            with lock:
+                results.append({"index": index, "ms": elapsed * 1000, "timings": body["timings_ms"],
+                                "ids": [h["id"] for h in body["hits"]]})
 
-    with httpx.Client(base_url=url, timeout=60) as http:  # warm-up, not measured
-        for token, query in work[:warmup]:
-            http.post("/v1/search", json={"query": query, "limit": 10}, headers={"authorization": f"Bearer {token}"})
+    post = _poster(url, transport)  # warm-up, not measured
+    for token, query in work[:warmup]:
+        post(token, query)
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
-    return {"wall_s": wall, "results": results, "errors": errors}
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"wall_s": wall, "client_cpu_s": cpu, "results": results, "errors": errors}
+
+
+def _poster(url: str, transport: str):
+    """A function (token, query) -> (status, body text) on one keep-alive connection."""
+    if transport == "httpx":
+        import httpx
+
+        http = httpx.Client(base_url=url, timeout=60)
+
+        def post(token: str, query: str) -> tuple[int, str]:
+            response = http.post("/v1/search", json={"query": query, "limit": 10},
+                                 headers={"authorization": f"Bearer {token}"})
+            return response.status_code, response.text
+        return post
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+
+    def post(token: str, query: str) -> tuple[int, str]:
+        conn.request("POST", "/v1/search", body=json.dumps({"query": query, "limit": 10}),
+                     headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    return post
 
 
 def client_main() -> None:
     """Entry point of the separate client process: reads its job as JSON on stdin, answers on stdout."""
     job = json.loads(sys.stdin.read())
-    out = run_clients(job["url"], [tuple(w) for w in job["work"]], job["clients"], job["warmup"])
+    out = run_clients(job["url"], [tuple(w) for w in job["work"]], job["clients"], job["warmup"],
+                      job.get("transport", "http.client"))
     sys.stdout.write(json.dumps(out))
 
 
@@ -359,15 +386,17 @@ def summary(values: list[float]) -> dict[str, float]:
             "p99": round(percentile(values, 99), 1), "mean": round(statistics.fmean(values), 1)}
 
 
-def drive(url: str, work: list[tuple[str, str]], clients: int, warmup: int) -> dict[str, Any]:
+def drive(url: str, work: list[tuple[str, str]], clients: int, warmup: int,
+          transport: str = "http.client") -> dict[str, Any]:
     """Run the clients in their own process (their CPU is not the server's GIL's problem)."""
-    job = {"url": url, "work": work, "clients": clients, "warmup": warmup}
+    job = {"url": url, "work": work, "clients": clients, "warmup": warmup, "transport": transport}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "client"], input=json.dumps(job),
                           capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(done.stdout)
 
 
 def serve_bench(data_dir: Path, queries: int, clients: int, n_callers: int = 16, single_queries: int = 100,
+                transport: str = "http.client",
                 warmup: int = 20, startup_timeout: float = 900, log=print) -> dict[str, Any]:
     """Start `cairn serve`, drive it from a client process, check every hit's ACL; returns the report."""
     from api.tokens import TokenStore
@@ -397,11 +426,11 @@ def serve_bench(data_dir: Path, queries: int, clients: int, n_callers: int = 16,
         log(f"server up in {startup:.1f}s, RSS {rss_idle}")
         load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(server.pid)
-        answer = drive(url, work[:queries], clients, warmup=0)
+        answer = drive(url, work[:queries], clients, warmup=0, transport=transport)
         server_cpu = cpu_seconds(server.pid) - cpu_before
         load_after = os.getloadavg()[0]
         rss_after = rss(server.pid)
-        single = drive(url, work[:single_queries], 1, warmup=0) if single_queries else None
+        single = drive(url, work[:single_queries], 1, warmup=0, transport=transport) if single_queries else None
     finally:
         server.terminate()
         try:
@@ -426,6 +455,7 @@ def serve_bench(data_dir: Path, queries: int, clients: int, n_callers: int = 16,
         "hits_checked": hits, "acl_violations": violations, "empty_results": sum(not r["ids"] for r in results),
         "startup_s": round(startup, 1), "server_rss_mib": {"idle": rss_idle, "after": rss_after},
         "server_cpu_ms_per_query": round(server_cpu * 1000 / len(results), 1),
+        "client": transport, "client_cpu_ms_per_query": round(answer["client_cpu_s"] * 1000 / len(results), 1),
         "load_average": [round(load_before, 1), round(load_after, 1)],
         "single_client_latency_ms": summary([r["ms"] for r in single["results"]]) if single else None,
     }
@@ -553,6 +583,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  mean {lat['mean']}")
         print(f"  throughput: {serve['throughput_qps']} queries/s; server CPU {serve['server_cpu_ms_per_query']} "
               f"ms per query; machine load average {serve['load_average']} (2 cores)")
+        print(f"  clients ({serve['client']}, same machine): {serve['client_cpu_ms_per_query']} ms CPU per query")
         if serve.get("single_client_latency_ms"):
             print(f"  one client alone, latency ms: {serve['single_client_latency_ms']}")
         for stage, s in serve["server_stages_ms"].items():
@@ -581,6 +612,8 @@ def main() -> None:
     ap.add_argument("--single-queries", type=int, default=100, help="queries of a one-client pass (service time)")
     ap.add_argument("--local-queries", type=int, default=50,
                     help="queries for the qdrant-client local contrast (brute force: keep it small); 0 skips")
+    ap.add_argument("--client", choices=("http.client", "httpx"), default="http.client",
+                    help="the load generator's HTTP library (it runs on the same cores as the server)")
     ap.add_argument("--skip-serve", action="store_true")
     ap.add_argument("--maintenance-points", type=int, default=20_000,
                     help="new vectors indexed while searching, to measure the pause (0 skips)")
@@ -589,7 +622,8 @@ def main() -> None:
     report: dict[str, Any] = {"chunks": a.chunks}
     report["generate"] = generate(a.data_dir, a.chunks, a.vocab)
     if not a.skip_serve:
-        report["serve"] = serve_bench(a.data_dir, a.queries, a.clients, single_queries=a.single_queries)
+        report["serve"] = serve_bench(a.data_dir, a.queries, a.clients, single_queries=a.single_queries,
+                                      transport=a.client)
     if a.local_queries:
         report["qdrant_local"] = qdrant_local_bench(a.data_dir, a.local_queries)
     if a.maintenance_points:

@@ -44,7 +44,18 @@ def test_served_searches_respect_acls_and_report_latency_and_memory(corpus):
     assert {"embed", "lexical", "dense", "hydrate", "total"} <= set(report["server_stages_ms"])
     assert report["server_rss_mib"]["after"]["VmRSS"] > 0 and report["server_cpu_ms_per_query"] > 0
     assert report["single_client_latency_ms"]["p50"] > 0
+    assert report["client"] == "http.client" and report["client_cpu_ms_per_query"] > 0
     json.dumps(report)  # the report is written as one JSON line
+
+
+def test_the_httpx_load_generator_sees_the_same_answers(corpus):
+    kwargs = dict(queries=12, clients=2, n_callers=3, single_queries=0, warmup=0, startup_timeout=300,
+                  log=lambda *_: None)
+    stdlib = scale_1m.serve_bench(corpus, **kwargs)
+    httpx = scale_1m.serve_bench(corpus, transport="httpx", **kwargs)
+    assert httpx["client"] == "httpx" and httpx["errors"] == stdlib["errors"] == 0
+    assert httpx["hits_checked"] == stdlib["hits_checked"] > 0 and httpx["acl_violations"] == 0
+    assert httpx["client_cpu_ms_per_query"] > 0
 
 
 def test_qdrant_local_contrast_is_exact_and_edge_recall_is_measured(corpus, embedder):
