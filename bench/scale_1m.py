@@ -269,10 +269,27 @@ def rss(pid: int) -> dict[str, int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all threads (from /proc/<pid>/stat)."""
+def children(pid: int) -> list[int]:
+    """The process's live child processes (e.g. the vector process of `cairn serve`), recursively."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += [int(child), *children(int(child))]
+    return out
+
+
+def server_rss(pid: int) -> dict[str, Any]:
+    """RSS of the server and of each of its child processes (MiB), and their total VmRSS."""
+    parts = {"server": rss(pid)} | {f"child {c}": rss(c) for c in children(pid)}
+    return parts | {"total_VmRSS": sum(p["VmRSS"] for p in parts.values())}
+
+
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU time of a process, all threads (from /proc/<pid>/stat), and optionally of
+    its live child processes."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + (sum(cpu_seconds(c) for c in children(pid)) if with_children else 0.0)
 
 
 def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
@@ -422,14 +439,14 @@ def serve_bench(data_dir: Path, queries: int, clients: int, n_callers: int = 16,
         startup = wait_healthy(url, server, startup_timeout)
         if warmup:
             drive(url, work[queries:], 1, warmup=0)  # warm-up: first-use costs, page cache
-        rss_idle = rss(server.pid)
+        rss_idle = server_rss(server.pid)
         log(f"server up in {startup:.1f}s, RSS {rss_idle}")
         load_before = os.getloadavg()[0]
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(server.pid, with_children=True)
         answer = drive(url, work[:queries], clients, warmup=0, transport=transport)
-        server_cpu = cpu_seconds(server.pid) - cpu_before
+        server_cpu = cpu_seconds(server.pid, with_children=True) - cpu_before
         load_after = os.getloadavg()[0]
-        rss_after = rss(server.pid)
+        rss_after = server_rss(server.pid)
         single = drive(url, work[:single_queries], 1, warmup=0, transport=transport) if single_queries else None
     finally:
         server.terminate()

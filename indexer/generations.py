@@ -181,6 +181,10 @@ class GenerationStores:
 
     def _vectors(self, gen: Generation, directory: Path, dim: int) -> VectorStore:
         if self.settings.vector_backend == "edge":
+            if self.settings.vector_process:
+                from indexer.vector_process import ProcessVectorStore
+
+                return ProcessVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling)
             from indexer.vector_edge import EdgeVectorStore
 
             return EdgeVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling)

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     embed_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 = all cores.")
     vector_oversampling: float = Field(default=0.0, ge=0, description="Qdrant Edge: rescore this many times the "
                                        "requested neighbours with the on-disk float vectors (0 = int8 scores only).")
+    vector_process: bool | None = Field(default=None, description="Qdrant Edge: own the vector index in a "
+                                        "child process, so vector searches and HNSW builds never hold the serving "
+                                        "process's GIL (empty = on for `cairn serve`, off for one-shot commands).")
     reranker: str = Field(default="features", description="`features` (no weights) or `cross-encoder`.")
     cross_encoder_model: str = Field(default="", description="fastembed cross-encoder name or ONNX directory.")
     max_file_bytes: int = Field(default=1_000_000, ge=1, description="Files larger than this are skipped "

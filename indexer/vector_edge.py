@@ -114,16 +114,23 @@ class EdgeVectorStore:
             raise StoreError(f"vector index update failed: {exc}") from exc
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
-        for start in range(0, len(points), UPSERT_BATCH):
-            group = points[start:start + UPSERT_BATCH]
-            # One array conversion per batch: float() per component costs more than the upsert itself.
-            try:
-                vectors = np.asarray([p.vector for p in group], dtype=np.float32).tolist()
-            except ValueError as exc:  # ragged or non-numeric vectors
-                raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each") from exc
-            batch = [qe.Point(p.chunk.id, vector, chunk_payload(p.chunk)) for p, vector in zip(group, vectors)]
-            self._update(qe.UpdateOperation.upsert_points(batch))
-        log.debug("edge upsert: %d points", len(points))
+        # One array conversion for all points: float() per component costs more than the upsert itself.
+        try:
+            vectors = np.asarray([p.vector for p in points], dtype=np.float32)
+        except ValueError as exc:  # ragged or non-numeric vectors
+            raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each") from exc
+        self.upsert_payloads([(p.chunk.id, chunk_payload(p.chunk)) for p in points], vectors)
+
+    def upsert_payloads(self, items: Sequence[tuple[str, dict[str, Any]]], vectors: np.ndarray) -> None:
+        """Points as (chunk id, `chunk_payload`) with their vectors as rows of a float32 array."""
+        if len(items) and (vectors.ndim != 2 or vectors.shape != (len(items), self.dim)):
+            raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each")
+        for start in range(0, len(items), UPSERT_BATCH):
+            group = items[start:start + UPSERT_BATCH]
+            rows = vectors[start:start + UPSERT_BATCH].tolist()
+            self._update(qe.UpdateOperation.upsert_points(
+                [qe.Point(cid, row, payload) for (cid, payload), row in zip(group, rows)]))
+        log.debug("edge upsert: %d points", len(items))
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
         ids: list[Any] = list(chunk_ids)

@@ -42,7 +42,10 @@ def test_served_searches_respect_acls_and_report_latency_and_memory(corpus):
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     assert {"embed", "lexical", "dense", "hydrate", "total"} <= set(report["server_stages_ms"])
-    assert report["server_rss_mib"]["after"]["VmRSS"] > 0 and report["server_cpu_ms_per_query"] > 0
+    memory = report["server_rss_mib"]["after"]
+    assert memory["server"]["VmRSS"] > 0 and report["server_cpu_ms_per_query"] > 0
+    children = [v for k, v in memory.items() if k.startswith("child ")]  # `cairn serve`'s vector process
+    assert children and memory["total_VmRSS"] == memory["server"]["VmRSS"] + sum(c["VmRSS"] for c in children)
     assert report["single_client_latency_ms"]["p50"] > 0
     assert report["client"] == "http.client" and report["client_cpu_ms_per_query"] > 0
     json.dumps(report)  # the report is written as one JSON line

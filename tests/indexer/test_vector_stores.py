@@ -13,6 +13,7 @@ from qdrant_client import QdrantClient
 from indexer.documents import ADMINS, PUBLIC, Access, Chunk, Principal
 from indexer.stores import SearchFilter, StoreError, VectorPoint
 from indexer.vector_edge import EdgeVectorStore
+from indexer.vector_process import ProcessVectorStore
 from indexer.vector_qdrant import QdrantServerStore
 
 DIM = 16
@@ -53,7 +54,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
 
 
-@pytest.fixture(params=["edge", "qdrant-local"])
+@pytest.fixture(params=["edge", "edge-process", "qdrant-local"])
 def store_factory(request, tmp_path):
     """Opens the same persistent store again on every call (Edge dir, or qdrant-client local path)."""
     opened = []
@@ -61,6 +62,8 @@ def store_factory(request, tmp_path):
     def make():
         if request.param == "edge":
             store = EdgeVectorStore(tmp_path / "edge", DIM)
+        elif request.param == "edge-process":
+            store = ProcessVectorStore(tmp_path / "edge", DIM)
         else:
             store = QdrantServerStore(QdrantClient(path=str(tmp_path / "qdrant")), "chunks", DIM)
         opened.append(store)
@@ -71,10 +74,12 @@ def store_factory(request, tmp_path):
         close(store)
 
 
-@pytest.fixture(params=["edge", "qdrant-memory"])
+@pytest.fixture(params=["edge", "edge-process", "qdrant-memory"])
 def store(request, tmp_path):
     if request.param == "edge":
         store = EdgeVectorStore(tmp_path / "edge", DIM)
+    elif request.param == "edge-process":
+        store = ProcessVectorStore(tmp_path / "edge", DIM)
     else:
         store = QdrantServerStore(":memory:", "chunks", DIM)
     yield store
