@@ -34,6 +34,8 @@ class Metrics:
         self.search_stages = Histogram("cairn_search_stage_seconds", "Time spent in each search stage.",
                                        ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.search_results = Counter("cairn_search_results_total", "Hits returned by searches.", registry=r)
+        self.search_partial = Counter("cairn_search_partial_total", "Searches answered without an engine that "
+                                      "did not answer in time, by engine.", ["engine"], registry=r)
         self.jobs = Counter("cairn_jobs_finished_total", "Index jobs run by this process, by outcome.",
                             ["kind", "outcome"], registry=r)
         self.job_seconds = Histogram("cairn_job_duration_seconds", "Duration of index jobs run by this process.",
@@ -135,6 +137,8 @@ class ObservedSearcher:
         for stage, seconds in result.timings.items():
             self.metrics.search_stages.labels(stage).observe(seconds)
         self.metrics.search_results.inc(len(result.hits))
+        for engine in result.partial:
+            self.metrics.search_partial.labels(engine).inc()
         return result
 
     def close(self) -> None:

@@ -37,6 +37,9 @@ class SearchResponse(BaseModel):
     query_id: str
     hits: list[HitOut]
     timings_ms: dict[str, float]
+    # engines missing from this answer: ["dense"] when the vector index did not answer in time (the
+    # hits then come from BM25 alone); empty normally
+    partial: list[str] = Field(default_factory=list)
 
 
 class SourceIn(BaseModel):

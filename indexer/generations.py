@@ -184,7 +184,8 @@ class GenerationStores:
             if self.settings.vector_process:
                 from indexer.vector_process import ProcessVectorStore
 
-                return ProcessVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling)
+                return ProcessVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling,
+                                          search_timeout=self.settings.vector_search_timeout_ms / 1000)
             from indexer.vector_edge import EdgeVectorStore
 
             return EdgeVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     vector_process: bool | None = Field(default=None, description="Qdrant Edge: own the vector index in a "
                                         "child process, so vector searches and HNSW builds never hold the serving "
                                         "process's GIL (empty = on for `cairn serve`, off for one-shot commands).")
+    vector_search_timeout_ms: int = Field(default=1000, ge=1, description="With the vector process: a search "
+                                          "whose vector half takes longer answers from BM25 alone and lists "
+                                          "`dense` under `partial`.")
     reranker: str = Field(default="features", description="`features` (no weights) or `cross-encoder`.")
     cross_encoder_model: str = Field(default="", description="fastembed cross-encoder name or ONNX directory.")
     max_file_bytes: int = Field(default=1_000_000, ge=1, description="Files larger than this are skipped "

@@ -12,6 +12,10 @@ class StoreError(RuntimeError):
     """A vector or full-text store failed to open, read or write."""
 
 
+class StoreTimeout(StoreError):
+    """A store did not answer a search in time (e.g. its process is busy building an index)."""
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     """What a query may see. Built from a Principal plus an optional scope; applied inside engines.

@@ -15,6 +15,8 @@ socket in a private 0700 directory, authenticated with a random key (multiproces
 challenge), one thread per connection. The parent keeps a pool of connections, one per concurrent
 caller. Vectors travel as float32 bytes and points as (id, payload) without the chunk text.
 
+A search that gets no answer within `search_timeout` (the child is busy, e.g. an optimize of many new
+points holds it) raises `StoreTimeout`, and the searcher answers from BM25 alone, saying so.
 A child that dies (killed, crashed) is started again on the next call; a read (search, ids) is retried
 once on the new child, a write raises `StoreError` and is redone by the sync that made it (its
 documents are not marked indexed), exactly as after a crash of the whole process."""
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.stores import ScoredId, SearchFilter, StoreError, VectorPoint
+from indexer.stores import ScoredId, SearchFilter, StoreError, StoreTimeout, VectorPoint
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,10 @@ READS = frozenset({"search", "ids"})  # retried once on a restarted child
 class ProcessVectorStore:
     """`VectorStore` over an `EdgeVectorStore` (same arguments) living in a child process."""
 
-    def __init__(self, path: Path, dim: int, **store_options: Any) -> None:
+    def __init__(self, path: Path, dim: int, search_timeout: float | None = None, **store_options: Any) -> None:
         self.path = Path(path)
         self.dim = dim
+        self.search_timeout = search_timeout  # seconds; past it a search raises StoreTimeout
         self._options = store_options
         self._lock = threading.Lock()  # guards starting/stopping the child and the pool
         self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
@@ -141,12 +144,12 @@ class ProcessVectorStore:
         except OSError as exc:
             raise _ChildGone(generation) from exc
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         if self._closed:
             raise StoreError(f"vector index {self.path} is closed")
         for attempt in (1, 2):
             try:
-                return self._call_once(method, args)
+                return self._call_once(method, args, timeout)
             except _ChildGone as gone:
                 self._restart(gone.generation)
                 if method not in READS or attempt == 2:
@@ -154,10 +157,13 @@ class ProcessVectorStore:
                                      "the call was not applied") from gone.__cause__
         raise AssertionError("unreachable")
 
-    def _call_once(self, method: str, args: tuple) -> Any:
+    def _call_once(self, method: str, args: tuple, timeout: float | None = None) -> Any:
         generation, conn = self._connection()
         try:
             conn.send((method, args))
+            if timeout is not None and not conn.poll(timeout):
+                conn.close()  # its late answer must never reach another caller
+                raise StoreTimeout(f"vector {method} took longer than {timeout:g}s (the vector process is busy)")
             status, value = conn.recv()
         except (EOFError, OSError) as exc:
             conn.close()
@@ -191,7 +197,8 @@ class ProcessVectorStore:
     def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
         if flt.matches_nothing or limit <= 0:
             return []
-        found = self._call("search", np.asarray(vector, dtype=np.float32).tobytes(), flt, limit)
+        found = self._call("search", np.asarray(vector, dtype=np.float32).tobytes(), flt, limit,
+                           timeout=self.search_timeout)
         return [ScoredId(cid, score) for cid, score in found]
 
     def ids(self, source: str | None = None) -> set[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from indexer.catalog import Catalog
 from indexer.documents import Principal
 from indexer.embedding import Embedder
-from indexer.stores import FullTextIndex, ScoredId, SearchFilter, VectorStore
+from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, VectorStore
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.hits import Candidate, Hit
 from retrieval.packing import cap_per_file, snippet
@@ -41,6 +41,7 @@ class SearchResult:
     hits: list[Hit]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     candidates: int = 0
+    partial: tuple[str, ...] = ()  # engines whose results are missing (they did not answer in time)
 
 
 class HybridSearcher:
@@ -67,7 +68,7 @@ class HybridSearcher:
         flt = build_filter(principal, scope or Scope())
         if flt.matches_nothing:
             return SearchResult([], {"total": time.perf_counter() - t0})
-        lexical, dense = self._retrieve(query, flt, timings)
+        lexical, dense, partial = self._retrieve(query, flt, timings)
         fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]],
                                        weights=self.options.fusion_weights)
         t = time.perf_counter()
@@ -81,10 +82,12 @@ class HybridSearcher:
         timings["rerank"] = time.perf_counter() - t
         hits = [self._hit(c, query) for c in ranked[:limit]]
         timings["total"] = time.perf_counter() - t0
-        return SearchResult(hits, timings, candidates=len(cands))
+        return SearchResult(hits, timings, candidates=len(cands), partial=partial)
 
     def _retrieve(self, query: AnalysedQuery, flt: SearchFilter,
-                  timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId]]:
+                  timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId], tuple[str, ...]]:
+        """BM25 (on the pool) and dense (on this thread) candidates. A vector store that does not
+        answer in time (`StoreTimeout`) leaves the dense list empty and the result `partial`."""
         def lexical() -> list[ScoredId]:
             t = time.perf_counter()
             out = self.fulltext.search(query.lexical, flt, self.candidates * self.options.depth)
@@ -100,8 +103,13 @@ class HybridSearcher:
             return out
 
         lex_future = self._pool.submit(lexical)
-        dense_hits = dense() if query.dense_text else []
-        return lex_future.result(), dense_hits
+        partial: tuple[str, ...] = ()
+        try:
+            dense_hits = dense() if query.dense_text else []
+        except StoreTimeout as exc:
+            log.warning("search answered from BM25 alone: %s", exc)
+            dense_hits, partial = [], ("dense",)
+        return lex_future.result(), dense_hits, partial
 
     def _hydrate(self, fused: list[tuple[str, float]], lexical: list[ScoredId],
                  dense: list[ScoredId]) -> list[Candidate]:

@@ -70,3 +70,21 @@ def services(settings: Settings, embedder) -> Iterator[IndexServices]:
     svc = IndexServices.open(settings, embedder=embedder)
     yield svc
     svc.close()
+
+
+def _stop_process(pid: int) -> None:
+    """SIGSTOP, returning once the process is stopped (the signal takes effect asynchronously)."""
+    import signal
+    import time
+
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "tT":
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def stop_process() -> Callable[[int], None]:
+    """`stop_process(pid)`: freeze a process (SIGSTOP) and wait until it is stopped; SIGCONT resumes it."""
+    return _stop_process

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from indexer.documents import PUBLIC, Access, Chunk
-from indexer.stores import SearchFilter, StoreError, VectorPoint
+from indexer.stores import SearchFilter, StoreError, StoreTimeout, VectorPoint
 from indexer.vector_process import ProcessVectorStore
 
 DIM = 8
@@ -155,3 +155,23 @@ def test_the_child_exits_when_its_parent_dies(tmp_path):
     assert wait_gone(child)
     reopened = ProcessVectorStore(tmp_path / "edge", DIM)  # the lock went with it
     reopened.close()
+
+
+def test_a_stalled_child_times_searches_out_and_its_late_answers_reach_nobody(tmp_path, stop_process):
+    store = ProcessVectorStore(tmp_path / "edge", DIM, search_timeout=0.3)
+    try:
+        batch = points(20)
+        store.upsert(batch)
+        stop_process(store.pid)  # what an optimize holding the child's GIL looks like from here
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreTimeout, match="longer than 0.3s"):
+                store.search(batch[1].vector, EVERYONE, 1)
+            assert time.monotonic() - started < 5
+        finally:
+            os.kill(store.pid, signal.SIGCONT)
+        for i in (2, 3, 4):  # each answer is its own question's, not the stale one
+            assert store.search(batch[i].vector, EVERYONE, 1)[0].chunk_id == batch[i].chunk.id
+        assert len(store.ids()) == 20  # writes and listings wait as long as they need
+    finally:
+        store.close()
