@@ -354,9 +354,7 @@ def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Op
 
     from api.app import create_app
 
-    settings: Settings = ctx.obj
-    if settings.vector_process is None:  # a long-lived server: vector work off its GIL (indexer/vector_process.py)
-        settings = settings.model_copy(update={"vector_process": True})
+    settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/vector_process.py)
     api = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
                                            log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_seconds,

@@ -32,6 +32,7 @@ def run_demo(settings: Settings, path: Path, port: int | None, console: Console)
     root = repository_root(path)
     name = root.name
     port = port or settings.port
+    settings = settings.for_serving()
     services = IndexServices.open(settings)
     services.catalog.upsert_source(name, "git", {"location": str(root), "ref": ""}, ["public"])
     with SyncProgress(console) as progress:

@@ -542,46 +542,64 @@ def qdrant_local_bench(data_dir: Path, queries: int, embedder: Any = None, log=p
 # -- index maintenance while serving ------------------------------------------------------------
 
 
-def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=print) -> dict[str, Any]:
-    """What building HNSW for `points` new vectors costs a serving process: the optimize runs on a
-    job thread (as after a sync) while another thread keeps searching; reports how long searches
-    stalled. The points are removed again afterwards (the corpus stays as generated)."""
-    svc = open_services(data_dir, embedder)
-    try:
-        vocab = Vocabulary.load_or_build(data_dir / BENCH_DIR, svc.embedder, json.loads(
-            (data_dir / BENCH_DIR / "state.json").read_text())["vocab"])
-        extra = make_batch(vocab, 10_000, points)  # a batch number no corpus reaches
-        flt = caller_filter(["g01", "g02", "g03"], "maintenance")
-        query = extra.vectors[0].tolist()
-        svc.vectors.upsert([VectorPoint(c, v) for c, v in zip(extra.chunks, extra.vectors.tolist())])
-        stalls: list[float] = []
-        done = threading.Event()
-        outcome: dict[str, float] = {}
+def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=print,
+                      modes: tuple[bool, ...] = (False, True)) -> dict[str, Any]:
+    """What building HNSW for `points` new vectors costs a serving process, with the vector index
+    in-process and in its own process (`vector_process`), side by side. The optimize runs on a job
+    thread (as after a sync) while another thread keeps running full hybrid searches (embedding,
+    BM25, vectors, rerank); reports the longest gap between two answers and how many came back
+    without dense results (`partial`, the vector process past its search timeout). The points are
+    removed again afterwards (the corpus stays as generated)."""
+    from api.app import build_searcher
+    from indexer.documents import Principal
+    from indexer.services import IndexServices
+    from indexer.settings import Settings
 
-        def build() -> None:
-            start = time.perf_counter()
+    out: dict[str, Any] = {"points": points}
+    for vector_process in modes:
+        svc = IndexServices.open(Settings(data_dir=data_dir, vector_process=vector_process), embedder=embedder)
+        searcher = build_searcher(svc)
+        try:
+            vocab = Vocabulary.load_or_build(data_dir / BENCH_DIR, svc.embedder, json.loads(
+                (data_dir / BENCH_DIR / "state.json").read_text())["vocab"])
+            extra = make_batch(vocab, 10_000, points)  # a batch number no corpus reaches
+            caller = Principal("maintenance", frozenset({"g01", "g02", "g03"}))
+            queries = make_queries(vocab.words, 50)
+            svc.vectors.upsert([VectorPoint(c, v) for c, v in zip(extra.chunks, extra.vectors.tolist())])
+            searcher.search(queries[0], caller)  # warm
+            gaps: list[float] = []
+            done = threading.Event()
+            outcome: dict[str, float] = {}
+
+            def build() -> None:
+                start = time.perf_counter()
+                svc.vectors.optimize()
+                outcome["optimize_s"] = time.perf_counter() - start
+                done.set()
+
+            worker = threading.Thread(target=build)
+            searches = partial = 0
+            last = time.perf_counter()
+            worker.start()
+            while not done.is_set():  # the gap between two answers
+                result = searcher.search(queries[searches % len(queries)], caller)
+                partial += bool(result.partial)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+                searches += 1
+                time.sleep(0.005)
+            worker.join()
+            svc.vectors.delete([c.id for c in extra.chunks])
             svc.vectors.optimize()
-            outcome["optimize_s"] = time.perf_counter() - start
-            done.set()
-
-        worker = threading.Thread(target=build)
-        searches = 0
-        last = time.perf_counter()
-        worker.start()
-        while not done.is_set():  # the gap between two answers: a search plus waiting for the GIL
-            svc.vectors.search(query, flt, 50)
-            now = time.perf_counter()
-            stalls.append(now - last)
-            last = now
-            searches += 1
-            time.sleep(0.005)
-        worker.join()
-        svc.vectors.delete([c.id for c in extra.chunks])
-        svc.vectors.optimize()
-        return {"points": points, "optimize_s": round(outcome["optimize_s"], 2),
-                "searches_during": searches, "longest_stall_s": round(max(stalls, default=0.0), 2)}
-    finally:
-        svc.close()
+            key = "vector_process" if vector_process else "in_process"
+            out[key] = {"optimize_s": round(outcome["optimize_s"], 2), "searches_during": searches,
+                        "partial_answers": partial, "longest_gap_s": round(max(gaps, default=0.0), 2)}
+            log(f"maintenance ({key}): {out[key]}")
+        finally:
+            searcher.close()
+            svc.close()
+    return out
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -589,9 +607,12 @@ def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=pri
 
 def print_report(report: dict[str, Any]) -> None:
     upkeep = report.get("maintenance")
-    if upkeep:
-        print(f"HNSW build for {upkeep['points']} new points while searching: optimize {upkeep['optimize_s']}s, "
-              f"longest stall between answers {upkeep['longest_stall_s']}s ({upkeep['searches_during']} searches)")
+    for key in ("in_process", "vector_process"):
+        if upkeep and key in upkeep:
+            u = upkeep[key]
+            print(f"HNSW build for {upkeep['points']} new points while searching ({key.replace('_', ' ')}): "
+                  f"optimize {u['optimize_s']}s, longest gap between answers {u['longest_gap_s']}s "
+                  f"({u['searches_during']} searches, {u['partial_answers']} without dense results)")
     serve = report.get("serve")
     if serve:
         lat = serve["latency_ms"]

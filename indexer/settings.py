@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = Field(default=86400, ge=0, description="Embedded node: how often the "
                                             "stores are reconciled with the catalog (0 = never).")
 
+    def for_serving(self) -> Settings:
+        """These settings for a long-lived server (`cairn serve`, `cairn demo`): an unset
+        `vector_process` turns on there (one-shot commands keep the vector index in-process)."""
+        return self if self.vector_process is not None else self.model_copy(update={"vector_process": True})
+
     @field_validator("secret_allowlist")
     @classmethod
     def _compile_allowlist(cls, patterns: list[str]) -> list[str]:

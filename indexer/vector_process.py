@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
@@ -49,10 +50,14 @@ READS = frozenset({"search", "ids"})  # retried once on a restarted child
 class ProcessVectorStore:
     """`VectorStore` over an `EdgeVectorStore` (same arguments) living in a child process."""
 
-    def __init__(self, path: Path, dim: int, search_timeout: float | None = None, **store_options: Any) -> None:
+    def __init__(self, path: Path, dim: int, search_timeout: float | None = None, open_wait: float = 15.0,
+                 **store_options: Any) -> None:
         self.path = Path(path)
         self.dim = dim
         self.search_timeout = search_timeout  # seconds; past it a search raises StoreTimeout
+        # A shard still locked when we start may belong to the child of a server that was just killed
+        # (it closes the shard once it sees its parent gone): wait this long for the lock.
+        self.open_wait = open_wait
         self._options = store_options
         self._lock = threading.Lock()  # guards starting/stopping the child and the pool
         self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
@@ -67,6 +72,17 @@ class ProcessVectorStore:
     # -- the child's lifecycle --------------------------------------------------------------------
 
     def _start(self) -> None:
+        deadline = time.monotonic() + self.open_wait
+        while True:
+            try:
+                return self._start_once()
+            except StoreError as exc:
+                if "in use by another process" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                log.info("vector index %s is still locked (a previous owner closing?); waiting", self.path)
+                time.sleep(0.2)
+
+    def _start_once(self) -> None:
         self._socket_dir = tempfile.mkdtemp(prefix="cairn-vectors-")  # mkdtemp: mode 0700
         self._address = os.path.join(self._socket_dir, "socket")
         self._authkey = os.urandom(32)

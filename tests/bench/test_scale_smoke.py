@@ -80,3 +80,22 @@ def test_acl_check_counts_a_hit_the_caller_may_not_read(corpus):
     assert scale_1m.acl_violations(catalog, results, [0], [outsider]) == (1, 1)
     assert scale_1m.acl_violations(catalog, results, [0], [insider]) == (0, 1)
     catalog.engine.dispose()
+
+
+def test_maintenance_runs_both_layouts_and_leaves_the_corpus_as_it_was(corpus, embedder):
+    from indexer.vector_edge import EdgeVectorStore
+
+    def ids() -> set[str]:
+        store = EdgeVectorStore(next((corpus / "generations").iterdir()) / "vectors", 384)
+        try:
+            return store.ids()
+        finally:
+            store.close()
+
+    before = ids()
+    report = scale_1m.maintenance_bench(corpus, 12_000, embedder=embedder, log=lambda *_: None)
+    for key in ("in_process", "vector_process"):
+        upkeep = report[key]
+        assert upkeep["optimize_s"] > 0 and upkeep["searches_during"] >= 1  # 12k new points get an HNSW build
+        assert 0 <= upkeep["partial_answers"] <= upkeep["searches_during"] and upkeep["longest_gap_s"] >= 0
+    assert ids() == before

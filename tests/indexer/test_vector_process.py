@@ -124,8 +124,10 @@ def test_a_bad_call_is_an_error_and_the_child_keeps_serving(store):
 
 
 def test_a_second_owner_of_the_directory_is_refused_with_a_clear_error(store, tmp_path):
+    started = time.monotonic()
     with pytest.raises(StoreError, match="in use by another process"):
-        ProcessVectorStore(tmp_path / "edge", DIM)
+        ProcessVectorStore(tmp_path / "edge", DIM, open_wait=1.0)
+    assert 1.0 <= time.monotonic() - started < 10  # waited for the lock, then gave up
     assert len(store.search([1.0] * DIM, EVERYONE, 5)) == 0  # the owner is unaffected
 
 
@@ -152,8 +154,8 @@ def test_the_child_exits_when_its_parent_dies(tmp_path):
     assert alive(child)
     parent.kill()
     parent.wait()
+    reopened = ProcessVectorStore(tmp_path / "edge", DIM)  # at once: it waits for the orphan to let go
     assert wait_gone(child)
-    reopened = ProcessVectorStore(tmp_path / "edge", DIM)  # the lock went with it
     reopened.close()
 
 
@@ -175,3 +177,13 @@ def test_a_stalled_child_times_searches_out_and_its_late_answers_reach_nobody(tm
         assert len(store.ids()) == 20  # writes and listings wait as long as they need
     finally:
         store.close()
+
+
+def test_servers_turn_the_vector_process_on_unless_told_otherwise(tmp_path, monkeypatch):
+    from indexer.settings import Settings
+
+    monkeypatch.delenv("CAIRN_VECTOR_PROCESS", raising=False)
+    assert Settings(data_dir=tmp_path).vector_process is None  # one-shot commands: in-process
+    assert Settings(data_dir=tmp_path).for_serving().vector_process is True
+    monkeypatch.setenv("CAIRN_VECTOR_PROCESS", "false")
+    assert Settings(data_dir=tmp_path).for_serving().vector_process is False
