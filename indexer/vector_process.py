@@ -145,7 +145,11 @@ class ProcessVectorStore:
 
     # -- calls ------------------------------------------------------------------------------------
 
-    def _connection(self) -> tuple[int, Connection]:
+    def _connection(self, deadline: float | None) -> tuple[int, Connection]:
+        """An idle connection to the current child, or a new one. Connecting needs the child to accept
+        and answer the key challenge, i.e. its GIL, which an optimize can hold for minutes: with a
+        deadline the connect runs on a helper thread, and a caller that stops waiting leaves the
+        connection, once made, to the pool."""
         while True:
             try:
                 generation, conn = self._idle.get_nowait()
@@ -155,8 +159,30 @@ class ProcessVectorStore:
                 return generation, conn
             conn.close()
         generation = self._generation
+        if deadline is None:
+            return generation, self._connect(generation)
+        handoff = _Handoff()
+
+        def connect() -> None:
+            try:
+                conn = self._connect(generation)
+            except _ChildGone as gone:
+                handoff.give(gone)
+                return
+            if not handoff.give(conn):
+                self._idle.put((generation, conn))
+
+        threading.Thread(target=connect, daemon=True, name="cairn-vectors-connect").start()
+        got = handoff.take(max(0.0, deadline - time.monotonic()))
+        if got is None:
+            raise StoreTimeout("the vector process did not take a connection in time (it is busy)")
+        if isinstance(got, _ChildGone):
+            raise got
+        return generation, got
+
+    def _connect(self, generation: int) -> Connection:
         try:
-            return generation, Client(self._address, family="AF_UNIX", authkey=self._authkey)
+            return Client(self._address, family="AF_UNIX", authkey=self._authkey)
         except OSError as exc:
             raise _ChildGone(generation) from exc
 
@@ -174,10 +200,11 @@ class ProcessVectorStore:
         raise AssertionError("unreachable")
 
     def _call_once(self, method: str, args: tuple, timeout: float | None = None) -> Any:
-        generation, conn = self._connection()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        generation, conn = self._connection(deadline)
         try:
             conn.send((method, args))
-            if timeout is not None and not conn.poll(timeout):
+            if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
                 conn.close()  # its late answer must never reach another caller
                 raise StoreTimeout(f"vector {method} took longer than {timeout:g}s (the vector process is busy)")
             status, value = conn.recv()
@@ -242,6 +269,31 @@ class ProcessVectorStore:
             if child is not None:
                 self._reap(child)
             shutil.rmtree(self._socket_dir or "", ignore_errors=True)
+
+
+class _Handoff:
+    """One value passed from a helper thread to a waiter that may give up: `give` returns False when
+    the waiter has stopped waiting (the value is then the helper's to dispose of)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._value: Any = None
+        self._given = self._abandoned = False
+
+    def give(self, value: Any) -> bool:
+        with self._cond:
+            if self._abandoned:
+                return False
+            self._value, self._given = value, True
+            self._cond.notify()
+            return True
+
+    def take(self, timeout: float) -> Any:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._given, timeout=timeout):
+                self._abandoned = True
+                return None
+            return self._value
 
 
 class _ChildGone(Exception):

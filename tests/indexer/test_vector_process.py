@@ -170,6 +170,23 @@ def test_a_stalled_child_times_searches_out_and_its_late_answers_reach_nobody(tm
             with pytest.raises(StoreTimeout, match="longer than 0.3s"):
                 store.search(batch[1].vector, EVERYONE, 1)
             assert time.monotonic() - started < 5
+            # callers beyond the idle connections must connect, which needs the child too: same limit
+            outcomes: list[str] = []
+
+            def caller() -> None:
+                try:
+                    store.search(batch[1].vector, EVERYONE, 1)
+                    outcomes.append("answered")
+                except StoreTimeout:
+                    outcomes.append("timed out")
+
+            threads = [threading.Thread(target=caller) for _ in range(3)]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert outcomes == ["timed out"] * 3 and time.monotonic() - started < 5
         finally:
             os.kill(store.pid, signal.SIGCONT)
         for i in (2, 3, 4):  # each answer is its own question's, not the stale one
