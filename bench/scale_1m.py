@@ -292,9 +292,9 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float:
     return own + (sum(cpu_seconds(c) for c in children(pid)) if with_children else 0.0)
 
 
-def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ, CAIRN_DATA_DIR=str(data_dir), CAIRN_PORT=str(port), CAIRN_HOST="127.0.0.1",
-               CAIRN_RATE_LIMIT_PER_MINUTE="0")
+               CAIRN_RATE_LIMIT_PER_MINUTE="0", **(env or {}))
     cairn = Path(sys.executable).with_name("cairn")
     command = [str(cairn)] if cairn.exists() else [sys.executable, "-m", "api.cli"]
     return subprocess.Popen([*command, "serve"], env=env, cwd=ROOT, stdout=log_path.open("wb"),
@@ -317,7 +317,7 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float) -> float:
     raise RuntimeError(f"cairn serve did not become healthy within {timeout}s")
 
 
-def run_clients(url: str, work: list[tuple[str, str]], clients: int, warmup: int,
+def run_clients(url: str | list[str], work: list[tuple[str, str]], clients: int, warmup: int,
                 transport: str = "http.client") -> dict[str, Any]:
     """`clients` threads, each a blocking keep-alive HTTP client sending its share of (token, query)
     back to back. The clients share the server's two cores, so their own CPU is measured and
@@ -327,8 +327,10 @@ def run_clients(url: str, work: list[tuple[str, str]], clients: int, warmup: int
     errors: list[str] = []
     queue = list(enumerate(work))
 
-    def client() -> None:
-        post = _poster(url, transport)
+    urls = [url] if isinstance(url, str) else url
+
+    def client(number: int) -> None:
+        post = _poster(urls[number % len(urls)], transport)  # several servers: clients spread evenly
         while True:
             with lock:
                 if not queue:
@@ -346,10 +348,10 @@ def run_clients(url: str, work: list[tuple[str, str]], clients: int, warmup: int
                 results.append({"index": index, "ms": elapsed * 1000, "timings": body["timings_ms"],
                                 "ids": [h["id"] for h in body["hits"]]})
 
-    post = _poster(url, transport)  # warm-up, not measured
+    post = _poster(urls[0], transport)  # warm-up, not measured
     for token, query in work[:warmup]:
         post(token, query)
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     start, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
@@ -403,7 +405,7 @@ def summary(values: list[float]) -> dict[str, float]:
             "p99": round(percentile(values, 99), 1), "mean": round(statistics.fmean(values), 1)}
 
 
-def drive(url: str, work: list[tuple[str, str]], clients: int, warmup: int,
+def drive(url: str | list[str], work: list[tuple[str, str]], clients: int, warmup: int,
           transport: str = "http.client") -> dict[str, Any]:
     """Run the clients in their own process (their CPU is not the server's GIL's problem)."""
     job = {"url": url, "work": work, "clients": clients, "warmup": warmup, "transport": transport}
@@ -493,6 +495,65 @@ def acl_violations(catalog: Any, results: list[dict[str, Any]], assignment: list
             if row is None or not allowed & set(row.acl):
                 bad += 1
     return bad, total
+
+
+# -- serving layouts side by side ---------------------------------------------------------------
+
+
+def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, log=print) -> list[dict[str, Any]]:
+    """The same closed-loop run against three layouts, alternated `rounds` times on one corpus:
+    `cairn serve` with the vector index in-process, with its vector process (the default), and two
+    independent servers on two copies of the corpus with the clients split between them: no split of
+    one server into processes can beat the last, so it bounds what process parallelism can give on
+    this machine. The copy (`<data-dir>-replica`, as big as the corpus) is kept for later runs."""
+    import shutil
+
+    from api.tokens import TokenStore
+    from indexer.db import make_engine
+
+    engine = make_engine(f"sqlite:///{data_dir / 'catalog.sqlite3'}")
+    issued = [TokenStore(engine).create(user, groups, name="scale-layouts")[0] for user, groups in make_callers(16)]
+    engine.dispose()
+    replica = data_dir.with_name(data_dir.name + "-replica")
+    if not replica.exists():
+        log(f"copying the corpus to {replica}")
+        shutil.copytree(data_dir, replica)
+    else:
+        shutil.copy2(data_dir / "catalog.sqlite3", replica / "catalog.sqlite3")  # the new tokens
+    words = Vocabulary.load_or_build(data_dir / BENCH_DIR, None,
+                                     json.loads((data_dir / BENCH_DIR / "state.json").read_text())["vocab"]).words
+    rng = random.Random(3)
+    texts = make_queries(words, queries + 40)
+    work = [(issued[rng.randrange(len(issued))], q) for q in texts]
+    layouts = {"in-process": ([data_dir], "false"), "vector-process": ([data_dir], "true"),
+               "two servers": ([data_dir, replica], "true")}
+    rows = []
+    for number in range(rounds):
+        for name, (dirs, vector_process) in layouts.items():
+            servers, urls = [], []
+            try:
+                for directory in dirs:
+                    port = free_port()
+                    env = {"CAIRN_VECTOR_PROCESS": vector_process}
+                    servers.append(start_server(directory, port, directory / BENCH_DIR / "server.log", env))
+                    urls.append(f"http://127.0.0.1:{port}")
+                for url, server in zip(urls, servers):
+                    wait_healthy(url, server, 900)
+                    drive(url, work[queries:], 1, warmup=0)  # first-use costs, page cache
+                before = sum(cpu_seconds(s.pid, with_children=True) for s in servers)
+                answer = drive(urls, work[:queries], clients, warmup=0)
+                cpu = sum(cpu_seconds(s.pid, with_children=True) for s in servers) - before
+            finally:
+                for server in servers:
+                    server.terminate()
+                    server.wait(timeout=60)
+            latencies = [r["ms"] for r in answer["results"]]
+            row = {"layout": name, "round": number + 1, "errors": len(answer["errors"]),
+                   "throughput_qps": round(len(latencies) / answer["wall_s"], 1), "latency_ms": summary(latencies),
+                   "server_cpu_ms_per_query": round(cpu * 1000 / max(1, len(latencies)), 1)}
+            log(f"layout {name} (round {number + 1}): {row['throughput_qps']} q/s, {row['latency_ms']}")
+            rows.append(row)
+    return rows
 
 
 # -- qdrant-client local mode contrast ----------------------------------------------------------
@@ -629,6 +690,10 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  server RSS MiB: {serve['server_rss_mib']}")
         print(f"  ACL: {serve['acl_violations']} violations in {serve['hits_checked']} hits; "
               f"{serve['empty_results']} empty results")
+    for row in report.get("layouts", []):
+        lat = row["latency_ms"]
+        print(f"layout {row['layout']:>14} round {row['round']}: {row['throughput_qps']:6.1f} q/s  p50 {lat['p50']:6.1f}  "
+              f"p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  CPU {row['server_cpu_ms_per_query']} ms/query")
     local = report.get("qdrant_local")
     if local:
         print(f"qdrant-client local mode ({local['queries']} queries, 1 client, vector search only): "
@@ -655,6 +720,9 @@ def main() -> None:
     ap.add_argument("--skip-serve", action="store_true")
     ap.add_argument("--maintenance-points", type=int, default=20_000,
                     help="new vectors indexed while searching, to measure the pause (0 skips)")
+    ap.add_argument("--layouts", type=int, default=0, metavar="ROUNDS",
+                    help="also compare serving layouts (in-process, vector process, two servers) this many "
+                         "rounds, --queries each (0 skips; copies the corpus once)")
     ap.add_argument("--report", type=Path, help="write the report as JSON here")
     a = ap.parse_args()
     report: dict[str, Any] = {"chunks": a.chunks}
@@ -662,6 +730,8 @@ def main() -> None:
     if not a.skip_serve:
         report["serve"] = serve_bench(a.data_dir, a.queries, a.clients, single_queries=a.single_queries,
                                       transport=a.client)
+    if a.layouts:
+        report["layouts"] = layouts_bench(a.data_dir, a.queries, a.clients, a.layouts)
     if a.local_queries:
         report["qdrant_local"] = qdrant_local_bench(a.data_dir, a.local_queries)
     if a.maintenance_points:

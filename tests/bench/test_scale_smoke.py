@@ -99,3 +99,12 @@ def test_maintenance_runs_both_layouts_and_leaves_the_corpus_as_it_was(corpus, e
         assert upkeep["optimize_s"] > 0 and upkeep["searches_during"] >= 1  # 12k new points get an HNSW build
         assert 0 <= upkeep["partial_answers"] <= upkeep["searches_during"] and upkeep["longest_gap_s"] >= 0
     assert ids() == before
+
+
+def test_layouts_are_compared_on_the_same_queries(corpus):
+    rows = scale_1m.layouts_bench(corpus, queries=12, clients=4, rounds=1, log=lambda *_: None)
+    assert [r["layout"] for r in rows] == ["in-process", "vector-process", "two servers"]
+    for row in rows:
+        assert row["errors"] == 0 and row["throughput_qps"] > 0 and row["server_cpu_ms_per_query"] > 0
+        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p95"]
+    assert (corpus.with_name(corpus.name + "-replica") / "catalog.sqlite3").exists()
