@@ -500,13 +500,12 @@ def acl_violations(catalog: Any, results: list[dict[str, Any]], assignment: list
 # -- serving layouts side by side ---------------------------------------------------------------
 
 
-def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, log=print) -> list[dict[str, Any]]:
-    """The same closed-loop run against three layouts, alternated `rounds` times on one corpus:
-    `cairn serve` with the vector index in-process, with its vector process (the default), and two
-    independent servers on two copies of the corpus with the clients split between them: no split of
-    one server into processes can beat the last, so it bounds what process parallelism can give on
-    this machine. The copy (`<data-dir>-replica`, as big as the corpus) is kept for later runs."""
+def prepare_layouts(data_dir: Path, log=print) -> list[str]:
+    """Mint the layouts run's tokens and bring `<data-dir>-replica` up to date (copied once; later
+    only its catalog, through SQLite's backup so the WAL's latest writes come along)."""
+    import contextlib
     import shutil
+    import sqlite3
 
     from api.tokens import TokenStore
     from indexer.db import make_engine
@@ -518,8 +517,30 @@ def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, l
     if not replica.exists():
         log(f"copying the corpus to {replica}")
         shutil.copytree(data_dir, replica)
-    else:
-        shutil.copy2(data_dir / "catalog.sqlite3", replica / "catalog.sqlite3")  # the new tokens
+        return issued
+    fresh = replica / "catalog.sqlite3.new"
+    fresh.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(data_dir / "catalog.sqlite3")) as source, \
+            contextlib.closing(sqlite3.connect(fresh)) as target:
+        source.backup(target)
+    for suffix in ("-wal", "-shm"):
+        (replica / f"catalog.sqlite3{suffix}").unlink(missing_ok=True)
+    os.replace(fresh, replica / "catalog.sqlite3")
+    return issued
+
+
+def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, log=print) -> list[dict[str, Any]]:
+    """The same closed-loop run against three layouts, alternated `rounds` times on one corpus:
+    `cairn serve` with the vector index in-process, with its vector process (the default), and two
+    independent servers on two copies of the corpus with the clients split between them: no split of
+    one server into processes can beat the last, so it bounds what process parallelism can give on
+    this machine. The copy (`<data-dir>-replica`, as big as the corpus) is kept for later runs."""
+    # Tokens and the replica's catalog are written by a short-lived process: this one keeps no SQLite
+    # state for files that the servers it starts and stops write between rounds.
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "prepare-layouts", str(data_dir)],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    issued = json.loads(done.stdout.strip().splitlines()[-1])
+    replica = data_dir.with_name(data_dir.name + "-replica")
     words = Vocabulary.load_or_build(data_dir / BENCH_DIR, None,
                                      json.loads((data_dir / BENCH_DIR / "state.json").read_text())["vocab"]).words
     rng = random.Random(3)
@@ -551,7 +572,8 @@ def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, l
             row = {"layout": name, "round": number + 1, "errors": len(answer["errors"]),
                    "throughput_qps": round(len(latencies) / answer["wall_s"], 1), "latency_ms": summary(latencies),
                    "server_cpu_ms_per_query": round(cpu * 1000 / max(1, len(latencies)), 1)}
-            log(f"layout {name} (round {number + 1}): {row['throughput_qps']} q/s, {row['latency_ms']}")
+            log(f"layout {name} (round {number + 1}): {row['throughput_qps']} q/s, {row['latency_ms']}, "
+                f"{row['errors']} errors")
             rows.append(row)
     return rows
 
@@ -693,7 +715,8 @@ def print_report(report: dict[str, Any]) -> None:
     for row in report.get("layouts", []):
         lat = row["latency_ms"]
         print(f"layout {row['layout']:>14} round {row['round']}: {row['throughput_qps']:6.1f} q/s  p50 {lat['p50']:6.1f}  "
-              f"p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  CPU {row['server_cpu_ms_per_query']} ms/query")
+              f"p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  CPU {row['server_cpu_ms_per_query']} ms/query  "
+              f"{row['errors']} errors")
     local = report.get("qdrant_local")
     if local:
         print(f"qdrant-client local mode ({local['queries']} queries, 1 client, vector search only): "
@@ -705,6 +728,9 @@ def print_report(report: dict[str, Any]) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         client_main()
+        return
+    if len(sys.argv) > 2 and sys.argv[1] == "prepare-layouts":
+        print(json.dumps(prepare_layouts(Path(sys.argv[2]), log=lambda *_: None)))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=1_000_000)
