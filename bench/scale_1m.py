@@ -654,13 +654,13 @@ def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=pri
             done = threading.Event()
             outcome: dict[str, float] = {}
 
-            def build() -> None:
+            def build(vectors: Any, outcome: dict[str, float], done: threading.Event) -> None:
                 start = time.perf_counter()
-                svc.vectors.optimize()
+                vectors.optimize()
                 outcome["optimize_s"] = time.perf_counter() - start
                 done.set()
 
-            worker = threading.Thread(target=build)
+            worker = threading.Thread(target=build, args=(svc.vectors, outcome, done))
             searches = partial = 0
             last = time.perf_counter()
             worker.start()

@@ -348,7 +348,7 @@ class _Server:
                     reply = ("ok", self.handle(method, args))
                 except StoreError as exc:
                     reply = ("error", str(exc))
-                except Exception as exc:  # never let one bad call kill the shard's owner
+                except Exception as exc:  # one bad call must not kill the shard's owner (logged)
                     log.exception("vector process: %s failed", method)
                     reply = ("error", f"vector index {method} failed: {exc}")
                 try:
@@ -371,7 +371,7 @@ def main() -> None:
 
         store = EdgeVectorStore(Path(config["path"]), config["dim"], **config["options"])
         listener = Listener(config["address"], family="AF_UNIX", authkey=bytes.fromhex(config["authkey"]))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the parent gets it as its error message
         sys.stdout.write("error " + " ".join(str(exc).split()) + "\n")
         sys.stdout.flush()
         sys.exit(1)

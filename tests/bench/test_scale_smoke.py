@@ -52,8 +52,8 @@ def test_served_searches_respect_acls_and_report_latency_and_memory(corpus):
 
 
 def test_the_httpx_load_generator_sees_the_same_answers(corpus):
-    kwargs = dict(queries=12, clients=2, n_callers=3, single_queries=0, warmup=0, startup_timeout=300,
-                  log=lambda *_: None)
+    kwargs = {"queries": 12, "clients": 2, "n_callers": 3, "single_queries": 0, "warmup": 0,
+              "startup_timeout": 300, "log": lambda *_: None}
     stdlib = scale_1m.serve_bench(corpus, **kwargs)
     httpx = scale_1m.serve_bench(corpus, transport="httpx", **kwargs)
     assert httpx["client"] == "httpx" and httpx["errors"] == stdlib["errors"] == 0
