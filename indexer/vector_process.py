@@ -16,7 +16,8 @@ challenge), one thread per connection. The parent keeps a pool of connections, o
 caller. Vectors travel as float32 bytes and points as (id, payload) without the chunk text.
 
 A search that gets no answer within `search_timeout` (the child is busy, e.g. an optimize of many new
-points holds it) raises `StoreTimeout`, and the searcher answers from BM25 alone, saying so.
+points holds it) raises `StoreTimeout`, and the searcher answers from BM25 alone, saying so; once one
+search timed out during an optimize, the next ones fail fast until the optimize returns.
 A child that dies (killed, crashed) is started again on the next call; a read (search, ids) is retried
 once on the new child, a write raises `StoreError` and is redone by the sync that made it (its
 documents are not marked indexed), exactly as after a crash of the whole process."""
@@ -67,6 +68,10 @@ class ProcessVectorStore:
         self._authkey = b""
         self._generation = 0  # bumped per child, so connections to a dead one are never reused
         self._closed = False
+        # While an optimize is in flight and one search already waited for it in vain, the next ones
+        # do not wait: a merge can hold the child for minutes, and each search would lose its timeout.
+        self._optimizing = 0
+        self._optimize_blocks_searches = False
         self._start()
 
     # -- the child's lifecycle --------------------------------------------------------------------
@@ -240,8 +245,15 @@ class ProcessVectorStore:
     def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
         if flt.matches_nothing or limit <= 0:
             return []
-        found = self._call("search", np.asarray(vector, dtype=np.float32).tobytes(), flt, limit,
-                           timeout=self.search_timeout)
+        if self._optimize_blocks_searches:
+            raise StoreTimeout("the vector index is being optimized (an earlier search timed out waiting for it)")
+        try:
+            found = self._call("search", np.asarray(vector, dtype=np.float32).tobytes(), flt, limit,
+                               timeout=self.search_timeout)
+        except StoreTimeout:
+            if self._optimizing:
+                self._optimize_blocks_searches = True
+            raise
         return [ScoredId(cid, score) for cid, score in found]
 
     def ids(self, source: str | None = None) -> set[str]:
@@ -251,7 +263,15 @@ class ProcessVectorStore:
         self._call("flush")
 
     def optimize(self) -> bool:
-        return self._call("optimize")
+        with self._lock:
+            self._optimizing += 1
+        try:
+            return self._call("optimize")
+        finally:
+            with self._lock:
+                self._optimizing -= 1
+                if not self._optimizing:
+                    self._optimize_blocks_searches = False
 
     def close(self) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class HybridSearcher:
         self.max_hits_per_file = max_hits_per_file
         self.options = options or SearchOptions()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-search")
+        self._partial_log = _ThrottledWarning("search answered from BM25 alone", every=10.0)
 
     def search(self, text: str, principal: Principal | None, scope: Scope | None = None,
                limit: int = 10) -> SearchResult:
@@ -107,7 +109,7 @@ class HybridSearcher:
         try:
             dense_hits = dense() if query.dense_text else []
         except StoreTimeout as exc:
-            log.warning("search answered from BM25 alone: %s", exc)
+            self._partial_log.note(exc)
             dense_hits, partial = [], ("dense",)
         return lex_future.result(), dense_hits, partial
 
@@ -140,6 +142,27 @@ class HybridSearcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+class _ThrottledWarning:
+    """One warning per `every` seconds with the number of occurrences since the last one (a long
+    optimize makes every search partial for minutes: the metric counts them, the log summarises)."""
+
+    def __init__(self, message: str, every: float) -> None:
+        self.message = message
+        self.every = every
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._since = 0
+
+    def note(self, cause: Exception) -> None:
+        with self._lock:
+            self._since += 1
+            now = time.monotonic()
+            if now - self._last < self.every:
+                return
+            count, self._since, self._last = self._since, 0, now
+        log.warning("%s (%d time(s) since the last warning): %s", self.message, count, cause)
 
 
 def support_by_file(ranked: list[Candidate], weight: float, chunks: int) -> list[Candidate]:

@@ -55,3 +55,18 @@ def test_a_stalled_vector_process_leaves_bm25_answers_marked_partial(served, sto
     assert 'cairn_search_partial_total{engine="dense"} 1.0' in metrics
     again = search(client, tok, "retry_with_backoff gave up")
     assert again["partial"] == [] and "dense" in again["timings_ms"]
+
+
+def test_partial_answers_are_logged_once_per_interval_with_a_count(caplog):
+    from retrieval.search import _ThrottledWarning
+
+    throttled = _ThrottledWarning("search answered from BM25 alone", every=60.0)
+    with caplog.at_level("WARNING", logger="retrieval.search"):
+        for _ in range(5):
+            throttled.note(RuntimeError("busy"))
+    assert [r.getMessage() for r in caplog.records] == ["search answered from BM25 alone (1 time(s) since the "
+                                                         "last warning): busy"]
+    throttled.every = 0.0
+    with caplog.at_level("WARNING", logger="retrieval.search"):
+        throttled.note(RuntimeError("still busy"))
+    assert "(5 time(s) since the last warning): still busy" in caplog.records[-1].getMessage()

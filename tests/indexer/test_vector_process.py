@@ -204,3 +204,29 @@ def test_servers_turn_the_vector_process_on_unless_told_otherwise(tmp_path, monk
     assert Settings(data_dir=tmp_path).for_serving().vector_process is True
     monkeypatch.setenv("CAIRN_VECTOR_PROCESS", "false")
     assert Settings(data_dir=tmp_path).for_serving().vector_process is False
+
+
+def test_during_an_optimize_only_the_first_search_waits_for_the_timeout(tmp_path, stop_process):
+    store = ProcessVectorStore(tmp_path / "edge", DIM, search_timeout=0.5)
+    try:
+        batch = points(20)
+        store.upsert(batch)
+        stop_process(store.pid)  # the optimize below then runs as long as we like
+        optimize = threading.Thread(target=store.optimize)
+        optimize.start()
+        try:
+            time.sleep(0.1)
+            waited = time.monotonic()
+            with pytest.raises(StoreTimeout, match="in time|longer than 0.5s"):
+                store.search(batch[0].vector, EVERYONE, 1)
+            assert time.monotonic() - waited >= 0.5
+            fast = time.monotonic()
+            with pytest.raises(StoreTimeout, match="being optimized"):
+                store.search(batch[0].vector, EVERYONE, 1)
+            assert time.monotonic() - fast < 0.1
+        finally:
+            os.kill(store.pid, signal.SIGCONT)
+        optimize.join(timeout=30)
+        assert store.search(batch[5].vector, EVERYONE, 1)[0].chunk_id == batch[5].chunk.id  # waits again
+    finally:
+        store.close()
