@@ -64,8 +64,8 @@ def test_partial_answers_are_logged_once_per_interval_with_a_count(caplog):
     with caplog.at_level("WARNING", logger="retrieval.search"):
         for _ in range(5):
             throttled.note(RuntimeError("busy"))
-    assert [r.getMessage() for r in caplog.records] == ["search answered from BM25 alone (1 time(s) since the "
-                                                         "last warning): busy"]
+    expected = "search answered from BM25 alone (1 time(s) since the last warning): busy"
+    assert [r.getMessage() for r in caplog.records] == [expected]
     throttled.every = 0.0
     with caplog.at_level("WARNING", logger="retrieval.search"):
         throttled.note(RuntimeError("still busy"))
