@@ -383,8 +383,7 @@ class _Server:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("CAIRN_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s vector-process %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s vector-process %(message)s")
     config = json.loads(sys.stdin.buffer.readline())
     try:
         from indexer.vector_edge import EdgeVectorStore
