@@ -389,7 +389,8 @@ def main() -> None:
         from indexer.vector_edge import EdgeVectorStore
 
         store = EdgeVectorStore(Path(config["path"]), config["dim"], **config["options"])
-        listener = Listener(config["address"], family="AF_UNIX", authkey=bytes.fromhex(config["authkey"]))
+        listener = Listener(config["address"], family="AF_UNIX", backlog=64,  # bursts of new callers
+                            authkey=bytes.fromhex(config["authkey"]))
     except Exception as exc:  # noqa: BLE001 - whatever failed, the parent gets it as its error message
         sys.stdout.write("error " + " ".join(str(exc).split()) + "\n")
         sys.stdout.flush()
