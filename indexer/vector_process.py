@@ -127,8 +127,15 @@ class ProcessVectorStore:
         with self._lock:
             if self._closed:
                 raise StoreError(f"vector index {self.path} is closed")
-            if generation != self._generation or (self._child is not None and self._child.poll() is None):
-                return
+            if generation != self._generation:
+                return  # another caller already started its successor
+            if self._child is not None:
+                try:  # a killed process shows as a zombie before its last threads are gone
+                    self._child.wait(timeout=5)
+                except subprocess.TimeoutExpired:  # alive, but its connections fail: replace it
+                    log.error("vector process %d stopped answering; killing it", self._child.pid)
+                    self._child.kill()
+                    self._child.wait()
             code = self._child.returncode if self._child is not None else None
             log.error("vector process for %s exited (code %s); starting it again", self.path, code)
             self._drop_pool()
