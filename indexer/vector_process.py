@@ -61,7 +61,7 @@ class ProcessVectorStore:
         self.open_wait = open_wait
         self._options = store_options
         self._lock = threading.Lock()  # guards starting/stopping the child and the pool
-        self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[tuple[int, Connection]] = queue.SimpleQueue()  # (generation, conn)
         self._child: subprocess.Popen | None = None
         self._socket_dir: str | None = None
         self._address = ""
