@@ -12,6 +12,10 @@ class StoreError(RuntimeError):
     """A vector or full-text store failed to open, read or write."""
 
 
+class StoreLocked(StoreError):
+    """A store's files are locked by another owner (another process, or already open in this one)."""
+
+
 class StoreTimeout(StoreError):
     """A store did not answer a search in time (e.g. its process is busy building an index)."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from indexer.documents import Chunk, path_prefixes
-from indexer.stores import ScoredId, SearchFilter, StoreError, VectorPoint
+from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, VectorPoint
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,20 @@ def chunk_payload(chunk: Chunk) -> dict[str, Any]:
         "kind": chunk.kind,
         "language": chunk.language,
     }
+
+
+def prepare_points(points: Sequence[VectorPoint], dim: int) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray]:
+    """(chunk id, payload) per point and their vectors as one float32 array, checked to be `dim` wide
+    (one conversion for all points: float() per component costs more than the upsert itself)."""
+    if not points:
+        return [], np.empty((0, dim), dtype=np.float32)
+    try:
+        vectors = np.asarray([p.vector for p in points], dtype=np.float32).reshape(len(points), -1)
+    except ValueError as exc:  # ragged or non-numeric vectors
+        raise StoreError(f"vector index upsert failed: vectors must be {dim} numbers each") from exc
+    if vectors.shape[1] != dim:
+        raise StoreError(f"vector index upsert failed: vectors must be {dim} numbers each")
+    return [(p.chunk.id, chunk_payload(p.chunk)) for p in points], vectors
 
 
 def edge_filter(flt: SearchFilter) -> qe.Filter:
@@ -89,7 +103,7 @@ class EdgeVectorStore:
             return qe.EdgeShard.create(str(self.path), config)
         except Exception as exc:  # the binding raises bare Exception for every engine error
             if "WouldBlock" in str(exc):
-                raise StoreError(
+                raise StoreLocked(
                     f"vector index {self.path} is in use by another process (or already open in this one): "
                     "Qdrant Edge holds its WAL lock; stop that process or send requests through it") from exc
             raise StoreError(f"cannot open vector index {self.path}: {exc}") from exc
@@ -114,17 +128,10 @@ class EdgeVectorStore:
             raise StoreError(f"vector index update failed: {exc}") from exc
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
-        # One array conversion for all points: float() per component costs more than the upsert itself.
-        try:
-            vectors = np.asarray([p.vector for p in points], dtype=np.float32)
-        except ValueError as exc:  # ragged or non-numeric vectors
-            raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each") from exc
-        self.upsert_payloads([(p.chunk.id, chunk_payload(p.chunk)) for p in points], vectors)
+        self.upsert_payloads(*prepare_points(points, self.dim))
 
     def upsert_payloads(self, items: Sequence[tuple[str, dict[str, Any]]], vectors: np.ndarray) -> None:
-        """Points as (chunk id, `chunk_payload`) with their vectors as rows of a float32 array."""
-        if len(items) and (vectors.ndim != 2 or vectors.shape != (len(items), self.dim)):
-            raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each")
+        """Points as `prepare_points` makes them: (chunk id, payload) and a float32 row each."""
         for start in range(0, len(items), UPSERT_BATCH):
             group = items[start:start + UPSERT_BATCH]
             rows = vectors[start:start + UPSERT_BATCH].tolist()

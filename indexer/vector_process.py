@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.stores import ScoredId, SearchFilter, StoreError, StoreTimeout, VectorPoint
+from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, StoreTimeout, VectorPoint
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ class ProcessVectorStore:
         while True:
             try:
                 return self._start_once()
-            except StoreError as exc:
-                if "in use by another process" not in str(exc) or time.monotonic() >= deadline:
+            except StoreLocked:
+                if time.monotonic() >= deadline:
                     raise
                 log.info("vector index %s is still locked (a previous owner closing?); waiting", self.path)
                 time.sleep(0.2)
@@ -105,8 +105,9 @@ class ProcessVectorStore:
         if answer != "ready":
             self._reap(child)
             shutil.rmtree(self._socket_dir, ignore_errors=True)
-            raise StoreError(answer.removeprefix("error ") or
-                             f"vector process for {self.path} exited with {child.returncode} before it was ready")
+            status, _, message = answer.partition(" ")
+            raise (StoreLocked if status == "locked" else StoreError)(
+                message or f"vector process for {self.path} exited with {child.returncode} before it was ready")
         self._child = child
         self._generation += 1
         log.info("vector process %d serves %s", child.pid, self.path)
@@ -129,18 +130,13 @@ class ProcessVectorStore:
                 raise StoreError(f"vector index {self.path} is closed")
             if generation != self._generation:
                 return  # another caller already started its successor
-            if self._child is not None:
-                try:  # a killed process shows as a zombie before its last threads are gone
-                    self._child.wait(timeout=5)
-                except subprocess.TimeoutExpired:  # alive, but its connections fail: replace it
-                    log.error("vector process %d stopped answering; killing it", self._child.pid)
-                    self._child.kill()
-                    self._child.wait()
-            code = self._child.returncode if self._child is not None else None
-            log.error("vector process for %s exited (code %s); starting it again", self.path, code)
             self._drop_pool()
             if self._child is not None:
+                # A killed process shows as a zombie before its last threads are gone: wait for it (and
+                # kill one that is alive but whose connections fail), so the shard's lock is free.
                 self._reap(self._child, timeout=5)
+                log.error("vector process for %s exited (code %s); starting it again", self.path,
+                          self._child.returncode)
             shutil.rmtree(self._socket_dir or "", ignore_errors=True)
             self._start()
 
@@ -231,18 +227,11 @@ class ProcessVectorStore:
     # -- VectorStore ------------------------------------------------------------------------------
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
-        if not points:
-            return
-        from indexer.vector_edge import chunk_payload
+        if points:
+            from indexer.vector_edge import prepare_points
 
-        try:
-            vectors = np.asarray([p.vector for p in points], dtype=np.float32)
-        except ValueError as exc:
-            raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each") from exc
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise StoreError(f"vector index upsert failed: vectors must be {self.dim} numbers each")
-        items = [(p.chunk.id, chunk_payload(p.chunk)) for p in points]
-        self._call("upsert", items, vectors.tobytes())
+            items, vectors = prepare_points(points, self.dim)  # checked here: a bad batch never travels
+            self._call("upsert", items, vectors.tobytes())
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
         ids = list(chunk_ids)
@@ -324,8 +313,10 @@ class _Handoff:
 
 
 class _ChildGone(Exception):
+    """The connection to the child of `generation` broke (the child died or is dying)."""
+
     def __init__(self, generation: int) -> None:
-        super().__init__(generation)
+        super().__init__(f"the vector process (start {generation}) is gone")
         self.generation = generation
 
 
@@ -399,7 +390,8 @@ def main() -> None:
         listener = Listener(config["address"], family="AF_UNIX", backlog=64,  # bursts of new callers
                             authkey=bytes.fromhex(config["authkey"]))
     except Exception as exc:  # noqa: BLE001 - whatever failed, the parent gets it as its error message
-        sys.stdout.write("error " + " ".join(str(exc).split()) + "\n")
+        status = "locked" if isinstance(exc, StoreLocked) else "error"
+        sys.stdout.write(f"{status} " + " ".join(str(exc).split()) + "\n")
         sys.stdout.flush()
         sys.exit(1)
     server = _Server(store, config["dim"])

@@ -170,8 +170,10 @@ def build_vector_index(services: IndexServices) -> float:
 
     Qdrant Edge indexes nothing during upserts and only segments past its indexing threshold
     (~10 MB of vectors) here, so small syncs cost nothing; otherwise it takes ~0.25-0.5 ms per new
-    chunk on 2 cores, during which the binding holds the GIL (the API answers after it). Once per
-    sync keeps that a single bounded pause instead of one per batch. A Qdrant server needs nothing."""
+    chunk on 2 cores, during which the binding holds its process's GIL: with the shard in-process the
+    API answers after it; with the vector process (`cairn serve`) only vector searches wait, for at most
+    CAIRN_VECTOR_SEARCH_TIMEOUT_MS, then answer from BM25. Once per sync keeps that a single bounded
+    pause instead of one per batch. A Qdrant server needs nothing."""
     optimize = getattr(services.pipeline.vectors, "optimize", None)
     if optimize is None:
         return 0.0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from indexer.documents import PUBLIC, Access, Chunk
-from indexer.stores import SearchFilter, StoreError, StoreTimeout, VectorPoint
+from indexer.stores import SearchFilter, StoreError, StoreLocked, StoreTimeout, VectorPoint
 from indexer.vector_process import ProcessVectorStore
 
 DIM = 8
@@ -125,7 +125,7 @@ def test_a_bad_call_is_an_error_and_the_child_keeps_serving(store):
 
 def test_a_second_owner_of_the_directory_is_refused_with_a_clear_error(store, tmp_path):
     started = time.monotonic()
-    with pytest.raises(StoreError, match="in use by another process"):
+    with pytest.raises(StoreLocked, match="in use by another process"):
         ProcessVectorStore(tmp_path / "edge", DIM, open_wait=1.0)
     assert 1.0 <= time.monotonic() - started < 10  # waited for the lock, then gave up
     assert len(store.search([1.0] * DIM, EVERYONE, 5)) == 0  # the owner is unaffected
