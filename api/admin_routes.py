@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from api.auth import admin
 from api.errors import BadRequest, Conflict
-from indexer.backup import BackupTargetError, BackupUnsupported, create_backup
-from indexer.documents import Principal
+from indexer.backup.snapshot import BackupTargetError, BackupUnsupported, create_backup
+from indexer.models import Principal
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from api.observability import (
 )
 from api.routes import router
 from api.tokens import TokenStore
-from indexer.generation_serving import GenerationReader
+from indexer.generations.serving import GenerationReader
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.rerank import build_reranker

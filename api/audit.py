@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import JSON, Boolean, Column, Engine, Integer, String, Table, Text, insert, select
 
-from indexer.catalog_schema import UTCDateTime
-from indexer.db import metadata
-from indexer.documents import Principal
+from indexer.catalog.db import metadata
+from indexer.catalog.schema import UTCDateTime
+from indexer.models import Principal
 from retrieval.permissions import Scope
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, HTTPException, Request
 
-from indexer.documents import Principal
+from indexer.models import Principal
 
 SESSION_COOKIE = "cairn_session"  # HttpOnly, SameSite=Strict; set by api/web.py at sign-in
 UI_HEADER = "x-cairn-ui"  # the page's JS sends it; a cross-site form cannot, so cookie writes need it

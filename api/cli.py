@@ -18,7 +18,7 @@ from api.cli_jobs import db_app, jobs_app, reconcile, schedule
 from api.cli_sources import sources_app
 from api.client import CairnClient, RemoteError
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
-from indexer.documents import Access, Principal
+from indexer.models import Access, Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from indexer.stores import StoreError
@@ -325,7 +325,7 @@ def feedback_export(ctx: typer.Context,
 
     Needs audit_query_text on while the feedback was collected (otherwise query text is not kept)."""
     from indexer.catalog import Catalog
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
     from retrieval.feedback_export import ExportStats, FeedbackExportError, export_feedback
 
     settings: Settings = ctx.obj
@@ -354,7 +354,7 @@ def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Op
 
     from api.app import create_app
 
-    settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/vector_process.py)
+    settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
     api = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
                                            log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
@@ -405,7 +405,7 @@ def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The us
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Create an API token. The token is printed once and only its hash is stored."""
     from api.tokens import TokenStore
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     settings: Settings = ctx.obj
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -423,7 +423,7 @@ def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The us
 def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List tokens (never the tokens themselves)."""
     from api.tokens import TokenStore
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     rows = TokenStore(make_engine(ctx.obj.catalog_url)).list()
     data = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
@@ -443,7 +443,7 @@ def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(...)) -> None:
     """Revoke a token by its id."""
     from api.tokens import TokenStore
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     if not TokenStore(make_engine(ctx.obj.catalog_url)).revoke(token_id):
         fail(f"no active token with id {token_id!r}")
@@ -464,9 +464,9 @@ def model_switch(ctx: typer.Context, name: str = typer.Argument(
         ..., help="A fastembed model name or a local directory holding model.onnx.")) -> None:
     """Re-embed the index with another model: the server builds a new index generation in the
     background when it (re)starts, keeps serving the current one, and swaps when the build is done."""
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
     from indexer.embedding import EmbeddingError
-    from indexer.generations import read_generations, request_model
+    from indexer.generations.state import read_generations, request_model
     from indexer.services import build_embedder
 
     settings: Settings = ctx.obj
@@ -491,8 +491,8 @@ def model_switch(ctx: typer.Context, name: str = typer.Argument(
 @model_app.command("status")
 def model_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the active index generation and the one being built (with its progress)."""
-    from indexer.db import make_engine
-    from indexer.generations import generation_status
+    from indexer.catalog.db import make_engine
+    from indexer.generations.state import generation_status
 
     settings: Settings = ctx.obj
     url = settings.catalog_url

@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 
 from api.client import CairnClient, RemoteError
-from indexer.backup import BackupError, create_backup
-from indexer.restore import restore_backup
+from indexer.backup.restore import restore_backup
+from indexer.backup.snapshot import BackupError, create_backup
 from indexer.settings import Settings
 from indexer.stores import StoreError
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from api.client import CairnClient, RemoteError
 from api.progress import describe_rates, format_seconds, watch_jobs
-from indexer.catalog import JOB_STATES, Catalog
+from indexer.catalog.catalog import JOB_STATES, Catalog
 from indexer.settings import Settings
 
 jobs_app = typer.Typer(help="List jobs (no subcommand), show one (optionally live), or cancel one.")
@@ -35,7 +35,7 @@ def _client(url: str | None, settings: Settings) -> CairnClient | None:
 
 
 def _catalog(settings: Settings) -> Catalog:
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     catalog = Catalog(make_engine(settings.catalog_url))
@@ -133,7 +133,7 @@ def jobs_cancel(ctx: typer.Context, job_id: str = typer.Argument(...), as_json: 
     if client:
         job = _remote(client.cancel, job_id)
     else:
-        from indexer.catalog import FINISHED_JOB_STATES
+        from indexer.catalog.catalog import FINISHED_JOB_STATES
 
         catalog = _catalog(ctx.obj)
         before = catalog.get_job(job_id)
@@ -153,7 +153,7 @@ def jobs_cancel(ctx: typer.Context, job_id: str = typer.Argument(...), as_json: 
 def db_upgrade(ctx: typer.Context, revision: str = typer.Option("head", help="Target Alembic revision.")) -> None:
     """Migrate the catalog database (CAIRN_DATABASE_URL, or the SQLite catalog) to the current schema.
     Safe to run again: at the target revision it changes nothing."""
-    from indexer.migrate import upgrade
+    from indexer.catalog.migrate import upgrade
 
     settings: Settings = ctx.obj
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: boo
 def _store(settings: Settings, configs: list[Any]) -> Any:
     """Write to the catalog only (no index stores), so this works while a server owns the index."""
     from indexer.catalog import Catalog
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     catalog = Catalog(make_engine(settings.catalog_url))

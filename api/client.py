@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 
-
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 
 

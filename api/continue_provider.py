@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import principal
 from api.schemas import MAX_QUERY_CHARS, ContextItem, ContextItemUri, ContextOptions, ContextRequest
 from indexer.catalog import Catalog
-from indexer.documents import Principal
+from indexer.models import Principal
 from retrieval.hits import Candidate, Hit
 from retrieval.packing import estimate_tokens, merge_adjacent, pack
 from retrieval.permissions import Scope

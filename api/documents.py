@@ -8,7 +8,7 @@ from api.auth import admin, principal
 from api.errors import BadRequest, NotFound
 from api.schemas import AuditOut, DocumentOut, FeedbackIn, FeedbackOut
 from indexer.catalog import Catalog
-from indexer.documents import Principal
+from indexer.models import Principal
 
 router = APIRouter(prefix="/v1")
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.audit import FeedbackError
 from connectors.base import ConnectorError
-from indexer.documents import AccessError
+from indexer.models import AccessError
 from indexer.stores import StoreError
 from retrieval.permissions import ScopeError
 from retrieval.query_analysis import QueryError

@@ -12,8 +12,8 @@ import regex
 
 from api.errors import BadRequest
 from indexer.catalog import Catalog
-from indexer.documents import Principal
 from indexer.identifiers import split_identifier
+from indexer.models import Principal
 from indexer.stores import FullTextIndex, LexicalQuery
 from retrieval.permissions import Scope, build_filter
 

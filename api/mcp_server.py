@@ -25,8 +25,8 @@ from api.errors import BadRequest, NotFound
 from api.grep import grep as grep_index
 from api.limits import send_error
 from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
-from indexer.documents import Principal
 from indexer.identifiers import code_tokens
+from indexer.models import Principal
 from indexer.stores import LexicalQuery
 from retrieval.permissions import Scope, ScopeError, build_filter
 from retrieval.query_analysis import QueryError

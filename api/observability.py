@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import principal
-from indexer.documents import Principal
+from indexer.models import Principal
 from retrieval.permissions import Scope as SearchScope
 from retrieval.search import HybridSearcher, SearchResult
 
@@ -101,7 +101,7 @@ class JobsCollector:
         services = getattr(self.app.state, "services", None)
         if services is None:
             return
-        from indexer.catalog import JOB_STATES
+        from indexer.catalog.catalog import JOB_STATES
 
         by_state = services.catalog.job_state_counts()
         states = GaugeMetricFamily("cairn_jobs", "Jobs in the catalog by state.", labels=["state"])

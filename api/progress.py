@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
-from indexer.sync import SyncCounts
+from indexer.pipeline.sync import SyncCounts
 
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 

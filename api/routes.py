@@ -9,14 +9,24 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import admin, principal
 from api.errors import BadRequest, Conflict, NotFound
-from api.schemas import (HitOut, JobOut, ReconcileIn, ReindexIn, ScheduleIn, ScheduleOut, SearchRequest,
-                         SearchResponse, SourceIn, SourceOut)
-from indexer.catalog import FINISHED_JOB_STATES, JOB_STATES
-from indexer.documents import Access, Principal
-from indexer.secrets_log import RedactionLog
+from api.schemas import (
+    HitOut,
+    JobOut,
+    ReconcileIn,
+    ReindexIn,
+    ScheduleIn,
+    ScheduleOut,
+    SearchRequest,
+    SearchResponse,
+    SourceIn,
+    SourceOut,
+)
+from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
+from indexer.models import Access, Principal
+from indexer.secrets.redaction_log import RedactionLog
+from retrieval.permissions import Scope
 from workers.maintenance import SYNC_KINDS, intervals, run_reconcile_job, set_interval
 from workers.window import parse_duration
-from retrieval.permissions import Scope
 
 router = APIRouter(prefix="/v1")
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Engine, String, Table, insert, select, update
 
-from indexer.db import metadata
-from indexer.documents import Principal
+from indexer.catalog.db import metadata
+from indexer.models import Principal
 
 TOKEN_PREFIX = "cairn_"
 

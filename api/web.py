@@ -19,9 +19,9 @@ from api.errors import BadRequest, NotFound
 from api.highlight import highlight_lines, stylesheet, term_pattern
 from api.routes import search as api_search
 from api.schemas import SearchRequest
-from indexer.documents import Principal
-from indexer.generations import generation_status, generation_summary
-from indexer.secrets_log import RedactionLog
+from indexer.generations.state import generation_status, generation_summary
+from indexer.models import Principal
+from indexer.secrets.redaction_log import RedactionLog
 
 log = logging.getLogger(__name__)
 

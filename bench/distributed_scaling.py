@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "tests" / "distributed"))
 from cluster import Cluster, services_up, wait_for  # noqa: E402
 
 from api.tokens import TokenStore  # noqa: E402
-from indexer.catalog import Catalog  # noqa: E402
-from indexer.db import make_engine  # noqa: E402
+from indexer.catalog.catalog import Catalog  # noqa: E402
+from indexer.catalog.db import make_engine  # noqa: E402
 from indexer.services import IndexServices  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 from workers.jobs import run_sync_job  # noqa: E402

@@ -14,8 +14,8 @@ import numpy as np
 from fastembed import TextEmbedding
 from tokenizers import Tokenizer
 
-from indexer.fastembed_embedder import FastEmbedEmbedder
-from indexer.model_files import ModelLocation, resolve_model
+from indexer.embedding.fastembed_backend import FastEmbedEmbedder
+from indexer.embedding.model_files import ModelLocation, resolve_model
 from indexer.settings import Settings
 
 

@@ -32,8 +32,8 @@ from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.embedding_cache import EmbeddingCache
-from indexer.fastembed_embedder import CachedEmbedder, FastEmbedEmbedder
+from indexer.embedding.cache import EmbeddingCache
+from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
 from indexer.services import IndexServices, build_embedder
 from indexer.settings import Settings
 from retrieval.rerank_features import FeatureReranker, FeatureWeights
@@ -126,8 +126,8 @@ def tracked_files(root: Path) -> list[str]:
 def snapshot_mismatch(snapshot: Path, model_key: str) -> str:
     """'' when the snapshot's index version and model are the current ones, else what they were."""
     from indexer.catalog import Catalog
-    from indexer.db import make_engine
-    from indexer.version import INDEX_VERSION
+    from indexer.catalog.db import make_engine
+    from indexer.models import INDEX_VERSION
 
     catalog = Catalog(make_engine(f"sqlite:///{snapshot / 'catalog.sqlite3'}"))
     stored = (catalog.get_meta("index_version"), catalog.get_meta("embedding_model"))
@@ -136,7 +136,7 @@ def snapshot_mismatch(snapshot: Path, model_key: str) -> str:
 
 def cairn_rank(services: IndexServices, variant: str, query: str, source: str) -> list[str]:
     from api.app import build_searcher
-    from indexer.documents import Principal
+    from indexer.models import Principal
     from retrieval.permissions import Scope
 
     base = build_searcher(services)

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import indexer.services as services_module
 from api.app import build_searcher
-from indexer.documents import Principal
-from indexer.generation_serving import GenerationReader
+from indexer.generations.serving import GenerationReader
+from indexer.models import Principal
 from indexer.services import IndexServices, build_embedder
 from indexer.settings import Settings
 from workers.jobs import run_sync_job

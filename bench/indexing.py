@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer import fulltext, lexical_prep
-from indexer.pipeline import BatchCounts
+from indexer.pipeline.apply import BatchCounts
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.jobs import run_sync_job

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.app import build_searcher
-from indexer.documents import Principal
+from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.jobs import run_sync_job

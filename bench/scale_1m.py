@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.documents import PUBLIC, Access, Chunk, Document
+from indexer.models import PUBLIC, Access, Chunk, Document
 from indexer.stores import SearchFilter, VectorPoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,7 +420,7 @@ def serve_bench(data_dir: Path, queries: int, clients: int, n_callers: int = 16,
     """Start `cairn serve`, drive it from a client process, check every hit's ACL; returns the report."""
     from api.tokens import TokenStore
     from indexer.catalog import Catalog
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     engine = make_engine(f"sqlite:///{data_dir / 'catalog.sqlite3'}")
     tokens = TokenStore(engine)
@@ -508,7 +508,7 @@ def prepare_layouts(data_dir: Path, log=print) -> list[str]:
     import sqlite3
 
     from api.tokens import TokenStore
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     engine = make_engine(f"sqlite:///{data_dir / 'catalog.sqlite3'}")
     issued = [TokenStore(engine).create(user, groups, name="scale-layouts")[0] for user, groups in make_callers(16)]
@@ -584,7 +584,7 @@ def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, l
 def qdrant_local_bench(data_dir: Path, queries: int, embedder: Any = None, log=print) -> dict[str, Any]:
     """The corpus's vectors in qdrant-client local mode; ACL-filtered vector search on a sample of
     queries, and Edge's recall@10 against that exact answer (run while no server holds the shard)."""
-    from indexer.vector_qdrant import QdrantServerStore
+    from indexer.stores.qdrant_server import QdrantServerStore
 
     state = json.loads((data_dir / BENCH_DIR / "state.json").read_text())
     svc = open_services(data_dir, embedder)  # the Edge shard as the server opens it (wherever its generation lives)
@@ -634,7 +634,7 @@ def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=pri
     without dense results (`partial`, the vector process past its search timeout). The points are
     removed again afterwards (the corpus stays as generated)."""
     from api.app import build_searcher
-    from indexer.documents import Principal
+    from indexer.models import Principal
     from indexer.services import IndexServices
     from indexer.settings import Settings
 

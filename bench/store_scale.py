@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.documents import PUBLIC, Access, Chunk
-from indexer.fulltext import TantivyIndex
 from indexer.identifiers import code_tokens
+from indexer.models import PUBLIC, Access, Chunk
 from indexer.stores import LexicalQuery, SearchFilter, VectorPoint
-from indexer.vector_edge import EdgeVectorStore
-from indexer.vector_qdrant import QdrantServerStore
+from indexer.stores.edge import EdgeVectorStore
+from indexer.stores.fulltext import TantivyIndex
+from indexer.stores.qdrant_server import QdrantServerStore
 
 PARTS = (
     "get", "set", "parse", "load", "save", "user", "account", "http", "response", "request", "client",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, TypeAlias
 
-from indexer.documents import Deletion, Document, Skipped, SyncFailure
+from indexer.models import Deletion, Document, Skipped, SyncFailure
 
 # JSON-able state a connector resumes from (a git commit, an "updated since" timestamp, ...).
 Checkpoint: TypeAlias = dict[str, Any]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from connectors.base import AuthFailed
 from connectors.http_policy import HttpPolicy
-from indexer.documents import AccessError, parse_principal
+from indexer.models import AccessError, parse_principal
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _SECRET_KEYS = ("token", "password", "private_token", "api_token", "secret")

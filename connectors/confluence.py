@@ -15,7 +15,7 @@ from connectors.config import ConfluenceSource
 from connectors.confluence_access import effective_access, read_restriction, space_readers
 from connectors.rendering import storage_to_markdown
 from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
-from indexer.documents import Access, Document
+from indexer.models import Access, Document
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from indexer.documents import PUBLIC, Access
+from indexer.models import PUBLIC, Access
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from connectors.base import Checkpoint, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
 from connectors.git_process import BlobReader, Git, MissingObject, redact
-from indexer.documents import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
+from indexer.models import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
 
 log = logging.getLogger(__name__)
 

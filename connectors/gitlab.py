@@ -22,7 +22,7 @@ from connectors.git_repos import GitRepoConnector
 from connectors.gitlab_access import ProjectAccess, parse_members, project_access
 from connectors.gitlab_tickets import ticket_document, ticket_path
 from connectors.http_policy import PolicySession, quiet_client_loggers
-from indexer.documents import Access, Deletion, Document, Skipped, SyncFailure
+from indexer.models import Access, Deletion, Document, Skipped, SyncFailure
 
 log = logging.getLogger(__name__)
 

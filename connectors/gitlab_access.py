@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from indexer.documents import PUBLIC, Access
+from indexer.models import PUBLIC, Access
 
 log = logging.getLogger(__name__)
 

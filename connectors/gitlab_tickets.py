@@ -6,7 +6,7 @@ from typing import Any
 
 from connectors.base import document_id
 from connectors.checkpoints import item_version
-from indexer.documents import Access, Document
+from indexer.models import Access, Document
 
 KINDS = {"issues": ("issue", "#", "Issue"), "merge_requests": ("merge_request", "!", "Merge request")}
 

@@ -15,7 +15,7 @@ from connectors.config import JiraSource
 from connectors.jira_access import IssueAccess, project_grants
 from connectors.rendering import adf_to_text, jira_wiki_to_text
 from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
-from indexer.documents import Access, Document
+from indexer.models import Access, Document
 
 log = logging.getLogger(__name__)
 

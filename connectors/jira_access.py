@@ -9,7 +9,7 @@ from typing import Any
 
 from connectors.config import JiraSource
 from connectors.scoped import REMOTE_ERRORS
-from indexer.documents import PUBLIC, Access
+from indexer.models import PUBLIC, Access
 
 log = logging.getLogger(__name__)
 

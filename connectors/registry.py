@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import Connector, ConnectorError
-from indexer.documents import Access
+from indexer.models import Access
 from indexer.settings import Settings
 
 

@@ -15,7 +15,7 @@ from connectors.base import Checkpoint, ConnectorError, SyncItem
 from connectors.checkpoints import CheckpointedSync, SyncState
 from connectors.git_process import redact
 from connectors.http_policy import PolicySession, quiet_client_loggers
-from indexer.documents import Deletion, Document, SyncFailure
+from indexer.models import Deletion, Document, SyncFailure
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import logging
 import posixpath
 import re
 
-from indexer.documents import SkipReason
+from indexer.models import SkipReason
 
 log = logging.getLogger(__name__)
 

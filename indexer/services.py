@@ -1,8 +1,8 @@
 """Builds the index's components from Settings (stores chosen by explicit kind) and owns their lifetime.
 
-The stores belong to an index generation (indexer/generations.py): opening an index whose recorded
+The stores belong to an index generation (indexer/generations/state.py): opening an index whose recorded
 generation was made by another INDEX_VERSION, model or chunking keeps serving it and records a new
-generation for the background build (indexer/generation_build.py) to fill and swap in."""
+generation for the background build (indexer/generations/build.py) to fill and swap in."""
 from __future__ import annotations
 
 import logging
@@ -12,15 +12,15 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from indexer.catalog import Catalog
+from indexer.catalog.db import make_engine
 from indexer.chunking.limits import chunk_limits
-from indexer.db import make_engine
 from indexer.embedding import EmbeddingError
-from indexer.embedding_cache import EmbeddingCache
-from indexer.fastembed_embedder import CachedEmbedder, FastEmbedEmbedder
-from indexer.fulltext import TantivyIndex
-from indexer.generation_build import GenerationBuilder
-from indexer.generation_serving import NoVectors, ServingSlot, SlotEmbedder, SlotFullText, SlotVectors
-from indexer.generations import (
+from indexer.embedding.cache import EmbeddingCache
+from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
+from indexer.embedding.model_files import resolve_model
+from indexer.generations.build import GenerationBuilder
+from indexer.generations.serving import NoVectors, ServingSlot, SlotEmbedder, SlotFullText, SlotVectors
+from indexer.generations.state import (
     ACTIVE_KEY,
     BUILD_LOCK,
     BUILDING_KEY,
@@ -35,12 +35,12 @@ from indexer.generations import (
     write_meta,
 )
 from indexer.locks import SourceLock, source_lock
-from indexer.model_files import resolve_model
-from indexer.pipeline import ChunkingOptions, Pipeline
-from indexer.secret_screen import SecretScreen
+from indexer.models import INDEX_VERSION
+from indexer.pipeline.apply import ChunkingOptions, Pipeline
+from indexer.secrets.screen import SecretScreen
 from indexer.settings import Settings
 from indexer.stores import StoreError, VectorStore
-from indexer.version import INDEX_VERSION
+from indexer.stores.fulltext import TantivyIndex
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class IndexServices:
         chunking = ChunkingOptions(max_lines=settings.max_chunk_lines, min_lines=settings.min_chunk_lines,
                                    limits=chunk_limits(settings))
         secrets = SecretScreen(settings.secret_allowlist, settings.secret_allowlist_paths)
-        # Batch preparation uses the process-wide pool of indexer/lexical_prep.py (shut down at exit).
+        # Batch preparation uses the process-wide pool of indexer/pipeline/prepare.py (shut down at exit).
         pipeline = Pipeline(catalog, SlotFullText(slot), SlotVectors(slot), SlotEmbedder(slot), chunking,
                             secrets=secrets, prepare_workers=settings.index_workers)
         services = cls(settings, catalog, fulltext, vectors, serving or embedder, pipeline)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from indexer.documents import Principal
+from indexer.models import Principal
 from retrieval.permissions import Scope
 
 KS = (1, 5, 10)

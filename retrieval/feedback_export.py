@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import JSON, Column, Engine, MetaData, Table, inspect, select
 
 from indexer.catalog import Catalog
-from indexer.catalog_schema import UTCDateTime
+from indexer.catalog.schema import UTCDateTime
 
 # The API owns these tables (api/audit.py); they are read by reflection because nothing imports api.
 AUDIT_TABLE = "audit_log"

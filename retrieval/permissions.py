@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexer.documents import KINDS, Principal
+from indexer.models import KINDS, Principal
 from indexer.stores import SearchFilter
 
 

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
-from indexer.documents import Principal
 from indexer.embedding import Embedder
+from indexer.models import Principal
 from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, VectorStore
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.hits import Candidate, Hit

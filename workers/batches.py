@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from indexer.chunking import chunk_document
-from indexer.documents import Access, Chunk, Document, SyncFailure
-from indexer.pipeline import ReadyDocument
+from indexer.models import Access, Chunk, Document, SyncFailure
+from indexer.pipeline.apply import ReadyDocument
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

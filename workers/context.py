@@ -8,13 +8,13 @@ import threading
 from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
+from indexer.catalog.db import make_engine
 from indexer.chunking.limits import chunk_limits
-from indexer.db import make_engine
-from indexer.embedding_cache import EmbeddingCache
-from indexer.fastembed_embedder import CachedEmbedder
-from indexer.generations import wanted_model_spec
-from indexer.pipeline import ChunkingOptions
-from indexer.secret_screen import SecretScreen
+from indexer.embedding.cache import EmbeddingCache
+from indexer.embedding.fastembed_backend import CachedEmbedder
+from indexer.generations.state import wanted_model_spec
+from indexer.pipeline.apply import ChunkingOptions
+from indexer.secrets.screen import SecretScreen
 from indexer.services import IndexServices, build_embedder
 from indexer.settings import Settings
 from workers.queue_state import QueueState

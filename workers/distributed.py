@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connectors.registry import build_connector
-from indexer.documents import Deletion, Document, Skipped, SyncFailure
 from indexer.locks import source_lock
-from indexer.pipeline import Pipeline, ReadyDocument
-from indexer.sync import known_versions
+from indexer.models import Deletion, Document, Skipped, SyncFailure
+from indexer.pipeline.apply import Pipeline, ReadyDocument
+from indexer.pipeline.sync import known_versions
 from workers.batches import ReadyBatch, batch_id, document_from_json, document_to_json, embed_batch
 from workers.context import WorkerContext
 from workers.window import rewind_for_job

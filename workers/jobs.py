@@ -15,9 +15,9 @@ from typing import Any
 
 from connectors.registry import build_connector
 from indexer.catalog import Catalog
+from indexer.pipeline.sync import SyncCounts, SyncRunner
 from indexer.services import IndexServices
 from indexer.stores import StoreError
-from indexer.sync import SyncCounts, SyncRunner
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from celery import Celery
 from sqlalchemy import MetaData, Table, delete, inspect, literal, select
 
 from indexer.catalog import Catalog
-from indexer.catalog_schema import UTCDateTime, source_schedules
-from indexer.db import make_engine
-from indexer.reconcile import Drift, reconcile_source
+from indexer.catalog.db import make_engine
+from indexer.catalog.schema import UTCDateTime, source_schedules
+from indexer.pipeline.reconcile import Drift, reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.celery_app import app, services_for

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from indexer.catalog_schema import document_attempts, queue_batches, queue_crawls
-from indexer.documents import Document
+from indexer.catalog.schema import document_attempts, queue_batches, queue_crawls
+from indexer.models import Document
 
 APPLIED_COUNT_KEYS = ("files_changed", "files_deleted", "files_quarantined", "chunks_written",
                       "chunks_deleted", "chunks_embedded", "docs")

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from connectors.base import document_id
 from connectors.checkpoints import changed_part, parse_time, stamp
 from indexer.catalog import Catalog
-from indexer.catalog_schema import documents
+from indexer.catalog.schema import documents
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from indexer.chunking.limits import ChunkLimits, Deadline, char_windows
 from indexer.chunking.markup import markdown_pieces, rst_pieces, ticket_pieces
 from indexer.chunking.pieces import Limits, Piece, line_ranges, trim
 from indexer.chunking.symbols import module_name, symbol_pieces
-from indexer.documents import Chunk, Document
 from indexer.languages import detect_language, kind_for
+from indexer.models import Chunk, Document
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from indexer.documents import Document, Skipped, SkipReason
+from indexer.models import Document, Skipped, SkipReason
 from indexer.settings import Settings
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from api.tokens import TokenStore
-from indexer.documents import Access, Document
+from indexer.models import Access, Document
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.jobs import run_sync_job

@@ -17,8 +17,8 @@ from api_harness import auth, git_repo, serve, token
 from sqlalchemy import create_engine, inspect, text
 
 from api.app import create_app
-from indexer.migrate import alembic_config
-from indexer.reconcile import reconcile_source
+from indexer.catalog.migrate import alembic_config
+from indexer.pipeline.reconcile import reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.jobs import run_sync_job
@@ -231,7 +231,7 @@ def test_ctrl_c_cancels_a_local_reindex_cleanly_after_its_batch(tmp_path, embedd
     import signal
 
     from indexer.catalog import Catalog
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     files = {f"svc/handler_{i}.py": f'def handle_{i}(request):\n    """Handle request kind {i}."""\n'
              f'    return request.respond({i}, "kind {i} handled with care")\n' for i in range(150)}

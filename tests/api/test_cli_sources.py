@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from api.cli import app
 from indexer.catalog import Catalog
-from indexer.db import make_engine
+from indexer.catalog.db import make_engine
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "sources.example.yaml"
 

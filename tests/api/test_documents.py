@@ -6,7 +6,7 @@ from api_harness import RETRY_PY, auth, token
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from indexer.documents import ADMINS, Access, Document
+from indexer.models import ADMINS, Access, Document
 
 
 @pytest.fixture(scope="module")

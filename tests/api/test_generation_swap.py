@@ -11,10 +11,10 @@ from api_harness import auth, serve, token
 
 import indexer.services as services_module
 from api.app import create_app
-from indexer.generations import read_generations
+from indexer.generations.state import read_generations
+from indexer.models import INDEX_VERSION
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from indexer.version import INDEX_VERSION
 from workers.jobs import run_sync_job
 
 QUERIES = ("parse config value", "retry backoff delay", "Worker drain queue")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from indexer.services import IndexServices
-from indexer.vector_process import ProcessVectorStore
+from indexer.stores.edge_process import ProcessVectorStore
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_qdrant_local_contrast_is_exact_and_edge_recall_is_measured(corpus, embe
 
 def test_acl_check_counts_a_hit_the_caller_may_not_read(corpus):
     from indexer.catalog import Catalog
-    from indexer.db import make_engine
+    from indexer.catalog.db import make_engine
 
     catalog = Catalog(make_engine(f"sqlite:///{corpus / 'catalog.sqlite3'}"))
     vocab = scale_1m.Vocabulary.load_or_build(corpus / scale_1m.BENCH_DIR, None, 400)
@@ -83,7 +83,7 @@ def test_acl_check_counts_a_hit_the_caller_may_not_read(corpus):
 
 
 def test_maintenance_runs_both_layouts_and_leaves_the_corpus_as_it_was(corpus, embedder):
-    from indexer.vector_edge import EdgeVectorStore
+    from indexer.stores.edge import EdgeVectorStore
 
     def ids() -> set[str]:
         store = EdgeVectorStore(next((corpus / "generations").iterdir()) / "vectors", 384)

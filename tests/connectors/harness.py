@@ -10,8 +10,8 @@ import pytest
 from api.app import build_searcher
 from connectors.config import parse_source
 from connectors.registry import build_connector
-from indexer.documents import Principal
-from indexer.sync import SyncCounts, SyncRunner
+from indexer.models import Principal
+from indexer.pipeline.sync import SyncCounts, SyncRunner
 from workers.jobs import run_sync_job
 
 # Fast but real retry behaviour: small backoff and read timeout, the usual number of attempts.

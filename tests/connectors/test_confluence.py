@@ -5,7 +5,7 @@ import pytest
 from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
 from connectors.base import AuthFailed
-from indexer.documents import Principal
+from indexer.models import Principal
 
 RUNBOOK = """<h2>Symptoms</h2><p>The <strong>checkout</strong> times out after 30&nbsp;seconds.</p>
 <h2>Fix</h2><ac:structured-macro ac:name="code"><ac:parameter ac:name="language">bash</ac:parameter>

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fake_jira import person
 from harness import register, search
 
-from indexer.documents import Principal
+from indexer.models import Principal
 from workers import celery_app
 from workers.tasks import sync_source
 

@@ -14,7 +14,7 @@ import pytest
 from connectors import git_process
 from connectors.base import AuthFailed
 from connectors.git_repos import GitRepoConnector, split_credentials
-from indexer.documents import Document
+from indexer.models import Document
 
 TOKEN = "glpat-Zq8xVfT3mKp2Lr9sWd4Y"
 

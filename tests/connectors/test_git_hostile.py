@@ -14,7 +14,7 @@ from test_git_repos import by_type, commit, git, isolated_git, new_repo  # noqa:
 
 from connectors.base import ConnectorError
 from connectors.git_repos import GitRepoConnector, unsafe_path_reason
-from indexer.documents import Document, Skipped, SkipReason
+from indexer.models import Document, Skipped, SkipReason
 
 OUTSIDE = "OUTSIDE-SECRET-7f3a"  # written only outside the repository under test
 INSIDE = "inside text\n"

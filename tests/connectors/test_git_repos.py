@@ -12,7 +12,7 @@ from connectors import git_repos
 from connectors.base import ConnectorError, RefNotFound, SourceNotFound, document_id
 from connectors.git_process import BlobReader, Git, MissingObject, redact
 from connectors.git_repos import GitRepoConnector, parse_ls_tree, unsafe_path_reason, web_blob_base
-from indexer.documents import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
+from indexer.models import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
 
 ACCESS = Access.of("group:dev")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

@@ -8,7 +8,7 @@ import pytest
 from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
 from connectors.base import AuthFailed
-from indexer.documents import Principal
+from indexer.models import Principal
 
 CHECKOUT = '''"""Checkout of a cart."""
 

@@ -9,7 +9,7 @@ from fake_jira import ZONE, person
 from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
 from connectors.base import AuthFailed
-from indexer.documents import Principal
+from indexer.models import Principal
 
 DESCRIPTION = """h2. Steps
 

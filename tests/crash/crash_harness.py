@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select
 
 from api.tokens import TokenStore
-from indexer.catalog_schema import documents
-from indexer.documents import Principal
+from indexer.catalog.schema import documents
+from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.permissions import Scope, build_filter

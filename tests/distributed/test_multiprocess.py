@@ -21,9 +21,9 @@ from fake_jira import FakeJira  # noqa: E402
 
 from api.tokens import TokenStore  # noqa: E402
 from connectors.config import parse_source  # noqa: E402
-from indexer.catalog import Catalog  # noqa: E402
-from indexer.catalog_schema import document_attempts  # noqa: E402
-from indexer.db import make_engine  # noqa: E402
+from indexer.catalog.catalog import Catalog  # noqa: E402
+from indexer.catalog.db import make_engine  # noqa: E402
+from indexer.catalog.schema import document_attempts  # noqa: E402
 from indexer.services import IndexServices  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 from workers.jobs import run_sync_job  # noqa: E402

@@ -11,8 +11,8 @@ from nasty import CODE
 
 from indexer.chunking import ChunkLimits, chunk_document
 from indexer.chunking.limits import oversize_skip
-from indexer.documents import Access, Document, SkipReason
 from indexer.languages import decode_text, skip_reason_for_content
+from indexer.models import Access, Document, SkipReason
 
 LIMITS = ChunkLimits(max_document_bytes=1_000_000, max_chunk_chars=4000, parse_seconds=2.0)
 NO_SIZE_LIMIT = ChunkLimits(max_document_bytes=10**9, max_chunk_chars=16_000, parse_seconds=2.0)

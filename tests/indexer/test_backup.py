@@ -11,13 +11,12 @@ import pytest
 
 from api.app import build_searcher
 from connectors.registry import build_connector
-from indexer.backup import MANIFEST, BackupTargetError, CorruptBackup, IncompatibleBackup, create_backup
-from indexer.documents import Principal
-from indexer.restore import restore_backup
+from indexer.backup.restore import restore_backup
+from indexer.backup.snapshot import MANIFEST, BackupTargetError, CorruptBackup, IncompatibleBackup, create_backup
+from indexer.models import INDEX_VERSION, Principal
+from indexer.pipeline.sync import SyncRunner
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from indexer.sync import SyncRunner
-from indexer.version import INDEX_VERSION
 from workers.jobs import run_sync_job
 
 READER = Principal("reader", frozenset({"eng"}))

@@ -1,4 +1,4 @@
-"""Lexical batches prepared in worker processes (indexer/lexical_prep.py) while the sync writes the
+"""Lexical batches prepared in worker processes (indexer/pipeline/prepare.py) while the sync writes the
 batch before: the index must be exactly what preparing in-process gives, batches are applied in
 order, checkpoints never run ahead of what was applied, a stop drops the batches read ahead, and a
 worker that dies loses nothing."""
@@ -14,13 +14,13 @@ import pytest
 
 from indexer import lexical_prep
 from indexer.chunking import ChunkLimits
-from indexer.documents import Access, Document, Principal
-from indexer.lexical_prep import BatchPreparer, ChunkingOptions
-from indexer.reconcile import reconcile_source
-from indexer.secret_screen import SecretScreen
+from indexer.models import Access, Document, Principal
+from indexer.pipeline.prepare import BatchPreparer, ChunkingOptions
+from indexer.pipeline.reconcile import reconcile_source
+from indexer.pipeline.sync import SyncRunner
+from indexer.secrets.screen import SecretScreen
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from indexer.sync import SyncRunner
 from retrieval.permissions import build_filter
 from retrieval.query_analysis import analyse
 from workers import jobs as jobs_module

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from indexer.catalog import Catalog, CatalogError, ChunkDiff
-from indexer.catalog_schema import chunks, documents, failures, jobs, meta, skipped, sources
-from indexer.db import make_engine
-from indexer.documents import Access, Chunk, Document, Skipped, SkipReason, SyncFailure
+from indexer.catalog.catalog import Catalog, CatalogError, ChunkDiff
+from indexer.catalog.db import make_engine
+from indexer.catalog.schema import chunks, documents, failures, jobs, meta, skipped, sources
+from indexer.models import Access, Chunk, Document, Skipped, SkipReason, SyncFailure
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 OWN_TABLES = (chunks, documents, skipped, failures, jobs, meta, sources)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from indexer.chunking import chunk_document
 from indexer.chunking.symbols import _parser
-from indexer.documents import Access, Chunk, Document
+from indexer.models import Access, Chunk, Document
 
 ACCESS = Access.of("group:dev", "user:ann")
 

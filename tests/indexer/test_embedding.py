@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
-from indexer.db import make_engine, metadata
-from indexer.documents import Chunk
+from indexer.catalog.db import make_engine, metadata
 from indexer.embedding import Embedder, EmbeddingError
-from indexer.embedding_cache import EmbeddingCache, _insert_missing, embedding_cache, text_hash
-from indexer.fastembed_embedder import CachedEmbedder, FastEmbedEmbedder
-from indexer.model_files import (
+from indexer.embedding.cache import EmbeddingCache, _insert_missing, embedding_cache, text_hash
+from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
+from indexer.embedding.model_files import (
     EXPORT_MARKER,
     LOCAL_CONFIG,
     ModelLocation,
@@ -29,6 +28,7 @@ from indexer.model_files import (
     prepare_default_model,
     resolve_model,
 )
+from indexer.models import Chunk
 from indexer.settings import DEFAULT_MODEL
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -325,7 +325,7 @@ def test_cached_embedder_is_an_embedder(engine: Engine, minilm: FastEmbedEmbedde
 
 def test_queries_run_on_their_own_single_threaded_session(embedder) -> None:
     """The query session is separate from the (multi-threaded) indexing one and gives the same vectors."""
-    from indexer.fastembed_embedder import FastEmbedEmbedder
+    from indexer.embedding.fastembed_backend import FastEmbedEmbedder
 
     multi = FastEmbedEmbedder(embedder.location, threads=2)
     assert multi._query_model is None  # nothing loaded until the first query

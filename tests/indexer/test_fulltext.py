@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from indexer.documents import ADMINS, PUBLIC, Access, Chunk, Principal
-from indexer.fulltext import FieldBoosts, TantivyIndex, code_analyzer, shard_dirname
 from indexer.identifiers import code_tokens, expand_identifiers, split_identifier
+from indexer.models import ADMINS, PUBLIC, Access, Chunk, Principal
 from indexer.stores import LexicalQuery, SearchFilter, StoreError
+from indexer.stores.fulltext import FieldBoosts, TantivyIndex, code_analyzer, shard_dirname
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
@@ -297,8 +297,8 @@ def test_second_writer_process_is_refused(tmp_path):
     index.upsert([make_chunk(0, "locked")])  # holds the writer for source "repo"
     script = (
         "import sys; from pathlib import Path\n"
-        "from indexer.fulltext import TantivyIndex\nfrom indexer.stores import StoreError\n"
-        "from indexer.documents import Chunk\n"
+        "from indexer.stores.fulltext import TantivyIndex\nfrom indexer.stores import StoreError\n"
+        "from indexer.models import Chunk\n"
         f"ix = TantivyIndex(Path({str(tmp_path / 'ft')!r}))\n"
         "try:\n    ix.delete('repo', ['x'])\n"
         "except StoreError as exc:\n    print(exc); sys.exit(3)\n"
@@ -316,7 +316,7 @@ def _legacy_root(root: Path, sources: dict[str, list[Chunk]]) -> None:
     """An index root as INDEX_VERSION 2 wrote it: one tantivy index per source, its name in source.txt."""
     import tantivy
 
-    from indexer.fulltext import ANALYZER, build_schema, tantivy_document
+    from indexer.stores.fulltext import ANALYZER, build_schema, tantivy_document
 
     for source, chunks in sources.items():
         shard = root / shard_dirname(source)

@@ -10,12 +10,11 @@ from sqlalchemy import select
 
 import indexer.services as services_module
 from api.app import build_searcher
-from indexer.catalog_schema import chunks, generation_chunks, generation_documents
-from indexer.documents import Principal
-from indexer.generations import generation_dir, read_generations
+from indexer.catalog.schema import chunks, generation_chunks, generation_documents
+from indexer.generations.state import generation_dir, read_generations
+from indexer.models import INDEX_VERSION, Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from indexer.version import INDEX_VERSION
 from workers.jobs import run_sync_job
 
 OPERATOR = Principal("op", admin=True)
@@ -237,7 +236,7 @@ def test_a_data_dir_in_the_layout_before_generations_is_moved_not_rebuilt(settin
     data = Path(settings.data_dir)
     for name in ("vectors", "fulltext"):  # back to data_dir/{vectors,fulltext}, meta as it was then
         (data / "generations" / "1" / name).rename(data / name)
-    from indexer.generations import ACTIVE_KEY, write_meta
+    from indexer.generations.state import ACTIVE_KEY, write_meta
 
     write_meta(svc.catalog.engine, {ACTIVE_KEY: None})
     svc = IndexServices.open(settings, embedder=embedder)
@@ -289,7 +288,7 @@ def test_qdrant_backend_builds_a_new_collection_and_swaps_the_alias(tmp_path, em
 
 def test_qdrant_collection_of_the_layout_before_generations_is_replaced_by_the_alias(
         tmp_path, embedder, make_repo, qdrant_server):
-    from indexer.generations import ACTIVE_KEY, write_meta
+    from indexer.generations.state import ACTIVE_KEY, write_meta
 
     settings = Settings(data_dir=tmp_path / "data", vector_backend="qdrant", qdrant_url=":memory:",
                         collection="legacy")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from indexer.fulltext import code_analyzer
 from indexer.identifiers import MAX_TOKEN_BYTES, code_tokens, expand_identifiers, split_identifier
+from indexer.stores.fulltext import code_analyzer
 
 _ORACLE_WORD_RUN = re.compile(r"\w+")
 _ORACLE_ASCII_WORD_RUN = re.compile(r"[A-Za-z0-9_]+")

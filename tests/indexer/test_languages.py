@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.documents import SkipReason
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
+from indexer.models import SkipReason
 
 MAX = 1_000_000
 

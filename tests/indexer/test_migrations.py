@@ -14,10 +14,10 @@ from sqlalchemy import Engine, create_engine, inspect, text
 # Importing these registers every catalog table on `metadata` (as the app does before create_all).
 import api.audit
 import api.tokens  # noqa: F401
-import indexer.catalog_schema
-import indexer.embedding_cache  # noqa: F401
-from indexer.db import make_engine, metadata
-from indexer.migrate import MIGRATIONS, upgrade
+import indexer.catalog.schema
+import indexer.embedding.cache  # noqa: F401
+from indexer.catalog.db import make_engine, metadata
+from indexer.catalog.migrate import MIGRATIONS, upgrade
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 VERSION_TABLE = "alembic_version"

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from api.app import build_searcher
-from indexer.documents import Principal
+from indexer.models import Principal
 from retrieval.permissions import Scope, build_filter
 from retrieval.query_analysis import analyse
 from workers.jobs import run_sync_job

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 from sqlalchemy import update
 
-from indexer.catalog_schema import documents
-from indexer.reconcile import reconcile_source
+from indexer.catalog.schema import documents
+from indexer.pipeline.reconcile import reconcile_source
 from indexer.stores import VectorPoint
 from workers.jobs import run_sync_job
 from workers.maintenance import reconcile_all, run_reconcile_job

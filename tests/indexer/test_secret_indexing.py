@@ -13,9 +13,9 @@ from sqlalchemy import select
 from api.app import build_searcher, create_app
 from api.tokens import TokenStore
 from indexer.chunking import chunk_document
-from indexer.documents import Access, Document, Principal
-from indexer.embedding_cache import embedding_cache
-from indexer.secret_screen import SecretScreen
+from indexer.embedding.cache import embedding_cache
+from indexer.models import Access, Document, Principal
+from indexer.secrets.screen import SecretScreen
 from retrieval.permissions import build_filter
 from retrieval.query_analysis import analyse
 from workers.jobs import run_sync_job

@@ -5,11 +5,11 @@ import logging
 
 import pytest
 
-from indexer.documents import Access, Document, Skipped, SkipReason
-from indexer.secret_files import secret_file_reason
-from indexer.secret_screen import SecretScreen, glob_pattern
-from indexer.secret_values import assignment_kind, shannon_entropy
-from indexer.secrets import MARKER_PATTERN, SecretDetector
+from indexer.models import Access, Document, Skipped, SkipReason
+from indexer.secrets.detector import MARKER_PATTERN, SecretDetector
+from indexer.secrets.files import secret_file_reason
+from indexer.secrets.screen import SecretScreen, glob_pattern
+from indexer.secrets.values import assignment_kind, shannon_entropy
 
 # Made-up credentials in each format (random-looking, none of them real).
 PEM_BODY = ("MIIEowIBAAKCAQEAvR8sX2lQ0pT7mZk3yN9cW4hJ6fA1bE5gD8iK0oL2nM4qP6rS\n"

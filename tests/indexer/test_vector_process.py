@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.documents import PUBLIC, Access, Chunk
+from indexer.models import PUBLIC, Access, Chunk
 from indexer.stores import SearchFilter, StoreError, StoreLocked, StoreTimeout, VectorPoint
-from indexer.vector_process import ProcessVectorStore
+from indexer.stores.edge_process import ProcessVectorStore
 
 DIM = 8
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def test_the_child_exits_when_its_parent_dies(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from indexer.vector_process import ProcessVectorStore
+        from indexer.stores.edge_process import ProcessVectorStore
         store = ProcessVectorStore(sys.argv[1], {DIM})
         print(store.pid, flush=True)
         time.sleep(600)

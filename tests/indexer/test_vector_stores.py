@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from indexer.documents import ADMINS, PUBLIC, Access, Chunk, Principal
+from indexer.models import ADMINS, PUBLIC, Access, Chunk, Principal
 from indexer.stores import SearchFilter, StoreError, VectorPoint
-from indexer.vector_edge import EdgeVectorStore
-from indexer.vector_process import ProcessVectorStore
-from indexer.vector_qdrant import QdrantServerStore
+from indexer.stores.edge import EdgeVectorStore
+from indexer.stores.edge_process import ProcessVectorStore
+from indexer.stores.qdrant_server import QdrantServerStore
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[2]
@@ -269,7 +269,7 @@ def test_edge_refuses_a_second_opener(tmp_path):
     store = EdgeVectorStore(tmp_path / "edge", DIM)
     script = (
         "import sys; from pathlib import Path\n"
-        "from indexer.stores import StoreError\nfrom indexer.vector_edge import EdgeVectorStore\n"
+        "from indexer.stores import StoreError\nfrom indexer.stores.edge import EdgeVectorStore\n"
         f"try:\n    EdgeVectorStore(Path({str(tmp_path / 'edge')!r}), {DIM})\n"
         "except StoreError as exc:\n    print(exc); sys.exit(3)\n"
     )

@@ -13,8 +13,8 @@ import pytest
 from api.app import build_searcher
 from api.audit import AuditLog
 from indexer.catalog import Catalog
-from indexer.db import make_engine
-from indexer.documents import Principal
+from indexer.catalog.db import make_engine
+from indexer.models import Principal
 from indexer.services import IndexServices
 from retrieval.evaluation import load_queries
 from retrieval.feedback_export import ExportStats, FeedbackExportError, export_feedback

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from api.app import build_searcher
-from indexer.documents import Principal
+from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.permissions import Scope

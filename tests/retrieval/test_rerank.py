@@ -253,7 +253,7 @@ def test_cross_encoder_directory_setting_reranks_a_real_search(tiny_model, make_
     tiny model from the directory, and the hit order is the one its logits (computed here with
     onnxruntime directly) blended with the incoming scores give."""
     from api.app import build_searcher
-    from indexer.documents import Principal
+    from indexer.models import Principal
     from indexer.services import IndexServices
     from indexer.settings import Settings
     from retrieval.rerank_cross_encoder import CrossEncoderReranker, document_text

@@ -9,11 +9,11 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from web_harness import (
-    build_corpus,
     CHROMIUM,
     CHROMIUM_ARGS,
     SCREENSHOTS,
     WEB_URL,
+    build_corpus,
     serve,
     sign_in,
     token,
@@ -22,8 +22,8 @@ from web_harness import (
 
 from api.app import create_app
 from api.web import _eta_seconds
-from indexer.catalog_schema import JobRecord
-from indexer.documents import Skipped, SkipReason, SyncFailure
+from indexer.catalog.schema import JobRecord
+from indexer.models import Skipped, SkipReason, SyncFailure
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian chromium (make browser)")
 

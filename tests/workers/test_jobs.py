@@ -5,8 +5,8 @@ import functools
 
 import pytest
 
-from indexer.reconcile import reconcile_source
-from indexer.sync import SyncRunner
+from indexer.pipeline.reconcile import reconcile_source
+from indexer.pipeline.sync import SyncRunner
 from workers import jobs as jobs_module
 from workers.jobs import JobStopped, new_job, run_sync_job
 

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from connectors.checkpoints import item_version, stamp
-from indexer.catalog_schema import documents
-from indexer.documents import Access, Document
+from indexer.catalog.schema import documents
+from indexer.models import Access, Document
 from workers.jobs import run_sync_job
 from workers.window import parse_duration, rewind
 

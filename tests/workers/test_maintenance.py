@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select, update
 
 from api.audit import AuditLog, audit_log
-from indexer.catalog_schema import jobs, sources
-from indexer.documents import Principal
+from indexer.catalog.schema import jobs, sources
+from indexer.models import Principal
 from workers import celery_app
 from workers.maintenance import (
     BEAT_SCHEDULE,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from indexer.documents import Document
+from indexer.models import Document
 from workers import batches
 from workers.batches import ReadyBatch
 from workers.context import WorkerContext

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.documents import Access, Document
+from indexer.models import Access, Document
 from workers import celery_app
 from workers.tasks import delete_documents, document_from_json, document_to_json, index_batch, sync_source
 

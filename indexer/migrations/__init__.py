@@ -1,1 +1,0 @@
-"""Alembic migrations of the catalog schema (tables declared on `indexer.db.metadata`)."""

@@ -1,0 +1,282 @@
+"""Finds credentials in text and replaces them with `[REDACTED:rule]` markers, keeping every line in place.
+
+The rules here are Cairn's own: token formats with a fixed prefix (GitHub, GitLab, Slack, cloud keys...),
+private key blocks, passwords inside URLs and connection strings, and high-entropy values assigned to
+names that say "secret" (see `indexer.secrets.values` for what counts as a value worth redacting).
+A marker never carries the secret nor anything derived from it (no hash, no length)."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from indexer.secrets.values import (
+    assignment_kind,
+    connection_string_line,
+    jwt_header_ok,
+    pem_body_ok,
+    plausible_basic_auth,
+    plausible_password,
+    plausible_token,
+    plausible_url_password,
+)
+
+Check = Callable[[str, re.Match[str], str], bool]  # (secret, match, whole text) → redact?
+
+
+MARKER_PATTERN = re.compile(r"\[REDACTED:([a-z0-9-]{1,40})\]")
+
+
+def marker(rule: str) -> str:
+    return f"[REDACTED:{rule}]"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One redacted secret: which rule, where (1-based line of its first character). Never its value."""
+
+    rule: str
+    line: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """Text with its secrets replaced, and what was replaced."""
+
+    text: str
+    findings: tuple[Finding, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(f.rule for f in self.findings))
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    """A regex whose group `secret` is the credential; `hints` (lower case) must occur in the text first.
+
+    `lowered`: the regex runs on the lower-cased text (same offsets), instead of a slow IGNORECASE.
+    Every quantifier is bounded and possessive where it can be, so no input makes a rule quadratic."""
+
+    name: str
+    pattern: re.Pattern[str]
+    hints: tuple[str, ...]
+    check: Check
+    lowered: bool = False
+
+    def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
+        if self.hints and not any(h in lowered for h in self.hints):
+            return
+        for match in self.pattern.finditer(lowered if self.lowered else text):
+            start, end = match.span("secret")
+            if end > start and self.check(text[start:end], match, text):
+                yield start, end
+
+
+def _token(secret: str, match: re.Match[str], text: str) -> bool:
+    return plausible_token(secret)
+
+
+def _rule(name: str, pattern: str, hints: Sequence[str], check: Check = _token, lowered: bool = False) -> PatternRule:
+    return PatternRule(name, re.compile(pattern), tuple(hints), check, lowered)
+
+
+_WORD = r"A-Za-z0-9_\-"
+
+
+def _token_rule(name: str, lead: str, rest: str, hints: Sequence[str], check: Check = _token) -> PatternRule:
+    """A token starting with the literal `lead`, neither continuing nor continued by a word. The
+    lookbehind sits after the literal so the regex engine still skips ahead to the literal."""
+    pattern = rf"(?P<secret>{re.escape(lead)}(?<![{_WORD}].{{{len(lead)}}}){rest})(?![{_WORD}])"
+    return _rule(name, pattern, hints, check)
+
+
+class PrivateKeyRule:
+    """The body of a private key block (PEM/OpenSSH/PGP/PKCS#8), up to its END line; also inside string
+    literals with `\n` escapes (JSON key files), and cut short without an END line."""
+
+    name = "private-key"
+    MAX_CHARS = 20_000
+    _BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+    _LINES = re.compile(r"(?:[ \t]*(?:[A-Za-z0-9+/=]{16,}+|[A-Za-z][A-Za-z-]{1,30}: [^\r\n]{1,200}+)[ \t]*(?:\r?\n|$))+")
+
+    def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
+        if "private key" not in lowered:
+            return
+        pos = searched = 0  # text[start:searched] is known to hold no END line
+        while (begin := self._BEGIN.search(text, pos)) is not None:
+            start = _skip_newline(text, begin.end())
+            end = text.find("-----END ", max(start, searched), start + self.MAX_CHARS)
+            if end < 0:
+                searched = start + self.MAX_CHARS
+                lines = self._LINES.match(text, start)
+                end = lines.end() if lines else start
+            pos = max(end, begin.end())
+            end = _trim_newline(text, start, end)
+            if end > start and pem_body_ok(text[start:end]):
+                yield start, end
+
+
+def _skip_newline(text: str, at: int) -> int:
+    for newline in ("\r\n", "\n", "\\n"):
+        if text.startswith(newline, at):
+            return at + len(newline)
+    return at
+
+
+def _trim_newline(text: str, start: int, end: int) -> int:
+    for newline in ("\r\n", "\n", "\\n"):
+        if end - len(newline) >= start and text.startswith(newline, end - len(newline)):
+            return end - len(newline)
+    return end
+
+
+PREFIXED_RULES: tuple[PatternRule | PrivateKeyRule, ...] = (
+    PrivateKeyRule(),
+    *(_token_rule("aws-access-key-id", prefix, r"[A-Z0-9]{16}", [prefix.lower()]) for prefix in ("AKIA", "ASIA", "ABIA", "ACCA")),
+    _rule("aws-secret-key", r"aws[\w.\-]{0,20}?(?:secret|_sk\b)[\w.\-]{0,20}+[\"']?[ \t]*+(?::=|=>|=|:)[ \t]*+"
+                            r"[\"']?(?P<secret>[a-z0-9/+]{40})(?![a-z0-9/+=])", ["aws"], lowered=True),
+    _rule("azure-storage-key", r"(?:accountkey|sharedaccesskey|sharedkey)[ \t]*+=[ \t]*+"
+                               r"(?P<secret>[a-z0-9+/]{30,200}+={0,2})", ["accountkey", "sharedaccesskey", "sharedkey"],
+          lowered=True),
+    _rule("azure-sas-signature", r"[?&;]sig=(?P<secret>[A-Za-z0-9%+/]{30,300}+(?:%3D|=){0,2})", ["sig="]),
+    _token_rule("google-api-key", "AIza", r"[0-9A-Za-z_\-]{35}", ["aiza"]),
+    _token_rule("github-token", "gh", r"[pousr]_[A-Za-z0-9]{36,251}+", ["gh"]),
+    _token_rule("github-token", "github_pat_", r"[A-Za-z0-9_]{30,251}+", ["github_pat_"]),
+    _token_rule("gitlab-token", "gl", r"(?:pat|dt|rtr|rt|ptt|cbt|soat|ffct|oas|imt|agent|ft|wt)-[A-Za-z0-9_\-]{20,255}+",
+["gl"]),
+    _token_rule("gitlab-token", "GR1348941", r"[A-Za-z0-9_\-]{20,255}+", ["gr1348941"]),
+    _token_rule("slack-token", "xox", r"[abposre]-[A-Za-z0-9\-]{10,255}+", ["xox"]),
+    _token_rule("slack-token", "xapp-", r"\d-[A-Za-z0-9\-]{20,255}+", ["xapp-"]),
+    _rule("slack-webhook", r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9_/+\-]{20,200}+)",
+          ["hooks.slack.com"]),
+    _token_rule("stripe-key", "sk_", r"(?:live|test)_[A-Za-z0-9]{16,247}+", ["sk_live_", "sk_test_"]),
+    _token_rule("stripe-key", "rk_", r"(?:live|test)_[A-Za-z0-9]{16,247}+", ["rk_live_", "rk_test_"]),
+    _token_rule("stripe-key", "whsec_", r"[A-Za-z0-9]{24,255}+", ["whsec_"]),
+    _token_rule("npm-token", "npm_", r"[A-Za-z0-9]{36}", ["npm_"]),
+    _token_rule("pypi-token", "pypi-AgE", r"[A-Za-z0-9_\-]{50,1000}+", ["pypi-age"]),
+    _token_rule("openai-key", "sk-", r"(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,200}?T3BlbkFJ[A-Za-z0-9_\-]{16,200}+",
+                ["t3blbkfj"]),
+    _token_rule("anthropic-key", "sk-ant-", r"[a-z]{1,10}\d\d-[A-Za-z0-9_\-]{60,300}+", ["sk-ant-"]),
+    _token_rule("huggingface-token", "hf_", r"[A-Za-z]{34}", ["hf_"]),
+    _token_rule("sendgrid-key", "SG.", r"[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}", ["sg."]),
+    _token_rule("digitalocean-token", "do", r"[por]_v1_[a-f0-9]{64}", ["_v1_"]),
+    _token_rule("shopify-token", "shp", r"(?:at|ss|ca|pa)_[a-fA-F0-9]{32}", ["shp"]),
+    _token_rule("docker-token", "dckr_pat_", r"[A-Za-z0-9_\-]{27,255}+", ["dckr_pat_"]),
+    _token_rule("atlassian-token", "ATATT3", r"[A-Za-z0-9_\-=]{150,400}+", ["atatt3"]),
+    _token_rule("jwt", "eyJ", r"[A-Za-z0-9_\-]{10,4096}+\.eyJ[A-Za-z0-9_\-]{4,8192}+\.[A-Za-z0-9_\-]{16,4096}+", ["eyj"],
+                lambda s, m, t: jwt_header_ok(s)),
+)
+
+CREDENTIAL_RULES: tuple[PatternRule, ...] = (
+    _rule("url-password", r"://(?P<user>[^\s:/?#@'\"`<>()\[\]{}]{0,128}+):"
+                          r"(?P<secret>[^\s/?#@'\"`<>]{1,256}+)@[A-Za-z0-9\[\]._\-]",
+          ["://"], lambda s, m, t: plausible_url_password(s, m.group("user"))),
+    _rule("connection-string-password", r"p(?<![\w.]p)(?:assword|wd)[ \t]*+=[ \t]*+"
+                                        r"(?P<secret>[^;\"'\s<>{}=]{1,200}+={0,2})(?=[ \t]*(?:;|\"|'|$))",
+          ["password=", "pwd=", "password =", "pwd ="],
+          lambda s, m, t: connection_string_line(m, t) and plausible_password(s, min_length=3), lowered=True),
+    _rule("npm-auth", r"_(?<![\w]_)(?:authtoken|auth|password)[ \t]*+=[ \t]*+[\"']?(?P<secret>[^\s\"']{8,500}+)",
+          ["_auth", "_password"], lambda s, m, t: plausible_password(s), lowered=True),
+    _rule("basic-auth", r"Basic(?<![A-Za-z0-9_]Basic)[ \t]++(?P<secret>[A-Za-z0-9+/]{8,2000}+={0,2})(?![A-Za-z0-9+/=])",
+          ["basic "], lambda s, m, t: plausible_basic_auth(s)),
+    _rule("bearer-token", r"Bearer(?<![A-Za-z0-9_]Bearer)[ \t]++(?P<secret>[A-Za-z0-9\-._~+/]{20,4096}+=*+)"
+                          r"(?![A-Za-z0-9\-._~+/=])", ["bearer"]),
+)
+
+# `name = "value"`, `name: value`, `"name": "value"`, `NAME=value`, `name := "value"`, `:name => 'value'`...
+# Names are judged by `assignment_kind`; a bare value must end the statement (`x = f(...)` is code).
+_ASSIGNMENT = re.compile(
+    r"""(?<![\w.$@])(?P<q0>["']?)(?P<name>[A-Za-z_][\w.\-]{0,79})(?P=q0)"""
+    r"""(?:[ \t]*:[ \t]*[A-Za-z_][\w\[\], .|]{0,40}?(?=[ \t]*=[^=]))?"""  # a type annotation
+    r"""[ \t]*+(?::=|=>|=(?!=)|:(?![:=/]))[ \t]*+"""
+    r"""(?:(?P<q>["'`])(?P<quoted>(?:\\.|(?!(?P=q))[^\\\n]){1,500}+)(?P=q)"""
+    r"""|(?P<bare>[^\s'"`,;&()\[\]{}<>=]{1,500}+={0,3})(?=[\s,;&)\]}<#]|$))"""
+)
+_XML_ELEMENT = re.compile(r"<(?P<name>[A-Za-z_][\w.\-]{0,60}+)>(?P<quoted>[^<\n]{1,500}+)</(?P=name)>")
+# Where an assignment can be: a keyword in the lower-cased text (far faster than IGNORECASE), the rest
+# of the name, then an operator (or `>` closing an XML tag). Only those lines are parsed.
+_CANDIDATE = re.compile(r"(?:pass|pwd|secret|token|key|credential)[\w.\-]{0,40}+[\"']?[ \t]*+[=:>]")
+
+
+class AssignmentRule:
+    """High-entropy (or password-like) literals assigned to names that say password/secret/token/key."""
+
+    name = "secret-assignment"
+
+    def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
+        pos = 0
+        while (hit := _CANDIDATE.search(lowered, pos)) is not None:
+            begin = lowered.rfind("\n", 0, hit.start()) + 1
+            end = text.find("\n", hit.end())
+            end = len(text) if end < 0 else end
+            yield from self._line(text, begin, end)
+            pos = end + 1  # each line is parsed once, however many keywords it holds
+
+    @staticmethod
+    def _line(text: str, begin: int, end: int) -> Iterator[tuple[int, int]]:
+        for pattern in (_ASSIGNMENT, _XML_ELEMENT):
+            for match in pattern.finditer(text, begin, end):
+                kind = assignment_kind(match.group("name"))
+                if kind is None:
+                    continue
+                group = "quoted" if match.group("quoted") is not None else "bare"
+                value = match.group(group)
+                ok = plausible_password(value, name=match.group("name"), bare=group == "bare") if kind == "password" \
+                    else plausible_token(value, name=match.group("name"), bare=group == "bare")
+                if ok:
+                    yield match.span(group)
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+class SecretDetector:
+    """Runs every rule over a text; `allow` regexes keep a match when they match its value or its line."""
+
+    def __init__(self, allow: Sequence[str] = ()) -> None:
+        self.rules: tuple[PatternRule | PrivateKeyRule | AssignmentRule, ...] = (
+            *PREFIXED_RULES, *CREDENTIAL_RULES, AssignmentRule())
+        try:
+            self.allow = tuple(re.compile(p) for p in allow)
+        except re.error as exc:
+            raise ValueError(f"invalid secret allowlist pattern: {exc}") from exc
+
+    def findings(self, text: str) -> list[Finding]:
+        """Non-overlapping findings in text order (the longer, then the earlier rule wins an overlap)."""
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a few characters lower-case to two; offsets must line up
+            lowered = text.translate(_ASCII_LOWER)
+        spans = [(start, -(end - start), order, end) for order, rule in enumerate(self.rules)
+                 for start, end in rule.find(text, lowered)]
+        kept: list[Finding] = []
+        limit, line, counted = -1, 1, 0
+        for start, _, order, end in sorted(spans):
+            if start < limit or self._allowed(text, start, end):
+                continue
+            line, counted = line + text.count("\n", counted, start), start
+            kept.append(Finding(self.rules[order].name, line, start, end))
+            limit = end
+        return kept
+
+    def _allowed(self, text: str, start: int, end: int) -> bool:
+        if not self.allow:
+            return False
+        stop = text.find("\n", end)
+        line = text[text.rfind("\n", 0, start) + 1:len(text) if stop < 0 else stop]
+        return any(p.search(text[start:end]) or p.search(line) for p in self.allow)
+
+    def redact(self, text: str) -> Redaction:
+        """The text with every finding replaced by its marker plus the newlines it spanned."""
+        found = self.findings(text)
+        if not found:
+            return Redaction(text)
+        parts: list[str] = []
+        cursor = 0
+        for f in found:
+            parts += [text[cursor:f.start], marker(f.rule), "\n" * text.count("\n", f.start, f.end)]
+            cursor = f.end
+        parts.append(text[cursor:])
+        return Redaction("".join(parts), tuple(found))

@@ -1,0 +1,107 @@
+"""Store contracts: the engine-neutral search filter, the VectorStore and FullTextIndex protocols."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from indexer.models import Chunk, normalise_prefix
+
+
+class StoreError(RuntimeError):
+    """A vector or full-text store failed to open, read or write."""
+
+
+class StoreLocked(StoreError):
+    """A store's files are locked by another owner (another process, or already open in this one)."""
+
+
+class StoreTimeout(StoreError):
+    """A store did not answer a search in time (e.g. its process is busy building an index)."""
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What a query may see. Built from a Principal plus an optional scope; applied inside engines.
+
+    `principals` must be non-empty: a filter without principals matches nothing (fails closed).
+    Empty scope tuples mean "no restriction" on that field."""
+
+    principals: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+    path_prefixes: tuple[str, ...] = ()  # user-facing prefixes such as "src/cairn"
+    languages: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+    def prefix_values(self) -> list[str]:
+        """Values matched exactly against a chunk's `path_prefix` list (see documents.path_prefixes)."""
+        return [v for p in self.path_prefixes for v in normalise_prefix(p)]
+
+    def field_values(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(indexed field, allowed values) pairs every engine ANDs together, each matching "any of".
+
+        `acl` always comes first (an empty one matches nothing); unrestricted scope parts are left out."""
+        scope = [("source", self.sources), ("path_prefix", tuple(self.prefix_values())),
+                 ("language", self.languages), ("kind", self.kinds)]
+        return [("acl", self.principals)] + [(name, values) for name, values in scope if values]
+
+    @property
+    def matches_nothing(self) -> bool:
+        return not self.principals
+
+
+@dataclass(frozen=True)
+class VectorPoint:
+    chunk: Chunk
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True)
+class ScoredId:
+    chunk_id: str
+    score: float
+
+
+class VectorStore(Protocol):
+    """Dense vectors with the chunk's filter fields as payload (acl, source, doc_id, path_prefix,
+    kind, language). Implementations: Qdrant Edge (embedded), qdrant-client (server/cluster)."""
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None: ...
+
+    def delete(self, chunk_ids: Iterable[str]) -> None: ...
+
+    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]: ...
+
+    def ids(self, source: str | None = None) -> set[str]: ...
+
+    def close(self) -> None: ...
+
+
+class FullTextIndex(Protocol):
+    """BM25 over content, split identifiers, symbols and path, filtered by the same SearchFilter."""
+
+    def upsert(self, chunks: Sequence[Chunk], expanded: Mapping[str, str] | None = None) -> None:
+        """`expanded`: `expand_identifiers(text)` already computed for some of the chunks' texts."""
+
+    def delete(self, source: str, chunk_ids: Iterable[str]) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def search(self, query: LexicalQuery, flt: SearchFilter, limit: int) -> list[ScoredId]: ...
+
+    def ids(self, source: str | None = None) -> set[str]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LexicalQuery:
+    """An analysed query for the full-text engine (built by retrieval.query_analysis).
+
+    terms: lower-cased words and identifier parts with a weight each; phrases: exact sequences;
+    identifiers: whole identifiers as typed (matched against symbols and paths with a boost)."""
+
+    terms: tuple[tuple[str, float], ...]
+    phrases: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
