@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from indexer import lexical_prep
+from indexer.pipeline import prepare as lexical_prep
 from indexer.chunking import ChunkLimits
 from indexer.models import Access, Document, Principal
 from indexer.pipeline.prepare import BatchPreparer, ChunkingOptions

@@ -254,7 +254,7 @@ def qdrant_server(monkeypatch):
     """One in-process Qdrant (local mode) that outlives each IndexServices, as a server would."""
     from qdrant_client import QdrantClient
 
-    from indexer import vector_qdrant
+    from indexer.stores import qdrant_server as vector_qdrant
 
     server = QdrantClient(location=":memory:")
     monkeypatch.setattr(vector_qdrant, "connect", lambda url, api_key=None, timeout=10: server)
