@@ -224,7 +224,7 @@ def reindex(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help=
             full: bool = typer.Option(False, help="Re-read and rewrite everything (no re-embedding of "
                                                   "unchanged chunks)."),
             since: Optional[str] = typer.Option(None, "--since", help="Re-read and rewrite what the source "
-                                                "changed in this window, e.g. 2d (see README)."),
+                                                "changed in this window, e.g. 2d (see docs/operating.md)."),
             as_json: bool = typer.Option(False, "--json"), url: Optional[str] = typer.Option(None)) -> None:
     """Re-index one source or all of them, with live progress (also against a running server)."""
     from workers.window import parse_duration

@@ -110,7 +110,7 @@ def sqlite_path(settings: Settings) -> Path:
     if not url.startswith("sqlite:///") or settings.vector_backend != "edge":
         raise BackupUnsupported(
             "this node is not embedded (catalog on PostgreSQL or vectors on a Qdrant server): back up with "
-            "pg_dump, Qdrant snapshots and the tantivy shards as README.md's 'Operating Cairn' describes")
+            "pg_dump, Qdrant snapshots and the tantivy shards as docs/operating.md describes")
     return Path(url.removeprefix("sqlite:///"))
 
 

@@ -20,7 +20,7 @@ def test_ten_clients_mixing_search_context_and_mcp_during_a_reindex_get_no_error
     repo.commit("orders")
     proc = subprocess.run([sys.executable, str(LOAD_TEST), "--repo", str(repo.root), "--clients", "10",
                            "--duration", "8", "--data-dir", str(tmp_path / "data"),
-                           # 8 s is all warm-up for memory: flatness is judged by the full run (see README)
+                           # 8 s is all warm-up for memory: flatness is judged by the full run (see docs/benchmarks.md)
                            "--max-rss-growth-mb", "1024"],
                           capture_output=True, text=True, timeout=540, check=False)
     assert proc.stdout.strip(), proc.stderr[-3000:]
