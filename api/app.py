@@ -31,8 +31,7 @@ from api.tokens import TokenStore
 from indexer.generations.serving import GenerationReader
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from retrieval.rerank import build_reranker
-from retrieval.search import HybridSearcher
+from retrieval.searcher import build_searcher
 from workers import celery_app
 from workers.jobs import JobStopped, new_job, run_sync_job
 from workers.maintenance import EmbeddedScheduler
@@ -111,12 +110,6 @@ class JobRunner:
     def shutdown(self) -> None:
         self.interrupt()
         self.pool.shutdown(wait=True, cancel_futures=True)  # queued jobs stay `queued` for `resume`
-def build_searcher(services: IndexServices) -> HybridSearcher:
-    s = services.settings
-    options = {"model": s.cross_encoder_model} if s.reranker == "cross-encoder" else {}
-    return HybridSearcher(services.catalog, services.fulltext, services.vectors, services.embedder,
-                          build_reranker(s.reranker, **options), candidates=s.candidates,
-                          max_hits_per_file=s.max_hits_per_file)
 
 
 def follow_generation_swap(app: FastAPI, services: IndexServices) -> None:

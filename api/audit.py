@@ -7,42 +7,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import JSON, Boolean, Column, Engine, Integer, String, Table, Text, insert, select
+from sqlalchemy import Engine, insert, select
 
 from indexer.catalog.db import metadata
-from indexer.catalog.schema import UTCDateTime
+from indexer.catalog.schema import audit_log, feedback
 from indexer.models import Principal
 from retrieval.permissions import Scope
 
 log = logging.getLogger(__name__)
 
 MAX_COMMENT_CHARS = 2000
-
-audit_log = Table(
-    "audit_log", metadata,
-    Column("id", String(36), primary_key=True),
-    Column("at", UTCDateTime, nullable=False, index=True),
-    Column("user", String(255), nullable=False),
-    Column("admin", Boolean, nullable=False),
-    Column("action", String(64), nullable=False),  # search, context, mcp.grep, sources.add, ...
-    Column("target", Text, nullable=False),  # e.g. the source an admin action was about
-    Column("scope", JSON, nullable=False),
-    Column("result_count", Integer, nullable=False),
-    Column("result_ids", JSON, nullable=False),  # what the caller was shown, so feedback can be checked
-    Column("query_id", String(36), nullable=True, unique=True),
-    Column("query_text", Text, nullable=True),  # only with audit_query_text
-)
-
-feedback = Table(
-    "feedback", metadata,
-    Column("id", String(36), primary_key=True),
-    Column("at", UTCDateTime, nullable=False, index=True),
-    Column("query_id", String(36), nullable=False, index=True),
-    Column("hit_id", String(64), nullable=False),
-    Column("user", String(255), nullable=False),
-    Column("useful", Boolean, nullable=False),
-    Column("comment", Text, nullable=False),
-)
 
 
 class FeedbackError(LookupError):

@@ -157,7 +157,7 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
                     "end_line": h["end_line"], "symbol": h["symbol"], "score": h["score"], "snippet": h["snippet"]}
                    for h in body["hits"]]
     else:
-        from api.app import build_searcher
+        from retrieval.searcher import build_searcher
 
         who = Principal(user=as_user, groups=frozenset(group)) if as_user else OPERATOR
         scope = Scope(sources=tuple(source), path_prefixes=(path,) if path else (), languages=tuple(language),
@@ -299,8 +299,8 @@ def evaluate(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, d
              limit: int = typer.Option(10, help="Results retrieved per query."),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Measure retrieval on your own queries: Recall@1/5/10, MRR and the misses."""
-    from api.app import build_searcher
     from retrieval.evaluation import evaluate_queries, load_queries
+    from retrieval.searcher import build_searcher
 
     settings: Settings = ctx.obj
     try:

@@ -11,6 +11,7 @@ from api.audit import FeedbackError
 from connectors.base import ConnectorError
 from indexer.models import AccessError
 from indexer.stores import StoreError
+from retrieval.grep import PatternError
 from retrieval.permissions import ScopeError
 from retrieval.query_analysis import QueryError
 
@@ -30,7 +31,7 @@ class Conflict(RuntimeError):
 
 
 STATUS: dict[type[BaseException], int] = {
-    QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400,
+    QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400, PatternError: 400,
     NotFound: 404, FeedbackError: 404, Conflict: 409, StoreError: 503,
 }
 

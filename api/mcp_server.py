@@ -22,12 +22,13 @@ from api.audit import FeedbackError
 from api.continue_provider import budgeted, candidates, to_item
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
-from api.grep import grep as grep_index
 from api.limits import send_error
 from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
 from indexer.identifiers import code_tokens
 from indexer.models import Principal
 from indexer.stores import LexicalQuery
+from retrieval.grep import PatternError
+from retrieval.grep import grep as grep_index
 from retrieval.permissions import Scope, ScopeError, build_filter
 from retrieval.query_analysis import QueryError
 
@@ -39,7 +40,7 @@ SYMBOL_CANDIDATES = 200
 INSTRUCTIONS = ("Cairn searches the organization's indexed code, docs and tickets that you may read. Use `search` "
                 "for questions, `grep` for exact strings, `find_symbol` for definitions, `read_file` to open a "
                 "result, `list_sources` to see what is indexed.")
-_ANTICIPATED = (NotFound, BadRequest, ScopeError, QueryError, FeedbackError)
+_ANTICIPATED = (NotFound, BadRequest, PatternError, ScopeError, QueryError, FeedbackError)
 # A line defining a name in most languages: optional modifiers, a definition keyword, the name.
 _MODIFIERS = r"(?:(?:export|pub(?:\([\w:]+\))?|public|private|protected|static|async|abstract|final|default)\s+)*"
 _KEYWORDS = r"(?:def|class|function|func|fn|struct|interface|type|enum|trait|impl|module|object|record)"

@@ -7,25 +7,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Engine, String, Table, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from indexer.catalog.db import metadata
+from indexer.catalog.schema import api_tokens
 from indexer.models import Principal
 
 TOKEN_PREFIX = "cairn_"
-
-api_tokens = Table(
-    "api_tokens", metadata,
-    Column("id", String(36), primary_key=True),
-    Column("token_hash", String(64), nullable=False, unique=True, index=True),
-    Column("user", String(255), nullable=False),
-    Column("groups", JSON, nullable=False),
-    Column("admin", Boolean, nullable=False, default=False),
-    Column("name", String(255), nullable=False, default=""),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-)
 
 
 def _now() -> dt.datetime:

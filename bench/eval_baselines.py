@@ -135,9 +135,9 @@ def snapshot_mismatch(snapshot: Path, model_key: str) -> str:
 
 
 def cairn_rank(services: IndexServices, variant: str, query: str, source: str) -> list[str]:
-    from api.app import build_searcher
     from indexer.models import Principal
     from retrieval.permissions import Scope
+    from retrieval.searcher import build_searcher
 
     base = build_searcher(services)
     chosen = VARIANTS[variant]

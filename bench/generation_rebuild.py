@@ -19,11 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import indexer.services as services_module
-from api.app import build_searcher
 from indexer.generations.serving import GenerationReader
 from indexer.models import Principal
 from indexer.services import IndexServices, build_embedder
 from indexer.settings import Settings
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 QUERIES = ("open the index services", "parse a git tree", "hybrid search fusion", "token hashing",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.app import build_searcher
 from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 QUERIES = ["retry with exponential backoff", "where are api tokens hashed", "parse configuration file",

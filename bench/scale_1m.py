@@ -633,10 +633,10 @@ def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=pri
     BM25, vectors, rerank); reports the longest gap between two answers and how many came back
     without dense results (`partial`, the vector process past its search timeout). The points are
     removed again afterwards (the corpus stays as generated)."""
-    from api.app import build_searcher
     from indexer.models import Principal
     from indexer.services import IndexServices
     from indexer.settings import Settings
+    from retrieval.searcher import build_searcher
 
     out: dict[str, Any] = {"points": points}
     for vector_process in modes:

@@ -6,7 +6,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, LargeBinary, String, Table, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
 
 from indexer.catalog.db import metadata
 from indexer.models import Chunk, Document
@@ -354,4 +366,48 @@ redactions = Table(
     Column("count", Integer, nullable=False),
     Column("lines", JSON, nullable=False),  # 1-based lines of the first redactions (0 = in the title)
     Column("recorded_at", UTCDateTime, nullable=False),
+)
+
+
+# -- API tokens, audit log and result feedback (api/tokens.py and api/audit.py read and write them) ----------
+# They live on the catalog's metadata, so the catalog's migrations own them; the api reads and writes them.
+
+# Only the SHA-256 hash of a token is kept: the clear token is shown once, when it is created.
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True, index=True),
+    Column("user", String(255), nullable=False),
+    Column("groups", JSON, nullable=False),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("user", String(255), nullable=False),
+    Column("admin", Boolean, nullable=False),
+    Column("action", String(64), nullable=False),  # search, context, mcp.grep, sources.add, ...
+    Column("target", Text, nullable=False),  # e.g. the source an admin action was about
+    Column("scope", JSON, nullable=False),
+    Column("result_count", Integer, nullable=False),
+    Column("result_ids", JSON, nullable=False),  # what the caller was shown, so feedback can be checked
+    Column("query_id", String(36), nullable=True, unique=True),
+    Column("query_text", Text, nullable=True),  # only with audit_query_text
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("query_id", String(36), nullable=False, index=True),
+    Column("hit_id", String(64), nullable=False),
+    Column("user", String(255), nullable=False),
+    Column("useful", Boolean, nullable=False),
+    Column("comment", Text, nullable=False),
 )

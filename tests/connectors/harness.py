@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from api.app import build_searcher
 from connectors.config import parse_source
 from connectors.registry import build_connector
 from indexer.models import Principal
 from indexer.pipeline.sync import SyncCounts, SyncRunner
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 # Fast but real retry behaviour: small backoff and read timeout, the usual number of attempts.

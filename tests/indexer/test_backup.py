@@ -9,7 +9,6 @@ from typing import Self
 
 import pytest
 
-from api.app import build_searcher
 from connectors.registry import build_connector
 from indexer.backup.restore import restore_backup
 from indexer.backup.snapshot import MANIFEST, BackupTargetError, CorruptBackup, IncompatibleBackup, create_backup
@@ -17,6 +16,7 @@ from indexer.models import INDEX_VERSION, Principal
 from indexer.pipeline.sync import SyncRunner
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 READER = Principal("reader", frozenset({"eng"}))

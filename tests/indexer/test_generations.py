@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select
 
 import indexer.services as services_module
-from api.app import build_searcher
 from indexer.catalog.schema import chunks, generation_chunks, generation_documents
 from indexer.generations.state import generation_dir, read_generations
 from indexer.models import INDEX_VERSION, Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 OPERATOR = Principal("op", admin=True)

@@ -12,8 +12,6 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
 # Importing these registers every catalog table on `metadata` (as the app does before create_all).
-import api.audit
-import api.tokens  # noqa: F401
 import indexer.catalog.schema
 import indexer.embedding.cache  # noqa: F401
 from indexer.catalog.db import make_engine, metadata
@@ -129,4 +127,5 @@ def test_migrations_ship_with_the_package() -> None:
     assert (MIGRATIONS / "script.py.mako").is_file()
     assert (MIGRATIONS / "versions" / "0001_initial.py").is_file()
     pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'indexer = ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"]' in pyproject
+    assert ('indexer = ["catalog/migrations/*.py", "catalog/migrations/versions/*.py", "catalog/migrations/*.mako"]'
+            in pyproject)

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from api.app import build_searcher
 from indexer.models import Principal
 from retrieval.permissions import Scope, build_filter
 from retrieval.query_analysis import analyse
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 RETRY = '''"""Retry helpers."""

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import build_searcher, create_app
+from api.app import create_app
 from api.tokens import TokenStore
 from indexer.chunking import chunk_document
 from indexer.embedding.cache import embedding_cache
@@ -18,6 +18,7 @@ from indexer.models import Access, Document, Principal
 from indexer.secrets.screen import SecretScreen
 from retrieval.permissions import build_filter
 from retrieval.query_analysis import analyse
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 OPERATOR = Principal("op", admin=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from api.app import build_searcher
 from api.audit import AuditLog
 from indexer.catalog import Catalog
 from indexer.catalog.db import make_engine
@@ -19,6 +18,7 @@ from indexer.services import IndexServices
 from retrieval.evaluation import load_queries
 from retrieval.feedback_export import ExportStats, FeedbackExportError, export_feedback
 from retrieval.permissions import Scope
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from api.app import build_searcher
 from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.permissions import Scope
 from retrieval.rerank_features import FeatureReranker, FeatureWeights
 from retrieval.search import HybridSearcher, SearchOptions
+from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -252,11 +252,11 @@ def test_cross_encoder_directory_setting_reranks_a_real_search(tiny_model, make_
     """CAIRN_RERANKER=cross-encoder with CAIRN_CROSS_ENCODER_MODEL=<dir>: the API's searcher loads the
     tiny model from the directory, and the hit order is the one its logits (computed here with
     onnxruntime directly) blended with the incoming scores give."""
-    from api.app import build_searcher
     from indexer.models import Principal
     from indexer.services import IndexServices
     from indexer.settings import Settings
     from retrieval.rerank_cross_encoder import CrossEncoderReranker, document_text
+    from retrieval.searcher import build_searcher
     from workers.jobs import run_sync_job
 
     repo = make_repo("svc")

@@ -7,8 +7,8 @@ import time
 import pytest
 from sqlalchemy import select, update
 
-from api.audit import AuditLog, audit_log
-from indexer.catalog.schema import jobs, sources
+from api.audit import AuditLog
+from indexer.catalog.schema import audit_log, jobs, sources
 from indexer.models import Principal
 from workers import celery_app
 from workers.maintenance import (

@@ -1,20 +1,17 @@
 """Alembic environment: the database URL comes from the caller (`indexer.catalog.migrate.upgrade`), never the env."""
 from __future__ import annotations
 
-import importlib
-
 from alembic import context
 from sqlalchemy import MetaData
 
+# Importing these modules registers every table on `metadata` (autogenerate compares against it);
+# plain imports, so the layer contracts see that migrations depend on the indexer alone.
+import indexer.catalog.schema
+import indexer.embedding.cache  # noqa: F401
 from indexer.catalog.db import make_engine, metadata
-
-# Importing these modules registers their tables on `metadata` (autogenerate compares against it).
-_TABLE_MODULES = ("indexer.catalog.schema", "indexer.embedding.cache", "api.tokens", "api.audit")
 
 
 def _target_metadata() -> MetaData:
-    for module in _TABLE_MODULES:
-        importlib.import_module(module)
     return metadata
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import regex
 
-from api.errors import BadRequest
 from indexer.catalog import Catalog
 from indexer.identifiers import split_identifier
 from indexer.models import Principal
@@ -29,6 +28,10 @@ _QUANTIFIERS = set("*+?{")
 _WORD_RUN = regex.compile(r"\w+")
 # A group holding a quantifier, itself quantified: (a+)+, (\w*x)*, (a{2,})+ can backtrack exponentially.
 _NESTED_QUANTIFIER = regex.compile(r"\((?:[^()\\]|\\.)*(?:[*+]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)(?:[*+]|\{\d*,\d*\})")
+
+
+class PatternError(ValueError):
+    """A pattern grep refuses or cannot run: empty or too long, invalid, unbounded, or too slow."""
 
 
 @dataclass(frozen=True)
@@ -157,19 +160,19 @@ def narrowing_phrase(branch: str) -> str:
 
 
 def compile_pattern(pattern: str, is_regex: bool, case_sensitive: bool) -> tuple[regex.Pattern, list[str]]:
-    """The compiled pattern and one narrowing phrase per alternative; BadRequest when unsafe."""
+    """The compiled pattern and one narrowing phrase per alternative; PatternError when unsafe."""
     if not pattern or len(pattern) > MAX_PATTERN_CHARS:
-        raise BadRequest(f"the pattern must have 1 to {MAX_PATTERN_CHARS} characters")
+        raise PatternError(f"the pattern must have 1 to {MAX_PATTERN_CHARS} characters")
     source = pattern if is_regex else regex.escape(pattern)
     if is_regex and _NESTED_QUANTIFIER.search(pattern):
-        raise BadRequest("nested quantifiers such as (a+)+ can take exponential time; simplify the pattern")
+        raise PatternError("nested quantifiers such as (a+)+ can take exponential time; simplify the pattern")
     try:
         compiled = regex.compile(source, regex.MULTILINE | (0 if case_sensitive else regex.IGNORECASE))
     except regex.error as exc:
-        raise BadRequest(f"invalid regular expression: {exc}") from exc
+        raise PatternError(f"invalid regular expression: {exc}") from exc
     phrases = [narrowing_phrase(b) for b in (_top_level(pattern) if is_regex else [source])]
     if any(len(p.replace(" ", "")) < MIN_LITERAL_CHARS for p in phrases):
-        raise BadRequest(f"every alternative of the pattern needs a literal word of at least {MIN_LITERAL_CHARS} "
+        raise PatternError(f"every alternative of the pattern needs a literal word of at least {MIN_LITERAL_CHARS} "
                          "characters (it narrows the search through the index)")
     return compiled, phrases
 
@@ -202,5 +205,5 @@ def grep(catalog: Catalog, fulltext: FullTextIndex, who: Principal, pattern: str
                 result.matches.append(GrepMatch(row.doc_id, row.source, row.path, key[1],
                                                 lines[offset][:MAX_LINE_CHARS]))
         except TimeoutError:
-            raise BadRequest(f"the pattern took longer than {TIME_BUDGET_SECONDS:g} s; make it more specific") from None
+            raise PatternError(f"the pattern took longer than {TIME_BUDGET_SECONDS:g} s; make it more specific") from None
     return result

@@ -1,0 +1,14 @@
+"""The searcher factory: a HybridSearcher over an open index, configured from the index's settings."""
+from __future__ import annotations
+
+from indexer.services import IndexServices
+from retrieval.rerank import build_reranker
+from retrieval.search import HybridSearcher
+
+
+def build_searcher(services: IndexServices) -> HybridSearcher:
+    s = services.settings
+    options = {"model": s.cross_encoder_model} if s.reranker == "cross-encoder" else {}
+    return HybridSearcher(services.catalog, services.fulltext, services.vectors, services.embedder,
+                          build_reranker(s.reranker, **options), candidates=s.candidates,
+                          max_hits_per_file=s.max_hits_per_file)
