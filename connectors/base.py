@@ -37,9 +37,16 @@ def document_id(source: str, path: str) -> str:
 
 
 class Connector(Protocol):
-    """One configured source. A sync is: iterate `sync(...)` to the end, then read `next_checkpoint()`."""
+    """One configured source. A sync is: iterate `sync(...)` to the end, then read `next_checkpoint()`.
+
+    Connectors subclass it explicitly, which gives them the defaults of `access_from_source` and
+    `partial_checkpoint`."""
 
     name: str
+    # True: each document's access comes from the source and is part of its version, so the connector
+    # notices access changes itself. False: the source row's access applies to every document, and the
+    # sync rewrites documents indexed under another access list.
+    access_from_source: bool = False
 
     def sync(self, checkpoint: Checkpoint | None, known: Mapping[str, str]) -> Iterator[SyncItem]:
         """Yield what changed since `checkpoint`. `known` maps doc id → indexed version: items whose
@@ -54,3 +61,9 @@ class Connector(Protocol):
     def list_ids(self) -> set[str]:
         """Ids of every document the source currently has (for pruning deletions)."""
         ...
+
+    def partial_checkpoint(self) -> Checkpoint | None:
+        """How far the sync got so far, valid mid-sync (ticket and page sources); None: only the end
+        of a sync is a resume point. Read when a batch is cut and stored once that batch is written,
+        so a sync killed part-way resumes there (and never past a batch read ahead but not written)."""
+        return None

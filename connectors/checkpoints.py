@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.base import Checkpoint, ConnectorError
+from connectors.base import Checkpoint, Connector, ConnectorError
 
 VERSION_SEP = "|"
 
@@ -175,13 +175,13 @@ class SyncState:
         return {"scopes": scopes, "retry": dict(sorted(self.retry.items())), "reconciled_at": self.reconciled_at}
 
 
-class CheckpointedSync:
+class CheckpointedSync(Connector):
     """The checkpoint half of the Connector contract for connectors that keep a SyncState."""
 
     _state: SyncState | None = None
 
     def partial_checkpoint(self) -> Checkpoint | None:
-        """A checkpoint covering what was yielded so far (SyncRunner stores it after each batch)."""
+        """A checkpoint covering what was yielded so far (the sync loop stores it after each batch)."""
         return self._state.checkpoint() if self._state else None
 
     def next_checkpoint(self) -> Checkpoint:

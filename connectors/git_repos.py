@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from connectors.base import Checkpoint, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
+from connectors.base import Checkpoint, Connector, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
 from connectors.git_process import BlobReader, Git, MissingObject, redact
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
 from indexer.models import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
@@ -118,7 +118,7 @@ def parse_ls_tree(output: bytes) -> list[TreeEntry]:
     return entries
 
 
-class GitRepoConnector:
+class GitRepoConnector(Connector):
     """Indexes the tracked files of a repository at a ref: a local work tree or bare repo, or a clone URL."""
 
     def __init__(self, name: str, location: str, ref: str | None = None, access: Access | None = None,

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connectors.registry import build_connector
 from indexer.locks import source_lock
-from indexer.models import Deletion, Document, Skipped, SyncFailure
-from indexer.pipeline.apply import Pipeline, ReadyDocument
-from indexer.pipeline.sync import known_versions
+from indexer.models import Document
+from indexer.pipeline.apply import BatchCounts, Pipeline, ReadyDocument
+from indexer.pipeline.sync import Landed, Observer, SyncCounts, SyncLoop
 from workers.batches import ReadyBatch, batch_id, document_from_json, document_to_json, embed_batch
 from workers.context import WorkerContext
 from workers.window import rewind_for_job
 
 log = logging.getLogger(__name__)
-
-CRAWL_COUNT_KEYS = ("files_seen", "files_skipped", "files_failed", "files_quarantined")
 
 
 class Dispatch(Protocol):
@@ -42,17 +39,6 @@ class SourceBusy(Exception):
     def __init__(self, source: str, holder: str) -> None:
         super().__init__(f"source {source!r} is being synced by {holder}")
         self.holder = holder
-
-
-@dataclass
-class Crawl:
-    """Counts and batching of one crawl attempt."""
-
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CRAWL_COUNT_KEYS, 0))
-    failed: set[str] = field(default_factory=set)
-    batch: list[Document] = field(default_factory=list)
-    size: int = 0
-    deletions: list[str] = field(default_factory=list)
 
 
 def crawl_source(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: str, full: bool = False) -> str:
@@ -85,12 +71,13 @@ def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: s
     attempt = state.begin_crawl(job_id, source, full)
     catalog.set_source_state(source, "syncing")
     log.info("job %s: crawling source %s (attempt %d)", job_id, source, attempt)
-    crawl = Crawl()
+    loop = SyncLoop(catalog, QueueSink(ctx, dispatch, job_id, source, rewrite=full), ctx.chunking.limits,
+                    batch_docs=ctx.settings.queue_batch_docs)
     try:
-        outcome = _run_connector(ctx, dispatch, row, job_id, full, crawl)
+        outcome = _run_connector(ctx, row, job_id, full, loop)
     except Exception as exc:
         log.exception("job %s: crawl of %s failed", job_id, source)
-        state.save_crawl(job_id, state="failed", counts=crawl.counts, failed_items=crawl.failed)
+        state.save_crawl(job_id, state="failed", counts=loop.counts.as_dict(), failed_items=loop.failed)
         catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}",
                            counts=job_counts(ctx, job_id) | {"phase": "failed"})
         catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
@@ -116,91 +103,78 @@ def _wait_for_other_jobs(ctx: WorkerContext, source: str, job_id: str) -> None:
         raise SourceBusy(source, f"job {other.job_id}")
 
 
-def _run_connector(ctx: WorkerContext, dispatch: Dispatch, row: Any, job_id: str, full: bool, crawl: Crawl) -> str:
-    catalog, state, source = ctx.catalog, ctx.state, row.name
+class CrawlCancelled(Exception):
+    """The job was asked to stop; the crawl stops after the batch it just sent."""
+
+
+def _run_connector(ctx: WorkerContext, row: Any, job_id: str, full: bool, loop: SyncLoop) -> str:
     connector = build_connector(row, ctx.settings)
-    rewind_for_job(catalog, row, connector, job_id)  # `reindex --since`: re-read what changed in a window
-    checkpoint = None if full else catalog.get_checkpoint(source)
-    known = {} if full else known_versions(catalog, source, connector)
-    quarantined = state.quarantined(source)
-    partial = getattr(connector, "partial_checkpoint", None)
-    for item in connector.sync(checkpoint, known):
-        if isinstance(item, Document):
-            crawl.counts["files_seen"] += 1
-            item = _screened(ctx, item, crawl)  # before it goes anywhere near the broker
-            if item is None:
-                continue
-            held = quarantined.get(item.id)
-            if held is not None and held[0] == item.version:
-                crawl.counts["files_skipped"] += 1
-                crawl.counts["files_quarantined"] += 1
-                crawl.failed.add(item.path)
-                continue
-            crawl.batch.append(item)
-            crawl.size += len(item.content)
-            if len(crawl.batch) >= ctx.settings.queue_batch_docs or crawl.size >= 4_000_000:
-                _send_documents(ctx, dispatch, job_id, source, crawl, full)
-                if partial is not None and (point := partial()) is not None:
-                    catalog.set_checkpoint(source, point)
-                state.save_crawl(job_id, counts=crawl.counts, failed_items=crawl.failed)
-                if catalog.job_state(job_id) == "cancelling":
-                    state.save_crawl(job_id, state="stopped")
-                    log.warning("job %s: cancelled during the crawl of %s", job_id, source)
-                    return "stopped"
-        elif isinstance(item, Deletion):
-            crawl.deletions.append(item.doc_id)
-        elif isinstance(item, Skipped):
-            crawl.counts["files_seen"] += 1
-            crawl.counts["files_skipped"] += 1
-            catalog.record_skipped(item)
-        elif isinstance(item, SyncFailure):
-            crawl.counts["files_seen"] += 1
-            crawl.counts["files_failed"] += 1
-            catalog.record_failure(item)
-            crawl.failed.add(item.item)
-    _send_documents(ctx, dispatch, job_id, source, crawl, full)
-    if full:
-        present = connector.list_ids()
-        crawl.deletions += [d for d in catalog.document_versions(source) if d not in present]
-    _send_deletions(ctx, dispatch, job_id, source, crawl.deletions)
-    state.save_crawl(job_id, state="sent", counts=crawl.counts, failed_items=crawl.failed,
-                     checkpoint=connector.next_checkpoint())
+    rewind_for_job(ctx.catalog, row, connector, job_id)  # `reindex --since`: re-read what changed in a window
+    try:
+        loop.run(connector, full, observe=_crawl_observer(ctx, job_id, loop))
+    except CrawlCancelled:
+        ctx.state.save_crawl(job_id, state="stopped")
+        log.warning("job %s: cancelled during the crawl of %s", job_id, row.name)
+        return "stopped"
+    ctx.state.save_crawl(job_id, state="sent", counts=loop.counts.as_dict(), failed_items=loop.failed,
+                         checkpoint=connector.next_checkpoint())
     return "sent"
 
 
-def _screened(ctx: WorkerContext, doc: Document, crawl: Crawl) -> Document | None:
-    """The document with its credentials redacted, or None for a secret file (skipped, and removed
-    from the index if it was indexed before): secrets never reach the broker's messages."""
-    result, _found = ctx.secrets.prepare(doc)
-    if isinstance(result, Document):
-        return result
-    ctx.catalog.record_skipped(result)
-    crawl.counts["files_skipped"] += 1
-    crawl.counts["secret_files"] = crawl.counts.get("secret_files", 0) + 1
-    if ctx.catalog.sources_of([doc.id]):
-        crawl.deletions.append(doc.id)
-    return None
+def _crawl_observer(ctx: WorkerContext, job_id: str, loop: SyncLoop) -> Observer:
+    """After every batch sent: record the crawl's counts, and stop if the job is being cancelled."""
+    def observe(phase: str, counts: SyncCounts) -> None:
+        ctx.state.save_crawl(job_id, counts=counts.as_dict(), failed_items=loop.failed)
+        if ctx.catalog.job_state(job_id) == "cancelling":
+            raise CrawlCancelled(job_id)
+    return observe
 
 
-def _send_documents(ctx: WorkerContext, dispatch: Dispatch, job_id: str, source: str, crawl: Crawl,
-                    rewrite: bool) -> None:
-    """Send first, register after: a crash in between leaves no registered batch that never comes."""
-    if not crawl.batch:
-        return
-    docs = crawl.batch
-    batch = batch_id(job_id, "documents", [f"{d.id}@{d.version}" for d in docs])
-    dispatch.embed(job_id, batch, source, [document_to_json(d) for d in docs], rewrite)
-    ctx.state.register_batch(job_id, batch, source, "documents", len(docs))
-    crawl.batch, crawl.size = [], 0
+class QueueSink:
+    """Batches sent to the `embed` queue, screened first: secret files stay out (skipped, and removed
+    from the index if they were indexed before) and credentials are redacted, so no secret ever
+    reaches the broker's messages. Deletions go to `index` as one batch; the index queue counts them."""
 
+    phase = "sent"
 
-def _send_deletions(ctx: WorkerContext, dispatch: Dispatch, job_id: str, source: str, doc_ids: list[str]) -> None:
-    if not doc_ids:
-        return
-    ready = ReadyBatch(job_id=job_id, batch_id=batch_id(job_id, "deletions", doc_ids), source=source,
-                       kind="deletions", deletions=sorted(set(doc_ids)))
-    dispatch.index(ready.to_json())
-    ctx.state.register_batch(job_id, ready.batch_id, source, "deletions", len(ready.deletions))
+    def __init__(self, ctx: WorkerContext, dispatch: Dispatch, job_id: str, source: str, rewrite: bool) -> None:
+        self.ctx = ctx
+        self.dispatch = dispatch
+        self.job_id = job_id
+        self.source = source
+        self.rewrite = rewrite
+        self.secret_deletions: list[str] = []
+
+    def reading(self, size: int) -> None:
+        pass  # nothing to warm up: the embed workers are already running
+
+    def submit(self, docs: list[Document], landed: Landed) -> None:
+        screened = self.ctx.secrets.screen(docs)
+        if screened.skipped:
+            self.ctx.catalog.record_skipped(*screened.skipped)
+            self.secret_deletions += list(self.ctx.catalog.sources_of(screened.skipped_ids))  # indexed before
+        self._send(screened.documents)
+        landed(BatchCounts(extra={"secret_files": len(screened.skipped)}))
+
+    def finish(self, deletions: list[str]) -> BatchCounts:
+        doc_ids = sorted({*deletions, *self.secret_deletions})
+        if doc_ids:
+            ready = ReadyBatch(job_id=self.job_id, batch_id=batch_id(self.job_id, "deletions", doc_ids),
+                               source=self.source, kind="deletions", deletions=doc_ids)
+            self.dispatch.index(ready.to_json())
+            self.ctx.state.register_batch(self.job_id, ready.batch_id, self.source, "deletions", len(doc_ids))
+        return BatchCounts()
+
+    def close(self) -> None:
+        pass  # every batch was sent when it was submitted
+
+    def _send(self, docs: list[Document]) -> None:
+        """Send first, register after: a crash in between leaves no registered batch that never comes."""
+        if not docs:
+            return
+        batch = batch_id(self.job_id, "documents", [f"{d.id}@{d.version}" for d in docs])
+        self.dispatch.embed(self.job_id, batch, self.source, [document_to_json(d) for d in docs], self.rewrite)
+        self.ctx.state.register_batch(self.job_id, batch, self.source, "documents", len(docs))
 
 
 # -- the embed side --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from indexer.catalog.schema import (
     chunk_record,
     chunk_row,
     chunks,
+    document_attempts,
     document_row,
     documents,
     failures,
@@ -390,6 +391,14 @@ class Catalog:
         query = select(failures).where(failures.c.source == source).order_by(failures.c.item)
         with self.engine.connect() as conn:
             return [FailureRecord(**r._asdict()) for r in conn.execute(query)]
+
+    def quarantined(self, source: str) -> dict[str, str]:
+        """doc id → version of the source's document versions the embed queue quarantined: a sync
+        skips them until they change (the queue's workers record them, workers/queue_state.py)."""
+        t = document_attempts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.doc_id, t.version).where(t.source == source, t.quarantined == 1))
+            return {r.doc_id: r.version for r in rows}
 
     # -- jobs -----------------------------------------------------------------------------------
 

@@ -1,22 +1,25 @@
-"""Runs one connector sync into the pipeline: batching, skips, failures, pruning, checkpoint, job counts."""
+"""The one sync loop both deployments run: a connector's items counted, checked and batched into a sink."""
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
-from connectors.base import Connector
+from connectors.base import Checkpoint, Connector
 from indexer.catalog import Catalog
-from indexer.chunking.limits import oversize_skip
+from indexer.chunking.limits import ChunkLimits, oversize_skip
 from indexer.models import Access, Deletion, Document, Skipped, SyncFailure
 from indexer.pipeline.apply import BatchCounts, Pipeline
-from indexer.pipeline.prepare import Pending, PreparedBatch
+from indexer.pipeline.prepare import Pending
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # batches cut and being prepared while the one before is written
+BATCH_DOCS = 200
+BATCH_BYTES = 4_000_000
 
 
 @dataclass
@@ -26,8 +29,10 @@ class SyncCounts:
     files_seen: int = 0
     files_changed: int = 0
     files_deleted: int = 0
-    files_skipped: int = 0
+    files_skipped: int = 0  # of which secret files and quarantined document versions
     files_failed: int = 0
+    files_quarantined: int = 0
+    secret_files: int = 0
     chunks_written: int = 0
     chunks_deleted: int = 0
     chunks_embedded: int = 0
@@ -39,19 +44,178 @@ class SyncCounts:
         self.chunks_written += batch.chunks_written
         self.chunks_deleted += batch.chunks_deleted
         self.chunks_embedded += batch.chunks_embedded
-        self.files_skipped += batch.extra.get("secret_files", 0)  # screened out by the pipeline
+        secret = batch.extra.get("secret_files", 0)  # screened out where the batch went
+        self.files_skipped += secret
+        self.secret_files += secret
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-Observer = Callable[[str, SyncCounts], None]  # (phase, counts) after every batch
+Observer = Callable[[str, SyncCounts], None]  # (phase, counts) after every batch; raising stops the sync
+Landed = Callable[[BatchCounts], None]  # told what a batch changed, once it is written (or sent)
+
+
+class BatchSink(Protocol):
+    """Where the loop's batches go: written here (`PipelineSink`) or sent to the embed queue
+    (workers/distributed.py). Batches land strictly in the order they were submitted."""
+
+    phase: str  # what a landed batch has reached, as the observer is told
+
+    def reading(self, size: int) -> None:
+        """A batch with at least `size` characters of text is being read (a head start, if it helps)."""
+        ...
+
+    def submit(self, docs: list[Document], landed: Landed) -> None:
+        """Take a batch; call `landed` once it is written (or sent), maybe during a later call."""
+        ...
+
+    def finish(self, deletions: list[str]) -> BatchCounts:
+        """Land every batch submitted, then remove `deletions`; returns what the removal changed."""
+        ...
+
+    def close(self) -> None:
+        """Drop the batches that have not landed (a stop or an error); nothing is left after `finish`."""
+        ...
+
+
+class SyncLoop:
+    """One pass over a connector's sync into a sink; one bad item never stops it.
+
+    The loop counts, skips documents over the size limit and document versions quarantined by the
+    embed queue, records skips and failures, cuts batches by documents and bytes, stores the
+    connector's partial checkpoint once the batch it covers landed, and prunes after a full sync.
+    `counts` and `failed` (items whose failure records stay) are readable after a stop or an error."""
+
+    def __init__(self, catalog: Catalog, sink: BatchSink, limits: ChunkLimits, batch_docs: int = BATCH_DOCS,
+                 batch_bytes: int = BATCH_BYTES) -> None:
+        self.catalog = catalog
+        self.sink = sink
+        self.limits = limits
+        self.batch_docs = batch_docs
+        self.batch_bytes = batch_bytes
+        self.counts = SyncCounts()
+        self.failed: set[str] = set()
+
+    def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
+        """Everything the sync yields, landed; the caller stores `connector.next_checkpoint()`."""
+        source = connector.name
+        checkpoint = None if full else self.catalog.get_checkpoint(source)
+        known = {} if full else known_versions(self.catalog, source, connector)
+        quarantined = self.catalog.quarantined(source)
+        deletions: list[str] = []
+        try:
+            self._consume(connector, connector.sync(checkpoint, known), quarantined, deletions, observe)
+            if full:
+                deletions += self._gone(connector, source)
+            self.counts.absorb(self.sink.finish(list(dict.fromkeys(deletions))))
+        finally:
+            self.sink.close()  # a stop or an error: batches read ahead are dropped unapplied
+        return self.counts
+
+    def _consume(self, connector: Connector, items: Iterable, quarantined: Mapping[str, str],
+                 deletions: list[str], observe: Observer | None) -> None:
+        batch: list[Document] = []
+        size = 0
+        for item in items:
+            if isinstance(item, Document):
+                item = self._admitted(item, quarantined, deletions)
+            if isinstance(item, Document):
+                self.counts.files_seen += 1
+                batch.append(item)
+                size += len(item.content)
+                self.sink.reading(size)
+                if len(batch) >= self.batch_docs or size >= self.batch_bytes:
+                    # how far the connector got: this batch (stored once it landed, never before)
+                    self.sink.submit(batch, self._landed(source=connector.name,
+                                                         checkpoint=connector.partial_checkpoint(), observe=observe))
+                    batch, size = [], 0
+            elif isinstance(item, Deletion):
+                deletions.append(item.doc_id)
+            elif isinstance(item, Skipped):
+                self.counts.files_seen += 1
+                self.counts.files_skipped += 1
+                self.catalog.record_skipped(item)
+            elif isinstance(item, SyncFailure):
+                self.counts.files_seen += 1
+                self.counts.files_failed += 1
+                self.catalog.record_failure(item)
+                self.failed.add(item.item)
+                log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
+        if batch:
+            self.sink.submit(batch, self._landed(source=connector.name, checkpoint=None, observe=observe))
+
+    def _admitted(self, doc: Document, quarantined: Mapping[str, str],
+                  deletions: list[str]) -> Document | Skipped | None:
+        """The document, its skip record when it is over the size limit, or None for a quarantined version."""
+        if too_large := oversize_skip(doc, self.limits):
+            deletions.append(doc.id)  # an older version of it must no longer be searchable
+            return too_large
+        if quarantined.get(doc.id) == doc.version:  # it kept failing in the embed queue: not again until it changes
+            self.counts.files_seen += 1
+            self.counts.files_skipped += 1
+            self.counts.files_quarantined += 1
+            self.failed.add(doc.path)  # its failure record (the quarantine's error) stays
+            return None
+        return doc
+
+    def _landed(self, source: str, checkpoint: Checkpoint | None, observe: Observer | None) -> Landed:
+        def landed(changed: BatchCounts) -> None:
+            self.counts.absorb(changed)
+            if checkpoint is not None:
+                self.catalog.set_checkpoint(source, checkpoint)
+            if observe:
+                observe(self.sink.phase, self.counts)
+        return landed
+
+    def _gone(self, connector: Connector, source: str) -> list[str]:
+        """After a full sync: documents the catalog holds that the source no longer lists."""
+        present = connector.list_ids()
+        return [doc_id for doc_id in self.catalog.document_versions(source) if doc_id not in present]
+
+
+class PipelineSink:
+    """Batches written in this process. Each is prepared (screened, chunked) ahead, in worker processes
+    when there are any, while the batch before is written; at most `in_flight` wait."""
+
+    phase = "lexical"  # a landed batch is searchable by keyword
+
+    def __init__(self, pipeline: Pipeline, rewrite: bool, in_flight: int = IN_FLIGHT) -> None:
+        self.pipeline = pipeline
+        self.rewrite = rewrite  # a full sync writes every chunk again, repairing drift
+        self.in_flight = in_flight
+        self.preparer = pipeline.preparer()
+        self.waiting: deque[tuple[Pending, list[Document], Landed]] = deque()
+
+    def reading(self, size: int) -> None:
+        self.preparer.expect(size)
+
+    def submit(self, docs: list[Document], landed: Landed) -> None:
+        self.waiting.append((self.preparer.submit(docs), docs, landed))
+        while len(self.waiting) > self.in_flight:
+            self._apply_next()
+
+    def finish(self, deletions: list[str]) -> BatchCounts:
+        while self.waiting:
+            self._apply_next()
+        return self.pipeline.delete(deletions)
+
+    def close(self) -> None:
+        while self.waiting:
+            self.preparer.discard(self.waiting.popleft()[0])
+
+    def _apply_next(self) -> None:
+        pending, docs, landed = self.waiting.popleft()
+        changed = self.pipeline.apply_prepared(self.preparer.result(pending), rewrite=self.rewrite)
+        for source in {doc.source for doc in docs}:
+            self.pipeline.catalog.clear_failures(source, [doc.path for doc in docs if doc.source == source])
+        landed(changed)
 
 
 class SyncRunner:
-    """Feeds a connector's items to the pipeline in batches; one bad item never stops the sync."""
+    """A sync in this process: the loop into the pipeline, then the dense phase, checkpoint and cleanup."""
 
-    def __init__(self, pipeline: Pipeline, batch_docs: int = 200, batch_bytes: int = 4_000_000,
+    def __init__(self, pipeline: Pipeline, batch_docs: int = BATCH_DOCS, batch_bytes: int = BATCH_BYTES,
                  in_flight: int = IN_FLIGHT) -> None:
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
@@ -62,100 +226,19 @@ class SyncRunner:
     def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
         started = time.monotonic()
         started_at = dt.datetime.now(dt.UTC)
-        counts = SyncCounts()
         source = connector.name
-        checkpoint = None if full else self.catalog.get_checkpoint(source)
-        known = {} if full else self._known(source, connector)
-        failed = self._consume(connector.sync(checkpoint, known), counts, observe, rewrite=full,
-                               partial=self._checkpoint_reader(connector), source=source)
-        if full:
-            self._prune(connector, source, counts)
+        sink = PipelineSink(self.pipeline, rewrite=full, in_flight=self.in_flight)
+        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes)
+        counts = loop.run(connector, full, observe)
         if observe:
             observe("embedding", counts)  # everything changed is searchable by keyword from here on
         self.pipeline.embed_pending(source, progress=self._embed_progress(counts, observe))
         self.catalog.set_checkpoint(source, connector.next_checkpoint())
         self.catalog.clear_skipped(source, before=started_at)
-        self._clear_resolved_failures(source, failed)
+        self._clear_resolved_failures(source, loop.failed)
         counts.seconds = round(time.monotonic() - started, 3)
         log.info("sync %s done: %s", source, counts.as_dict())
         return counts
-
-    def _known(self, source: str, connector: Connector) -> dict[str, str]:
-        return known_versions(self.catalog, source, connector)
-
-    def _checkpoint_reader(self, connector: Connector) -> Callable[[], object] | None:
-        """For connectors that can say mid-sync how far they got (ticket/page sources): read when a
-        batch is cut and stored once that batch is applied, so a sync killed part-way resumes there
-        instead of from the start (and never past a batch read ahead but not yet applied)."""
-        return getattr(connector, "partial_checkpoint", None)
-
-    def _consume(self, items: Iterable, counts: SyncCounts, observe: Observer | None, rewrite: bool,
-                 partial: Callable[[], object] | None = None, source: str = "") -> set[str]:
-        """Apply the items; returns the names of the items that failed.
-
-        Batches are prepared (screened, chunked) ahead, in worker processes when there are any, while
-        the batch before is written; they are applied strictly in the order they were cut, at most
-        IN_FLIGHT waiting. A stop (an observer raising between batches) drops the waiting ones."""
-        batch: list[Document] = []
-        failed: set[str] = set()
-        size = 0
-        deletions: list[str] = []
-        preparer = self.pipeline.preparer()
-        waiting: deque[tuple[Pending, list[Document], object]] = deque()
-
-        def apply_next() -> None:
-            pending, docs, checkpoint = waiting.popleft()
-            self._flush(preparer.result(pending), docs, counts, observe, rewrite,
-                        saved=None if checkpoint is None else lambda: self.catalog.set_checkpoint(source, checkpoint))
-
-        try:
-            for item in items:
-                if isinstance(item, Document) and (too_large := oversize_skip(item, self.pipeline.chunking.limits)):
-                    deletions.append(item.id)  # any source's document over the size limit: skipped, and an
-                    item = too_large  # older version of it no longer searchable
-                if isinstance(item, Document):
-                    counts.files_seen += 1
-                    batch.append(item)
-                    size += len(item.content)
-                    preparer.expect(size)
-                    if len(batch) >= self.batch_docs or size >= self.batch_bytes:
-                        checkpoint = partial() if partial else None  # how far the connector got: this batch
-                        waiting.append((preparer.submit(batch), batch, checkpoint))
-                        batch, size = [], 0
-                        while len(waiting) > self.in_flight:
-                            apply_next()
-                elif isinstance(item, Deletion):
-                    deletions.append(item.doc_id)
-                elif isinstance(item, Skipped):
-                    counts.files_seen += 1
-                    counts.files_skipped += 1
-                    self.catalog.record_skipped(item)
-                elif isinstance(item, SyncFailure):
-                    counts.files_seen += 1
-                    counts.files_failed += 1
-                    self.catalog.record_failure(item)
-                    failed.add(item.item)
-                    log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
-            if batch:
-                waiting.append((preparer.submit(batch), batch, None))
-            while waiting:
-                apply_next()
-        finally:
-            for pending, _, _ in waiting:  # a stop or an error: batches read ahead are dropped unapplied
-                preparer.discard(pending)
-        if deletions:
-            counts.absorb(self.pipeline.delete(deletions))
-        return failed
-
-    def _flush(self, prepared: PreparedBatch, batch: list[Document], counts: SyncCounts, observe: Observer | None,
-               rewrite: bool, saved: Callable[[], None] | None = None) -> None:
-        counts.absorb(self.pipeline.apply_prepared(prepared, rewrite=rewrite))
-        for source in {doc.source for doc in batch}:
-            self.catalog.clear_failures(source, [doc.path for doc in batch if doc.source == source])
-        if saved:
-            saved()
-        if observe:
-            observe("lexical", counts)
 
     def _clear_resolved_failures(self, source: str, failed: set[str]) -> None:
         """A completed sync retried every failing item (and whole scopes): those that did not fail
@@ -163,13 +246,6 @@ class SyncRunner:
         for failure in self.catalog.list_failures(source):
             if failure.item not in failed:
                 self.catalog.clear_failure(source, failure.item)
-
-    def _prune(self, connector: Connector, source: str, counts: SyncCounts) -> None:
-        """After a full sync: documents the catalog holds that the source no longer lists."""
-        present = connector.list_ids()
-        gone = [doc_id for doc_id in self.catalog.document_versions(source) if doc_id not in present]
-        if gone:
-            counts.absorb(self.pipeline.delete(gone))
 
     @staticmethod
     def _embed_progress(counts: SyncCounts, observe: Observer | None) -> Callable[[int, int], None]:
@@ -182,7 +258,7 @@ class SyncRunner:
 
 def known_versions(catalog: Catalog, source: str, connector: Connector) -> dict[str, str]:
     """Indexed versions, minus documents indexed under another access list (they are rewritten)."""
-    if getattr(connector, "access_from_source", False):
+    if connector.access_from_source:
         # Each document's access comes from the source and is part of its version: the connector compares.
         return catalog.document_versions(source)
     row = catalog.get_source(source)

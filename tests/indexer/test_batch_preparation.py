@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from indexer.pipeline import prepare as lexical_prep
+from connectors.base import Connector
 from indexer.chunking import ChunkLimits
 from indexer.models import Access, Document, Principal
+from indexer.pipeline import prepare as lexical_prep
 from indexer.pipeline.prepare import BatchPreparer, ChunkingOptions
 from indexer.pipeline.reconcile import reconcile_source
 from indexer.pipeline.sync import SyncRunner
@@ -202,7 +203,7 @@ def test_a_worker_killed_during_a_sync_loses_nothing(tmp_path, corpus, embedder,
         pooled.close()
 
 
-class Tickets:
+class Tickets(Connector):
     """A ticket source that can say how far it got (`partial_checkpoint`): the position of the last
     ticket it yielded; a sync resumes after it."""
 
