@@ -215,5 +215,5 @@ class Pipeline:
         self.fulltext.commit()
         self.catalog.delete_documents(list(doc_ids))
         self.redactions.forget(doc_ids)
-        counts.docs_deleted = len(doc_ids)
+        counts.docs_deleted = len(sources)  # ids the catalog held: removing an unknown one deletes nothing
         return counts
