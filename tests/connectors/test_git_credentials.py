@@ -40,10 +40,10 @@ def http_git(tmp_path: Path) -> Iterator[str]:
     expected = "Basic " + base64.b64encode(f"oauth2:{TOKEN}".encode()).decode()
 
     class Backend(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             self._serve()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve()
 
         def _serve(self) -> None:

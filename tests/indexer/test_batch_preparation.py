@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from indexer.pipeline import prepare as lexical_prep
 from indexer.chunking import ChunkLimits
 from indexer.models import Access, Document, Principal
+from indexer.pipeline import prepare as lexical_prep
 from indexer.pipeline.prepare import BatchPreparer, ChunkingOptions
 from indexer.pipeline.reconcile import reconcile_source
 from indexer.pipeline.sync import SyncRunner
