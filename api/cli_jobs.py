@@ -96,10 +96,7 @@ def jobs_show(ctx: typer.Context, job_id: str = typer.Argument(...),
               as_json: bool = typer.Option(False, "--json"), url: str | None = URL) -> None:
     """One job in full: counts, skip reasons, throughput, ETA, error."""
     client = _client(url, ctx.obj)
-    if client:
-        fetch = functools.partial(_remote, client.job)
-    else:
-        fetch = functools.partial(_local_job, _catalog(ctx.obj))
+    fetch = functools.partial(_remote, client.job) if client else functools.partial(_local_job, _catalog(ctx.obj))
     job = watch_jobs(fetch, [job_id], err, enabled=not as_json)[0] if watch else fetch(job_id)
     if as_json:
         print(json.dumps(job))

@@ -45,7 +45,8 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"error": "ValidationError", "detail": problems}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # called by the server's error middleware, not inside an except block: pass the error explicitly
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "InternalError", "detail": "internal error; see the server log"},
                             status_code=500)
 

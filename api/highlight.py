@@ -32,7 +32,7 @@ def lexer_for(language: str, path: str) -> Lexer:
 
 def term_pattern(query: str) -> re.Pattern | None:
     """Matches the query's words (longest first) case-insensitively; None for a query without words."""
-    words = sorted({w for w in re.findall(r"\w{2,}", query)}, key=len, reverse=True)[:MAX_TERMS]
+    words = sorted(set(re.findall(r"\w{2,}", query)), key=len, reverse=True)[:MAX_TERMS]
     return re.compile("|".join(map(re.escape, words)), re.IGNORECASE) if words else None
 
 

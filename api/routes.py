@@ -127,7 +127,7 @@ def reconcile(request: Request, body: ReconcileIn | None = None, who: Principal 
     busy = catalog.active_job_sources(SYNC_KINDS)
     names = [n for n in ([body.source] if body.source else [r.name for r in catalog.list_sources()]) if n not in busy]
     job_ids = [catalog.create_job(None, n, "reconcile", params={"repair": body.repair}) for n in names]
-    for name, job_id in zip(names, job_ids):
+    for name, job_id in zip(names, job_ids, strict=True):
         request.app.state.jobs.submit_call(functools.partial(run_reconcile_job, services, name, body.repair, job_id))
     request.app.state.audit.record(who, "reconcile", target=body.source or "*")
     return [job_out(catalog.get_job(j)) for j in job_ids]

@@ -173,4 +173,4 @@ class ConfluenceConnector(ScopedConnector):
         if labels:
             lines.append("labels: " + ", ".join(labels))
         body = storage_to_markdown(((content.get("body") or {}).get("storage") or {}).get("value"))
-        return "\n".join(lines + ["", body]).strip() + "\n"
+        return "\n".join([*lines, "", body]).strip() + "\n"

@@ -65,7 +65,7 @@ class Principal:
         return sorted(out)
 
 
-class SkipReason(str, Enum):
+class SkipReason(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of members
     """Why a file was not indexed; recorded in the catalog for admins."""
 
     BINARY = "binary"

@@ -259,9 +259,7 @@ def _identifiers(parsed: _Parsed) -> list[str]:
         if line.kind == "head":
             continue
         text = _URL.sub(" ", line.text)
-        for match in _INLINE_CODE.finditer(text):
-            if _BARE_IDENT.match(match.group(1)):
-                found.append(match.group(1))
+        found.extend(m.group(1) for m in _INLINE_CODE.finditer(text) if _BARE_IDENT.match(m.group(1)))
         for path in _find_paths(text):
             text = text.replace(path, " ")
         found.extend(m.group(1) for m in _CALL.finditer(text))

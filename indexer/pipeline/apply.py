@@ -159,7 +159,7 @@ class Pipeline:
                 vectors, embedded = self.embedder.embed_chunks(chunks)
             with self.write_lock:
                 if chunks:
-                    self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
+                    self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors, strict=True)])
                 self.catalog.mark_indexed(doc_ids)
             counts.chunks_embedded += embedded
             if progress:
@@ -186,7 +186,7 @@ class Pipeline:
                     counts.chunks_deleted += len(stale)
                 known = set() if rewrite else set(old.get(item.doc.id, []))
                 fresh.extend(c for c in item.chunks if c.id not in known)
-                points.extend(VectorPoint(c, v) for c, v in zip(item.chunks, item.vectors))  # upserts by id
+                points.extend(VectorPoint(c, v) for c, v in zip(item.chunks, item.vectors, strict=True))  # upserts by id
                 counts.docs_changed += set(old.get(item.doc.id, [])) != new_ids or item.doc.id not in old
             self.fulltext.upsert(fresh)
             self.fulltext.commit()

@@ -151,7 +151,7 @@ _pool_warm = threading.Event()  # a worker of the current pool has prepared a ba
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
-    global _pool, _pool_size
+    global _pool, _pool_size  # noqa: PLW0603 - one pool per process, shared by every pipeline in it
     with _pool_lock:
         if _pool is not None and _pool_size != workers:  # another size was asked for
             _pool.shutdown(wait=False, cancel_futures=True)
@@ -173,7 +173,7 @@ def _mark_warm(pool: ProcessPoolExecutor, future: Future) -> None:
 
 def _discard(pool: ProcessPoolExecutor) -> None:
     """A broken pool is dropped; the next batch makes a new one."""
-    global _pool
+    global _pool  # noqa: PLW0603 - see _executor
     with _pool_lock:
         if _pool is pool:
             _pool = None
