@@ -8,7 +8,8 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -47,7 +48,7 @@ err = Console(stderr=True)
 OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -246,7 +247,7 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
     from workers.jobs import JobStopped, run_sync_job
 
     with local_services(settings) as svc:
-        names = [r.name for r in svc.catalog.list_sources()] if all_sources else [name]
+        names = [r.name for r in svc.catalog.list_sources()] if not name else [name]  # no name: --all
         for n in names:
             if svc.catalog.get_source(n) is None:
                 fail(f"no source named {n!r}")
@@ -360,15 +361,17 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
                                            log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                            timeout_keep_alive=settings.keep_alive_seconds))
-    server.handle_exit = _graceful_exit(server, api)  # type: ignore[method-assign]
+    # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy
+    # rejects assigning to a method, and a Callable type cannot name the `frame` keyword)
+    server.handle_exit = _graceful_exit(server, api)  # type: ignore[method-assign,assignment]
     server.run()
 
 
-def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, object], None]:
+def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, FrameType | None], None]:
     """SIGTERM/SIGINT: uvicorn stops accepting connections and lets requests in flight finish (up to
     shutdown_grace_seconds), the indexing job stops after its current batch, and the process exits 0
     (uvicorn's own handler would re-raise the signal after the drain). A second SIGINT forces it."""
-    def handle(sig: int, _frame: object) -> None:
+    def handle(sig: int, _frame: FrameType | None) -> None:
         if server.should_exit and sig == signal.SIGINT:
             server.force_exit = True
         server.should_exit = True
@@ -427,7 +430,7 @@ def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     from indexer.catalog.db import make_engine
 
     rows = TokenStore(make_engine(ctx.obj.catalog_url)).list()
-    data = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
+    data: list[dict[str, Any]] = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
              "expires_at": t.expires_at.isoformat() if t.expires_at else None, "revoked": t.revoked_at is not None}
             for t in rows]
     if as_json:

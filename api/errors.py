@@ -29,7 +29,7 @@ class Conflict(RuntimeError):
     """The request conflicts with current state (e.g. a source that already exists)."""
 
 
-STATUS: dict[type[BaseException], int] = {
+STATUS: dict[type[Exception], int] = {
     QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400,
     NotFound: 404, FeedbackError: 404, Conflict: 409, StoreError: 503,
 }
@@ -40,8 +40,10 @@ def install(app: FastAPI) -> None:
         status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+        # Starlette types every handler as taking Exception; this one is installed for validation errors only
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors]
         return JSONResponse({"error": "ValidationError", "detail": problems}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,7 @@ from api.schemas import (
     HitOut,
     JobOut,
     ReconcileIn,
+    RedactionsOut,
     ReindexIn,
     ScheduleIn,
     ScheduleOut,
@@ -56,7 +57,8 @@ def _source_out(row, catalog, show_access: bool) -> SourceOut:
                      ref=row.config.get("ref") or "", access=list(row.access) if show_access else None,
                      documents=counts["documents"], chunks=counts["chunks"],
                      last_success_at=_iso(row.last_success_at), last_error=row.last_error,
-                     redactions=RedactionLog(catalog.engine).summary(row.name).as_dict() if show_access else None)
+                     redactions=RedactionsOut.model_validate(RedactionLog(catalog.engine).summary(row.name).as_dict())
+                     if show_access else None)
 
 
 @router.get("/sources", response_model=list[SourceOut])

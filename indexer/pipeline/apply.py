@@ -154,12 +154,13 @@ class Pipeline:
             if not doc_ids:
                 return counts
             embedded = 0
-            vectors: list = []
+            points: list[VectorPoint] = []
             if chunks:
                 vectors, embedded = self.embedder.embed_chunks(chunks)
+                points = [VectorPoint(c, v) for c, v in zip(chunks, vectors, strict=True)]
             with self.write_lock:
-                if chunks:
-                    self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors, strict=True)])
+                if points:
+                    self.vectors.upsert(points)
                 self.catalog.mark_indexed(doc_ids)
             counts.chunks_embedded += embedded
             if progress:

@@ -55,6 +55,9 @@ class PreparedBatch:
     # text → `expand_identifiers(text)` for the chunks' content, symbol and path (what tantivy indexes),
     # when computed where the batch was prepared
     expansions: dict[str, str] = field(default_factory=dict)
+    # From a worker: the screened documents with the ones the screen left unchanged as their position
+    # in the batch (the writer has them); `screened.documents` is empty until the writer restores it.
+    shipped: list[Document | int] = field(default_factory=list)
 
     @classmethod
     def merge(cls, parts: Sequence[PreparedBatch]) -> PreparedBatch:
@@ -125,8 +128,9 @@ def _prepare_in_worker(config: tuple, chunking: ChunkingOptions, docs: Sequence[
         root.removeHandler(collect)
     prepared.records = collect.records
     # Documents the screen left unchanged travel back as their position in `docs` (the writer has them).
-    prepared.screened.documents[:] = [kept if kept is not docs[i] else i  # an int until `result` restores it
-                                      for i, kept in _kept_positions(docs, prepared.screened.documents)]
+    prepared.shipped = [kept if kept is not docs[i] else i
+                        for i, kept in _kept_positions(docs, prepared.screened.documents)]
+    prepared.screened.documents.clear()
     return prepared
 
 
@@ -295,7 +299,8 @@ class BatchPreparer:
                 prepared.append(prepare_batch(self.screen, self.chunking, docs))
                 continue
             self.stats["pool"] += 1
-            part.screened.documents[:] = [docs[d] if isinstance(d, int) else d for d in part.screened.documents]
+            part.screened.documents[:] = [docs[d] if isinstance(d, int) else d for d in part.shipped]
+            part.shipped = []
             for record in part.records:
                 logger = logging.getLogger(record.name)
                 if logger.isEnabledFor(record.levelno):
