@@ -107,8 +107,8 @@ class RedactionLog:
             rules: dict[str, dict[str, RuleCount]] = {}
             for name, rule, total, docs in conn.execute(per_rule):
                 rules.setdefault(name, {})[rule] = RuleCount(int(total), int(docs))
-            files: dict[str, int] = dict(conn.execute(per_source).tuples().all())
-            secret_files: dict[str, int] = dict(conn.execute(secret).tuples().all())
+            files: dict[str, int] = dict(conn.execute(per_source).all())
+            secret_files: dict[str, int] = dict(conn.execute(secret).all())
         return {name: RedactionSummary(total=sum(c.redactions for c in rules.get(name, {}).values()),
                                        files=int(files.get(name, 0)), secret_files=int(secret_files.get(name, 0)),
                                        rules=rules.get(name, {}))
