@@ -1,4 +1,4 @@
-# One task runner; CI runs `make test` through .ci/run.
+# One task runner; CI runs `make lint` and `make test` through .ci/run.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -30,8 +30,11 @@ browser:
 test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
+# ruff (rule set in pyproject), mypy on the five packages, and the layer contracts (import-linter).
 lint: setup
 	$(VENV)/bin/ruff check indexer connectors retrieval api workers tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/indexing.py

@@ -6,8 +6,10 @@ import datetime as dt
 import json
 import logging
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -46,7 +48,7 @@ err = Console(stderr=True)
 OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -63,7 +65,7 @@ def local_services(settings: Settings) -> Iterator[IndexServices]:
         services.close()
 
 
-def remote(url: Optional[str], settings: Settings) -> CairnClient | None:
+def remote(url: str | None, settings: Settings) -> CairnClient | None:
     target = url or settings.url
     return CairnClient(target, settings.token) if target else None
 
@@ -87,12 +89,12 @@ def _location(path_or_url: str) -> str:
 
 @app.command()
 def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local repository path or clone URL."),
-          name: Optional[str] = typer.Option(None, help="Source name (default: the repository's name)."),
-          ref: Optional[str] = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
+          name: str | None = typer.Option(None, help="Source name (default: the repository's name)."),
+          ref: str | None = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
           access: list[str] = typer.Option([], "--access", help="Who may read it: user:X, group:Y or public."),
           full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
           as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-          url: Optional[str] = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
+          url: str | None = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
     """Index (or re-index incrementally) a git repository."""
     settings: Settings = ctx.obj
     location = _location(path_or_url)
@@ -139,10 +141,10 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
            limit: int = typer.Option(10, min=1, max=100), source: list[str] = typer.Option([], "--source"),
            path: str = typer.Option("", help="Only under this path prefix."),
            language: list[str] = typer.Option([], "--language"), kind: list[str] = typer.Option([], "--kind"),
-           as_user: Optional[str] = typer.Option(None, help="In-process only: search as this user instead of "
+           as_user: str | None = typer.Option(None, help="In-process only: search as this user instead of "
                                                           "as the operator (who reads everything)."),
            group: list[str] = typer.Option([], "--group", help="Groups of --as-user."),
-           as_json: bool = typer.Option(False, "--json"), url: Optional[str] = typer.Option(None)) -> None:
+           as_json: bool = typer.Option(False, "--json"), url: str | None = typer.Option(None)) -> None:
     """Hybrid search over everything the caller may read."""
     from retrieval.permissions import Scope
 
@@ -190,7 +192,7 @@ def _print_results(results: list[dict], as_json: bool) -> None:
 
 @sources_app.callback(invoke_without_command=True)
 def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
-            url: Optional[str] = typer.Option(None)) -> None:
+            url: str | None = typer.Option(None)) -> None:
     """List indexed sources with their state and counts (or add/load sources: see the subcommands)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -219,13 +221,13 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
 
 
 @app.command()
-def reindex(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Source to re-index."),
+def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="Source to re-index."),
             all_sources: bool = typer.Option(False, "--all", help="Every source (one job each)."),
             full: bool = typer.Option(False, help="Re-read and rewrite everything (no re-embedding of "
                                                   "unchanged chunks)."),
-            since: Optional[str] = typer.Option(None, "--since", help="Re-read and rewrite what the source "
+            since: str | None = typer.Option(None, "--since", help="Re-read and rewrite what the source "
                                                 "changed in this window, e.g. 2d (see docs/operating.md)."),
-            as_json: bool = typer.Option(False, "--json"), url: Optional[str] = typer.Option(None)) -> None:
+            as_json: bool = typer.Option(False, "--json"), url: str | None = typer.Option(None)) -> None:
     """Re-index one source or all of them, with live progress (also against a running server)."""
     from workers.window import parse_duration
 
@@ -245,7 +247,7 @@ def reindex(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help=
     from workers.jobs import JobStopped, run_sync_job
 
     with local_services(settings) as svc:
-        names = [r.name for r in svc.catalog.list_sources()] if all_sources else [name]
+        names = [r.name for r in svc.catalog.list_sources()] if not name else [name]  # no name: --all
         for n in names:
             if svc.catalog.get_source(n) is None:
                 fail(f"no source named {n!r}")
@@ -319,7 +321,7 @@ def evaluate(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, d
 
 @feedback_app.command("export")
 def feedback_export(ctx: typer.Context,
-                    since: Optional[str] = typer.Option(None, help="Only feedback given at or after this ISO "
+                    since: str | None = typer.Option(None, help="Only feedback given at or after this ISO "
                                                                    "date or time (UTC when it has no zone).")) -> None:
     """Print JSONL lines {query, source, expected_paths} from useful/not-useful feedback, for `cairn eval`.
 
@@ -348,7 +350,7 @@ def feedback_export(ctx: typer.Context,
 
 
 @app.command()
-def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None)) -> None:
+def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int | None = typer.Option(None)) -> None:
     """Serve the API (and own the embedded index) until interrupted."""
     import uvicorn
 
@@ -359,15 +361,17 @@ def serve(ctx: typer.Context, host: Optional[str] = typer.Option(None), port: Op
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
                                            log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                            timeout_keep_alive=settings.keep_alive_seconds))
-    server.handle_exit = _graceful_exit(server, api)  # type: ignore[method-assign]
+    # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy
+    # rejects assigning to a method, and a Callable type cannot name the `frame` keyword)
+    server.handle_exit = _graceful_exit(server, api)  # type: ignore[method-assign,assignment]
     server.run()
 
 
-def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, object], None]:
+def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, FrameType | None], None]:
     """SIGTERM/SIGINT: uvicorn stops accepting connections and lets requests in flight finish (up to
     shutdown_grace_seconds), the indexing job stops after its current batch, and the process exits 0
     (uvicorn's own handler would re-raise the signal after the drain). A second SIGINT forces it."""
-    def handle(sig: int, _frame: object) -> None:
+    def handle(sig: int, _frame: FrameType | None) -> None:
         if server.should_exit and sig == signal.SIGINT:
             server.force_exit = True
         server.should_exit = True
@@ -379,7 +383,7 @@ def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, objec
 
 @app.command()
 def demo(ctx: typer.Context, path: Path = typer.Option(Path("."), help="Repository to index."),
-         port: Optional[int] = typer.Option(None)) -> None:
+         port: int | None = typer.Option(None)) -> None:
     """Index a repository (this one by default), create a token and serve it: the quick start."""
     from api.demo import run_demo
 
@@ -401,7 +405,7 @@ def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The us
                   group: list[str] = typer.Option([], "--group", help="Groups of that user (repeatable)."),
                   admin: bool = typer.Option(False, "--admin", help="May manage sources and jobs."),
                   name: str = typer.Option("", help="A label for the token."),
-                  expires_days: Optional[int] = typer.Option(None, min=1, help="Expire after this many days."),
+                  expires_days: int | None = typer.Option(None, min=1, help="Expire after this many days."),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Create an API token. The token is printed once and only its hash is stored."""
     from api.tokens import TokenStore
@@ -426,7 +430,7 @@ def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     from indexer.catalog.db import make_engine
 
     rows = TokenStore(make_engine(ctx.obj.catalog_url)).list()
-    data = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
+    data: list[dict[str, Any]] = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
              "expires_at": t.expires_at.isoformat() if t.expires_at else None, "revoked": t.revoked_at is not None}
             for t in rows]
     if as_json:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +25,7 @@ err = Console(stderr=True)
 URL = typer.Option(None, "--url", help="A running server (default: CAIRN_URL).")
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -96,10 +97,7 @@ def jobs_show(ctx: typer.Context, job_id: str = typer.Argument(...),
               as_json: bool = typer.Option(False, "--json"), url: str | None = URL) -> None:
     """One job in full: counts, skip reasons, throughput, ETA, error."""
     client = _client(url, ctx.obj)
-    if client:
-        fetch = functools.partial(_remote, client.job)
-    else:
-        fetch = functools.partial(_local_job, _catalog(ctx.obj))
+    fetch = functools.partial(_remote, client.job) if client else functools.partial(_local_job, _catalog(ctx.obj))
     job = watch_jobs(fetch, [job_id], err, enabled=not as_json)[0] if watch else fetch(job_id)
     if as_json:
         print(json.dumps(job))

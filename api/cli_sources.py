@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,7 +33,7 @@ INTERVAL = typer.Option("", "--interval", help="How often the scheduler syncs it
                                               "default: CAIRN_SYNC_INTERVAL_SECONDS.")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 

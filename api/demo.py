@@ -18,7 +18,7 @@ EXAMPLE_QUERY = "how are chunk ids derived so re-indexing is idempotent"
 
 def repository_root(path: Path) -> Path:
     proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{path} is not inside a git repository")
     return Path(proc.stdout.strip())

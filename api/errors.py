@@ -30,7 +30,7 @@ class Conflict(RuntimeError):
     """The request conflicts with current state (e.g. a source that already exists)."""
 
 
-STATUS: dict[type[BaseException], int] = {
+STATUS: dict[type[Exception], int] = {
     QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400, PatternError: 400,
     NotFound: 404, FeedbackError: 404, Conflict: 409, StoreError: 503,
 }
@@ -41,12 +41,15 @@ def install(app: FastAPI) -> None:
         status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
 
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+        # Starlette types every handler as taking Exception; this one is installed for validation errors only
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors]
         return JSONResponse({"error": "ValidationError", "detail": problems}, status_code=422)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # called by the server's error middleware, not inside an except block: pass the error explicitly
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "InternalError", "detail": "internal error; see the server log"},
                             status_code=500)
 

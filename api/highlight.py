@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
 from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
@@ -20,26 +21,29 @@ def stylesheet() -> str:
 
 
 def lexer_for(language: str, path: str) -> Lexer:
-    options = {"stripnl": False, "ensurenl": False}
-    for find, key in ((get_lexer_by_name, language), (get_lexer_for_filename, path)):
+    finders: tuple[tuple[Callable[..., Lexer], str], ...] = ((get_lexer_by_name, language),
+                                                              (get_lexer_for_filename, path))
+    for find, key in finders:
         if key:
             try:
-                return find(key, **options)
+                return find(key, stripnl=False, ensurenl=False)
             except ClassNotFound:
                 pass
-    return TextLexer(**options)
+    return TextLexer(stripnl=False, ensurenl=False)
 
 
 def term_pattern(query: str) -> re.Pattern | None:
     """Matches the query's words (longest first) case-insensitively; None for a query without words."""
-    words = sorted({w for w in re.findall(r"\w{2,}", query)}, key=len, reverse=True)[:MAX_TERMS]
+    words = sorted(set(re.findall(r"\w{2,}", query)), key=len, reverse=True)[:MAX_TERMS]
     return re.compile("|".join(map(re.escape, words)), re.IGNORECASE) if words else None
 
 
 def _css_class(ttype: _TokenType) -> str:
-    while ttype not in STANDARD_TYPES:
-        ttype = ttype.parent
-    return STANDARD_TYPES[ttype]
+    found: _TokenType | None = ttype
+    while found is not None and found not in STANDARD_TYPES:
+        found = found.parent
+    # the root token type is in STANDARD_TYPES, so the walk ends there before running out of parents
+    return STANDARD_TYPES[found] if found is not None else ""
 
 
 def _mark(text: str, terms: re.Pattern | None) -> str:

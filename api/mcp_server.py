@@ -160,7 +160,8 @@ class CairnTools:
         ids = [s.chunk_id for s in svc.fulltext.search(query, build_filter(who, scope), SYMBOL_CANDIDATES)]
         rows = svc.catalog.get_chunks(ids)
         definition = re.compile(_DEFINITION + re.escape(last) + r"\b", re.MULTILINE)
-        exact, textual = [], []
+        exact: list[Definition] = []
+        textual: list[Definition] = []
         for row in (rows[i] for i in ids if i in rows):
             named = row.symbol == name or row.symbol.endswith("." + name)
             found = definition.search(row.content)

@@ -24,7 +24,7 @@ class SyncProgress:
         self.files = self.progress.add_task("files", total=None, detail="")
         self.chunks = self.progress.add_task("embedding", total=None, detail="", visible=False)
 
-    def __enter__(self) -> "SyncProgress":
+    def __enter__(self) -> SyncProgress:
         self.progress.__enter__()
         return self
 
@@ -53,7 +53,7 @@ def describe_rates(job: dict) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -70,7 +70,7 @@ class JobsView:
                                  console=console, disable=not enabled, transient=False)
         self.rows: dict[str, Any] = {}
 
-    def __enter__(self) -> "JobsView":
+    def __enter__(self) -> JobsView:
         self.progress.__enter__()
         return self
 

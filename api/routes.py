@@ -13,6 +13,7 @@ from api.schemas import (
     HitOut,
     JobOut,
     ReconcileIn,
+    RedactionsOut,
     ReindexIn,
     ScheduleIn,
     ScheduleOut,
@@ -56,7 +57,8 @@ def _source_out(row, catalog, show_access: bool) -> SourceOut:
                      ref=row.config.get("ref") or "", access=list(row.access) if show_access else None,
                      documents=counts["documents"], chunks=counts["chunks"],
                      last_success_at=_iso(row.last_success_at), last_error=row.last_error,
-                     redactions=RedactionLog(catalog.engine).summary(row.name).as_dict() if show_access else None)
+                     redactions=RedactionsOut.model_validate(RedactionLog(catalog.engine).summary(row.name).as_dict())
+                     if show_access else None)
 
 
 @router.get("/sources", response_model=list[SourceOut])
@@ -127,7 +129,7 @@ def reconcile(request: Request, body: ReconcileIn | None = None, who: Principal 
     busy = catalog.active_job_sources(SYNC_KINDS)
     names = [n for n in ([body.source] if body.source else [r.name for r in catalog.list_sources()]) if n not in busy]
     job_ids = [catalog.create_job(None, n, "reconcile", params={"repair": body.repair}) for n in names]
-    for name, job_id in zip(names, job_ids):
+    for name, job_id in zip(names, job_ids, strict=True):
         request.app.state.jobs.submit_call(functools.partial(run_reconcile_job, services, name, body.repair, job_id))
     request.app.state.audit.record(who, "reconcile", target=body.source or "*")
     return [job_out(catalog.get_job(j)) for j in job_ids]

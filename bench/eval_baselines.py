@@ -241,7 +241,7 @@ def main() -> None:
 
                         counts = run_sync_job(services, source)
                         rec["index"] = {"chunks_embedded": counts.chunks_embedded, "seconds": round(time.time() - t0, 1)}
-                    for variant, name in zip(variants, names):
+                    for variant, name in zip(variants, names, strict=True):
                         t0 = time.time()
                         ranked = cairn_rank(services, variant, r["problem_statement"], source)
                         rec[name] = harness.score(ranked, r["gold_files"])

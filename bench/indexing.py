@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.pipeline import prepare as lexical_prep
-from indexer.stores import fulltext
 from indexer.pipeline.apply import BatchCounts
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from indexer.stores import fulltext
 from workers.jobs import run_sync_job
 
 

@@ -130,7 +130,7 @@ class LoadClient:
         self.next_id = 0
 
     async def run(self, deadline: float) -> None:
-        kinds, weights = zip(*KINDS)
+        kinds, weights = zip(*KINDS, strict=True)
         while time.monotonic() < deadline:
             kind = self.rng.choices(kinds, weights)[0]
             started = time.perf_counter()

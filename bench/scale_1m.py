@@ -198,7 +198,7 @@ def generate(data_dir: Path, chunks: int, vocab_size: int = 8_000, embedder: Any
             t2 = time.perf_counter()
             svc.catalog.replace_documents([(d, batch.by_doc[d.id], None) for d in batch.documents], state="indexed")
             t3 = time.perf_counter()
-            svc.vectors.upsert([VectorPoint(c, v) for c, v in zip(batch.chunks, batch.vectors.tolist())])
+            svc.vectors.upsert([VectorPoint(c, v) for c, v in zip(batch.chunks, batch.vectors.tolist(), strict=True)])
             t4 = time.perf_counter()
             seconds = state["seconds"]
             for key, value in (("make", t1 - t), ("lexical", t2 - t1), ("catalog", t3 - t2), ("vectors", t4 - t3)):
@@ -431,7 +431,7 @@ def serve_bench(data_dir: Path, queries: int, clients: int, n_callers: int = 16,
     texts = make_queries(words, queries + warmup)
     rng = random.Random(3)
     assignment = [rng.randrange(len(issued)) for _ in texts]
-    work = [(issued[a][0], q) for a, q in zip(assignment, texts)]
+    work = [(issued[a][0], q) for a, q in zip(assignment, texts, strict=True)]
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -558,7 +558,7 @@ def layouts_bench(data_dir: Path, queries: int, clients: int, rounds: int = 2, l
                     env = {"CAIRN_VECTOR_PROCESS": vector_process}
                     servers.append(start_server(directory, port, directory / BENCH_DIR / "server.log", env))
                     urls.append(f"http://127.0.0.1:{port}")
-                for url, server in zip(urls, servers):
+                for url, server in zip(urls, servers, strict=True):
                     wait_healthy(url, server, 900)
                     drive(url, work[queries:], 1, warmup=0)  # first-use costs, page cache
                 before = sum(cpu_seconds(s.pid, with_children=True) for s in servers)
@@ -594,7 +594,7 @@ def qdrant_local_bench(data_dir: Path, queries: int, embedder: Any = None, log=p
     t = time.perf_counter()
     for number in range(-(-state["chunks"] // BATCH)):
         batch = make_batch(vocab, number, min(BATCH, state["chunks"] - number * BATCH))
-        store.upsert([VectorPoint(c, v) for c, v in zip(batch.chunks, batch.vectors.tolist())])
+        store.upsert([VectorPoint(c, v) for c, v in zip(batch.chunks, batch.vectors.tolist(), strict=True)])
     load_s = time.perf_counter() - t
     log(f"qdrant local: loaded {state['chunks']} points in {load_s:.0f}s")
     callers = make_callers(16)
@@ -602,7 +602,7 @@ def qdrant_local_bench(data_dir: Path, queries: int, embedder: Any = None, log=p
     vectors = [embedder.embed_query(q) for q in texts]
     filters = [caller_filter(*reversed(callers[i % len(callers)])) for i in range(len(texts))]
     local_ms, exact = [], []
-    for vector, flt in zip(vectors, filters):
+    for vector, flt in zip(vectors, filters, strict=True):
         start = time.perf_counter()
         exact.append(store.search(vector, flt, 10))
         local_ms.append((time.perf_counter() - start) * 1000)
@@ -610,7 +610,7 @@ def qdrant_local_bench(data_dir: Path, queries: int, embedder: Any = None, log=p
     store.close()
     edge = svc.vectors
     edge_ms, recall = [], []
-    for vector, flt, truth in zip(vectors, filters, exact):
+    for vector, flt, truth in zip(vectors, filters, exact, strict=True):
         start = time.perf_counter()
         found = edge.search(vector, flt, 10)
         edge_ms.append((time.perf_counter() - start) * 1000)
@@ -648,7 +648,7 @@ def maintenance_bench(data_dir: Path, points: int, embedder: Any = None, log=pri
             extra = make_batch(vocab, 10_000, points)  # a batch number no corpus reaches
             caller = Principal("maintenance", frozenset({"g01", "g02", "g03"}))
             queries = make_queries(vocab.words, 50)
-            svc.vectors.upsert([VectorPoint(c, v) for c, v in zip(extra.chunks, extra.vectors.tolist())])
+            svc.vectors.upsert([VectorPoint(c, v) for c, v in zip(extra.chunks, extra.vectors.tolist(), strict=True)])
             searcher.search(queries[0], caller)  # warm
             gaps: list[float] = []
             done = threading.Event()

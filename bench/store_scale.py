@@ -118,7 +118,7 @@ def bench_lexical(n: int, batch: int) -> None:
 def vectors_and_points(n: int, dim: int) -> tuple[np.ndarray, list[VectorPoint]]:
     data = np.random.default_rng(3).standard_normal((n, dim)).astype(np.float32)
     chunks = synthetic_chunks(n, lines=1)
-    return data, [VectorPoint(c, v) for c, v in zip(chunks, data.tolist())]
+    return data, [VectorPoint(c, v) for c, v in zip(chunks, data.tolist(), strict=True)]
 
 
 def vector_latency(store, dim: int, label: str) -> None:

@@ -97,7 +97,8 @@ class SyncState:
     def advance(self, key: str, changed: Any) -> None:
         when = parse_time(changed)
         scope = self.scopes[key]
-        if when and (scope.cursor is None or when > parse_time(scope.cursor)):
+        current = parse_time(scope.cursor)
+        if when and (current is None or when > current):
             scope.cursor = stamp(when)
 
     def scope_failed(self, key: str) -> None:

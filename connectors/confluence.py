@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from atlassian.confluence import ConfluenceServer
 
-from connectors.base import AuthFailed, document_id
+from connectors.base import AuthFailed, ConnectorError, document_id
 from connectors.checkpoints import item_version
 from connectors.config import ConfluenceSource
 from connectors.confluence_access import effective_access, read_restriction, space_readers
@@ -49,13 +49,20 @@ class ConfluenceConnector(ScopedConnector):
         self._secrets = [token]
         self._restrictions = {}
 
+    @property
+    def _api(self) -> ConfluenceServer:
+        """The client `_open` built; every sync opens it before listing anything."""
+        if self.client is None:
+            raise ConnectorError(f"source {self.name!r}: used before it was opened")
+        return self.client
+
     def _scopes(self) -> list[ScopeSpec]:
         return [self._space(key) for key in self.config.spaces]
 
     def _space(self, key: str) -> ScopeSpec:
         prefix = f"{self.name}:{key}/"
         try:
-            space = self.client.get(f"rest/api/space/{key}", params={"expand": "permissions"}) or {}
+            space = self._api.get(f"rest/api/space/{key}", params={"expand": "permissions"}) or {}
         except REMOTE_ERRORS as exc:
             status = _status(exc)
             if status == 401:
@@ -88,8 +95,8 @@ class ConfluenceConnector(ScopedConnector):
         params: dict[str, Any] | None = {"cql": cql, "expand": expand, "limit": PAGE, "start": 0}
         path = "rest/api/content/search"
         while True:
-            page = (self.client.get(path, params=params) if params is not None
-                    else self.client.get(path, absolute=True)) or {}
+            page = (self._api.get(path, params=params) if params is not None
+                    else self._api.get(path, absolute=True)) or {}
             results = page.get("results") or []
             yield from results
             links = page.get("_links") or {}
@@ -125,14 +132,14 @@ class ConfluenceConnector(ScopedConnector):
 
     def _ancestor_restriction(self, page_id: str) -> set[str] | None:
         if page_id not in self._restrictions:
-            answer = self.client.get(f"rest/api/content/{page_id}/restriction/byOperation/read") or {}
+            answer = self._api.get(f"rest/api/content/{page_id}/restriction/byOperation/read") or {}
             self._restrictions[page_id] = read_restriction(answer)
         return self._restrictions[page_id]
 
     def _read_again(self, spec: ScopeSpec, doc_id: str, what: Mapping[str, Any]) -> Listed | None:
         page_id = doc_id.rsplit("/", 1)[1]
         try:
-            content = self.client.get(f"rest/api/content/{page_id}", params={"expand": FULL_EXPAND})
+            content = self._api.get(f"rest/api/content/{page_id}", params={"expand": FULL_EXPAND})
         except REMOTE_ERRORS as exc:
             if _status(exc) == 404:
                 return None
@@ -146,7 +153,7 @@ class ConfluenceConnector(ScopedConnector):
     def _read(self, spec: ScopeSpec, listed: Listed) -> Document:
         content = listed.raw
         if not listed.complete:
-            content = self.client.get(f"rest/api/content/{content['id']}", params={"expand": FULL_EXPAND}) or {}
+            content = self._api.get(f"rest/api/content/{content['id']}", params={"expand": FULL_EXPAND}) or {}
         access = self._access(spec, content)
         text = self._text(spec, content)
         if len(text) > self.config.max_document_chars:
@@ -173,4 +180,4 @@ class ConfluenceConnector(ScopedConnector):
         if labels:
             lines.append("labels: " + ", ".join(labels))
         body = storage_to_markdown(((content.get("body") or {}).get("storage") or {}).get("value"))
-        return "\n".join(lines + ["", body]).strip() + "\n"
+        return "\n".join([*lines, "", body]).strip() + "\n"

@@ -8,7 +8,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import IO, Self
 
 from connectors.base import AuthFailed, ConnectorError, SourceNotFound, Unavailable
 
@@ -68,7 +68,7 @@ class Git:
             raise _classify(message)(f"git {verb} failed: {message}")
         return out
 
-    def open_batch(self, git_dir: str) -> subprocess.Popen:
+    def open_batch(self, git_dir: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["git", f"--git-dir={git_dir}", "cat-file", "--batch"], env=self.env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 bufsize=0, start_new_session=True)
@@ -90,7 +90,7 @@ class BlobReader:
 
     def __init__(self, git: Git, git_dir: str) -> None:
         self.git, self.git_dir = git, git_dir
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.buf = bytearray()
 
     def __enter__(self) -> Self:
@@ -101,14 +101,15 @@ class BlobReader:
 
     def close(self) -> None:
         if self.proc is not None:
+            stdin, stdout = self._pipes()
             proc, self.proc = self.proc, None
-            proc.stdin.close()
+            stdin.close()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            proc.stdout.close()
+            stdout.close()
         self.buf.clear()
 
     def read(self, sha: str) -> bytes:
@@ -116,7 +117,7 @@ class BlobReader:
         if self.proc is None:
             self.proc = self.git.open_batch(self.git_dir)
         try:
-            self.proc.stdin.write(sha.encode("ascii") + b"\n")
+            self._pipes()[0].write(sha.encode("ascii") + b"\n")
             header = self._read_line().split()
             if len(header) == 2 and header[1] == b"missing":
                 raise MissingObject(f"object {sha} is missing")
@@ -128,6 +129,12 @@ class BlobReader:
         except (OSError, ValueError, ConnectorError):
             self.close()
             raise
+
+    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        """The running process's stdin and stdout (open_batch opens both)."""
+        if self.proc is None or self.proc.stdin is None or self.proc.stdout is None:
+            raise ConnectorError("git cat-file is not running")
+        return self.proc.stdin, self.proc.stdout
 
     def _read_line(self) -> bytes:
         while (end := self.buf.find(b"\n")) < 0:
@@ -144,7 +151,7 @@ class BlobReader:
         return data
 
     def _fill(self, want: int) -> None:
-        fd = self.proc.stdout.fileno()
+        fd = self._pipes()[1].fileno()
         ready, _, _ = select.select([fd], [], [], self.git.timeout)
         if not ready:
             raise Unavailable(f"git cat-file gave no answer in {self.git.timeout:.0f}s")

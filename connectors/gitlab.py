@@ -237,8 +237,9 @@ class GitLabConnector(CheckpointedSync):
         for doc_id, what in list(state.retry.items()):
             if doc_id in state.handled:
                 continue
-            entry = self._projects.get(what.get("project"))
-            if what.get("project") in self._unavailable:
+            project = what.get("project")
+            entry = self._projects.get(project) if project is not None else None
+            if project in self._unavailable:
                 continue  # kept for the next sync
             if entry is None or what.get("kind") not in TICKETS:
                 state.forget(doc_id)  # its project left the scope; deletion handles the document

@@ -46,7 +46,7 @@ def _facts(project_path: str, kind: str, item: Mapping[str, Any]) -> list[str]:
     if isinstance(milestone, Mapping) and milestone.get("title"):
         extra.append(f"milestone: {milestone['title']}")
     extra.append(f"created: {item.get('created_at', '')} · updated: {item.get('updated_at', '')}")
-    return lines + [" · ".join(extra)]
+    return [*lines, " · ".join(extra)]
 
 
 def visible_notes(notes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

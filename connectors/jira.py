@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from atlassian import Jira
 
-from connectors.base import AuthFailed, Unavailable, document_id
+from connectors.base import AuthFailed, ConnectorError, Unavailable, document_id
 from connectors.checkpoints import item_version
 from connectors.config import JiraSource
 from connectors.jira_access import IssueAccess, project_grants
@@ -78,6 +78,13 @@ class JiraConnector(ScopedConnector):
         except (ZoneInfoNotFoundError, ValueError):
             self.zone = ZoneInfo("UTC")
 
+    @property
+    def _api(self) -> Jira:
+        """The client `_open` built; every sync opens it before listing anything."""
+        if self.client is None:
+            raise ConnectorError(f"source {self.name!r}: used before it was opened")
+        return self.client
+
     def _scopes(self) -> list[ScopeSpec]:
         cfg = self.config
         narrow = f" AND ({cfg.jql})" if cfg.jql else ""
@@ -102,7 +109,7 @@ class JiraConnector(ScopedConnector):
     def _project(self, key: str) -> IssueAccess:
         """Who may browse a project's issues (cached for the sync)."""
         if key not in self._grants:
-            self._grants[key] = project_grants(self.client, key, self.config, self.clean)
+            self._grants[key] = project_grants(self._api, key, self.config, self.clean)
         return self._grants[key]
 
     # -- listing ---------------------------------------------------------------------------------
@@ -121,14 +128,14 @@ class JiraConnector(ScopedConnector):
         if self.config.cloud:
             token = None
             while True:
-                page = self.client.enhanced_jql(jql, fields=fields, nextPageToken=token, limit=PAGE) or {}
+                page = self._api.enhanced_jql(jql, fields=fields, nextPageToken=token, limit=PAGE) or {}
                 yield from page.get("issues") or []
                 token = page.get("nextPageToken")
                 if not token or page.get("isLast") is True:
                     return
         start = 0
         while True:
-            page = self.client.jql(jql, fields=fields, start=start, limit=PAGE) or {}
+            page = self._api.jql(jql, fields=fields, start=start, limit=PAGE) or {}
             issues = page.get("issues") or []
             yield from issues
             start += len(issues)
@@ -150,7 +157,7 @@ class JiraConnector(ScopedConnector):
     def _read_again(self, spec: ScopeSpec, doc_id: str, what: Mapping[str, Any]) -> Listed | None:
         key = doc_id.split(":", 1)[1]
         try:
-            issue = self.client.issue(key, fields=",".join(BASE_FIELDS + list(self.config.custom_fields)))
+            issue = self._api.issue(key, fields=",".join(BASE_FIELDS + list(self.config.custom_fields)))
         except REMOTE_ERRORS as exc:
             if getattr(getattr(exc, "response", None), "status_code", None) == 404:
                 return None
@@ -162,7 +169,7 @@ class JiraConnector(ScopedConnector):
     def _read(self, spec: ScopeSpec, listed: Listed) -> Document:
         issue = listed.raw
         if not listed.complete:
-            issue = self.client.issue(listed.path, fields=",".join(BASE_FIELDS + list(self.config.custom_fields)))
+            issue = self._api.issue(listed.path, fields=",".join(BASE_FIELDS + list(self.config.custom_fields)))
         fields = issue.get("fields") or {}
         access = self._issue_access(fields, listed.path)
         text = self._text(listed.path, fields, self._comments(listed.path, fields))
@@ -181,7 +188,7 @@ class JiraConnector(ScopedConnector):
         comments = list(block.get("comments") or [])
         total = int(block.get("total") or len(comments))
         while len(comments) < total:
-            page = self.client.get(f"rest/api/2/issue/{key}/comment",
+            page = self._api.get(f"rest/api/2/issue/{key}/comment",
                                    params={"startAt": len(comments), "maxResults": PAGE, "orderBy": "created"}) or {}
             more = page.get("comments") or []
             if not more:

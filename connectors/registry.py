@@ -3,11 +3,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.base import Connector, ConnectorError
 from indexer.models import Access
 from indexer.settings import Settings
+
+_Source = TypeVar("_Source")
+
+
+def _source_config(row: Any, kind: type[_Source]) -> _Source:
+    """The row's validated config, as the type its kind's connector takes."""
+    from connectors.config import from_catalog
+
+    config = from_catalog(row)
+    if not isinstance(config, kind):
+        raise ConnectorError(f"source {row.name!r}: a {row.kind} source holds a {type(config).__name__}")
+    return config
 
 
 def _git(row: Any, settings: Settings) -> Connector:
@@ -20,25 +32,25 @@ def _git(row: Any, settings: Settings) -> Connector:
 
 
 def _gitlab(row: Any, settings: Settings) -> Connector:
-    from connectors.config import from_catalog
+    from connectors.config import GitLabSource
     from connectors.gitlab import GitLabConnector
 
-    return GitLabConnector(from_catalog(row), workdir=Path(settings.data_dir) / "repos",
+    return GitLabConnector(_source_config(row, GitLabSource), workdir=Path(settings.data_dir) / "repos",
                            max_file_bytes=settings.max_file_bytes)
 
 
 def _jira(row: Any, settings: Settings) -> Connector:
-    from connectors.config import from_catalog
+    from connectors.config import JiraSource
     from connectors.jira import JiraConnector
 
-    return JiraConnector(from_catalog(row))
+    return JiraConnector(_source_config(row, JiraSource))
 
 
 def _confluence(row: Any, settings: Settings) -> Connector:
-    from connectors.config import from_catalog
+    from connectors.config import ConfluenceSource
     from connectors.confluence import ConfluenceConnector
 
-    return ConfluenceConnector(from_catalog(row))
+    return ConfluenceConnector(_source_config(row, ConfluenceSource))
 
 
 CONNECTORS: dict[str, Callable[[Any, Settings], Connector]] = {

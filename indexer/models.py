@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import Mapping
 
 PUBLIC = "public"
 # Every chunk's ACL also names this principal, so admins can read everything through the same
@@ -38,7 +38,7 @@ class Access:
     principals: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, *principals: str) -> "Access":
+    def of(cls, *principals: str) -> Access:
         return cls(frozenset(parse_principal(p) for p in principals))
 
     def acl(self) -> list[str]:
@@ -65,7 +65,7 @@ class Principal:
         return sorted(out)
 
 
-class SkipReason(str, Enum):
+class SkipReason(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of members
     """Why a file was not indexed; recorded in the catalog for admins."""
 
     BINARY = "binary"

@@ -77,8 +77,8 @@ class EvalReport:
 
     def render(self) -> str:
         lines = [f"queries: {self.n}"] + [f"{k:>10}: {v:.3f}" for k, v in self.mean().items()]
-        for miss in self.misses:
-            lines.append(f"miss: {miss['query'][:80]!r} expected {miss['expected']} got {miss['top'][:5]}")
+        lines.extend(f"miss: {miss['query'][:80]!r} expected {miss['expected']} got {miss['top'][:5]}"
+                     for miss in self.misses)
         return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ def reciprocal_rank_fusion(
     if any(w < 0 for w in weights):
         raise ValueError(f"weights must be >= 0, got {list(weights)}")
     scores: dict[str, float] = {}
-    for ids, weight in zip(lists, weights):
+    for ids, weight in zip(lists, weights, strict=True):
         seen: set[str] = set()
         for rank, item in enumerate(ids, start=1):
             if item in seen:

@@ -145,10 +145,9 @@ def analyse(text: str, max_terms: int = 64) -> AnalysedQuery:
         raise ValueError(f"max_terms must be >= 1, got {max_terms}")
     clean = clean_text(text)
     parsed = _parse(clean)
-    identifiers = _identifiers(parsed)
     paths = _paths(parsed)
     phrases, quoted_words = _phrases(parsed.lines)
-    identifiers = _unique(identifiers + quoted_words, MAX_IDENTIFIERS)
+    identifiers = _unique(_identifiers(parsed) + quoted_words, MAX_IDENTIFIERS)
     terms = _weighted_terms(parsed.lines, identifiers, paths, max_terms)
     lexical = LexicalQuery(terms=terms, phrases=phrases, identifiers=identifiers, paths=paths)
     frame_paths = _unique((p for path, _ in reversed(parsed.frames) if (p := _frame_path(path))), MAX_PATHS)
@@ -259,9 +258,7 @@ def _identifiers(parsed: _Parsed) -> list[str]:
         if line.kind == "head":
             continue
         text = _URL.sub(" ", line.text)
-        for match in _INLINE_CODE.finditer(text):
-            if _BARE_IDENT.match(match.group(1)):
-                found.append(match.group(1))
+        found.extend(m.group(1) for m in _INLINE_CODE.finditer(text) if _BARE_IDENT.match(m.group(1)))
         for path in _find_paths(text):
             text = text.replace(path, " ")
         found.extend(m.group(1) for m in _CALL.finditer(text))

@@ -53,7 +53,7 @@ class CrossEncoderReranker:
         model_norm = _min_max(logits)
         incoming_norm = _min_max([c.score for c in head])
         scored = []
-        for cand, logit, m, inc in zip(head, logits, model_norm, incoming_norm):
+        for cand, logit, m, inc in zip(head, logits, model_norm, incoming_norm, strict=True):
             blended = self.model_weight * m + (1.0 - self.model_weight) * inc
             feats = {**cand.features, "incoming": cand.score, "cross_encoder": logit}
             scored.append(replace(cand, score=1.0 + blended, features=feats))

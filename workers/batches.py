@@ -153,7 +153,7 @@ def _one_by_one(ctx: WorkerContext, docs: Sequence[Document], ready: ReadyBatch,
             ctx.state.count_attempt([doc])
         try:
             prepared, embedded = prepare(ctx, [doc])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded against its document, never stops the batch
             error = f"{type(exc).__name__}: {exc}"
             ctx.state.record_error(doc.id, error)
             attempts = ctx.state.attempts([doc.id]).get(doc.id)

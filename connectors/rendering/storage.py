@@ -196,7 +196,7 @@ def _macro(node: _Node, depth: int) -> str:
     if name in ("code", "noformat"):
         body = node.find("ac:plain-text-body")
         return "\n\n" + fence(body.text() if body else "", node.param("language")) + "\n\n"
-    if name in ("jira",):
+    if name == "jira":
         return node.param("key")
     if name == "status":
         return f"[{node.param('title')}]"

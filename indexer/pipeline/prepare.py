@@ -55,6 +55,9 @@ class PreparedBatch:
     # text → `expand_identifiers(text)` for the chunks' content, symbol and path (what tantivy indexes),
     # when computed where the batch was prepared
     expansions: dict[str, str] = field(default_factory=dict)
+    # From a worker: the screened documents with the ones the screen left unchanged as their position
+    # in the batch (the writer has them); `screened.documents` is empty until the writer restores it.
+    shipped: list[Document | int] = field(default_factory=list)
 
     @classmethod
     def merge(cls, parts: Sequence[PreparedBatch]) -> PreparedBatch:
@@ -125,8 +128,9 @@ def _prepare_in_worker(config: tuple, chunking: ChunkingOptions, docs: Sequence[
         root.removeHandler(collect)
     prepared.records = collect.records
     # Documents the screen left unchanged travel back as their position in `docs` (the writer has them).
-    prepared.screened.documents[:] = [kept if kept is not docs[i] else i  # an int until `result` restores it
-                                      for i, kept in _kept_positions(docs, prepared.screened.documents)]
+    prepared.shipped = [kept if kept is not docs[i] else i
+                        for i, kept in _kept_positions(docs, prepared.screened.documents)]
+    prepared.screened.documents.clear()
     return prepared
 
 
@@ -151,7 +155,7 @@ _pool_warm = threading.Event()  # a worker of the current pool has prepared a ba
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
-    global _pool, _pool_size
+    global _pool, _pool_size  # noqa: PLW0603 - one pool per process, shared by every pipeline in it
     with _pool_lock:
         if _pool is not None and _pool_size != workers:  # another size was asked for
             _pool.shutdown(wait=False, cancel_futures=True)
@@ -173,7 +177,7 @@ def _mark_warm(pool: ProcessPoolExecutor, future: Future) -> None:
 
 def _discard(pool: ProcessPoolExecutor) -> None:
     """A broken pool is dropped; the next batch makes a new one."""
-    global _pool
+    global _pool  # noqa: PLW0603 - see _executor
     with _pool_lock:
         if _pool is pool:
             _pool = None
@@ -295,7 +299,8 @@ class BatchPreparer:
                 prepared.append(prepare_batch(self.screen, self.chunking, docs))
                 continue
             self.stats["pool"] += 1
-            part.screened.documents[:] = [docs[d] if isinstance(d, int) else d for d in part.screened.documents]
+            part.screened.documents[:] = [docs[d] if isinstance(d, int) else d for d in part.shipped]
+            part.shipped = []
             for record in part.records:
                 logger = logging.getLogger(record.name)
                 if logger.isEnabledFor(record.levelno):

@@ -71,9 +71,9 @@ def _by_content(path: str, content: str) -> str | None:
         return "npm configuration with credentials"
     if name == ".pypirc" and _PYPIRC_PASSWORD.search(content):
         return "PyPI configuration with a password"
-    if parent == ".aws" and name == "credentials" or name == "credentials" and _AWS_CREDENTIALS.search(content):
+    if (parent == ".aws" and name == "credentials") or (name == "credentials" and _AWS_CREDENTIALS.search(content)):
         return "AWS credentials file"
-    kubeconfig = name in ("kubeconfig", "config") and parent == ".kube" or name.endswith(".kubeconfig") \
+    kubeconfig = (name in ("kubeconfig", "config") and parent == ".kube") or name.endswith(".kubeconfig") \
         or name == "kubeconfig" or _KUBECONFIG.search(content[:20000]) is not None
     if kubeconfig and _KUBE_CREDENTIALS.search(content):
         return "kubeconfig with credentials"

@@ -76,7 +76,7 @@ class RedactionLog:
     def record(self, docs: Sequence[Document]) -> int:
         """Replace the rows of these (redacted) documents with what their markers say; returns the total."""
         now = datetime.now(UTC)
-        rows = [{"doc_id": doc.id, "rule": rule, "source": doc.source, "path": doc.path, "count": len(lines),
+        rows: list[dict[str, Any]] = [{"doc_id": doc.id, "rule": rule, "source": doc.source, "path": doc.path, "count": len(lines),
                  "lines": lines[:MAX_LINES], "recorded_at": now}
                 for doc in docs for rule, lines in redacted_lines(doc).items()]
         with self.engine.begin() as conn:
@@ -105,10 +105,10 @@ class RedactionLog:
             secret = secret.where(skipped.c.source == source)
         with self.engine.connect() as conn:
             rules: dict[str, dict[str, RuleCount]] = {}
-            for name, rule, total, files in conn.execute(per_rule):
-                rules.setdefault(name, {})[rule] = RuleCount(int(total), int(files))
-            files = dict(conn.execute(per_source).all())
-            secret_files = dict(conn.execute(secret).all())
+            for name, rule, total, docs in conn.execute(per_rule):
+                rules.setdefault(name, {})[rule] = RuleCount(int(total), int(docs))
+            files: dict[str, int] = dict(conn.execute(per_source).all())
+            secret_files: dict[str, int] = dict(conn.execute(secret).all())
         return {name: RedactionSummary(total=sum(c.redactions for c in rules.get(name, {}).values()),
                                        files=int(files.get(name, 0)), secret_files=int(secret_files.get(name, 0)),
                                        rules=rules.get(name, {}))

@@ -113,7 +113,7 @@ class SecretScreen:
     @staticmethod
     def report(screened: Screened) -> None:
         """Log what a screen did: secret files skipped, and per document the rules and lines redacted."""
-        for doc_id, skip in zip(screened.skipped_ids, screened.skipped):
+        for doc_id, skip in zip(screened.skipped_ids, screened.skipped, strict=True):
             _log_skip(doc_id, skip)
         for doc_id, found in screened.findings.items():
             log_findings(doc_id, found)

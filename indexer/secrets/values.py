@@ -81,7 +81,7 @@ def name_parts(name: str) -> list[str]:
 def assignment_kind(name: str) -> str | None:
     """`password` or `token` when the name says it holds a credential, else None."""
     parts = name_parts(name)
-    if not parts or parts[-1] in NOT_SECRET_LAST and not (len(parts) >= 2 and (parts[-2], parts[-1]) in SECRET_PAIRS):
+    if not parts or (parts[-1] in NOT_SECRET_LAST and not (len(parts) >= 2 and (parts[-2], parts[-1]) in SECRET_PAIRS)):
         return None
     if any(p in PASSWORD_WORDS for p in parts):
         return "password"
@@ -106,7 +106,7 @@ def is_placeholder(value: str, name: str = "", assignment: bool = False) -> bool
     norm = _normalised(value)
     plain = _normalised(lowered.rstrip("0123456789!?.#*").translate(_DELEET))  # P@ssw0rd1! → password
     half = norm[:len(norm) // 2]
-    if norm in WEAK_VALUES or plain in WEAK_VALUES or half in WEAK_VALUES and norm == half * 2:
+    if norm in WEAK_VALUES or plain in WEAK_VALUES or (half in WEAK_VALUES and norm == half * 2):
         return True
     return bool(name) and norm in (_normalised(name), "".join(name_parts(name)))
 
@@ -130,7 +130,7 @@ def _classes(value: str) -> int:
 def plausible_password(value: str, name: str = "", bare: bool = False, min_length: int = 6) -> bool:
     """A literal password: long enough, no whitespace, not a placeholder, not code."""
     value = value.strip()
-    if not min_length <= len(value) <= 500 or any(c.isspace() for c in value) or "\\" in value and bare:
+    if not min_length <= len(value) <= 500 or any(c.isspace() for c in value) or ("\\" in value and bare):
         return False
     if is_placeholder(value, name, assignment=bool(name)) or _code_like(value, bare):
         return False
@@ -150,7 +150,7 @@ def plausible_token(value: str, name: str = "", bare: bool = False) -> bool:
     if len(value) < 16 or len(value) > 1000 or _code_like(value, bare):
         return False
     mixed = _classes(value) >= 2 and any(not c.isalpha() for c in value)
-    return entropy >= 3.0 and mixed or entropy >= 4.0 and len(value) >= 24
+    return (entropy >= 3.0 and mixed) or (entropy >= 4.0 and len(value) >= 24)
 
 
 def plausible_url_password(password: str, user: str) -> bool:

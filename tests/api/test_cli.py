@@ -13,7 +13,7 @@ CAIRN = str(Path(sys.executable).with_name("cairn"))
 def cairn(data_dir: Path, *args: str) -> dict:
     env = {**os.environ, "CAIRN_DATA_DIR": str(data_dir)}
     env.pop("CAIRN_URL", None)
-    proc = subprocess.run([CAIRN, *args], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([CAIRN, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

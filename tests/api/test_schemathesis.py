@@ -109,8 +109,8 @@ def test_fuzzed_requests_never_get_a_server_error(url, headers, mode):
             response = case.call(base_url=url, headers=headers, timeout=60)
             seen[response.status_code] += 1
             TRIED[f"schema {mode.value}"] += 1
-            assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} " \
-                                               f"{response.content[:300]!r}"
+            assert response.status_code < 500, (f"{case.method} {case.formatted_path}: {response.status_code} "
+                                                f"{response.content[:300]!r}")
         try:
             check()
         except Unsatisfiable:  # an operation without inputs has no invalid form (GET /healthz, GET /v1/sources)

@@ -32,7 +32,7 @@ class FakeProject:
     repo: Path | None = None  # a git work tree served over smart HTTP
     members: dict[str, int] = field(default_factory=dict)  # username → access level
     shares: dict[str, int] = field(default_factory=dict)  # group full path → access level
-    levels: dict[str, str] = field(default_factory=lambda: {f: "enabled" for f in FEATURES})
+    levels: dict[str, str] = field(default_factory=lambda: dict.fromkeys(FEATURES, "enabled"))
     items: dict[str, dict[int, dict[str, Any]]] = field(default_factory=lambda: {"issues": {}, "merge_requests": {}})
     notes: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
 

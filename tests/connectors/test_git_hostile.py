@@ -50,7 +50,10 @@ def crafted_repo(tmp_path: Path) -> Path:
     blob = hash_blob(repo, INSIDE.encode())
     ok = hash_blob(repo, b"def ok():\n    return 1\n")
     inner = raw_tree(repo, [(b"100644", b"secret.txt", blob)])
-    link = lambda target: hash_blob(repo, target.encode())
+
+    def link(target: str) -> bytes:
+        return hash_blob(repo, target.encode())
+
     point_main_at(repo, raw_tree(repo, [
         (b"40000", b"..", inner), (b"100644", b"../x", blob), (b"100644", b"/etc/passwd", blob),
         (b"40000", b".git", inner), (b"40000", b".GIT", inner), (b"100644", b".git/config", blob),

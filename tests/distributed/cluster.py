@@ -2,6 +2,7 @@
 Redis and a fresh PostgreSQL database. Used by tests/distributed and bench/distributed_scaling.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -60,10 +61,8 @@ class Proc:
 
     def kill9(self) -> None:
         """kill -9 the whole process group (a Celery worker and its pool children)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.popen.wait(timeout=30)
 
     def stop(self, timeout: float = 60) -> None:

@@ -16,18 +16,18 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
 
-from cluster import Cluster, services_up, wait_for  # noqa: E402
-from fake_jira import FakeJira  # noqa: E402
+from cluster import Cluster, services_up, wait_for
+from fake_jira import FakeJira
 
-from api.tokens import TokenStore  # noqa: E402
-from connectors.config import parse_source  # noqa: E402
-from indexer.catalog.catalog import Catalog  # noqa: E402
-from indexer.catalog.db import make_engine  # noqa: E402
-from indexer.catalog.schema import document_attempts  # noqa: E402
-from indexer.services import IndexServices  # noqa: E402
-from indexer.settings import Settings  # noqa: E402
-from workers.jobs import run_sync_job  # noqa: E402
-from workers.queue_state import QueueState  # noqa: E402
+from api.tokens import TokenStore
+from connectors.config import parse_source
+from indexer.catalog.catalog import Catalog
+from indexer.catalog.db import make_engine
+from indexer.catalog.schema import document_attempts
+from indexer.services import IndexServices
+from indexer.settings import Settings
+from workers.jobs import run_sync_job
+from workers.queue_state import QueueState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

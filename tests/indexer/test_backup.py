@@ -176,7 +176,7 @@ def test_restore_refuses_a_data_dir_in_use_or_not_empty_and_force_moves_the_old_
     with pytest.raises(BackupTargetError, match="in use"):
         restore_backup(backup, services.settings, force=True)  # `services` still holds it open
     services.close()
-    with pytest.raises(BackupTargetError, match="not empty.*--force"):
+    with pytest.raises(BackupTargetError, match=r"not empty.*--force"):
         restore_backup(backup, services.settings)
     restore_backup(backup, services.settings, force=True)
     assert len(list(services.settings.data_dir.glob("replaced-*/catalog.sqlite3"))) == 1

@@ -88,7 +88,7 @@ def test_code_tokens_match_what_tantivy_indexes(text):
 def random_principals(rng: random.Random) -> tuple[str, ...]:
     if rng.random() < 0.1:
         return ()
-    caller = Principal(user=rng.choice(USERS + ["stranger"]), groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
+    caller = Principal(user=rng.choice([*USERS, "stranger"]), groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
                        admin=rng.random() < 0.1)
     principals = caller.principals()
     if rng.random() < 0.3:

@@ -31,7 +31,7 @@ def points(n: int, seed: int = 0, acl: tuple[str, ...] = (PUBLIC,)) -> list[Vect
     chunks = [Chunk(doc_id=f"r:s{seed}/f{i}.py", source="r", path=f"s{seed}/f{i}.py", ordinal=0, start_line=1, end_line=2,
                     content=f"text {i}", kind="code", language="python", acl=tuple(Access.of(*acl).acl()))
               for i in range(n)]
-    return [VectorPoint(c, row.tolist()) for c, row in zip(chunks, rows)]
+    return [VectorPoint(c, row.tolist()) for c, row in zip(chunks, rows, strict=True)]
 
 
 def alive(pid: int) -> bool:
@@ -167,7 +167,7 @@ def test_a_stalled_child_times_searches_out_and_its_late_answers_reach_nobody(tm
         stop_process(store.pid)  # what an optimize holding the child's GIL looks like from here
         try:
             started = time.monotonic()
-            with pytest.raises(StoreTimeout, match="longer than 0.3s"):
+            with pytest.raises(StoreTimeout, match=r"longer than 0\.3s"):
                 store.search(batch[1].vector, EVERYONE, 1)
             assert time.monotonic() - started < 5
             # callers beyond the idle connections must connect, which needs the child too: same limit
@@ -217,7 +217,7 @@ def test_during_an_optimize_only_the_first_search_waits_for_the_timeout(tmp_path
         try:
             time.sleep(0.1)
             waited = time.monotonic()
-            with pytest.raises(StoreTimeout, match="in time|longer than 0.5s"):
+            with pytest.raises(StoreTimeout, match=r"in time|longer than 0\.5s"):
                 store.search(batch[0].vector, EVERYONE, 1)
             assert time.monotonic() - waited >= 0.5
             fast = time.monotonic()

@@ -42,7 +42,7 @@ def random_corpus(rng: random.Random, n: int) -> list[Chunk]:
 def random_principals(rng: random.Random) -> tuple[str, ...]:
     if rng.random() < 0.1:
         return ()
-    caller = Principal(user=rng.choice(USERS + ["stranger"]), groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
+    caller = Principal(user=rng.choice([*USERS, "stranger"]), groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
                        admin=rng.random() < 0.1)
     principals = caller.principals()
     if rng.random() < 0.3:  # a caller without `public`, to test private-only visibility
@@ -97,7 +97,7 @@ def test_randomized_permissions_are_enforced_inside_the_query(store, seed):
     rng = random.Random(seed)
     chunks = random_corpus(rng, 300)
     vectors = unit(np.random.default_rng(seed).standard_normal((len(chunks), DIM)))
-    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors)])
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors, strict=True)])
     for _ in range(25):
         principals = random_principals(rng)
         query = unit(np.random.default_rng(rng.randint(0, 10**6)).standard_normal(DIM))
@@ -202,7 +202,7 @@ def test_data_persists_across_reopen(store_factory):
 def test_ids_pages_through_many_points(store):
     chunks = [make_chunk(i, ["public"]) for i in range(2500)]
     vectors = unit(np.random.default_rng(0).standard_normal((len(chunks), DIM)))
-    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors)])
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors, strict=True)])
     assert store.ids() == {c.id for c in chunks}
 
 
@@ -219,7 +219,7 @@ def test_edge_optimize_keeps_results_and_filters(tmp_path):
     rng = random.Random(5)
     chunks = random_corpus(rng, 300)
     vectors = unit(np.random.default_rng(5).standard_normal((len(chunks), DIM)))
-    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors)])
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors, strict=True)])
     flt = SearchFilter(principals=("user:u1", "group:g2"))
     before = store.search(vectors[0].tolist(), flt, 300)
     store.optimize()
@@ -232,7 +232,7 @@ def test_edge_compact_layout_quantizes_and_an_older_shard_reopens_with_it(tmp_pa
     chunks = random_corpus(random.Random(9), 200)
     vectors = unit(np.random.default_rng(9).standard_normal((len(chunks), DIM)))
     plain = EdgeVectorStore(tmp_path / "edge", DIM, compact=False)
-    plain.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])  # numpy rows are accepted too
+    plain.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors, strict=True)])  # numpy rows are accepted too
     flt = SearchFilter(principals=tuple(ALL_PRINCIPALS))
     exact = [h.chunk_id for h in plain.search(vectors[3].tolist(), flt, 10)]
     plain.close()
@@ -254,7 +254,7 @@ def test_edge_oversampling_zero_turns_rescoring_off(tmp_path):
     visible = next(i for i, c in enumerate(chunks) if set(c.acl) & set(ALL_PRINCIPALS))
     rescored = EdgeVectorStore(tmp_path / "edge", DIM, oversampling=2.0)
     assert rescored._params.quantization.rescore is True
-    rescored.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors)])
+    rescored.upsert([VectorPoint(c, v) for c, v in zip(chunks, vectors, strict=True)])
     rescored.optimize()
     with_originals = rescored.search(vectors[visible].tolist(), flt, 10)
     rescored.close()
@@ -288,7 +288,7 @@ def test_edge_closed_store_raises_and_reopen_checks_dimension(tmp_path):
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.search([1.0] * DIM, SearchFilter(principals=(PUBLIC,)), 5)
-    with pytest.raises(StoreError, match="incompatible|size"):
+    with pytest.raises(StoreError, match=r"incompatible|size"):
         EdgeVectorStore(tmp_path / "edge", DIM * 2)
 
 

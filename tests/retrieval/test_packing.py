@@ -92,7 +92,9 @@ def test_pack_without_budget(budget):
 
 
 def test_pack_with_another_counter():
-    words = lambda text: len(text.split())
+    def words(text: str) -> int:
+        return len(text.split())
+
     cands = [cand("a", 1, 1, 0.9, content="one two three"), cand("b", 1, 1, 0.5, content="four five")]
     assert [c.doc_id for c in pack(cands, 4, count_tokens=words)] == ["a"]
 

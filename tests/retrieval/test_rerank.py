@@ -241,7 +241,7 @@ def test_cross_encoder_load_errors(tmp_path):
         build_reranker("cross-encoder", model="some/custom", local_dir=tmp_path / "missing")
     with pytest.raises(RerankerError, match="no ONNX model"):
         build_reranker("cross-encoder", model="some/custom", local_dir=tmp_path)
-    with pytest.raises(RerankerError, match="onnx/model.onnx; that file is missing"):
+    with pytest.raises(RerankerError, match=r"onnx/model\.onnx; that file is missing"):
         build_reranker("cross-encoder", model="Xenova/ms-marco-MiniLM-L-6-v2", local_dir=tmp_path)
     with pytest.raises(RerankerError, match="top_n"):
         build_reranker("cross-encoder", model="some/custom", local_dir=tmp_path, top_n=0)
@@ -287,7 +287,7 @@ def test_cross_encoder_directory_setting_reranks_a_real_search(tiny_model, make_
         low, high = min(values), max(values)
         return [(v - low) / (high - low) for v in values]
 
-    blended = [0.8 * m + 0.2 * i for m, i in zip(unit(list(logits)), unit([c.score for c in incoming]))]
+    blended = [0.8 * m + 0.2 * i for m, i in zip(unit(list(logits)), unit([c.score for c in incoming]), strict=True)]
     expected = [incoming[i].path for i in np.argsort(-np.array(blended), kind="stable")]
     assert [h.path for h in hits] == expected
     assert [h.score for h in hits] == pytest.approx(sorted((1 + b for b in blended), reverse=True), abs=1e-4)

@@ -23,7 +23,6 @@ from api_harness import (
 )
 
 __all__ = [
-    "build_corpus",
     "CHROMIUM",
     "CHROMIUM_ARGS",
     "INVOICE_PY",
@@ -32,6 +31,7 @@ __all__ = [
     "ROLLOUT_PY",
     "SCREENSHOTS",
     "WEB_URL",
+    "build_corpus",
     "git_repo",
     "serve",
     "token",

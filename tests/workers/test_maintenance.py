@@ -125,8 +125,8 @@ def test_embedded_scheduler_timer_ticks_until_stopped(services):
     scheduler = EmbeddedScheduler(services, ticks.append, tick=0.05)
     scheduler.run_once = lambda now=None: ticks.append("tick")  # count ticks; run_once is tested above
     scheduler.start()
-    deadline = dt.datetime.now() + dt.timedelta(seconds=5)
-    while len(ticks) < 2 and dt.datetime.now() < deadline:
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    while len(ticks) < 2 and dt.datetime.now(dt.UTC) < deadline:
         time.sleep(0.01)
     scheduler.stop()
     assert len(ticks) >= 2 and not scheduler.thread.is_alive()

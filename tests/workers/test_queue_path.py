@@ -67,7 +67,7 @@ def test_a_job_finishes_when_its_last_batch_is_applied_and_repeats_count_once(ct
     assert len(dispatch.embeds) == 3  # 5 documents in batches of 2
     run_embeds(ctx, dispatch)
     readies = list(dispatch.readies)
-    dispatch.readies = readies[:-1] + [readies[0]]  # the last one withheld, the first delivered twice
+    dispatch.readies = [*readies[:-1], readies[0]]  # the last one withheld, the first delivered twice
     apply_all(ctx, services, dispatch)
     assert services.catalog.get_job(job).state == "running"
     assert services.catalog.get_checkpoint("svc") is None  # stored only when the job finishes
