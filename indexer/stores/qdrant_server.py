@@ -10,7 +10,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
 from indexer.stores import ScoredId, SearchFilter, StoreError, VectorPoint
-from indexer.stores.edge import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, chunk_payload
+from indexer.stores.payload import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, chunk_payload
 
 log = logging.getLogger(__name__)
 
