@@ -31,6 +31,7 @@ from api.tokens import TokenStore
 from indexer.generations.serving import GenerationReader
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from indexer.stores.backends import vector_backend
 from retrieval.rerank import build_reranker
 from retrieval.search import HybridSearcher
 from workers import celery_app
@@ -130,7 +131,8 @@ def follow_generation_swap(app: FastAPI, services: IndexServices) -> None:
 def start_index_consumer(settings: Settings, services: IndexServices) -> object | None:
     """With a broker this node applies the `index` queue: always with Qdrant Edge (it owns the index
     writers); with a Qdrant server unless dedicated `-Q index` workers do (index_queue_consumer=false)."""
-    if not settings.celery_broker_url or (settings.vector_backend != "edge" and not settings.index_queue_consumer):
+    owner_writes = vector_backend(settings).owner_writes
+    if not settings.celery_broker_url or (not owner_writes and not settings.index_queue_consumer):
         return None
     from workers.context import WorkerContext
     from workers.index_queue import IndexQueueConsumer
