@@ -174,7 +174,8 @@ def create_backup(services: IndexServices, destination: Path) -> Manifest:
 
 def _write_backup(services: IndexServices, stores: ActiveStores, staging: Path) -> Manifest:
     data_dir = Path(services.settings.data_dir)
-    layout = {"catalog": CATALOG_FILE, "fulltext": _inside(data_dir, stores.fulltext),
+    fulltext_dir = _inside(data_dir, stores.fulltext)
+    layout = {"catalog": CATALOG_FILE, "fulltext": fulltext_dir,
               "vectors": _inside(data_dir, stores.vectors) if stores.vectors else None}
     files: dict[str, FileEntry] = {}
     pipeline = services.pipeline
@@ -183,7 +184,7 @@ def _write_backup(services: IndexServices, stores: ActiveStores, staging: Path) 
         pipeline.fulltext.commit()
         pipeline.vectors.flush()
         copy_sqlite(stores.catalog, staging / CATALOG_FILE)
-        files.update(_copy_fulltext(stores.fulltext, staging, layout["fulltext"]))
+        files.update(_copy_fulltext(stores.fulltext, staging, fulltext_dir))
         if stores.vectors is not None and layout["vectors"]:
             copied = copy_tree(stores.vectors, staging / layout["vectors"])
             files.update({f"{layout['vectors']}/{rel.as_posix()}": e for rel, e in copied.items()})
