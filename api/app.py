@@ -31,6 +31,7 @@ from api.tokens import TokenStore
 from indexer.generations.serving import GenerationReader
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from indexer.stores.backends import vector_backend
 from retrieval.searcher import build_searcher
 from workers import celery_app
 from workers.jobs import JobStopped, new_job, run_sync_job
@@ -123,7 +124,8 @@ def follow_generation_swap(app: FastAPI, services: IndexServices) -> None:
 def start_index_consumer(settings: Settings, services: IndexServices) -> object | None:
     """With a broker this node applies the `index` queue: always with Qdrant Edge (it owns the index
     writers); with a Qdrant server unless dedicated `-Q index` workers do (index_queue_consumer=false)."""
-    if not settings.celery_broker_url or (settings.vector_backend != "edge" and not settings.index_queue_consumer):
+    owner_writes = vector_backend(settings).owner_writes
+    if not settings.celery_broker_url or (not owner_writes and not settings.index_queue_consumer):
         return None
     from workers.context import WorkerContext
     from workers.index_queue import IndexQueueConsumer

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from indexer.catalog import Catalog
 from indexer.catalog.db import make_engine
 from indexer.chunking.limits import chunk_limits
-from indexer.embedding import EmbeddingError
+from indexer.embedding import Embedder, EmbeddingError
 from indexer.embedding.cache import EmbeddingCache
 from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
 from indexer.embedding.model_files import resolve_model
@@ -39,13 +39,10 @@ from indexer.models import INDEX_VERSION
 from indexer.pipeline.apply import ChunkingOptions, Pipeline
 from indexer.secrets.screen import SecretScreen
 from indexer.settings import Settings
-from indexer.stores import StoreError, VectorStore
-from indexer.stores.fulltext import TantivyIndex
+from indexer.stores import FullTextIndex, VectorStore
+from indexer.stores.backends import vector_backend
 
 log = logging.getLogger(__name__)
-
-VECTOR_BACKENDS = ("edge", "qdrant")
-
 
 def build_embedder(settings: Settings, spec: str | None = None) -> FastEmbedEmbedder:
     """The model named by `spec` (default: the embedding_model setting)."""
@@ -62,19 +59,17 @@ class IndexServices:
 
     settings: Settings
     catalog: Catalog
-    fulltext: TantivyIndex
+    fulltext: FullTextIndex
     vectors: VectorStore
-    embedder: FastEmbedEmbedder
+    embedder: Embedder
     pipeline: Pipeline
     generations: GenerationBuilder | None = None
 
     @classmethod
-    def open(cls, settings: Settings, embedder: FastEmbedEmbedder | None = None) -> IndexServices:
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> IndexServices:
         """Open the active generation. `embedder` is the model to index with (default: the setting,
         or the model chosen by `cairn model switch`)."""
-        if settings.vector_backend not in VECTOR_BACKENDS:
-            raise StoreError(f"unknown vector_backend {settings.vector_backend!r}; "
-                             f"expected one of {', '.join(VECTOR_BACKENDS)}")
+        vector_backend(settings)  # an unknown kind fails before anything is created
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.catalog_url)
         catalog = Catalog(engine)
@@ -123,7 +118,7 @@ class IndexServices:
 
 
 def _open_active(stores: GenerationStores, active: Generation,
-                 serving: FastEmbedEmbedder | None) -> tuple[TantivyIndex, VectorStore]:
+                 serving: Embedder | None) -> tuple[FullTextIndex, VectorStore]:
     if serving is not None:
         return stores.open(active, serving.dim)
     fulltext, vectors = stores.open_fulltext(active), NoVectors()
@@ -214,7 +209,7 @@ def _interrupt_job(catalog: Catalog, building: Generation) -> None:
         catalog.update_job(job.id, state="interrupted", error="the process stopped during the build")
 
 
-def load_generation_model(gen: Generation, settings: Settings) -> FastEmbedEmbedder | None:
+def load_generation_model(gen: Generation, settings: Settings) -> Embedder | None:
     """The model a generation was embedded with, to embed queries for it; None when it is gone."""
     specs = dict.fromkeys(s for s in (gen.model_spec, gen.model.split("@", 1)[0]) if s)
     for spec in specs:

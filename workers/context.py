@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from indexer.catalog import Catalog
 from indexer.catalog.db import make_engine
 from indexer.chunking.limits import chunk_limits
+from indexer.embedding import ChunkEmbedder
 from indexer.embedding.cache import EmbeddingCache
 from indexer.embedding.fastembed_backend import CachedEmbedder
 from indexer.generations.state import wanted_model_spec
@@ -27,7 +28,7 @@ class WorkerContext:
     state: QueueState
     chunking: ChunkingOptions
     secrets: SecretScreen
-    _embedder: CachedEmbedder | None = None
+    _embedder: ChunkEmbedder | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -47,7 +48,7 @@ class WorkerContext:
         return cls(settings, catalog, QueueState(catalog.engine), chunking, secrets)
 
     @property
-    def embedder(self) -> CachedEmbedder:
+    def embedder(self) -> ChunkEmbedder:
         """Loaded on first use: a crawl-only worker never loads the model."""
         with self._lock:
             if self._embedder is None:

@@ -18,6 +18,7 @@ from celery import Celery
 
 from indexer.locks import SourceLock, source_lock
 from indexer.pipeline import Pipeline
+from indexer.stores.backends import vector_backend
 from workers.batches import ReadyBatch, quarantine_document
 from workers.context import WorkerContext
 from workers.distributed import apply_ready_batch, finish_if_done
@@ -31,17 +32,17 @@ Resend = Callable[[dict, float], None]  # (ready batch JSON, delay in seconds)
 
 
 class IndexLocks:
-    """Index-writer locks for a process applying batches next to others (vector_backend=qdrant, tantivy
-    on a shared volume). A tantivy writer stays open in the process that took it, so the lock is kept
-    until the process ends (it dies with it). With Qdrant Edge the index node is the only writer and
-    needs none."""
+    """Index-writer locks for a process applying batches next to others (a vector backend that workers
+    may write, i.e. a Qdrant server, and tantivy on a shared volume). A tantivy writer stays open in the
+    process that took it, so the lock is kept until the process ends (it dies with it). When the index
+    owner applies every write (Qdrant Edge) it is the only writer and needs none."""
 
     def __init__(self, ctx: WorkerContext, pipeline: Pipeline) -> None:
         self.ctx = ctx
-        self.shared = ctx.settings.vector_backend != "edge"
+        self.shared = not vector_backend(ctx.settings).owner_writes
         # The shared full-text layout has one tantivy writer for every source, so one lock; a legacy
         # per-source layout (INDEX_VERSION < 3, until rebuilt) has a writer, and a lock, per source.
-        self.per_source = bool(getattr(pipeline.fulltext, "legacy", False))
+        self.per_source = pipeline.fulltext.per_source_writers
         self._locks: dict[str, SourceLock] = {}
         self._guard = threading.Lock()
 

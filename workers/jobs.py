@@ -174,16 +174,12 @@ def build_vector_index(services: IndexServices) -> float:
     API answers after it; with the vector process (`cairn serve`) only vector searches wait, for at most
     CAIRN_VECTOR_SEARCH_TIMEOUT_MS, then answer from BM25. Once per sync keeps that a single bounded
     pause instead of one per batch. A Qdrant server needs nothing."""
-    optimize = getattr(services.pipeline.vectors, "optimize", None)
-    if optimize is None:
-        return 0.0
+    vectors = services.pipeline.vectors
     started = time.perf_counter()
     try:
         with services.pipeline.write_lock:  # optimize rewrites segment files: a backup must not copy them midway
-            optimize()
-            flush = getattr(services.pipeline.vectors, "flush", None)
-            if flush is not None:  # Edge truncates its WAL only after a flush; without one it grows for ever
-                flush()
+            vectors.optimize()
+            vectors.flush()  # Edge truncates its WAL only after a flush; without one it grows for ever
     except StoreError:  # the sync itself succeeded; the next one (or a restart) builds it
         log.exception("building the vector index after a sync failed")
     return time.perf_counter() - started

@@ -2,8 +2,9 @@
 pruning old jobs and audit rows, and reconciling the stores with the catalog.
 
 Distributed: beat sends `cairn.schedule_due` every minute, `cairn.prune` hourly and `cairn.reconcile`
-daily (BEAT_SCHEDULE). Embedded (no broker): `EmbeddedScheduler`, a timer thread in the API process,
-does the same through the API's job runner, so syncs still run one at a time in the index owner."""
+daily (BEAT_SCHEDULE in workers/celery_app.py). Embedded (no broker): `EmbeddedScheduler`, a timer
+thread in the API process, does the same through the API's job runner, so syncs still run one at a
+time in the index owner."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,25 +17,15 @@ from celery import Celery
 from sqlalchemy import MetaData, Table, delete, inspect, literal, select
 
 from indexer.catalog import Catalog
-from indexer.catalog.db import make_engine
 from indexer.catalog.schema import UTCDateTime, source_schedules
 from indexer.pipeline.reconcile import Drift, reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from workers.celery_app import app, services_for
+from workers.celery_app import app, runtime, services_for
 
 log = logging.getLogger(__name__)
 
 SYNC_KINDS = ("index", "reindex", "scheduled")
-MAINTENANCE = {"queue": "maintenance"}
-BEAT_SCHEDULE = {
-    "schedule-due-syncs": {"task": "cairn.schedule_due", "schedule": 60.0, "options": MAINTENANCE},
-    "prune": {"task": "cairn.prune", "schedule": 3600.0, "options": MAINTENANCE},
-    "reconcile": {"task": "cairn.reconcile", "schedule": 86400.0, "options": MAINTENANCE},
-}
-app.conf.beat_schedule = BEAT_SCHEDULE
-app.conf.task_routes = {**(app.conf.task_routes or {}),
-                        **{name: MAINTENANCE for name in ("cairn.schedule_due", "cairn.prune", "cairn.reconcile")}}
 
 
 def _now() -> dt.datetime:
@@ -125,19 +116,11 @@ def reconcile_all(services: IndexServices, names: list[str] | None = None, repai
 # -- Celery tasks ------------------------------------------------------------------------------------
 
 def _settings(celery: Celery) -> Settings:
-    return celery.conf.get("cairn_settings") or Settings()
+    return runtime(celery).configured()
 
 
 def _catalog(celery: Celery) -> Catalog:
-    """The catalog alone: scheduling and pruning need no index stores (a maintenance worker may have none)."""
-    services = celery.conf.get("cairn_services")
-    if services is not None:
-        return services.catalog
-    catalog = celery.conf.get("cairn_maintenance_catalog")
-    if catalog is None:
-        catalog = Catalog(make_engine(_settings(celery).catalog_url))
-        celery.conf.cairn_maintenance_catalog = catalog
-    return catalog
+    return runtime(celery).catalog()
 
 
 @app.task(name="cairn.schedule_due", bind=True)

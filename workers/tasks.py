@@ -11,6 +11,7 @@ import kombu.exceptions
 from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
+from indexer.stores.backends import vector_backend
 from workers.batches import document_from_json, document_to_json
 from workers.celery_app import app, context_for, services_for
 from workers.distributed import SourceBusy, crawl_source, embed_and_forward
@@ -81,11 +82,13 @@ _index_locks: list[IndexLocks] = []  # one per worker process, made on first use
 
 @app.task(name="cairn.apply_batch", bind=True, **TRANSIENT)
 def apply_batch(self: Any, ready: dict) -> dict:
-    """Apply a ready batch in a worker: only with a Qdrant server (vector_backend=qdrant), holding the
-    source's index lock. With Qdrant Edge the index node consumes this queue itself."""
+    """Apply a ready batch in a worker: only with a vector backend workers may write (a Qdrant server),
+    holding the source's index lock. With Qdrant Edge the index node consumes this queue itself."""
     ctx = context_for(self.app)
-    if ctx.settings.vector_backend == "edge" and not self.app.conf.task_always_eager:
-        raise RuntimeError("with vector_backend=edge the `index` queue is consumed by `cairn serve`, not workers")
+    backend = vector_backend(ctx.settings)
+    if backend.owner_writes and not self.app.conf.task_always_eager:
+        raise RuntimeError(f"with vector_backend={ctx.settings.vector_backend} the `index` queue is consumed "
+                           "by `cairn serve`, not workers")
     services = services_for(self.app)
     if not _index_locks:
         _index_locks.append(IndexLocks(ctx, services.pipeline))

@@ -20,11 +20,16 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata as dist_metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.backup.files import FileEntry, copy_file, copy_tantivy_index, copy_tree, hash_file, staging_dir
 from indexer.models import INDEX_VERSION
 from indexer.settings import Settings
+from indexer.stores import FullTextIndex, VectorStore
+from indexer.stores.backends import vector_backend
+
+if TYPE_CHECKING:
+    from indexer.services import IndexServices
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +112,17 @@ def cairn_version() -> str:
 def sqlite_path(settings: Settings) -> Path:
     """The catalog file of an embedded node; other deployments are backed up with their own tools."""
     url = settings.catalog_url
-    if not url.startswith("sqlite:///") or settings.vector_backend != "edge":
+    if not url.startswith("sqlite:///") or not vector_backend(settings).owner_writes:
         raise BackupUnsupported(
             "this node is not embedded (catalog on PostgreSQL or vectors on a Qdrant server): back up with "
             "pg_dump, Qdrant snapshots and the tantivy shards as docs/operating.md describes")
     return Path(url.removeprefix("sqlite:///"))
 
 
-def active_stores(services: Any) -> ActiveStores:
+def active_stores(services: IndexServices) -> ActiveStores:
     """Where the serving generation's stores are, read from the open services (not a fixed layout)."""
     pipeline = services.pipeline
-    vectors = getattr(pipeline.vectors, "path", None)
+    vectors = pipeline.vectors.path
     return ActiveStores(sqlite_path(services.settings), Path(pipeline.fulltext.root),
                         Path(vectors) if vectors is not None else None)
 
@@ -148,7 +153,7 @@ def _inside(data_dir: Path, path: Path) -> str:
 
 # -- backup -----------------------------------------------------------------------------------------
 
-def create_backup(services: Any, destination: Path) -> Manifest:
+def create_backup(services: IndexServices, destination: Path) -> Manifest:
     """Write a consistent backup of the open services into `destination` (a new or empty directory)."""
     target = check_new_directory(destination, services.settings.data_dir)
     stores = active_stores(services)
@@ -167,20 +172,19 @@ def create_backup(services: Any, destination: Path) -> Manifest:
     return manifest
 
 
-def _write_backup(services: Any, stores: ActiveStores, staging: Path) -> Manifest:
+def _write_backup(services: IndexServices, stores: ActiveStores, staging: Path) -> Manifest:
     data_dir = Path(services.settings.data_dir)
-    layout = {"catalog": CATALOG_FILE, "fulltext": _inside(data_dir, stores.fulltext),
+    fulltext_dir = _inside(data_dir, stores.fulltext)
+    layout = {"catalog": CATALOG_FILE, "fulltext": fulltext_dir,
               "vectors": _inside(data_dir, stores.vectors) if stores.vectors else None}
     files: dict[str, FileEntry] = {}
     pipeline = services.pipeline
     with pipeline.write_lock:
         paused = time.monotonic()
         pipeline.fulltext.commit()
-        flush = getattr(pipeline.vectors, "flush", None)
-        if flush is not None:
-            flush()
+        pipeline.vectors.flush()
         copy_sqlite(stores.catalog, staging / CATALOG_FILE)
-        files.update(_copy_fulltext(stores.fulltext, staging, layout["fulltext"]))
+        files.update(_copy_fulltext(stores.fulltext, staging, fulltext_dir))
         if stores.vectors is not None and layout["vectors"]:
             copied = copy_tree(stores.vectors, staging / layout["vectors"])
             files.update({f"{layout['vectors']}/{rel.as_posix()}": e for rel, e in copied.items()})
@@ -198,7 +202,7 @@ def _write_backup(services: Any, stores: ActiveStores, staging: Path) -> Manifes
     return manifest
 
 
-def store_counts(catalog_counts: dict[str, int], fulltext: Any, vectors: Any) -> dict[str, int]:
+def store_counts(catalog_counts: dict[str, int], fulltext: FullTextIndex, vectors: VectorStore) -> dict[str, int]:
     return {"documents": int(catalog_counts["documents"]), "chunks": int(catalog_counts["chunks"]),
             "fulltext_chunks": len(fulltext.ids()), "vector_points": len(vectors.ids())}
 

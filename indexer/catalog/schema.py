@@ -126,6 +126,8 @@ jobs = Table(
     Column("finished_at", UTCDateTime),
     Column("done", Integer, nullable=False, default=0),
     Column("total", Integer, nullable=False, default=0),
+    # What a job was asked to do ({"full": true}, {"since_seconds": 172800}, ...), to resume it as submitted.
+    Column("params", JSON, nullable=True),
     Index("ix_jobs_source_created", "source", "created_at"),
 )
 
@@ -268,9 +270,6 @@ def source_record(row: Any) -> SourceRecord:
 
 
 # -- jobs and schedules (admin jobs, cancel, per-source sync intervals) ---------------------------
-
-# What a job was asked to do ({"full": true}, {"since_seconds": 172800}, ...), to resume it as submitted.
-jobs.append_column(Column("params", JSON, nullable=True))
 
 # A source's own sync interval (seconds; 0 = never scheduled). No row: the default interval applies.
 source_schedules = Table(

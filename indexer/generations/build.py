@@ -184,7 +184,7 @@ class GenerationBuilder:
         return len(todo) + len(gone)
 
     def _apply(self, gen: Generation, doc_ids: Sequence[str], progress: BuildProgress) -> None:
-        fulltext, vectors = self._stores
+        fulltext, vectors = self._open_stores()
         loaded = self.rows.load_documents(doc_ids)
         old = self.rows.chunk_ids(gen.id, [doc.id for doc, _ in loaded])
         built, fresh, stale = [], [], []
@@ -214,7 +214,7 @@ class GenerationBuilder:
     def _delete(self, pairs: Sequence[tuple[str, str]]) -> None:
         if not pairs:
             return
-        fulltext, vectors = self._stores
+        fulltext, vectors = self._open_stores()
         by_source: dict[str, list[str]] = {}
         for source, chunk_id in pairs:
             by_source.setdefault(source, []).append(chunk_id)
@@ -227,7 +227,7 @@ class GenerationBuilder:
         """Make the new stores hold exactly the recorded rows. Within one run stores are written
         before rows and a failure ends the run, so only an earlier, killed run leaves strays (ids
         the rows lack: deleted) or rows whose ids are missing (forgotten: the passes rebuild them)."""
-        fulltext, vectors = self._stores
+        fulltext, vectors = self._open_stores()
         owned = self.rows.chunk_ids(gen.id)
         recorded = {cid: (doc_id, source) for doc_id, pairs in owned.items() for source, cid in pairs}
         for source in fulltext.sources():
@@ -250,7 +250,7 @@ class GenerationBuilder:
         """Under the write lock: the new generation becomes the active one."""
         services, old = self.services, self.slot.generation
         old_stores = (self.slot.fulltext, self.slot.vectors)
-        fulltext, vectors = self._stores
+        fulltext, vectors = self._open_stores()
         write_meta(services.catalog.engine, {BUILDING_KEY: replace(gen, state="swapping").to_json()})
         self.rows.publish(gen.id)
         self.slot.switch(gen, fulltext, vectors, self.embedder)
@@ -270,6 +270,12 @@ class GenerationBuilder:
                 log.exception("closing the stores of retired %s failed", old.describe())
         self.stores.remove(old)
         log.info("swapped in %s; retired %s", gen.describe(), old.describe())
+
+    def _open_stores(self) -> tuple[TantivyIndex, VectorStore]:
+        """The building generation's stores, opened when its build starts."""
+        if self._stores is None:
+            raise RuntimeError("the building generation's stores are not open")
+        return self._stores
 
     def _close_build_stores(self) -> None:
         if self._stores is not None:

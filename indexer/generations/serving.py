@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
-from indexer.embedding.fastembed_backend import CachedEmbedder
+import numpy as np
+
+from indexer.embedding import ChunkEmbedder
 from indexer.generations.state import Generation
-from indexer.stores import VectorPoint
+from indexer.models import Chunk, Principal
+from indexer.stores import FullTextIndex, LexicalQuery, ScoredId, SearchFilter, VectorPoint, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -19,23 +23,52 @@ class ServingSlot:
     """The active generation's stores and query/document embedder. The pipeline gets the Slot*
     views below, so a swap repoints it without touching the pipeline object."""
 
-    def __init__(self, generation: Generation, fulltext: Any, vectors: Any, embedder: CachedEmbedder) -> None:
+    def __init__(self, generation: Generation, fulltext: FullTextIndex, vectors: VectorStore,
+                 embedder: ChunkEmbedder) -> None:
         self.generation, self.fulltext, self.vectors, self.embedder = generation, fulltext, vectors, embedder
         self.embedded_by = threading.local()  # generation id whose model embedded this thread's last batch
 
-    def switch(self, generation: Generation, fulltext: Any, vectors: Any, embedder: CachedEmbedder) -> None:
+    def switch(self, generation: Generation, fulltext: FullTextIndex, vectors: VectorStore,
+               embedder: ChunkEmbedder) -> None:
         self.generation, self.fulltext, self.vectors, self.embedder = generation, fulltext, vectors, embedder
 
 
 class SlotFullText:
+    """`FullTextIndex` of whichever generation the slot serves at each call."""
+
     def __init__(self, slot: ServingSlot) -> None:
         self._slot = slot
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._slot.fulltext, name)
+    def upsert(self, chunks: Sequence[Chunk], expanded: Mapping[str, str] | None = None) -> None:
+        self._slot.fulltext.upsert(chunks, expanded)
+
+    def delete(self, source: str, chunk_ids: Iterable[str]) -> None:
+        self._slot.fulltext.delete(source, chunk_ids)
+
+    def commit(self) -> None:
+        self._slot.fulltext.commit()
+
+    def search(self, query: LexicalQuery, flt: SearchFilter, limit: int) -> list[ScoredId]:
+        return self._slot.fulltext.search(query, flt, limit)
+
+    def ids(self, source: str | None = None) -> set[str]:
+        return self._slot.fulltext.ids(source)
+
+    @property
+    def root(self) -> Path:
+        return self._slot.fulltext.root
+
+    @property
+    def per_source_writers(self) -> bool:
+        return self._slot.fulltext.per_source_writers
+
+    def close(self) -> None:
+        self._slot.fulltext.close()
 
 
 class SlotEmbedder:
+    """`ChunkEmbedder` of the slot's generation; notes which generation embedded each thread's batch."""
+
     def __init__(self, slot: ServingSlot) -> None:
         self._slot = slot
 
@@ -47,12 +80,15 @@ class SlotEmbedder:
     def dim(self) -> int:
         return self._slot.embedder.dim
 
-    def embed_chunks(self, chunks: Sequence[Any]) -> Any:
+    def embed_chunks(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, int]:
         self._slot.embedded_by.generation = self._slot.generation.id
         return self._slot.embedder.embed_chunks(chunks)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._slot.embedder, name)
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._slot.embedder.embed_documents(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._slot.embedder.embed_query(text)
 
 
 class SlotVectors:
@@ -64,7 +100,7 @@ class SlotVectors:
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         slot = self._slot
-        made_by = getattr(slot.embedded_by, "generation", None)
+        made_by = getattr(slot.embedded_by, "generation", None)  # a thread-local, unset in a fresh thread
         slot.embedded_by.generation = None  # only the batch embedded just before counts
         if made_by not in (None, slot.generation.id) and points:
             log.info("re-embedding %d chunks embedded before the swap to generation %d", len(points), slot.generation.id)
@@ -72,8 +108,27 @@ class SlotVectors:
             points = [VectorPoint(p.chunk, v) for p, v in zip(points, vectors)]
         slot.vectors.upsert(points)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._slot.vectors, name)
+    def delete(self, chunk_ids: Iterable[str]) -> None:
+        self._slot.vectors.delete(chunk_ids)
+
+    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
+        return self._slot.vectors.search(vector, flt, limit)
+
+    def ids(self, source: str | None = None) -> set[str]:
+        return self._slot.vectors.ids(source)
+
+    def optimize(self) -> bool:
+        return self._slot.vectors.optimize()
+
+    def flush(self) -> None:
+        self._slot.vectors.flush()
+
+    @property
+    def path(self) -> Path | None:
+        return self._slot.vectors.path
+
+    def close(self) -> None:
+        self._slot.vectors.close()
 
 
 class NoVectors:
@@ -84,10 +139,10 @@ class NoVectors:
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         return None
 
-    def delete(self, chunk_ids: Any) -> None:
+    def delete(self, chunk_ids: Iterable[str]) -> None:
         return None
 
-    def search(self, vector: Any, flt: Any, limit: int) -> list:
+    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
         return []
 
     def ids(self, source: str | None = None) -> set[str]:
@@ -96,24 +151,48 @@ class NoVectors:
     def optimize(self) -> bool:
         return False
 
+    def flush(self) -> None:
+        return None
+
+    @property
+    def path(self) -> Path | None:
+        """No files: a backup of this generation holds no vectors."""
+        return None
+
     def close(self) -> None:
         return None
 
 
-class GenerationReader:
+ScopeT_contra = TypeVar("ScopeT_contra", contravariant=True)
+ResultT_co = TypeVar("ResultT_co", covariant=True)
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+class Searcher(Protocol[ScopeT_contra, ResultT_co]):
+    """What a generation's searcher offers (retrieval's HybridSearcher): generic in its scope and
+    result types, which belong to the retrieval layer above this one."""
+
+    def search(self, text: str, principal: Principal | None, scope: ScopeT_contra | None = None,
+               limit: int = 10) -> ResultT_co: ...
+
+    def close(self) -> None: ...
+
+
+class GenerationReader(Generic[S, R]):
     """A searcher of one generation that counts its searches in flight, so a swap can retire it
     (close it once they are done) while new searches already go to its successor."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Searcher[S, R]) -> None:
         self.inner = inner
         self._busy = 0
         self._idle = threading.Condition()
 
-    def search(self, *args: Any, **kwargs: Any) -> Any:
+    def search(self, text: str, principal: Principal | None, scope: S | None = None, limit: int = 10) -> R:
         with self._idle:
             self._busy += 1
         try:
-            return self.inner.search(*args, **kwargs)
+            return self.inner.search(text, principal, scope, limit=limit)
         finally:
             with self._idle:
                 self._busy -= 1
@@ -130,6 +209,3 @@ class GenerationReader:
 
     def close(self) -> None:
         self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)

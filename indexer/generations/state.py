@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
@@ -35,7 +35,11 @@ from indexer.catalog.schema import (
 from indexer.models import ADMINS, Access, AccessError, Chunk, Document
 from indexer.settings import Settings
 from indexer.stores import StoreError, VectorStore
+from indexer.stores.backends import VectorPlace, vector_backend
 from indexer.stores.fulltext import TantivyIndex
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +167,11 @@ class GenerationStores:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client: Any = None  # one qdrant-client for every generation (`:memory:` is per client)
+        self.backend = vector_backend(settings)
+        self._client: QdrantClient | None = None  # one qdrant-client for every generation (`:memory:` is per client)
 
     def collection_for(self, gen_id: int) -> str:
-        return f"{self.settings.collection}_g{gen_id}" if self.settings.vector_backend == "qdrant" else ""
+        return f"{self.settings.collection}_g{gen_id}" if self.backend.collections else ""
 
     def open_fulltext(self, gen: Generation) -> TantivyIndex:
         return TantivyIndex(generation_dir(self.settings.data_dir, gen.id) / "fulltext")
@@ -174,26 +179,14 @@ class GenerationStores:
     def open(self, gen: Generation, dim: int) -> tuple[TantivyIndex, VectorStore]:
         fulltext = self.open_fulltext(gen)
         try:
-            return fulltext, self._vectors(gen, generation_dir(self.settings.data_dir, gen.id), dim)
+            place = VectorPlace(generation_dir(self.settings.data_dir, gen.id), gen.collection,
+                                self.client() if self.backend.collections else None)
+            return fulltext, self.backend.open(self.settings, place, dim)
         except Exception:
             fulltext.close()
             raise
 
-    def _vectors(self, gen: Generation, directory: Path, dim: int) -> VectorStore:
-        if self.settings.vector_backend == "edge":
-            if self.settings.vector_process:
-                from indexer.stores.edge_process import ProcessVectorStore
-
-                return ProcessVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling,
-                                          search_timeout=self.settings.vector_search_timeout_ms / 1000)
-            from indexer.stores.edge import EdgeVectorStore
-
-            return EdgeVectorStore(directory / "vectors", dim, oversampling=self.settings.vector_oversampling)
-        from indexer.stores.qdrant_server import QdrantServerStore
-
-        return QdrantServerStore(self.client(), gen.collection, dim)
-
-    def client(self) -> Any:
+    def client(self) -> QdrantClient:
         if self._client is None:
             from indexer.stores.qdrant_server import connect
 
@@ -204,7 +197,7 @@ class GenerationStores:
 
     def adopt_legacy_collection(self) -> str:
         """The collection the layout before generations wrote (named like the alias), if it exists."""
-        if self.settings.vector_backend != "qdrant":
+        if not self.backend.collections:
             return ""
         from indexer.stores.qdrant_server import is_plain_collection
 
@@ -215,7 +208,7 @@ class GenerationStores:
         """Point the stable alias (`<collection>`) at the generation's collection (a collection of
         the layout before generations already carries that name and serves under it)."""
         alias = self.settings.collection
-        if self.settings.vector_backend != "qdrant" or gen.collection in ("", alias):
+        if not self.backend.collections or gen.collection in ("", alias):
             return
         from indexer.stores.qdrant_server import alias_target, point_alias
 
@@ -225,7 +218,7 @@ class GenerationStores:
     def remove(self, gen: Generation) -> None:
         """Delete a retired or abandoned generation's stores (they must be closed)."""
         shutil.rmtree(generation_dir(self.settings.data_dir, gen.id), ignore_errors=True)
-        if self.settings.vector_backend == "qdrant" and gen.collection:
+        if self.backend.collections and gen.collection:
             from indexer.stores.qdrant_server import drop_collection
 
             drop_collection(self.client(), gen.collection)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
 from indexer.chunking import chunk_document
-from indexer.embedding.fastembed_backend import CachedEmbedder
+from indexer.embedding import ChunkEmbedder
 from indexer.models import Chunk, Document
 from indexer.pipeline.prepare import BatchPreparer, ChunkingOptions, PreparedBatch, prepare_batch
 from indexer.secrets.redaction_log import RedactionLog
@@ -60,7 +60,7 @@ class Pipeline:
     """The only writer of indexed content: everything that changes the index goes through here."""
 
     def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore,
-                 embedder: CachedEmbedder, chunking: ChunkingOptions | None = None,
+                 embedder: ChunkEmbedder, chunking: ChunkingOptions | None = None,
                  embed_batch: int = 256, secrets: SecretScreen | None = None, prepare_workers: int = 0) -> None:
         self.catalog = catalog
         self.secrets = secrets or SecretScreen()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from indexer.models import Chunk, normalise_prefix
@@ -64,7 +65,8 @@ class ScoredId:
 
 class VectorStore(Protocol):
     """Dense vectors with the chunk's filter fields as payload (acl, source, doc_id, path_prefix,
-    kind, language). Implementations: Qdrant Edge (embedded), qdrant-client (server/cluster)."""
+    kind, language). Implementations (indexer/stores/backends.py): Qdrant Edge in-process or in a
+    child process, qdrant-client (server/cluster)."""
 
     def upsert(self, points: Sequence[VectorPoint]) -> None: ...
 
@@ -73,6 +75,18 @@ class VectorStore(Protocol):
     def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]: ...
 
     def ids(self, source: str | None = None) -> set[str]: ...
+
+    def optimize(self) -> bool:
+        """Build the ANN index over what was written since the last call; whether anything changed.
+        A no-op (False) for a store whose server optimizes in the background."""
+
+    def flush(self) -> None:
+        """Persist what was written (and let the store trim its write-ahead log); a no-op for a
+        store that persists every write itself."""
+
+    @property
+    def path(self) -> Path | None:
+        """The directory holding the store's files, or None when they are not on this node (a server)."""
 
     def close(self) -> None: ...
 
@@ -90,6 +104,15 @@ class FullTextIndex(Protocol):
     def search(self, query: LexicalQuery, flt: SearchFilter, limit: int) -> list[ScoredId]: ...
 
     def ids(self, source: str | None = None) -> set[str]: ...
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the index's files."""
+
+    @property
+    def per_source_writers(self) -> bool:
+        """Whether each source has its own writer (the layout before INDEX_VERSION 3, until rebuilt)
+        rather than one for every source: processes writing side by side lock per source then."""
 
     def close(self) -> None: ...
 

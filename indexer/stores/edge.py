@@ -9,43 +9,10 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from indexer.models import Chunk, path_prefixes
 from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, VectorPoint
+from indexer.stores.payload import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, prepare_points
 
 log = logging.getLogger(__name__)
-
-# Payload fields with a keyword index: every filterable field (both Qdrant backends use this layout).
-KEYWORD_INDEXES = ("acl", "source", "doc_id", "path_prefix", "kind", "language")
-UPSERT_BATCH = 512
-SCROLL_PAGE = 2048
-
-
-def chunk_payload(chunk: Chunk) -> dict[str, Any]:
-    """The payload stored with each vector; `path_prefix` and `acl` are lists matched "any of"."""
-    return {
-        "chunk_id": chunk.id,
-        "doc_id": chunk.doc_id,
-        "source": chunk.source,
-        "path": chunk.path,
-        "path_prefix": path_prefixes(chunk.path),
-        "acl": list(chunk.acl),
-        "kind": chunk.kind,
-        "language": chunk.language,
-    }
-
-
-def prepare_points(points: Sequence[VectorPoint], dim: int) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray]:
-    """(chunk id, payload) per point and their vectors as one float32 array, checked to be `dim` wide
-    (one conversion for all points: float() per component costs more than the upsert itself)."""
-    if not points:
-        return [], np.empty((0, dim), dtype=np.float32)
-    try:
-        vectors = np.asarray([p.vector for p in points], dtype=np.float32).reshape(len(points), -1)
-    except ValueError as exc:  # ragged or non-numeric vectors
-        raise StoreError(f"vector index upsert failed: vectors must be {dim} numbers each") from exc
-    if vectors.shape[1] != dim:
-        raise StoreError(f"vector index upsert failed: vectors must be {dim} numbers each")
-    return [(p.chunk.id, chunk_payload(p.chunk)) for p in points], vectors
 
 
 def edge_filter(flt: SearchFilter) -> qe.Filter:

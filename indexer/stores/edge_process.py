@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, StoreTimeout, VectorPoint
+from indexer.stores.payload import prepare_points
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,6 @@ class ProcessVectorStore:
 
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         if points:
-            from indexer.stores.edge import prepare_points
-
             items, vectors = prepare_points(points, self.dim)  # checked here: a bad batch never travels
             self._call("upsert", items, vectors.tobytes())
 

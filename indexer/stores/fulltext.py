@@ -182,6 +182,10 @@ class TantivyIndex:
 
     # -- shards ---------------------------------------------------------------------------------
 
+    @property
+    def per_source_writers(self) -> bool:
+        return self.legacy
+
     def _shard(self, source: str, create: bool) -> _Shard | None:
         with self._lock:
             if self._closed:

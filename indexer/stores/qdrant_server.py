@@ -10,7 +10,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
 from indexer.stores import ScoredId, SearchFilter, StoreError, VectorPoint
-from indexer.stores.edge import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, chunk_payload
+from indexer.stores.payload import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, chunk_payload
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class QdrantServerStore:
         self.dim = dim
         self._owns_client = not isinstance(url_or_client, QdrantClient)
         try:
-            self.client = connect(url_or_client, api_key, timeout) if self._owns_client else url_or_client
+            self.client = (url_or_client if isinstance(url_or_client, QdrantClient)
+                           else connect(url_or_client, api_key, timeout))
             self._ensure_collection()
         except _CLIENT_ERRORS as exc:
             raise StoreError(f"cannot open Qdrant collection {collection!r}: {exc}") from exc
@@ -110,6 +111,14 @@ class QdrantServerStore:
     def optimize(self) -> bool:
         """Nothing to do here: a Qdrant server runs its optimizers in the background by itself."""
         return False
+
+    def flush(self) -> None:
+        """Nothing to do here: `upsert` and `delete` wait until the server has persisted them."""
+
+    @property
+    def path(self) -> None:
+        """The vectors live on the server, not in this node's data dir."""
+        return None
 
     def close(self) -> None:
         if self._owns_client:

@@ -64,7 +64,7 @@ def test_why_does_checkout_time_out_finds_code_ticket_and_page(services, setting
             counts = sync_source.delay(name).get()
             assert counts["files_failed"] == 0 and counts["files_changed"] >= 2
     finally:
-        celery_app.app.conf.cairn_services = None
+        celery_app.detach_services()
 
     hits = search(services, "why does checkout time out", Principal("sally", frozenset({"staff"})), limit=6)
     top = {h.doc_id: h for h in hits[:4]}

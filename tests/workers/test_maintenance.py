@@ -11,8 +11,8 @@ from api.audit import AuditLog
 from indexer.catalog.schema import audit_log, jobs, sources
 from indexer.models import Principal
 from workers import celery_app
+from workers.celery_app import BEAT_SCHEDULE
 from workers.maintenance import (
-    BEAT_SCHEDULE,
     EmbeddedScheduler,
     due_sources,
     intervals,
@@ -30,7 +30,7 @@ def eager(settings, services):
     celery_app.configure(settings)
     celery_app.attach_services(services)
     yield celery_app.app
-    celery_app.app.conf.cairn_services = None
+    celery_app.detach_services()
 
 
 def add_source(services, make_repo, name: str, last_sync: dt.timedelta | None, interval: int | None = None) -> None:

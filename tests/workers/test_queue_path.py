@@ -234,8 +234,8 @@ def test_index_writer_lock_is_one_for_the_shared_index_and_per_source_for_a_lega
 
     settings.vector_backend = "qdrant"
     ctx = WorkerContext.from_services(services)
-    shared = SimpleNamespace(fulltext=SimpleNamespace(legacy=False))
-    legacy = SimpleNamespace(fulltext=SimpleNamespace(legacy=True))
+    shared = SimpleNamespace(fulltext=SimpleNamespace(per_source_writers=False))
+    legacy = SimpleNamespace(fulltext=SimpleNamespace(per_source_writers=True))
     first, second = IndexLocks(ctx, shared), IndexLocks(ctx, shared)
     assert first.hold("alpha")
     assert not second.hold("beta")  # another source, the same writer: refused while `first` lives

@@ -13,7 +13,7 @@ def eager(settings, services):
     celery_app.configure(settings)
     celery_app.attach_services(services)
     yield celery_app.app
-    celery_app.app.conf.cairn_services = None
+    celery_app.detach_services()
 
 
 def doc(path: str, text: str) -> Document:
