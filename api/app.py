@@ -82,7 +82,7 @@ class JobRunner:
             outcome = "succeeded"
         except JobStopped as stopped:
             outcome = stopped.state
-        except Exception:  # recorded on the job by run_sync_job; the thread must survive
+        except Exception:  # noqa: BLE001 - recorded on the job by run_sync_job; the thread must survive
             log.warning("job %s failed", job_id)
         finally:
             if self.observe:

@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
@@ -72,7 +73,7 @@ class AuditLog:
 
     def record(self, who: Principal, action: str, *, target: str = "", scope: Scope | None = None,
                result_ids: Sequence[str] = (), query_id: str | None = None, query_text: str | None = None) -> str:
-        row = {"id": str(uuid.uuid4()), "at": _now(), "user": who.user, "admin": who.admin, "action": action,
+        row: dict[str, Any] = {"id": str(uuid.uuid4()), "at": _now(), "user": who.user, "admin": who.admin, "action": action,
                "target": target, "scope": scope_dict(scope), "result_count": len(result_ids),
                "result_ids": list(result_ids), "query_id": query_id,
                "query_text": query_text if self.keep_query_text else None}
@@ -101,7 +102,7 @@ class AuditLog:
             raise FeedbackError(f"no query {query_id!r} of yours")
         if hit_id not in asked.result_ids:
             raise FeedbackError(f"query {query_id!r} did not return hit {hit_id!r}")
-        row = {"id": str(uuid.uuid4()), "at": _now(), "query_id": query_id, "hit_id": hit_id, "user": who.user,
+        row: dict[str, Any] = {"id": str(uuid.uuid4()), "at": _now(), "query_id": query_id, "hit_id": hit_id, "user": who.user,
                "useful": useful, "comment": comment[:MAX_COMMENT_CHARS]}
         with self.engine.begin() as conn:
             conn.execute(insert(feedback).values(**row))

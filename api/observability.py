@@ -14,9 +14,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import principal
+from indexer.generations.serving import Searcher
 from indexer.models import Principal
 from retrieval.permissions import Scope as SearchScope
-from retrieval.search import HybridSearcher, SearchResult
+from retrieval.search import SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,9 @@ class JobsCollector:
 
 
 class ObservedSearcher:
-    """A HybridSearcher that records its stage timings and result counts; same `search` contract."""
+    """A searcher that records its stage timings and result counts; same `search` contract."""
 
-    def __init__(self, inner: HybridSearcher, metrics: Metrics) -> None:
+    def __init__(self, inner: Searcher[SearchScope, SearchResult], metrics: Metrics) -> None:
         self.inner = inner
         self.metrics = metrics
 

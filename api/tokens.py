@@ -17,7 +17,7 @@ TOKEN_PREFIX = "cairn_"
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def hash_token(token: str) -> str:
@@ -39,7 +39,7 @@ class TokenInfo:
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite hands back naive datetimes; everything stored here is UTC."""
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
     return value
 
 
@@ -89,5 +89,5 @@ class TokenStore:
     @staticmethod
     def _info(row: dict) -> TokenInfo:
         return TokenInfo(id=row["id"], user=row["user"], groups=tuple(row["groups"]), admin=bool(row["admin"]),
-                         name=row["name"], created_at=_aware(row["created_at"]),
+                         name=row["name"], created_at=row["created_at"].replace(tzinfo=dt.UTC),
                          expires_at=_aware(row["expires_at"]), revoked_at=_aware(row["revoked_at"]))

@@ -174,7 +174,7 @@ def _recover_and_plan(catalog: Catalog, stores: GenerationStores, active: Genera
 def _first_generation(engine: Engine, stores: GenerationStores, target: Generation) -> Generation:
     """Generation 1: the stores of the layout before generations (renamed, not reindexed), or new."""
     legacy = legacy_generation(engine)
-    version, model = legacy if legacy else (target.index_version, target.model)
+    version, model = legacy or (target.index_version, target.model)
     spec = target.model_spec if model == target.model else model.split("@", 1)[0]
     active = Generation(1, version, model, spec, target.chunking,
                         collection=stores.adopt_legacy_collection() or stores.collection_for(1))

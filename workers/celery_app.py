@@ -23,7 +23,7 @@ TASK_ROUTES = {
     "cairn.sync_source": {"queue": "sync"}, "cairn.index_batch": {"queue": "embed"},
     "cairn.delete_documents": {"queue": "embed"}, "cairn.embed_batch": {"queue": "embed"},
     "cairn.apply_batch": {"queue": "index"},
-    **{name: MAINTENANCE for name in ("cairn.schedule_due", "cairn.prune", "cairn.reconcile")},
+    **dict.fromkeys(("cairn.schedule_due", "cairn.prune", "cairn.reconcile"), MAINTENANCE),
 }
 # Beat sends these (workers/maintenance.py): due syncs every minute, pruning hourly, reconciling daily.
 BEAT_SCHEDULE = {

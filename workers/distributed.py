@@ -56,7 +56,7 @@ def crawl_source(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: st
 def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: str, full: bool) -> str:
     catalog, state = ctx.catalog, ctx.state
     mine = state.crawl(job_id)
-    if mine is not None and mine.state not in ("crawling",):
+    if mine is not None and mine.state != "crawling":
         return "duplicate"  # this job's crawl is done (a redelivered or duplicated message)
     if catalog.job_state(job_id) in ("cancelling", "cancelled"):  # cancelled while it waited for the source
         catalog.start_job(job_id)  # records `cancelled`
@@ -224,7 +224,10 @@ def _reembedded(pipeline: Pipeline, ready: ReadyBatch) -> ReadyBatch:
     log.warning("batch %s was embedded with %s, the index serves %s: embedding it again",
                 ready.batch_id, ready.model, pipeline.embedder.model_name)
     chunks = [c for item in ready.documents for c in item.chunks]
-    vectors, embedded = pipeline.embedder.embed_chunks(chunks) if chunks else ([], 0)
+    if not chunks:  # documents without chunks carry no vectors to redo
+        ready.model = pipeline.embedder.model_name
+        return ready
+    vectors, embedded = pipeline.embedder.embed_chunks(chunks)
     out, at = [], 0
     for item in ready.documents:
         out.append(ReadyDocument(item.doc, item.chunks, list(vectors[at:at + len(item.chunks)])))

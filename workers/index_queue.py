@@ -69,7 +69,7 @@ def apply_or_retry(ctx: WorkerContext, pipeline: Pipeline, payload: dict, resend
     try:
         apply_ready_batch(ctx, pipeline, ready)
         return "applied"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to apply counts as a try; the batch is retried or quarantined
         tries = ready.tries + 1
         error = f"{type(exc).__name__}: {exc}"
         if tries < ctx.settings.quarantine_after:

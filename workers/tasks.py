@@ -64,8 +64,8 @@ def sync_source(self: Any, source: str, job_id: str | None = None, full: bool = 
         job_id = ctx.catalog.create_job(None, source, "reindex" if full else "index", params={"full": full})
     try:
         outcome = crawl_source(ctx, CeleryDispatch(self.app), source, job_id, full)
-    except SourceBusy:
-        raise self.retry(args=[source, job_id, full], countdown=ctx.settings.sync_retry_seconds, max_retries=None)
+    except SourceBusy as busy:
+        raise self.retry(args=[source, job_id, full], countdown=ctx.settings.sync_retry_seconds, max_retries=None) from busy
     return {"job_id": job_id, "outcome": outcome}
 
 

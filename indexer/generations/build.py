@@ -201,7 +201,7 @@ class GenerationBuilder:
         fulltext.commit()
         if fresh:
             embedded, misses = self.embedder.embed_chunks(fresh)
-            vectors.upsert([VectorPoint(c, v) for c, v in zip(fresh, embedded)])
+            vectors.upsert([VectorPoint(c, v) for c, v in zip(fresh, embedded, strict=True)])
             progress.chunks_embedded += misses
         self.rows.record(gen.id, built)  # after the stores: a crash leaves rows behind, never ahead
         progress.chunks_written += len(fresh)

@@ -14,7 +14,7 @@ import numpy as np
 from indexer.embedding import ChunkEmbedder
 from indexer.generations.state import Generation
 from indexer.models import Chunk, Principal
-from indexer.stores import FullTextIndex, LexicalQuery, ScoredId, SearchFilter, VectorPoint, VectorStore
+from indexer.stores import FullTextIndex, LexicalQuery, ScoredId, SearchFilter, Vector, VectorPoint, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,13 @@ class SlotVectors:
         if made_by not in (None, slot.generation.id) and points:
             log.info("re-embedding %d chunks embedded before the swap to generation %d", len(points), slot.generation.id)
             vectors, _ = slot.embedder.embed_chunks([p.chunk for p in points])
-            points = [VectorPoint(p.chunk, v) for p, v in zip(points, vectors)]
+            points = [VectorPoint(p.chunk, v) for p, v in zip(points, vectors, strict=True)]
         slot.vectors.upsert(points)
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
         self._slot.vectors.delete(chunk_ids)
 
-    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
+    def search(self, vector: Vector, flt: SearchFilter, limit: int) -> list[ScoredId]:
         return self._slot.vectors.search(vector, flt, limit)
 
     def ids(self, source: str | None = None) -> set[str]:
@@ -142,7 +142,7 @@ class NoVectors:
     def delete(self, chunk_ids: Iterable[str]) -> None:
         return None
 
-    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
+    def search(self, vector: Vector, flt: SearchFilter, limit: int) -> list[ScoredId]:
         return []
 
     def ids(self, source: str | None = None) -> set[str]:

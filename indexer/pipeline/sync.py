@@ -117,9 +117,8 @@ class SyncLoop:
                  deletions: list[str], observe: Observer | None) -> None:
         batch: list[Document] = []
         size = 0
-        for item in items:
-            if isinstance(item, Document):
-                item = self._admitted(item, quarantined, deletions)
+        for read in items:
+            item = self._admitted(read, quarantined, deletions) if isinstance(read, Document) else read
             if isinstance(item, Document):
                 self.counts.files_seen += 1
                 batch.append(item)

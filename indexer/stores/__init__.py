@@ -4,9 +4,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from indexer.models import Chunk, normalise_prefix
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# A query or chunk vector: a list of floats or a float32 numpy row (what the embedder hands out).
+Vector: TypeAlias = "Sequence[float] | np.ndarray"
 
 
 class StoreError(RuntimeError):
@@ -72,7 +78,7 @@ class VectorStore(Protocol):
 
     def delete(self, chunk_ids: Iterable[str]) -> None: ...
 
-    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]: ...
+    def search(self, vector: Vector, flt: SearchFilter, limit: int) -> list[ScoredId]: ...
 
     def ids(self, source: str | None = None) -> set[str]: ...
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, VectorPoint
+from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, Vector, VectorPoint
 from indexer.stores.payload import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, prepare_points
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class EdgeVectorStore:
             group = items[start:start + UPSERT_BATCH]
             rows = vectors[start:start + UPSERT_BATCH].tolist()
             self._update(qe.UpdateOperation.upsert_points(
-                [qe.Point(cid, row, payload) for (cid, payload), row in zip(group, rows)]))
+                [qe.Point(cid, row, payload) for (cid, payload), row in zip(group, rows, strict=True)]))
         log.debug("edge upsert: %d points", len(items))
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
@@ -111,7 +111,7 @@ class EdgeVectorStore:
         if ids:
             self._update(qe.UpdateOperation.delete_points(ids))
 
-    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
+    def search(self, vector: Vector, flt: SearchFilter, limit: int) -> list[ScoredId]:
         """Nearest chunks among those the filter admits; the filter runs inside the shard query."""
         if flt.matches_nothing or limit <= 0:
             return []

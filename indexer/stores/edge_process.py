@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, StoreTimeout, VectorPoint
+from indexer.stores import ScoredId, SearchFilter, StoreError, StoreLocked, StoreTimeout, Vector, VectorPoint
 from indexer.stores.payload import prepare_points
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class ProcessVectorStore:
         if ids:
             self._call("delete", ids)
 
-    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
+    def search(self, vector: Vector, flt: SearchFilter, limit: int) -> list[ScoredId]:
         if flt.matches_nothing or limit <= 0:
             return []
         if self._optimize_blocks_searches:

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import tantivy
 
@@ -219,9 +220,8 @@ class TantivyIndex:
         with self._lock:
             if self._listing is not None and self._listing[0] == stamp:
                 return list(self._listing[1])
-        names = []
-        for marker in sorted(self.root.glob(f"*/{_SOURCE_FILE}")):
-            names.append(marker.read_text(encoding="utf-8", errors="surrogatepass"))
+        names = [marker.read_text(encoding="utf-8", errors="surrogatepass")
+                 for marker in sorted(self.root.glob(f"*/{_SOURCE_FILE}"))]
         with self._lock:
             self._listing = (stamp, tuple(names))
         return names
@@ -248,6 +248,7 @@ class TantivyIndex:
             by_source[chunk.source].append(chunk)
         for source, group in by_source.items():
             shard = self._shard(source, create=True)
+            assert shard is not None  # create=True opens one or raises
             with self._lock:
                 writer = shard.writer()
                 for chunk in group:
@@ -318,7 +319,7 @@ class TantivyIndex:
         if len(found) > limit:
             cut = found[limit - 1][0]
             found = [f for f in found if f[0] >= cut]
-        merged = [ScoredId(searcher.doc(address).get_first("chunk_id"), score) for score, searcher, address in found]
+        merged = [ScoredId(cast(str, searcher.doc(address).get_first("chunk_id")), score) for score, searcher, address in found]
         merged.sort(key=lambda h: (-h.score, h.chunk_id))
         return merged[:limit]
 
@@ -341,7 +342,8 @@ class TantivyIndex:
     def _sequence(self, field: str, tokens: list[str], boost: float) -> tantivy.Query:
         if len(tokens) == 1:
             return self._term(field, tokens[0], boost)
-        return tantivy.Query.boost_query(tantivy.Query.phrase_query(self.schema, field, tokens), boost)
+        words: list[str | tuple[int, str]] = list(tokens)  # the binding also takes (position, word) pairs
+        return tantivy.Query.boost_query(tantivy.Query.phrase_query(self.schema, field, words), boost)
 
     def _text_query(self, query: LexicalQuery) -> tantivy.Query | None:
         """SHOULD clauses (at least one must match): terms over every text field, identifiers,

@@ -9,7 +9,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
-from indexer.stores import ScoredId, SearchFilter, StoreError, VectorPoint
+from indexer.stores import ScoredId, SearchFilter, StoreError, Vector, VectorPoint
 from indexer.stores.payload import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, chunk_payload
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class QdrantServerStore:
             self._call("delete", self.client.delete, self.collection,
                        points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[ScoredId]:
+    def search(self, vector: Vector, flt: SearchFilter, limit: int) -> list[ScoredId]:
         """Nearest chunks among those the filter admits; the filter is part of the server query."""
         if flt.matches_nothing or limit <= 0:
             return []
