@@ -1,14 +1,16 @@
 """The connector contract: a checkpointed sync yielding documents, deletions, skips and per-item failures."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
-from indexer.models import Deletion, Document, Skipped, SyncFailure
+from indexer.models import AccessChange, Deletion, Document, Skipped, SyncFailure
 
 # JSON-able state a connector resumes from (a git commit, an "updated since" timestamp, ...).
 Checkpoint: TypeAlias = dict[str, Any]
 SyncItem: TypeAlias = Document | Deletion | Skipped | SyncFailure
+# What a permissions pass yields: access changes and deletions, never content.
+AccessItem: TypeAlias = AccessChange | Deletion | SyncFailure
 
 
 class ConnectorError(RuntimeError):
@@ -61,6 +63,31 @@ class Connector(Protocol):
     def list_ids(self) -> set[str]:
         """Ids of every document the source currently has (for pruning deletions)."""
         ...
+
+    def access_pass(self, known: Mapping[str, str]) -> Iterator[AccessItem]:
+        """The current access of the indexed documents, read cheaply: ids and ACL-relevant state only
+        (restrictions, ancestors, trash, project moves and key changes, security levels, visibility,
+        memberships), never content, and nothing embedded again.
+
+        `known` maps each indexed doc id to its access digest (`Access.digest()`). Yield an AccessChange
+        for a known document whose access is now different, a Deletion for a known document that is gone
+        or no longer belongs here (deleted, trashed, moved to another project or key), and a SyncFailure
+        for an item or scope whose state could not be read (its documents keep their access; the pass is
+        then partial, never a success). Known documents not mentioned keep their access.
+
+        Default: nothing to do, for sources whose documents all carry the source row's access (git
+        repositories: that access changes through the source's settings, not at the source)."""
+        return iter(())
+
+    # True when `refresh` reads single items again (ticket and page sources); False: a change notice
+    # (a webhook) is served by an incremental `sync` instead, which is already targeted (git: the diff).
+    refreshes_items: bool = False
+
+    def refresh(self, doc_ids: Sequence[str]) -> Iterator[SyncItem]:
+        """Read these documents again now, whatever their version (a webhook named them): a Document
+        (or Skipped / SyncFailure) for each that exists, with any restricted parts as their own
+        documents, and a Deletion for each that is gone. Only for `refreshes_items` connectors."""
+        raise ConnectorError(f"source {self.name!r} reads no single items: run an incremental sync")
 
     def partial_checkpoint(self) -> Checkpoint | None:
         """How far the sync got so far, valid mid-sync (ticket and page sources); None: only the end

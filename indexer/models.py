@@ -106,6 +106,14 @@ class Deletion:
 
 
 @dataclass(frozen=True)
+class AccessChange:
+    """What a permissions pass found for one indexed document: who may read it now (read without content)."""
+
+    doc_id: str
+    access: Access
+
+
+@dataclass(frozen=True)
 class Skipped:
     """A file the connector saw and deliberately did not index."""
 
