@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
 from indexer.chunking import chunk_document
 from indexer.embedding import ChunkEmbedder
-from indexer.models import Chunk, Document
+from indexer.models import Access, Chunk, Document
 from indexer.pipeline.prepare import BatchPreparer, ChunkingOptions, PreparedBatch, prepare_batch
 from indexer.secrets.redaction_log import RedactionLog
 from indexer.secrets.screen import Screened, SecretScreen
@@ -195,6 +195,38 @@ class Pipeline:
             self.catalog.replace_documents([(r.doc, list(r.chunks), None) for r in ready], state="indexed")
             self.redactions.record([r.doc for r in ready])
         counts.chunks_written = len(fresh)
+        return counts
+
+    def reapply_access(self, changes: Mapping[str, Access]) -> BatchCounts:
+        """Indexed documents under a new Access, read back from the catalog (the source is not asked).
+
+        Chunk ids carry the ACL, so each document's chunks are written again under the new one in both
+        stores; their vectors come from the embedding cache (`chunks_embedded` counts any that were not
+        there any more). Ids the catalog does not hold are left out."""
+        docs: list[Document] = []
+        for doc_id, access in changes.items():
+            record = self.catalog.get_document(doc_id)
+            if record is not None:
+                docs.append(Document(id=record.id, source=record.source, path=record.path, content=record.content,
+                                     version=record.version, access=access, kind=record.kind,
+                                     language=record.language, title=record.title, url=record.url))
+        if not docs:
+            return BatchCounts()
+        prepared = self.prepare_lexical(docs)
+        ready: list[ReadyDocument] = []
+        embedded = 0
+        for doc in prepared.screened.documents:
+            chunks = prepared.chunks[doc.id]
+            if not chunks:
+                ready.append(ReadyDocument(doc, chunks, []))
+                continue
+            vectors, missed = self.embedder.embed_chunks(chunks)
+            ready.append(ReadyDocument(doc, chunks, list(vectors)))
+            embedded += missed
+        counts = self.apply_ready(ready)
+        counts.chunks_embedded = embedded
+        log.info("access rewritten: %d documents, %d chunks (%d embedded again)",
+                 len(ready), counts.chunks_written, embedded)
         return counts
 
     def delete(self, doc_ids: Sequence[str]) -> BatchCounts:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from indexer.models import Principal
+from indexer.models import Access, Principal
 from retrieval.permissions import Scope, build_filter
 from retrieval.query_analysis import analyse
 from retrieval.searcher import build_searcher
@@ -172,3 +172,19 @@ def test_scope_filters_by_source_path_and_language(services, repo):
         "pkg/retry.py", "pkg/tokens.py"}
     assert set(paths(services, "backoff token deploying", scope=Scope(languages=("markdown",)))) == {"docs/guide.md"}
     assert paths(services, "backoff", scope=Scope(sources=("other",))) == []
+
+
+def test_reapplied_access_moves_every_chunk_to_the_new_readers_without_embedding(services, repo):
+    index(services, repo, access=("group:alpha",))
+    alpha, beta = Principal("a", frozenset({"alpha"})), Principal("b", frozenset({"beta"}))
+    assert paths(services, "exponential backoff jitter", alpha)[0] == "pkg/retry.py"
+    before = all_ids(services)[2]
+    counts = services.pipeline.reapply_access({"repo:pkg/retry.py": Access.of("group:beta"), "repo:nope.py": Access()})
+    assert counts.docs_changed == 1 and counts.chunks_embedded == 0 and counts.chunks_written > 0
+    assert "pkg/retry.py" not in paths(services, "exponential backoff jitter", alpha)
+    assert set(paths(services, "exponential backoff jitter", beta)) == {"pkg/retry.py"}
+    lexical, dense, catalog = all_ids(services)
+    assert lexical == dense == catalog and catalog != before and len(catalog) == len(before)
+    assert services.catalog.access_digests("repo")["repo:pkg/retry.py"] == Access.of("group:beta").digest()
+    record = services.catalog.get_document("repo:pkg/retry.py")
+    assert record is not None and record.content == RETRY and record.state == "indexed"
