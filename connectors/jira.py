@@ -1,28 +1,42 @@
-"""Jira (Cloud or Data Center) as a source: issues of projects or a JQL, with comments, under Jira's permissions."""
+"""Jira (Cloud or Data Center) as a source: issues of projects or a JQL, with comments, links and remote links,
+under Jira's permissions; restricted comments are documents of their own."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from atlassian import Jira
 
-from connectors.base import AuthFailed, ConnectorError, Unavailable, document_id
+from connectors.base import AccessItem, AuthFailed, ConnectorError, SyncItem, Unavailable, document_id
 from connectors.checkpoints import item_version
 from connectors.config import JiraSource
-from connectors.jira_access import IssueAccess, project_grants
+from connectors.jira_access import IssueAccess, JiraPermissions
 from connectors.rendering import adf_to_text, jira_wiki_to_text
 from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
-from indexer.models import Access, Document
+from indexer.models import Access, AccessChange, Deletion, Document, SyncFailure
 
 log = logging.getLogger(__name__)
 
 BASE_FIELDS = ["summary", "description", "comment", "status", "issuetype", "priority", "labels", "components",
-               "assignee", "reporter", "created", "updated", "security", "project"]
+               "assignee", "reporter", "created", "updated", "security", "project", "issuelinks"]
 BRIEF_FIELDS = ["updated", "security", "reporter", "assignee", "project"]
+# What a permissions pass reads: who may browse, the security level, and the comments' visibility (the
+# search returns comments with their bodies; Jira has no lighter way to read their visibility). Never the
+# description, and nothing is indexed from it.
+ACCESS_FIELDS = ["security", "reporter", "assignee", "project", "comment"]
 PAGE = 100
+
+
+def part_id(doc_id: str, comment_id: Any) -> str:
+    """A restricted comment's own document: `<issue doc id>#comment-<id>`."""
+    return f"{doc_id}#comment-{comment_id}"
+
+
+def _status(exc: Exception) -> int | None:
+    return getattr(getattr(exc, "response", None), "status_code", None)
 
 
 def rich_text(value: Any) -> str:
@@ -57,14 +71,18 @@ class JiraConnector(ScopedConnector):
         self.config = config
         self.client: Jira | None = None
         self.zone = ZoneInfo("UTC")
-        self._grants: dict[str, IssueAccess] = {}
+        self.perms: JiraPermissions | None = None
+        self._secured: dict[str, set[str]] = {}  # project → keys of its issues under a security level
+
+    refreshes_items = True
 
     # -- the client ------------------------------------------------------------------------------
 
     def _open(self) -> None:
         self.client, token = atlassian_client(Jira, self.config)
         self._secrets = [token]
-        self._grants = {}
+        self.perms = JiraPermissions(self.client, self.config, self.clean)  # caches live for one sync or pass
+        self._secured = {}
         try:
             me = self.client.myself() or {}
         except REMOTE_ERRORS as exc:
@@ -106,11 +124,15 @@ class JiraConnector(ScopedConnector):
     def scope_prefix(self, key: str) -> str:
         return f"{self.name}:" if key == "jql" else f"{self.name}:{key}-"
 
+    @property
+    def _perms(self) -> JiraPermissions:
+        if self.perms is None:
+            raise ConnectorError(f"source {self.name!r}: used before it was opened")
+        return self.perms
+
     def _project(self, key: str) -> IssueAccess:
         """Who may browse a project's issues (cached for the sync)."""
-        if key not in self._grants:
-            self._grants[key] = project_grants(self._api, key, self.config, self.clean)
-        return self._grants[key]
+        return self._perms.project(key)
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -146,13 +168,15 @@ class JiraConnector(ScopedConnector):
         key = str(issue["key"])
         fields = issue.get("fields") or {}
         access = self._issue_access(fields, key)
+        # An access that could not be worked out (admins only for now) is never "unchanged": the item is
+        # read again, and its failure reported, until it can be.
+        version = "" if self._perms.take_problems() else item_version(str(fields.get("updated") or ""),
+                                                                       access.digest())
         return Listed(doc_id=document_id(self.name, key), path=key, changed=str(fields.get("updated") or ""),
-                      version=item_version(str(fields.get("updated") or ""), access.digest()), raw=issue,
-                      complete=complete)
+                      version=version, raw=issue, complete=complete)
 
     def _issue_access(self, fields: Mapping[str, Any], key: str) -> Access:
-        project = (fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0]
-        return self._project(str(project)).for_issue(fields, self.config.security_levels)
+        return self._perms.issue_access(fields, key)
 
     def _read_again(self, spec: ScopeSpec, doc_id: str, what: Mapping[str, Any]) -> Listed | None:
         key = doc_id.split(":", 1)[1]
@@ -167,20 +191,103 @@ class JiraConnector(ScopedConnector):
     # -- one issue -------------------------------------------------------------------------------
 
     def _read(self, spec: ScopeSpec, listed: Listed) -> Document:
+        first = self._read_parts(spec, listed)[0]
+        if not isinstance(first, Document):
+            raise ConnectorError(f"source {self.name!r}: {listed.path} gave no document")
+        return first
+
+    def _read_parts(self, spec: ScopeSpec, listed: Listed) -> list[SyncItem]:
+        """The issue (unrestricted comments, links and remote links in its text), then each comment with
+        a visibility as its own document readable by the issue's readers who hold that role or group."""
         issue = listed.raw
         if not listed.complete:
             issue = self._api.issue(listed.path, fields=",".join(BASE_FIELDS + list(self.config.custom_fields)))
+        key = str(issue.get("key") or listed.path)
         fields = issue.get("fields") or {}
-        access = self._issue_access(fields, listed.path)
-        text = self._text(listed.path, fields, self._comments(listed.path, fields))
+        access = self._issue_access(fields, key)
+        comments = self._comments(key, fields)
+        project = self._project_of(key, fields)
+        open_comments = [c for c in comments if not c.get("visibility")]
+        text = self._text(key, fields, open_comments, self._links(project, fields), self._remote_links(key))
+        text = self._capped(text)
+        updated = str(fields.get("updated") or "")
+        doc_id = document_id(self.name, key)
+        items: list[SyncItem] = [Document(
+            id=doc_id, source=self.name, path=key, content=text, version=item_version(updated, access.digest()),
+            access=access, kind="issue", language="markdown", title=str(fields.get("summary") or ""),
+            url=f"{self.config.url}/browse/{key}",
+            metadata={"status": _name(fields.get("status")), "type": _name(fields.get("issuetype")),
+                      "updated": updated})]
+        items += [self._comment_document(doc_id, key, project, fields, comment, access)
+                  for comment in comments if comment.get("visibility")]
+        items += [SyncFailure(self.name, key, problem) for problem in self._perms.take_problems()]
+        return items
+
+    def _comment_document(self, doc_id: str, key: str, project: str, fields: Mapping[str, Any],
+                          comment: Mapping[str, Any], issue_access: Access) -> Document:
+        cid = comment.get("id")
+        access = self._perms.comment_access(issue_access, comment.get("visibility") or {}, project,
+                                            f"{key} comment {cid}")
+        summary = str(fields.get("summary") or key)
+        text = "\n".join([f"# {key}: {summary}", "", f"Comment restricted to {_visibility(comment)}", "",
+                          f"### {_name(comment.get('author')) or 'someone'} · {comment.get('created') or ''}", "",
+                          rich_text(comment.get("body"))]).strip() + "\n"
+        updated = str(comment.get("updated") or comment.get("created") or "")
+        return Document(id=part_id(doc_id, cid), source=self.name, path=f"{key}#comment-{cid}",
+                        content=self._capped(text), version=item_version(updated, access.digest()), access=access,
+                        kind="issue", language="markdown", title=f"{summary} (comment)",
+                        url=f"{self.config.url}/browse/{key}?focusedCommentId={cid}",
+                        metadata={"updated": updated, "parent": doc_id})
+
+    def _capped(self, text: str) -> str:
         if len(text) > self.config.max_document_chars:
             text = text[: self.config.max_document_chars].rsplit("\n", 1)[0] + "\n\n(truncated)\n"
-        return Document(id=listed.doc_id, source=self.name, path=listed.path, content=text,
-                        version=item_version(str(fields.get("updated") or ""), access.digest()), access=access,
-                        kind="issue", language="markdown", title=str(fields.get("summary") or ""),
-                        url=f"{self.config.url}/browse/{listed.path}",
-                        metadata={"status": _name(fields.get("status")), "type": _name(fields.get("issuetype")),
-                                  "updated": str(fields.get("updated") or "")})
+        return text
+
+    @staticmethod
+    def _project_of(key: str, fields: Mapping[str, Any]) -> str:
+        return str((fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0])
+
+    def _links(self, project: str, fields: Mapping[str, Any]) -> list[str]:
+        """Issue links as lines. A linked issue's summary is shown only when it is in the same project and
+        under no security level (so it has at least this issue's readers); otherwise its key alone."""
+        lines = []
+        for link in fields.get("issuelinks") or []:
+            kind = link.get("type") or {}
+            if link.get("outwardIssue"):
+                other, verb = link["outwardIssue"], kind.get("outward") or kind.get("name") or "relates to"
+            elif link.get("inwardIssue"):
+                other, verb = link["inwardIssue"], kind.get("inward") or kind.get("name") or "relates to"
+            else:
+                continue
+            other_key = str(other.get("key") or "")
+            line = f"{verb} {other_key}"
+            summary = (other.get("fields") or {}).get("summary")
+            if summary and other_key.rsplit("-", 1)[0] == project and other_key not in self._secured_keys(project):
+                line += f": {summary}"
+            lines.append(line)
+        return lines
+
+    def _secured_keys(self, project: str) -> set[str]:
+        """Keys of the project's issues under a security level (one search per project and sync)."""
+        if project not in self._secured:
+            self._secured[project] = {str(i["key"]) for i in self._search(
+                f'project = "{project}" AND level is not EMPTY ORDER BY key ASC', ["security"])}
+        return self._secured[project]
+
+    def _remote_links(self, key: str) -> list[str]:
+        try:
+            links: Any = self._api.get(f"rest/api/2/issue/{key}/remotelink") or []
+        except REMOTE_ERRORS as exc:
+            if _status(exc) == 404:
+                return []
+            raise
+        out = []
+        for link in links if isinstance(links, list) else []:
+            obj = link.get("object") or {}
+            if obj.get("url"):
+                out.append(f"[{obj.get('title') or obj['url']}]({obj['url']})")
+        return out
 
     def _comments(self, key: str, fields: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         """The comments a search returned, or all of them (paged) when it returned only the first few."""
@@ -197,7 +304,8 @@ class JiraConnector(ScopedConnector):
             total = int(page.get("total") or total)
         return comments
 
-    def _text(self, key: str, fields: Mapping[str, Any], comments: list[Mapping[str, Any]]) -> str:
+    def _text(self, key: str, fields: Mapping[str, Any], comments: list[Mapping[str, Any]], links: list[str],
+              remote: list[str]) -> str:
         facts = [f"{_name(fields.get('issuetype')) or 'Issue'} {key}", f"status: {_name(fields.get('status'))}"]
         if fields.get("priority"):
             facts.append(f"priority: {_name(fields.get('priority'))}")
@@ -215,6 +323,10 @@ class JiraConnector(ScopedConnector):
         description = rich_text(fields.get("description"))
         if description:
             lines += [description, ""]
+        if links:
+            lines += ["## Links", ""] + [f"- {line}" for line in links] + [""]
+        if remote:
+            lines += ["## Remote links", ""] + [f"- {line}" for line in remote] + [""]
         if comments:
             lines.append("## Comments\n")
         for comment in comments:
@@ -222,3 +334,107 @@ class JiraConnector(ScopedConnector):
                       rich_text(comment.get("body")), ""]
         return "\n".join(lines).strip() + "\n"
 
+
+    # -- permissions pass and refresh ------------------------------------------------------------
+
+    def access_pass(self, known: Mapping[str, str]) -> Iterator[AccessItem]:
+        """Per project (or the JQL), every issue with only its access fields: access changes of issues and
+        restricted comments, deletions of issues gone from the listing (deleted, moved to another project
+        or key, out of the filter) and of comment documents whose comment is gone or no longer restricted."""
+        self._open()
+        for spec in self._scopes():
+            if spec.error:
+                yield SyncFailure(self.name, f"{spec.key}/", spec.error)
+                continue
+            listed: set[str] = set()
+            try:
+                for issue in self._search(spec.data["jql"] + " ORDER BY key ASC", ACCESS_FIELDS):
+                    yield from self._access_of(issue, known, listed)
+            except REMOTE_ERRORS as exc:
+                yield SyncFailure(self.name, f"{spec.key}/", f"listing failed: {self.clean(exc)}")
+                continue
+            for doc_id in sorted(known):
+                if doc_id.startswith(spec.prefix) and doc_id.split("#", 1)[0] not in listed:
+                    yield Deletion(doc_id)
+
+    def _access_of(self, issue: Mapping[str, Any], known: Mapping[str, str], listed: set[str]) -> Iterator[AccessItem]:
+        key = str(issue["key"])
+        doc_id = document_id(self.name, key)
+        listed.add(doc_id)
+        if doc_id not in known:
+            return  # new here (created, or moved in): the content sync reads it
+        fields = issue.get("fields") or {}
+        try:
+            access = self._issue_access(fields, key)
+            comments = self._comments(key, fields)
+        except REMOTE_ERRORS as exc:
+            yield SyncFailure(self.name, key, self.clean(exc))
+            return
+        project = self._project_of(key, fields)
+        parts: dict[str, Access] = {}
+        shown = access
+        for comment in comments:
+            if not comment.get("visibility"):
+                continue
+            pid = part_id(doc_id, comment.get("id"))
+            narrowed = self._perms.comment_access(access, comment["visibility"], project,
+                                                  f"{key} comment {comment.get('id')}")
+            if pid in known:
+                parts[pid] = narrowed
+            elif comment.get("updated") != comment.get("created"):
+                # Edited into a restriction since the issue was indexed: its text may still be in the issue's
+                # document. Narrow the issue to the comment's readers until the next sync rewrites it.
+                shown = Access(self._perms.narrowed(shown.principals, narrowed.principals, key))
+        for problem in self._perms.take_problems():
+            yield SyncFailure(self.name, key, problem)
+        if known[doc_id] != shown.digest():
+            yield AccessChange(doc_id, shown)
+        for pid, part_access in sorted(parts.items()):
+            if known[pid] != part_access.digest():
+                yield AccessChange(pid, part_access)
+        for pid in sorted(d for d in known if d.startswith(doc_id + "#") and d not in parts):
+            yield Deletion(pid)  # the comment is gone or no longer restricted (the next sync puts it in the issue)
+
+    def refresh(self, doc_ids: Sequence[str]) -> Iterator[SyncItem]:
+        """These issues (and comment documents, by their issue) read again now; a Deletion for each that is
+        gone, moved away (under its new key it is yielded when this source covers it) or no longer restricted."""
+        self._open()
+        asked: dict[str, list[str]] = {}
+        for doc_id in doc_ids:
+            asked.setdefault(doc_id.split("#", 1)[0], []).append(doc_id)
+        for parent, ids in asked.items():
+            key = parent.split(":", 1)[1]
+            try:
+                issue = self._api.issue(key, fields=",".join(BASE_FIELDS + list(self.config.custom_fields)))
+                items = self._refreshed(issue) if issue else []
+            except REMOTE_ERRORS as exc:
+                if _status(exc) != 404:
+                    yield SyncFailure(self.name, key, self.clean(exc))
+                    continue
+                items = []
+            except Exception as exc:  # noqa: BLE001 - one bad item never stops the others
+                yield SyncFailure(self.name, key, self.clean(exc))
+                continue
+            produced = {item.id for item in items if isinstance(item, Document)}
+            yield from items
+            for doc_id in sorted({parent, *ids} - produced):
+                yield Deletion(doc_id)
+
+    def _refreshed(self, issue: Mapping[str, Any]) -> list[SyncItem]:
+        """An issue read by key (an old key resolves to the issue under its new one), if this source covers it."""
+        key = str(issue["key"])
+        project = self._project_of(key, issue.get("fields") or {})
+        cfg = self.config
+        if cfg.projects and project not in cfg.projects:
+            return []
+        if cfg.jql:
+            narrow = f' AND project = "{project}"' if cfg.projects else ""
+            if not any(True for _ in self._search(f'key = "{key}"{narrow} AND ({cfg.jql})', ["key"])):
+                return []
+        spec = self._specs.get(project) or ScopeSpec(project, "", "", f"{self.name}:{project}-")
+        return self._read_parts(spec, self._listed(issue, complete=True))
+
+
+def _visibility(comment: Mapping[str, Any]) -> str:
+    visibility = comment.get("visibility") or {}
+    return f"{visibility.get('type') or '?'} {visibility.get('value') or '?'}"

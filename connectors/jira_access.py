@@ -1,4 +1,4 @@
-"""Who may browse Jira issues: the project's permission scheme (groups, roles, users), issue security levels."""
+"""Who may read Jira issues and comments: permission schemes, issue security levels, comment visibility."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +14,12 @@ from indexer.models import PUBLIC, Access
 log = logging.getLogger(__name__)
 
 BROWSE = "BROWSE_PROJECTS"
-NOT_READABLE = (401, 403, 404)  # the API user may not read the permission scheme: use configuration
+NOT_READABLE = (401, 403, 404)  # the API user may not read it (or the resource does not exist): fall back
+PAGE = 50
+
+
+class MembershipUnknown(Exception):
+    """A group's members could not be read: the access that needed them is admins only."""
 
 
 def user_principal(user: Any) -> str:
@@ -27,19 +32,15 @@ def user_principal(user: Any) -> str:
 
 @dataclass(frozen=True)
 class IssueAccess:
-    """A project's browse grants: fixed principals, plus the issue's reporter/assignee when granted so."""
+    """Holders of a permission (browse a project, or be a member of a security level): fixed principals,
+    plus the issue's reporter/assignee when granted so."""
 
     principals: frozenset[str]
     per_issue: frozenset[str] = frozenset()  # "reporter", "assignee"
 
-    def for_issue(self, fields: Mapping[str, Any], security_levels: Mapping[str, list[str]]) -> Access:
-        """An issue under a security level is readable only by the principals configured for that
-        level (Jira's level members cannot be read through the REST API): otherwise admins only."""
-        security = fields.get("security")
-        if isinstance(security, Mapping) and security.get("name") is not None:
-            return Access.of(*security_levels.get(str(security["name"]), []))
+    def resolve(self, fields: Mapping[str, Any]) -> frozenset[str]:
         people = {user_principal(fields.get(role)) for role in self.per_issue}
-        return Access(frozenset(self.principals | {p for p in people if p}))
+        return frozenset(self.principals | {p for p in people if p})
 
     def digest(self) -> str:
         text = "\n".join(sorted(self.principals)) + "|" + ",".join(sorted(self.per_issue))
@@ -50,59 +51,246 @@ def _status(exc: Exception) -> int | None:
     return getattr(getattr(exc, "response", None), "status_code", None)
 
 
-def _role_actors(client: Any, key: str, role_id: Any) -> set[str]:
-    actors = client.get(f"rest/api/2/project/{key}/role/{role_id}") or {}
-    out = set()
-    for actor in actors.get("actors") or []:
-        if actor.get("type") == "atlassian-group-role-actor":
-            name = (actor.get("actorGroup") or {}).get("name") or actor.get("name")
-            out.add(f"group:{name}" if name else "")
+class JiraPermissions:
+    """Jira's rules for one sync or permissions pass, with what it read cached (schemes, roles, groups).
+
+    An issue is readable by the holders of Browse Projects in its project, narrowed to the members of
+    its security level when it has one; a comment with a visibility, by those of the issue's readers
+    who hold the role or group. Sets naming different groups or users are intersected through group
+    members read from Jira; when they cannot be read the result is admins only (`problems` says why)."""
+
+    def __init__(self, client: Any, config: JiraSource, clean: Callable[[object], str]) -> None:
+        self.client, self.config, self.clean = client, config, clean
+        self._projects: dict[str, IssueAccess] = {}
+        self._roles: dict[str, dict[str, str]] = {}
+        self._actors: dict[tuple[str, str], frozenset[str]] = {}
+        self._levels: dict[tuple[str, str], IssueAccess | None] = {}
+        self._schemes: dict[str, Mapping[str, Any] | None] = {}
+        self._members: dict[str, frozenset[str] | None] = {}
+        self.problems: list[str] = []  # why an access came out admins only, since the caller last took them
+
+    def take_problems(self) -> list[str]:
+        out, self.problems = self.problems, []
+        return out
+
+    # -- browse grants -------------------------------------------------------------------------
+
+    def project(self, key: str) -> IssueAccess:
+        """Who may browse a project's issues (cached). Transient failures raise."""
+        if key not in self._projects:
+            self._projects[key] = self._project_grants(key)
+        return self._projects[key]
+
+    def _project_grants(self, key: str) -> IssueAccess:
+        configured = frozenset(self.config.configured_access(key))
+        if self.config.permissions == "config":
+            return IssueAccess(configured)
+        try:
+            scheme = self.client.get_project_permission_scheme(key, expand="permissions,user,group,projectRole") or {}
+        except REMOTE_ERRORS as exc:
+            if _status(exc) not in NOT_READABLE:
+                raise
+            log.info("jira project %s: permission scheme not readable (%s); using configured access", key,
+                     _status(exc))
+            return IssueAccess(configured)
+        principals: set[str] = set(self.config.access.get(key, []))
+        per_issue: set[str] = set()
+        for grant in scheme.get("permissions") or []:
+            if grant.get("permission") == BROWSE:
+                found, roles = self._holder(key, grant.get("holder") or {})
+                principals |= found
+                per_issue |= roles
+        return IssueAccess(frozenset(principals), frozenset(per_issue))
+
+    def _holder(self, key: str, holder: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+        """(principals, per-issue roles) one permission holder (scheme grant or level member) stands for."""
+        kind, param = holder.get("type"), holder.get("parameter") or holder.get("value")
+        if kind == "group":
+            name = (holder.get("group") or {}).get("name") or holder.get("parameter")
+            return ({f"group:{name}"} if name else set()), set()
+        if kind == "user":
+            fallback = {"accountId": param} if self.config.cloud else {"name": param}
+            principal = user_principal(holder.get("user") or fallback)
+            return ({principal} if principal else set()), set()
+        if kind == "projectRole" and param:
+            return set(self.role_actors(key, str(param))), set()
+        if kind == "anyone":
+            return {PUBLIC}, set()
+        if kind in ("applicationRole", "loggedin") and self.config.org_principal:
+            return {self.config.org_principal}, set()
+        if kind == "projectLead":
+            lead = user_principal((self.client.project(key) or {}).get("lead"))
+            return ({lead} if lead else set()), set()
+        if kind in ("reporter", "assignee"):
+            return set(), {kind}
+        return set(), set()  # holders we cannot express (custom fields, ...) grant nothing: fail closed
+
+    # -- roles ---------------------------------------------------------------------------------
+
+    def role_actors(self, key: str, role_id: str) -> frozenset[str]:
+        """The users and groups in a project role (cached); a role that does not exist has none."""
+        if (key, role_id) not in self._actors:
+            try:
+                actors = self.client.get(f"rest/api/2/project/{key}/role/{role_id}") or {}
+            except REMOTE_ERRORS as exc:
+                if _status(exc) != 404:
+                    raise
+                actors = {}
+            out = set()
+            for actor in actors.get("actors") or []:
+                if actor.get("type") == "atlassian-group-role-actor":
+                    name = (actor.get("actorGroup") or {}).get("name") or actor.get("name")
+                    out.add(f"group:{name}" if name else "")
+                else:
+                    out.add(user_principal(actor.get("actorUser") or actor))
+            self._actors[(key, role_id)] = frozenset(p for p in out if p)
+        return self._actors[(key, role_id)]
+
+    def role_by_name(self, key: str, name: str) -> frozenset[str] | None:
+        """A project role's actors by the role's name (comment visibility names roles); None: no such role."""
+        if key not in self._roles:
+            listed = self.client.get(f"rest/api/2/project/{key}/role") or {}
+            self._roles[key] = {str(n): str(url).rstrip("/").rsplit("/", 1)[-1] for n, url in listed.items()}
+        role_id = self._roles[key].get(name)
+        return None if role_id is None else self.role_actors(key, role_id)
+
+    # -- security levels -----------------------------------------------------------------------
+
+    def level(self, project: str, level: Mapping[str, Any]) -> IssueAccess | None:
+        """Members of an issue security level: the configured principals for its name (an override),
+        else the members read from the project's security scheme; None when unknown (admins only)."""
+        name, level_id = str(level.get("name") or ""), str(level.get("id") or "")
+        if name in self.config.security_levels:
+            return IssueAccess(frozenset(self.config.security_levels[name]))
+        if (project, level_id) not in self._levels:
+            self._levels[(project, level_id)] = self._level_members(project, level_id, name)
+        return self._levels[(project, level_id)]
+
+    def _level_members(self, project: str, level_id: str, name: str) -> IssueAccess | None:
+        scheme = self._scheme(project)
+        if scheme is None or not any(str(lvl.get("id")) == level_id for lvl in scheme.get("levels") or []):
+            log.warning("jira project %s: security level %r not found in its scheme: admins only", project, name)
+            return None
+        principals: set[str] = set()
+        per_issue: set[str] = set()
+        start = 0
+        while True:
+            try:
+                page = self.client.get(f"rest/api/2/issuesecurityschemes/{scheme['id']}/members",
+                                       params={"issueSecurityLevelId": level_id, "startAt": start,
+                                               "maxResults": PAGE, "expand": "all"}) or {}
+            except REMOTE_ERRORS as exc:
+                if _status(exc) not in NOT_READABLE:
+                    raise
+                log.warning("jira project %s: members of security level %r not readable (%s; Data Center has no "
+                            "API for them): admins only unless `security_levels` names it", project, name,
+                            _status(exc))
+                return None
+            values = page.get("values") or []
+            for member in values:
+                if str(member.get("issueSecurityLevelId")) == level_id:
+                    found, roles = self._holder(project, member.get("holder") or {})
+                    principals |= found
+                    per_issue |= roles
+            start += len(values)
+            if not values or page.get("isLast") is True or start >= int(page.get("total") or 0):
+                return IssueAccess(frozenset(principals), frozenset(per_issue))
+
+    def _scheme(self, project: str) -> Mapping[str, Any] | None:
+        if project not in self._schemes:
+            try:
+                self._schemes[project] = self.client.get(f"rest/api/2/project/{project}/issuesecuritylevelscheme")
+            except REMOTE_ERRORS as exc:
+                if _status(exc) not in NOT_READABLE:
+                    raise
+                self._schemes[project] = None
+        return self._schemes[project]
+
+    # -- group members and intersections -------------------------------------------------------
+
+    def members(self, group: str) -> frozenset[str]:
+        """A group's members as user principals (cached); MembershipUnknown when they cannot be read."""
+        if group not in self._members:
+            self._members[group] = self._read_members(group)
+        found = self._members[group]
+        if found is None:
+            raise MembershipUnknown(f"members of group {group!r} could not be read")
+        return found
+
+    def _read_members(self, group: str) -> frozenset[str] | None:
+        out: set[str] = set()
+        start = 0
+        while True:
+            try:
+                page = self.client.get("rest/api/2/group/member", params={
+                    "groupname": group, "includeInactiveUsers": "false", "startAt": start, "maxResults": PAGE}) or {}
+            except REMOTE_ERRORS as exc:
+                if _status(exc) == 404:
+                    log.info("jira group %r does not exist: no members", group)
+                    return frozenset()
+                log.warning("jira group %r: members not readable: %s", group, self.clean(exc))
+                return None
+            values = page.get("values") or []
+            out |= {user_principal(u) for u in values if u.get("active", True)}
+            start += len(values)
+            if not values or page.get("isLast") is True:
+                return frozenset(p for p in out if p)
+
+    def intersect(self, a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+        """Principals readable under both sets: `public` ⊇ the logged-in principal ⊇ any named user or
+        group; a user in one and a group in the other meet when the user is a member; two different
+        groups meet in their common members. MembershipUnknown when a needed group cannot be read."""
+        for wide in (PUBLIC, self.config.org_principal):
+            if wide and wide in a and wide not in b:
+                return b
+            if wide and wide in b and wide not in a:
+                return a
+        out = set(a & b)
+        only_a, only_b = a - b, b - a
+        if not only_a or not only_b:
+            return frozenset(out)
+        for one, other in ((only_a, only_b), (only_b, only_a)):
+            groups = [p for p in other if p.startswith("group:")]
+            for user in (p for p in one if p.startswith("user:")):
+                if any(user in self.members(g[6:]) for g in groups):
+                    out.add(user)
+        groups_a = [p[6:] for p in only_a if p.startswith("group:")]
+        groups_b = [p[6:] for p in only_b if p.startswith("group:")]
+        for ga in groups_a:
+            for gb in groups_b:
+                out |= self.members(ga) & self.members(gb)
+        return frozenset(out)
+
+    def narrowed(self, a: frozenset[str], b: frozenset[str], what: str) -> frozenset[str]:
+        """`intersect`, failing closed: nobody but admins (and a problem recorded) when it cannot be told."""
+        try:
+            return self.intersect(a, b)
+        except MembershipUnknown as exc:
+            self.problems.append(f"{what}: {exc}; admins only until it can be read")
+            return frozenset()
+
+    # -- issues and comments -------------------------------------------------------------------
+
+    def issue_access(self, fields: Mapping[str, Any], key: str) -> Access:
+        project = str((fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0])
+        readers = self.project(project).resolve(fields)
+        security = fields.get("security")
+        if not isinstance(security, Mapping) or (security.get("id") is None and security.get("name") is None):
+            return Access(readers)
+        members = self.level(project, security)
+        if members is None:
+            return Access()
+        return Access(self.narrowed(readers, members.resolve(fields), f"issue {key}"))
+
+    def comment_access(self, issue: Access, visibility: Mapping[str, Any], project: str, where: str) -> Access:
+        """A restricted comment: the issue's readers who hold the role or are in the group it names."""
+        kind, value = visibility.get("type"), str(visibility.get("value") or "")
+        if kind == "group" and value:
+            allowed: frozenset[str] | None = frozenset({f"group:{value}"})
+        elif kind == "role" and value:
+            allowed = self.role_by_name(project, value)
         else:
-            out.add(user_principal(actor.get("actorUser") or actor))
-    return {p for p in out if p}
-
-
-def _holder(client: Any, key: str, holder: Mapping[str, Any], config: JiraSource) -> tuple[set[str], set[str]]:
-    """(principals, per-issue roles) one permission holder grants."""
-    kind, param = holder.get("type"), holder.get("parameter") or holder.get("value")
-    if kind == "group":
-        name = (holder.get("group") or {}).get("name") or param
-        return ({f"group:{name}"} if name else set()), set()
-    if kind == "user":
-        principal = user_principal(holder.get("user") or {"accountId": param})
-        return ({principal} if principal else set()), set()
-    if kind == "projectRole" and param:
-        return _role_actors(client, key, param), set()
-    if kind == "anyone":
-        return {PUBLIC}, set()
-    if kind in ("applicationRole", "loggedin") and config.org_principal:
-        return {config.org_principal}, set()
-    if kind == "projectLead":
-        lead = user_principal((client.project(key) or {}).get("lead"))
-        return ({lead} if lead else set()), set()
-    if kind in ("reporter", "assignee"):
-        return set(), {kind}
-    return set(), set()  # holders we cannot express (custom fields, ...) grant nothing: fail closed
-
-
-def project_grants(client: Any, key: str, config: JiraSource, clean: Callable[[object], str]) -> IssueAccess:
-    """Browse grants of a project from its permission scheme (plus principals configured for it), or
-    from configuration when the scheme is not readable. Transient failures raise."""
-    configured = frozenset(config.configured_access(key))
-    if config.permissions == "config":
-        return IssueAccess(configured)
-    try:
-        scheme = client.get_project_permission_scheme(key, expand="permissions,user,group,projectRole") or {}
-    except REMOTE_ERRORS as exc:
-        if _status(exc) not in NOT_READABLE:
-            raise
-        log.info("jira project %s: permission scheme not readable (%s); using configured access", key, _status(exc))
-        return IssueAccess(configured)
-    principals: set[str] = set(config.access.get(key, []))
-    per_issue: set[str] = set()
-    for grant in scheme.get("permissions") or []:
-        if grant.get("permission") == BROWSE:
-            found, roles = _holder(client, key, grant.get("holder") or {}, config)
-            principals |= found
-            per_issue |= roles
-    return IssueAccess(frozenset(principals), frozenset(per_issue))
+            allowed = None
+        if not allowed:
+            return Access()  # an unknown role or kind, or a role without actors: nobody but admins
+        return Access(self.narrowed(issue.principals, allowed, where))

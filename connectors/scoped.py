@@ -89,6 +89,11 @@ class ScopedConnector(CheckpointedSync):
     def _read(self, spec: ScopeSpec, listed: Listed) -> Document:
         raise ConnectorError("not a connector")
 
+    def _read_parts(self, spec: ScopeSpec, listed: Listed) -> list[SyncItem]:
+        """The item's Document, then its restricted parts as their own Documents (ids: the item's id +
+        `#...`), and SyncFailures about them. Known parts not returned are deleted."""
+        return [self._read(spec, listed)]
+
     def _read_again(self, spec: ScopeSpec, doc_id: str, what: Mapping[str, Any]) -> Listed | None:
         """An item that failed before, fetched on its own; None when it no longer exists."""
         raise ConnectorError("not a connector")
@@ -134,27 +139,36 @@ class ScopedConnector(CheckpointedSync):
         since = state.since(spec.key, self.overlap)
         try:
             for listed in self._list(spec, since, brief=False):
-                item = self._visit(spec, listed, state)
+                items = self._visit(spec, listed, state)
                 state.advance(spec.key, listed.changed)
-                if item is not None:
-                    yield item
+                yield from items
         except REMOTE_ERRORS as exc:
             state.scope_failed(spec.key)
             yield SyncFailure(self.name, f"{spec.key}/", f"listing failed: {self.clean(exc)}")
             return
         scope.complete = since is None
 
-    def _visit(self, spec: ScopeSpec, listed: Listed, state: SyncState, fetch: bool = True) -> SyncItem | None:
+    def _visit(self, spec: ScopeSpec, listed: Listed, state: SyncState, fetch: bool = True) -> list[SyncItem]:
         if state.unchanged(listed.doc_id, listed.version) or not fetch:
-            return None
+            state.seen |= self._known_parts(listed.doc_id, state)
+            return []
         try:
-            document = self._read(spec, listed)
+            items = self._read_parts(spec, listed)
         except Exception as exc:  # noqa: BLE001 - one bad item never stops the sync; it is retried
             state.failed(listed.doc_id, {"scope": spec.key, "path": listed.path})
+            state.seen |= self._known_parts(listed.doc_id, state)
             log.warning("sync %s: %s failed: %s", self.name, listed.path, type(exc).__name__)
-            return SyncFailure(self.name, listed.path, self.clean(exc))
+            return [SyncFailure(self.name, listed.path, self.clean(exc))]
         state.succeeded(listed.doc_id)
-        return document
+        parts = {item.id for item in items if isinstance(item, Document)}
+        for part in parts - {listed.doc_id}:
+            state.succeeded(part)
+        return items + [Deletion(d) for d in sorted(self._known_parts(listed.doc_id, state) - parts)]
+
+    @staticmethod
+    def _known_parts(doc_id: str, state: SyncState) -> set[str]:
+        """Indexed documents that are restricted parts of this item (`<doc id>#...`)."""
+        return {d for d in state.known if d.startswith(doc_id + "#")}
 
     def _retries(self, state: SyncState) -> Iterator[SyncItem]:
         """Items that failed in an earlier sync and were not met again in this one."""
@@ -173,9 +187,7 @@ class ScopedConnector(CheckpointedSync):
             if listed is None:
                 state.forget(doc_id)
                 continue
-            item = self._visit(spec, listed, state)
-            if item is not None:
-                yield item
+            yield from self._visit(spec, listed, state)
 
     def _reconcile(self, state: SyncState, fetch: bool = True) -> Iterator[SyncItem]:
         """List every item of scopes not listed completely yet: stale or missed items are read, and
@@ -190,9 +202,7 @@ class ScopedConnector(CheckpointedSync):
                 continue
             try:
                 for listed in self._list(spec, None, brief=True):
-                    item = self._visit(spec, listed, state, fetch)
-                    if item is not None:
-                        yield item
+                    yield from self._visit(spec, listed, state, fetch)
                 scope.complete = True
             except REMOTE_ERRORS as exc:
                 ok = False

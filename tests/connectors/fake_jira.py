@@ -1,4 +1,11 @@
-"""A fake Jira: Cloud (`/rest/api/3/search/jql`, ADF) or Data Center (`/rest/api/2/search`, wiki markup)."""
+"""A fake Jira: Cloud (`/rest/api/3/search/jql`, ADF) or Data Center (`/rest/api/2/search`, wiki markup).
+
+It applies Jira's rules the connector must mirror: permission schemes (BROWSE_PROJECTS to groups, project
+roles and their actors, users, reporter/assignee, anyone, logged-in users), issue security schemes whose
+levels have members (read through `/issuesecurityschemes/{id}/members` on Cloud; Data Center has no such
+resource and answers 404), comment visibility by role or group, group members, deleted issues (404),
+moved issues (the old key still resolves to the issue under its new key, as Jira does), issue links and
+remote links."""
 from __future__ import annotations
 
 import base64
@@ -49,6 +56,7 @@ class FakeIssue:
     created: datetime
     fields: dict[str, Any] = field(default_factory=dict)
     comments: list[dict[str, Any]] = field(default_factory=list)
+    remote_links: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakeJira:
@@ -56,7 +64,12 @@ class FakeJira:
         self.cloud, self.token = cloud, token
         self.issues: dict[str, FakeIssue] = {}
         self.grants: dict[str, list[dict[str, Any]]] = {}  # project key → permission scheme grants
-        self.roles: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.roles: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (project, role id) → actors
+        self.role_names: dict[str, str] = {"10002": "Developers", "10003": "Administrators"}
+        self.groups: dict[str, list[str]] = {}  # group name → member user names
+        self.security: dict[str, dict[str, Any]] = {}  # project → {"id", "levels": {level id: {name, members}}}
+        self.moved: dict[str, str] = {}  # old key → new key
+        self.link_count = 0
         self.now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
         self.page_size = 2
         self.server = FakeServer(Starlette(routes=[
@@ -64,9 +77,14 @@ class FakeJira:
             Route("/rest/api/3/search/jql", self._search_cloud),
             Route("/rest/api/2/search", self._search_dc),
             Route("/rest/api/2/issue/{key}/comment", self._comments),
+            Route("/rest/api/2/issue/{key}/remotelink", self._remote_links),
             Route("/rest/api/2/issue/{key}", self._issue),
             Route("/rest/api/2/project/{key}/permissionscheme", self._scheme),
+            Route("/rest/api/2/project/{key}/issuesecuritylevelscheme", self._security_scheme),
+            Route("/rest/api/2/issuesecurityschemes/{sid}/members", self._level_members),
             Route("/rest/api/2/project/{key}/role/{rid}", self._role),
+            Route("/rest/api/2/project/{key}/role", self._roles),
+            Route("/rest/api/2/group/member", self._group_members),
             Route("/rest/api/2/project/{key}", self._project),
         ]))
 
@@ -93,18 +111,81 @@ class FakeJira:
         issue.fields.update(changes)
         issue.updated = self.tick()
 
-    def comment(self, key: str, body: str, author: str = "bob") -> None:
+    def comment(self, key: str, body: str, author: str = "bob", visibility: dict[str, str] | None = None) -> str:
+        """Add a comment (restricted to a role or group with `visibility`); returns its id."""
         issue = self.issues[key]
         when = self.tick()
-        issue.comments.append({"id": str(len(issue.comments) + 1), "author": person(author, self.cloud),
-                               "body": body, "created": self.stamp(when), "updated": self.stamp(when)})
+        cid = str(10100 + sum(len(i.comments) for i in self.issues.values()))
+        comment: dict[str, Any] = {"id": cid, "author": person(author, self.cloud), "body": body,
+                                   "created": self.stamp(when), "updated": self.stamp(when)}
+        if visibility:
+            comment["visibility"] = self.visibility_json(visibility)
+        issue.comments.append(comment)
+        issue.updated = when
+        return cid
+
+    def visibility_json(self, visibility: dict[str, str]) -> dict[str, str]:
+        out = dict(visibility)
+        if self.cloud and out.get("type") == "group":
+            out["identifier"] = f"gid-{out['value']}"  # Cloud names groups by id as well
+        return out
+
+    def edit_comment(self, key: str, cid: str, visibility: dict[str, str] | None = None, body: str | None = None,
+                     delete: bool = False) -> None:
+        """Edit (visibility None: unrestricted) or delete a comment; both bump the issue's update time."""
+        issue = self.issues[key]
+        when = self.tick()
+        comment = next(c for c in issue.comments if c["id"] == cid)
+        if delete:
+            issue.comments.remove(comment)
+        else:
+            comment.pop("visibility", None)
+            if visibility:
+                comment["visibility"] = self.visibility_json(visibility)
+            if body is not None:
+                comment["body"] = body
+            comment["updated"] = self.stamp(when)
         issue.updated = when
 
     def move(self, key: str, new_key: str) -> None:
+        """Move an issue to another project: it gets a new key; the old one still resolves to it."""
         issue = self.issues.pop(key)
         issue.key = new_key
         issue.updated = self.tick()
         self.issues[new_key] = issue
+        self.moved[key] = new_key
+
+    def delete(self, key: str) -> None:
+        del self.issues[key]
+
+    def resolve(self, key: str) -> FakeIssue | None:
+        """An issue by key, following moves (Jira keeps an issue's old keys)."""
+        seen = set()
+        while key in self.moved and key not in self.issues and key not in seen:
+            seen.add(key)
+            key = self.moved[key]
+        return self.issues.get(key)
+
+    def link(self, key: str, other: str, kind: str = "Blocks", outward: str = "blocks",
+             inward: str = "is blocked by") -> None:
+        """An issue link from `key` to `other` (both issues show it, each from its side)."""
+        self.link_count += 1
+        link_type = {"id": "10000", "name": kind, "inward": inward, "outward": outward}
+        for this, that, side in ((key, other, "outwardIssue"), (other, key, "inwardIssue")):
+            self.issues[this].fields.setdefault("issuelinks", []).append(
+                {"id": str(self.link_count), "type": link_type, "_other": that, "_side": side})
+        self.issues[key].updated = self.tick()
+
+    def remote_link(self, key: str, title: str, url: str) -> None:
+        issue = self.issues[key]
+        issue.remote_links.append({"id": 20000 + len(issue.remote_links), "globalId": f"system={url}",
+                                   "object": {"url": url, "title": title, "icon": {}}})
+        issue.updated = self.tick()
+
+    def security_level(self, project: str, level_id: str, name: str, members: list[dict[str, Any]]) -> None:
+        """A level of the project's issue security scheme, with its members (holders)."""
+        scheme = self.security.setdefault(project, {"id": str(10500 + len(self.security)), "levels": {}})
+        scheme["levels"][level_id] = {"name": name, "members": members}
 
     def grant(self, project: str, holder: dict[str, Any]) -> None:
         self.grants.setdefault(project, []).append({"id": len(self.grants.get(project, [])) + 1, "holder": holder,
@@ -117,14 +198,28 @@ class FakeJira:
         local = when.astimezone(ZONE)
         return local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}" + local.strftime("%z")
 
+    def links_json(self, issue: FakeIssue) -> list[dict[str, Any]]:
+        out = []
+        for link in issue.fields.get("issuelinks") or []:
+            other = self.resolve(link["_other"])
+            if other is None:
+                continue  # a deleted issue's links go with it
+            brief = {"id": str(10000 + abs(hash(other.key)) % 10000), "key": other.key,
+                     "fields": {"summary": other.summary, "status": other.fields.get("status")}}
+            out.append({"id": link["id"], "type": link["type"], link["_side"]: brief})
+        return out
+
     def issue_json(self, issue: FakeIssue, fields: str, v3: bool) -> dict[str, Any]:
         comments = [{**c, "body": to_adf(c["body"]) if v3 else c["body"]} for c in issue.comments]
         project = issue.key.rsplit("-", 1)[0]
-        data = {"summary": issue.summary, "description": to_adf(issue.description) if v3 else issue.description,
+        level = issue.fields.get("security")
+        data = {**issue.fields, "issuelinks": self.links_json(issue),
+                "security": {"id": level["id"], "name": level["name"]} if level else None,
+                "summary": issue.summary, "description": to_adf(issue.description) if v3 else issue.description,
                 "updated": self.stamp(issue.updated), "created": self.stamp(issue.created),
                 "project": {"key": project, "name": project.title()},
                 "comment": {"comments": comments[:EMBEDDED_COMMENTS], "maxResults": EMBEDDED_COMMENTS,
-                            "total": len(comments), "startAt": 0}, **issue.fields}
+                            "total": len(comments), "startAt": 0}}
         wanted = set(fields.split(",")) if fields and fields not in ("*all", "*navigable") else set(data)
         return {"id": str(10000 + abs(hash(issue.key)) % 10000), "key": issue.key,
                 "self": f"{self.server.url}/rest/api/2/issue/{issue.key}",
@@ -136,6 +231,11 @@ class FakeJira:
         project = re.search(r'project\s*=\s*"?(\w+)"?', jql)
         if project:
             found = [i for i in found if i.key.rsplit("-", 1)[0] == project.group(1)]
+        key = re.search(r'\bkey\s*=\s*"?([\w-]+)"?', jql)
+        if key:
+            found = [i for i in found if i is self.resolve(key.group(1))]
+        if re.search(r"\blevel\s+is\s+not\s+EMPTY", jql, re.IGNORECASE):
+            found = [i for i in found if i.fields.get("security")]
         label = re.search(r"labels\s*=\s*\"?([\w-]+)\"?", jql)
         if label:
             found = [i for i in found if label.group(1) in i.fields.get("labels", [])]
@@ -182,14 +282,14 @@ class FakeJira:
                                         for i in found[start:start + size]]})
 
     async def _issue(self, request: Request) -> Response:
-        issue = self.issues.get(request.path_params["key"]) if self._authorised(request) else None
+        issue = self.resolve(request.path_params["key"]) if self._authorised(request) else None
         if issue is None:
             return JSONResponse({"errorMessages": ["Issue does not exist or you do not have permission to see it."]},
                                 404)
         return JSONResponse(self.issue_json(issue, request.query_params.get("fields", ""), v3=False))
 
     async def _comments(self, request: Request) -> Response:
-        issue = self.issues.get(request.path_params["key"]) if self._authorised(request) else None
+        issue = self.resolve(request.path_params["key"]) if self._authorised(request) else None
         if issue is None:
             return JSONResponse({"errorMessages": ["Issue does not exist"]}, 404)
         start = int(request.query_params.get("startAt", 0))
@@ -205,11 +305,63 @@ class FakeJira:
             return JSONResponse({"errorMessages": ["You cannot view the permission scheme"]}, 403)
         return JSONResponse({"id": 10000, "name": f"{key} scheme", "permissions": self.grants[key]})
 
+    async def _remote_links(self, request: Request) -> Response:
+        issue = self.resolve(request.path_params["key"]) if self._authorised(request) else None
+        if issue is None:
+            return JSONResponse({"errorMessages": ["Issue does not exist"]}, 404)
+        return JSONResponse(issue.remote_links)
+
     async def _role(self, request: Request) -> Response:
-        actors = self.roles.get((request.path_params["key"], request.path_params["rid"]))
-        if actors is None:
+        rid = request.path_params["rid"]
+        actors = self.roles.get((request.path_params["key"], rid))
+        if actors is None or not self._authorised(request):
             return JSONResponse({"errorMessages": ["No role"]}, 404)
-        return JSONResponse({"id": int(request.path_params["rid"]), "name": "Developers", "actors": actors})
+        return JSONResponse({"id": int(rid), "name": self.role_names.get(rid, rid), "actors": actors})
+
+    async def _roles(self, request: Request) -> Response:
+        """Role name → the role's URL in this project (GET /project/{key}/role)."""
+        key = request.path_params["key"]
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        return JSONResponse({name: f"{self.server.url}/rest/api/2/project/{key}/role/{rid}"
+                             for rid, name in self.role_names.items()})
+
+    async def _group_members(self, request: Request) -> Response:
+        q = request.query_params
+        name = q.get("groupname", "")
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        if name not in self.groups:
+            return JSONResponse({"errorMessages": [f"Group {name!r} does not exist."]}, 404)
+        members = [person(n, self.cloud) for n in self.groups[name]]
+        start, size = int(q.get("startAt", 0)), min(int(q.get("maxResults", 50)), 2)
+        return JSONResponse({"self": str(request.url), "maxResults": size, "startAt": start, "total": len(members),
+                             "isLast": start + size >= len(members), "values": members[start:start + size]})
+
+    async def _security_scheme(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        scheme = self.security.get(key) if self._authorised(request) else None
+        if scheme is None:
+            return JSONResponse({"errorMessages": ["No issue security scheme"]}, 404)
+        return JSONResponse({"id": int(scheme["id"]), "name": f"{key} security", "defaultSecurityLevelId": -1,
+                             "levels": [{"id": lid, "name": lvl["name"], "description": ""}
+                                        for lid, lvl in scheme["levels"].items()]})
+
+    async def _level_members(self, request: Request) -> Response:
+        """Cloud only: Data Center's REST API has no resource for a level's members."""
+        if not self.cloud or not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Not found"]}, 404)
+        scheme = next((s for s in self.security.values() if s["id"] == request.path_params["sid"]), None)
+        if scheme is None:
+            return JSONResponse({"errorMessages": ["Not found"]}, 404)
+        wanted = set(request.query_params.getlist("issueSecurityLevelId"))
+        values = [{"id": 30000 + n, "issueSecurityLevelId": int(lid), "holder": holder}
+                  for lid, lvl in scheme["levels"].items() if not wanted or lid in wanted
+                  for n, holder in enumerate(lvl["members"])]
+        q = request.query_params
+        start, size = int(q.get("startAt", 0)), min(int(q.get("maxResults", 50)), 2)
+        return JSONResponse({"maxResults": size, "startAt": start, "total": len(values),
+                             "isLast": start + size >= len(values), "values": values[start:start + size]})
 
     async def _project(self, request: Request) -> Response:
         key = request.path_params["key"]

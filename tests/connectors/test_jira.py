@@ -50,6 +50,7 @@ def _shop(fake, monkeypatch):
     fake.grant("SHOP", {"type": "reporter"})
     actor = {"type": "atlassian-user-role-actor", "name": "dora", "displayName": "Dora"}
     fake.roles[("SHOP", "10002")] = [{**actor, "actorUser": {"accountId": "acc-dora"}} if fake.cloud else actor]
+    fake.groups.update({"shop-devs": ["sam", "sid"], "staff": ["sid", "stan"]})
     return fake
 
 
@@ -155,7 +156,11 @@ def test_access_follows_the_permission_scheme_security_levels_and_configuration(
     assert devs == {"jira:SHOP-1", "jira:SHOP-2"}  # not the issue under the Staff security level
     assert found_docs(services, query, Principal(user(shop, "dora"))) == {"jira:SHOP-1", "jira:SHOP-2"}
     assert found_docs(services, query, Principal(user(shop, "rita"))) == {"jira:SHOP-2"}  # reporter grant
-    assert found_docs(services, query, Principal("sid", frozenset({"staff"}))) == {"jira:SHOP-3"}
+    # the Staff level (configured for group:staff) narrows the browse grants: staff members who may browse
+    assert found_docs(services, query, Principal(user(shop, "sid"))) == {"jira:SHOP-3"}
+    sid = Principal(user(shop, "sid"), frozenset({"shop-devs", "staff"}))
+    assert found_docs(services, query, sid) == {"jira:SHOP-1", "jira:SHOP-2", "jira:SHOP-3"}
+    assert found_docs(services, query, Principal(user(shop, "stan"), frozenset({"staff"}))) == set()
     assert found_docs(services, query, Principal("oz", frozenset({"ops"}))) == {"jira:OPS-1"}  # configured
 
 
