@@ -220,7 +220,8 @@ class JiraConnector(ScopedConnector):
                       "updated": updated})]
         items += [self._comment_document(doc_id, key, project, fields, comment, access)
                   for comment in comments if comment.get("visibility")]
-        items += [SyncFailure(self.name, key, problem) for problem in self._perms.take_problems()]
+        # named apart from the documents, whose landing would clear a failure recorded under their path
+        items += [SyncFailure(self.name, f"{key} access", problem) for problem in self._perms.take_problems()]
         return items
 
     def _comment_document(self, doc_id: str, key: str, project: str, fields: Mapping[str, Any],
@@ -386,7 +387,7 @@ class JiraConnector(ScopedConnector):
                 # document. Narrow the issue to the comment's readers until the next sync rewrites it.
                 shown = Access(self._perms.narrowed(shown.principals, narrowed.principals, key))
         for problem in self._perms.take_problems():
-            yield SyncFailure(self.name, key, problem)
+            yield SyncFailure(self.name, f"{key} access", problem)
         if known[doc_id] != shown.digest():
             yield AccessChange(doc_id, shown)
         for pid, part_access in sorted(parts.items()):

@@ -6,10 +6,14 @@ from datetime import datetime, timedelta
 
 import pytest
 from fake_jira import ZONE, person
-from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
+from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, search, sync
 
+from api.documents import read_document
+from api.errors import NotFound
 from connectors.base import AuthFailed
-from indexer.models import Principal
+from connectors.registry import build_connector
+from indexer.models import AccessChange, Deletion, Document, Principal, SyncFailure
+from retrieval.grep import grep
 
 DESCRIPTION = """h2. Steps
 
@@ -214,4 +218,200 @@ def test_huge_descriptions_are_capped_not_dropped(services, cloud_shop):
     assert sync(services, "jira").files_failed == 0
     doc = services.catalog.get_document("jira:SHOP-99")
     assert 45_000 < len(doc.content) <= 50_000 + 20 and doc.content.endswith("(truncated)\n")
+    assert consistent(services, "jira")
+
+
+# -- restricted comments, security levels, links, the permissions pass and refresh --------------------------
+
+ROLE_SECRET = "Rollback plan uses the zebracorn switch"
+GROUP_SECRET = "Budget for the quokkafish vendor"
+CONTENT_REQUEST = r"/issue/[A-Z]+-\d+$"  # a full read of one issue
+
+
+def restricted_comments(fake):
+    """On SHOP-2 (browsed by group shop-devs, role Developers = dora, and its reporter rita): a comment for
+    role Developers and one for group shop-leads (sam, who browses through shop-devs, and lou, who does not)."""
+    fake.groups["shop-leads"] = ["sam", "lou"]
+    role = fake.comment("SHOP-2", ROLE_SECRET, visibility={"type": "role", "value": "Developers"})
+    group = fake.comment("SHOP-2", GROUP_SECRET, visibility={"type": "group", "value": "shop-leads"})
+    fake.comment("SHOP-2", "Open note: refunds resume tomorrow")
+    return f"jira:SHOP-2#comment-{role}", f"jira:SHOP-2#comment-{group}"
+
+
+def who(fake, name, *groups):
+    return Principal(user(fake, name), frozenset(groups))
+
+
+def sees(services, principal, secret):
+    """Whether a real search or grep as `principal` returns any text containing `secret`."""
+    hits = {h.doc_id for h in search_hits(services, secret, principal)}
+    found = any(secret in services.catalog.get_document(d).content for d in hits)
+    grepped = grep(services.catalog, services.fulltext, principal, secret.split()[-2]).matches
+    return found or bool(grepped)
+
+
+def search_hits(services, query, principal):
+    return search(services, query, principal, limit=50)
+
+
+def readable(services, principal, doc_id):
+    try:
+        read_document(services.catalog, principal, doc_id)
+    except NotFound:
+        return False
+    return True
+
+
+def run_access_pass(services, name="jira"):
+    """The permissions pass as the engine applies it: access rewritten from the catalog, deletions removed."""
+    connector = build_connector(services.catalog.get_source(name), services.settings)
+    items = list(connector.access_pass(services.catalog.access_digests(name)))
+    services.pipeline.reapply_access({i.doc_id: i.access for i in items if isinstance(i, AccessChange)})
+    services.pipeline.delete([i.doc_id for i in items if isinstance(i, Deletion)])
+    return items
+
+
+def run_refresh(services, doc_ids, name="jira"):
+    connector = build_connector(services.catalog.get_source(name), services.settings)
+    items = list(connector.refresh(doc_ids))
+    services.pipeline.apply_lexical([i for i in items if isinstance(i, Document)])
+    services.pipeline.embed_pending(name)
+    services.pipeline.delete([i.doc_id for i in items if isinstance(i, Deletion)])
+    return items
+
+
+def test_restricted_comments_are_documents_of_their_own_readable_by_role_or_group_members(services, shop):
+    role_doc, group_doc = restricted_comments(shop)
+    register(services, jira_source(shop))
+    assert sync(services, "jira").files_failed == 0
+    issue = services.catalog.get_document("jira:SHOP-2")
+    assert ROLE_SECRET not in issue.content and GROUP_SECRET not in issue.content
+    assert "refunds resume tomorrow" in issue.content  # unrestricted comments stay in the issue
+    comment = services.catalog.get_document(role_doc)
+    assert comment.path == role_doc.split(":", 1)[1] and comment.kind == "issue" and ROLE_SECRET in comment.content
+    assert consistent(services, "jira")
+
+    dora, sam = who(shop, "dora"), who(shop, "sam", "shop-devs")
+    sid, lou, rita = who(shop, "sid", "shop-devs"), who(shop, "lou", "shop-leads"), who(shop, "rita")
+    # role Developers: dora only (sam and sid browse the issue but are not in the role)
+    assert sees(services, dora, ROLE_SECRET) and readable(services, dora, role_doc)
+    for outsider in (sam, sid, rita, Principal("stranger", frozenset({"Developers"}))):
+        assert not sees(services, outsider, ROLE_SECRET) and not readable(services, outsider, role_doc)
+    # group shop-leads: those of its members who may browse the issue (sam), never lou who may not
+    assert sees(services, sam, GROUP_SECRET) and readable(services, sam, group_doc)
+    for outsider in (sid, lou, dora, rita):
+        assert not sees(services, outsider, GROUP_SECRET) and not readable(services, outsider, group_doc)
+    assert readable(services, rita, "jira:SHOP-2")
+
+
+def test_security_level_members_are_read_from_the_scheme(services, shop):
+    """Cloud reads a level's members; Data Center has no API for them: the level is admins only there,
+    unless `security_levels` names it."""
+    shop.groups["shop-leads"] = ["sam"]
+    shop.security_level("SHOP", "10100", "Leads", [{"type": "group", "parameter": "shop-leads"},
+                                                   {"type": "reporter"}])
+    shop.add_issue("SHOP-4", "Vendor contract renewal", "The payment vendor contract ends in May",
+                   security={"id": "10100", "name": "Leads"}, reporter=person("rita", shop.cloud))
+    register(services, jira_source(shop))
+    sync(services, "jira")
+    expected = ({f"user:{user(shop, 'sam')}", f"user:{user(shop, 'rita')}", "role:admin"} if shop.cloud
+                else {"role:admin"})
+    assert set(services.catalog.document_acl("jira:SHOP-4")) == expected
+    assert readable(services, who(shop, "sam", "shop-devs"), "jira:SHOP-4") is shop.cloud
+    assert not readable(services, who(shop, "sid", "shop-devs"), "jira:SHOP-4")  # browses, not in the level
+    register(services, jira_source(shop, security_levels={"Staff": ["group:staff"], "Leads": ["group:shop-devs"]}))
+    run_access_pass(services)  # the configured override: the level is shop-devs (narrowed by the browse grants)
+    assert readable(services, who(shop, "sid", "shop-devs"), "jira:SHOP-4")
+
+
+def test_issue_links_and_remote_links_are_indexed_without_leaking_secured_summaries(services, cloud_shop):
+    cloud_shop.link("SHOP-1", "SHOP-2")
+    cloud_shop.link("SHOP-1", "SHOP-3", kind="Relates", outward="relates to", inward="relates to")
+    cloud_shop.link("SHOP-1", "OPS-1", kind="Cloners", outward="clones", inward="is cloned by")
+    cloud_shop.remote_link("SHOP-1", "Checkout runbook", "https://wiki.example.com/runbook")
+    register(services, jira_source(cloud_shop))
+    sync(services, "jira")
+    text = services.catalog.get_document("jira:SHOP-1").content
+    assert "blocks SHOP-2: Refund e-mails are late" in text
+    assert "relates to SHOP-3" in text and "Card data incident" not in text  # SHOP-3 is under a security level
+    assert "clones OPS-1" in text and "Checkout pods restart" not in text  # another project's readers
+    assert "[Checkout runbook](https://wiki.example.com/runbook)" in text
+    assert "is blocked by SHOP-1: Checkout times out under load" in services.catalog.get_document("jira:SHOP-2").content
+
+
+def test_the_permissions_pass_applies_each_tightening_reading_no_content(services, shop):
+    role_doc, group_doc = restricted_comments(shop)
+    shop.add_issue("SHOP-5", "Loyalty points rounding", "Points are rounded down")
+    register(services, jira_source(shop))
+    sync(services, "jira")
+    dora, sam = who(shop, "dora"), who(shop, "sam", "shop-devs")
+    assert readable(services, dora, "jira:SHOP-1") and readable(services, dora, role_doc)
+    shop.server.clear_log()
+    assert run_access_pass(services) == []  # nothing changed: nothing to do
+
+    shop.update("SHOP-1", security={"id": "1", "name": "Staff"})  # a security level added
+    shop.roles[("SHOP", "10002")] = []  # dora leaves the role Developers
+    shop.delete("SHOP-5")  # deleted
+    shop.move("OPS-1", "SHOP-6")  # moved to another project: the old key's document goes
+    shop.edit_comment("SHOP-2", group_doc.rsplit("-", 1)[1], visibility={"type": "role", "value": "Developers"})
+    items = run_access_pass(services)
+    assert not [i for i in items if isinstance(i, SyncFailure)]
+    assert {i.doc_id for i in items if isinstance(i, Deletion)} == {"jira:SHOP-5", "jira:OPS-1"}
+    assert not readable(services, sam, "jira:SHOP-1")  # under Staff now
+    assert not readable(services, dora, "jira:SHOP-2") and not readable(services, dora, role_doc)
+    assert not readable(services, sam, group_doc) and not sees(services, sam, GROUP_SECRET)  # narrowed to the role
+    assert "jira:SHOP-5" not in indexed(services, "jira") and "jira:OPS-1" not in indexed(services, "jira")
+    assert consistent(services, "jira")
+    assert not shop.server.requests(CONTENT_REQUEST) and not shop.server.requests(r"/remotelink$")
+    assert all("description" not in s.params.get("fields", "") for s in shop.server.requests(r"/search"))
+    assert services.catalog.get_document("jira:SHOP-1").content  # the stored text was reused, not re-read
+
+    shop.edit_comment("SHOP-2", role_doc.rsplit("-", 1)[1], delete=True)  # a restricted comment deleted
+    shop.edit_comment("SHOP-2", group_doc.rsplit("-", 1)[1], visibility=None)  # made public: the issue gets it
+    items = run_access_pass(services)
+    assert {i.doc_id for i in items if isinstance(i, Deletion)} == {role_doc, group_doc}
+
+
+def test_a_comment_edited_into_a_restriction_narrows_its_issue_until_the_next_sync(services, cloud_shop):
+    cid = cloud_shop.comment("SHOP-2", "Vendor is quokkafish ltd")
+    register(services, jira_source(cloud_shop))
+    sync(services, "jira")
+    sid = who(cloud_shop, "sid", "shop-devs")
+    assert sees(services, sid, "Vendor is quokkafish ltd")
+    cloud_shop.edit_comment("SHOP-2", cid, visibility={"type": "role", "value": "Developers"})
+    run_access_pass(services)
+    assert not sees(services, sid, "Vendor is quokkafish ltd")  # the issue's text still has it: narrowed
+    sync(services, "jira")
+    assert readable(services, sid, "jira:SHOP-2") and not sees(services, sid, "Vendor is quokkafish ltd")
+    assert sees(services, who(cloud_shop, "dora"), "Vendor is quokkafish ltd")
+
+
+def test_unreadable_group_members_fail_closed(services, cloud_shop):
+    _, group_doc = restricted_comments(cloud_shop)
+    cloud_shop.server.fail(r"/group/member$", 500, times=100)
+    register(services, jira_source(cloud_shop))
+    counts = sync(services, "jira")
+    assert counts.files_failed >= 1
+    assert services.catalog.document_acl(group_doc) == ("role:admin",)
+    assert not sees(services, who(cloud_shop, "sam", "shop-devs"), GROUP_SECRET)
+    assert any("shop-leads" in f.error for f in services.catalog.list_failures("jira"))
+    cloud_shop.server.faults.clear()
+    run_access_pass(services)
+    assert sees(services, who(cloud_shop, "sam", "shop-devs"), GROUP_SECRET)
+
+
+def test_refresh_reads_named_issues_again(services, cloud_shop):
+    role_doc, group_doc = restricted_comments(cloud_shop)
+    register(services, jira_source(cloud_shop))
+    sync(services, "jira")
+    cloud_shop.update("SHOP-1", security={"id": "1", "name": "Staff"})
+    cloud_shop.delete("SHOP-3")
+    cloud_shop.move("OPS-1", "SHOP-7")
+    cloud_shop.edit_comment("SHOP-2", role_doc.rsplit("-", 1)[1], delete=True)
+    cloud_shop.edit_comment("SHOP-2", group_doc.rsplit("-", 1)[1], visibility={"type": "role", "value": "Developers"})
+    items = run_refresh(services, ["jira:SHOP-1", "jira:SHOP-3", "jira:OPS-1", role_doc, group_doc])
+    assert {i.doc_id for i in items if isinstance(i, Deletion)} == {"jira:SHOP-3", "jira:OPS-1", role_doc}
+    assert not readable(services, who(cloud_shop, "sam", "shop-devs"), "jira:SHOP-1")
+    assert not sees(services, who(cloud_shop, "sam", "shop-devs"), GROUP_SECRET)
+    assert "jira:SHOP-7" in indexed(services, "jira")  # the moved issue under its new key
     assert consistent(services, "jira")
