@@ -29,6 +29,7 @@ def gitlab(gitlab_server, make_repo, monkeypatch):
     repo.write("cart/checkout.py", CHECKOUT)
     repo.commit("initial")
     fake.add_group("platform")
+    fake.add_group("platform/sre", members={"sam": DEVELOPER, "gwen": GUEST})
     fake.repo = repo
     fake.public = fake.add_project("platform/checkout", "public", repo=repo.root,
                                    members={"alice": OWNER, "gus": GUEST})
@@ -172,7 +173,11 @@ def test_access_public_internal_private_confidential_and_feature_levels(services
     org_user = found_docs(services, query, Principal("olga", frozenset({"org-all"})))
     assert "gl:platform/payments/-/issues/1" in org_user and not any("vault" in d for d in org_user)
     assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("gil"))  # guests read issues
-    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("x", frozenset({"platform/sre"})))
+    # The project is shared with platform/sre: its members read as their role there, capped by the share.
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("sam"))
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("gwen"))
+    # A group name alone grants nothing: GitLab's roles differ member by member inside the group.
+    assert not found_docs(services, query, Principal("x", frozenset({"platform/sre"}))) - stranger
     for reader in ("alice", "carla", "dina"):  # reporter+ member, author, assignee
         assert "gl:platform/checkout/-/issues/3" in found_docs(services, query, Principal(reader))
     assert "gl:platform/checkout/-/issues/3" not in found_docs(services, query, Principal("gus"))  # a guest
