@@ -134,8 +134,7 @@ class FakeGitLab:
                  iid: int | None = None, note_id: int | None = None) -> bool:
         """Whether GitLab lets `user` (an internal, signed-in account when `signed_in`) read the code, an item or
         one of its notes."""
-        if user in self.blocked:
-            return False
+        signed_in = signed_in and user not in self.blocked  # a blocked account reads as an anonymous visitor
         role = self.role(project, user)
 
         def feature(name: str) -> bool:
