@@ -1,4 +1,17 @@
-"""Who may read what in a GitLab project: visibility, feature access levels, members, shares, confidentiality."""
+"""Who may read what in a GitLab project: visibility, feature access levels, members, shares, confidentiality,
+internal notes.
+
+GitLab's rules, as applied here (each narrower or equal to GitLab, never wider):
+- a member's role in a project is the highest of their direct role, their role in an ancestor group, and, for
+  each group the project is shared with, the lower of their role in that group and the share's maximum role;
+- a feature (`repository`, `issues`, `merge_requests`) set to `enabled` reads like the project: public → everyone,
+  internal → every signed-in user (`internal_principal`), private → members; `private` ("only project members")
+  → members; `disabled` → nothing. Members need the feature's role: Guest for issues, Reporter for the
+  repository and merge requests. Merge requests never read wider than the repository;
+- a confidential issue: members with Planner (15, GitLab 17.7+) or more, plus its author and assignees when they
+  may read the project's issues at all;
+- an internal note (`internal: true`): members with Reporter or more only (not authors, assignees or guests), and
+  never wider than the issue or merge request it is on."""
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +24,11 @@ from indexer.models import PUBLIC, Access
 
 log = logging.getLogger(__name__)
 
-GUEST, REPORTER = 10, 20
+GUEST, PLANNER, REPORTER = 10, 15, 20
 # The role a member needs to read each feature of a project that is not open to them anyway.
 FEATURE_ROLE = {"repository": REPORTER, "issues": GUEST, "merge_requests": REPORTER}
+CONFIDENTIAL_ROLE = PLANNER  # reads confidential issues (below 17.7 no role has 15: Reporter+)
+INTERNAL_NOTE_ROLE = REPORTER  # reads internal notes
 
 
 @dataclass(frozen=True)
@@ -24,8 +39,9 @@ class Member:
 
 @dataclass(frozen=True)
 class Share:
+    group_id: int
     full_path: str
-    level: int
+    level: int  # the share's maximum role
 
 
 @dataclass(frozen=True)
@@ -35,56 +51,96 @@ class ProjectAccess:
     code: Access | None
     issues: Access | None
     merge_requests: Access | None
-    reporters: frozenset[str]  # principals holding Reporter or more: who reads confidential issues
+    confidential: frozenset[str]  # principals reading confidential issues (Planner+)
+    note_readers: frozenset[str]  # principals reading internal notes (Reporter+)
 
     def feature(self, name: str) -> Access | None:
         return {"repository": self.code, "code": self.code, "issues": self.issues,
                 "merge_requests": self.merge_requests}[name]
 
     def for_issue(self, issue: Mapping[str, Any]) -> Access | None:
-        """A confidential issue is readable by Reporter+ members, its author and its assignees only."""
+        """A confidential issue is readable by Planner+ members, and by its author and assignees when they
+        may read the project's issues at all (a removed author of a private project reads nothing)."""
         if self.issues is None:
             return None
         if not issue.get("confidential"):
             return self.issues
         people = [issue.get("author") or {}, *(issue.get("assignees") or [])]
         users = {f"user:{p['username']}" for p in people if isinstance(p, Mapping) and p.get("username")}
-        return Access(frozenset(self.reporters | users))
+        return Access(frozenset(self.confidential | {u for u in users if covers(self.issues, u)}))
+
+    def for_ticket(self, kind: str, item: Mapping[str, Any]) -> Access | None:
+        return self.for_issue(item) if kind == "issues" else self.merge_requests
+
+    def for_internal_note(self, ticket: Access) -> Access:
+        """Reporter+ members who may also read the ticket the note is on."""
+        return Access(frozenset(p for p in self.note_readers if covers(ticket, p)))
 
     def digest(self) -> str:
-        """Changes whenever any feature's access (or the reporters) changes."""
+        """Changes whenever any feature's access (or the confidential or note readers) changes."""
         parts = [a.digest() if a else "-" for a in (self.code, self.issues, self.merge_requests)]
-        parts.append(Access(self.reporters).digest())
+        parts += [Access(self.confidential).digest(), Access(self.note_readers).digest()]
         return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
 
 
+def covers(access: Access, principal: str) -> bool:
+    """Whether everyone `principal` stands for may read under `access` (judged by name only, so never wider)."""
+    return PUBLIC in access.principals or principal in access.principals
+
+
 def parse_members(rows: Iterable[Mapping[str, Any]]) -> list[Member]:
-    """Active members (blocked, awaiting or deactivated accounts read nothing)."""
-    out = []
+    """Active members (blocked, awaiting or deactivated accounts read nothing); one row per user, highest role."""
+    best: dict[str, int] = {}
     for row in rows:
         state = row.get("state", "active")
         if row.get("username") and state == "active":
-            out.append(Member(str(row["username"]), int(row.get("access_level") or 0)))
-    return out
+            name, level = str(row["username"]), int(row.get("access_level") or 0)
+            best[name] = max(level, best.get(name, 0))
+    return [Member(name, level) for name, level in sorted(best.items())]
 
 
 def parse_shares(project: Mapping[str, Any]) -> list[Share]:
-    return [Share(str(s["group_full_path"]), int(s.get("group_access_level") or 0))
+    return [Share(int(s.get("group_id") or 0), str(s["group_full_path"]), int(s.get("group_access_level") or 0))
             for s in project.get("shared_with_groups") or [] if s.get("group_full_path")]
 
 
-def _holders(members: list[Member], shares: list[Share], role: int) -> frozenset[str]:
-    return frozenset({f"user:{m.username}" for m in members if m.level >= role}
-                     | {f"group:{s.full_path}" for s in shares if s.level >= role})
+def effective_members(all_members: list[Member], shared: Mapping[Share, list[Member]]) -> list[Member]:
+    """Each member's role in the project, capped by the shares they come through.
+
+    `all_members` is the project's `members/all`: it lists members of groups the project is shared with under
+    their role *in that group*, not capped by the share (GitLab's MembersFinder), and prefers a direct project
+    row over a higher group row. `shared` holds each shared group's own members (`groups/:id/members/all`).
+    A user listed in no shared group keeps their row; one listed in a shared group keeps their row only when it
+    is above every role they hold in those groups (so it came from elsewhere), else gets the best capped role.
+    Users not in `members/all` are never added."""
+    out = []
+    for member in all_members:
+        through = [(m.level, share.level) for share, rows in shared.items() for m in rows
+                   if m.username == member.username]
+        if not through or member.level > max(group_level for group_level, _ in through):
+            out.append(member)
+            continue
+        level = max(min(group_level, cap) for group_level, cap in through)
+        if level > 0:
+            out.append(Member(member.username, level))
+    return out
 
 
-def _feature(project: Mapping[str, Any], feature: str, members: list[Member], shares: list[Share],
-             internal_principal: str) -> Access | None:
-    level = project.get(f"{feature}_access_level") or "enabled"
+def _holders(members: list[Member], role: int) -> frozenset[str]:
+    return frozenset(f"user:{m.username}" for m in members if m.level >= role)
+
+
+def _level(project: Mapping[str, Any], feature: str) -> str:
+    return str(project.get(f"{feature}_access_level") or "enabled")
+
+
+def _feature(project: Mapping[str, Any], feature: str, members: list[Member], internal_principal: str,
+             role: int | None = None) -> Access | None:
+    level = _level(project, feature)
     if level == "disabled":
         return None
     visibility = project.get("visibility") or "private"
-    holders = _holders(members, shares, FEATURE_ROLE[feature])
+    holders = _holders(members, FEATURE_ROLE[feature] if role is None else role)
     if level in ("enabled", "public") and visibility == "public":
         return Access(frozenset({PUBLIC}))
     if level in ("enabled", "public") and visibility == "internal":
@@ -95,16 +151,29 @@ def _feature(project: Mapping[str, Any], feature: str, members: list[Member], sh
     return Access(holders)
 
 
+def _merge_requests(project: Mapping[str, Any], members: list[Member], internal_principal: str) -> Access | None:
+    """Merge requests show the repository's code: never wider than the repository feature."""
+    own = _feature(project, "merge_requests", members, internal_principal)
+    repository = _feature(project, "repository", members, internal_principal, role=FEATURE_ROLE["merge_requests"])
+    if own is None or repository is None:
+        return None
+    if PUBLIC in own.principals:
+        return repository
+    if PUBLIC in repository.principals:
+        return own
+    return Access(own.principals & repository.principals)
+
+
 def project_access(project: Mapping[str, Any], members: list[Member], internal_principal: str) -> ProjectAccess:
     """Public → `public`; internal → the org-wide principal (never `public`); private, or a feature
-    limited to members → members with the feature's role as `user:<username>` plus the groups the
-    project is shared with as `group:<full_path>`."""
-    shares = parse_shares(project)
+    limited to members → members with the feature's role as `user:<username>`. `members` are the
+    project's effective members (see `effective_members`)."""
     if project.get("visibility") == "internal" and not internal_principal:
         log.warning("project %s is internal but no internal_principal is configured: members only",
                     project.get("id"))
-    code = None if project.get("empty_repo") else _feature(project, "repository", members, shares, internal_principal)
+    code = None if project.get("empty_repo") else _feature(project, "repository", members, internal_principal)
     return ProjectAccess(code=code,
-                         issues=_feature(project, "issues", members, shares, internal_principal),
-                         merge_requests=_feature(project, "merge_requests", members, shares, internal_principal),
-                         reporters=_holders(members, shares, REPORTER))
+                         issues=_feature(project, "issues", members, internal_principal),
+                         merge_requests=_merge_requests(project, members, internal_principal),
+                         confidential=_holders(members, CONFIDENTIAL_ROLE),
+                         note_readers=_holders(members, INTERNAL_NOTE_ROLE))

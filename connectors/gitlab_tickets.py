@@ -1,4 +1,5 @@
-"""GitLab issues and merge requests as Documents: description, comments and the facts around them."""
+"""GitLab issues and merge requests as Documents: description, comments and the facts around them; each internal
+note as its own Document (`<ticket id>#note-<id>`), since fewer people may read it than the ticket."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -49,10 +50,29 @@ def _facts(project_path: str, kind: str, item: Mapping[str, Any]) -> list[str]:
     return [*lines, " · ".join(extra)]
 
 
+def is_internal(note: Mapping[str, Any]) -> bool:
+    """An internal note (`confidential` is its name before GitLab 15.0)."""
+    return bool(note.get("internal") or note.get("confidential"))
+
+
 def visible_notes(notes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Human comments only: no system notes ("changed the label"), no internal notes (Reporter+ only)."""
-    return [n for n in notes if not n.get("system") and not n.get("internal") and not n.get("confidential")
+    """Human comments everyone reading the ticket reads: no system notes ("changed the label"), no internal
+    notes (those become their own documents)."""
+    return [n for n in notes if not n.get("system") and not is_internal(n) and str(n.get("body") or "").strip()]
+
+
+def internal_notes(notes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Human internal notes with text, each of which is indexed as its own document."""
+    return [n for n in notes if not n.get("system") and is_internal(n) and n.get("id") is not None
             and str(n.get("body") or "").strip()]
+
+
+NOTE_SUFFIX = "#note-"
+
+
+def note_path(ticket: str, note_id: Any) -> str:
+    """`group/project/-/issues/12#note-345`: the ticket's path and the note's id."""
+    return f"{ticket}{NOTE_SUFFIX}{note_id}"
 
 
 def ticket_text(project_path: str, kind: str, item: Mapping[str, Any], notes: Iterable[Mapping[str, Any]],
@@ -74,7 +94,10 @@ def ticket_text(project_path: str, kind: str, item: Mapping[str, Any], notes: It
 
 
 def ticket_document(source: str, project_path: str, kind: str, item: Mapping[str, Any],
-                    notes: Iterable[Mapping[str, Any]], access: Access, max_chars: int) -> Document:
+                    notes: Iterable[Mapping[str, Any]], access: Access, max_chars: int,
+                    access_key: str = "") -> Document:
+    """The ticket without its internal notes. `access_key` (default: the access's digest) goes into the version:
+    the connector passes one that also changes with who reads the ticket's internal notes."""
     path = ticket_path(project_path, kind, item.get("iid"))
     text, truncated = ticket_text(project_path, kind, item, notes, max_chars)
     metadata = {"project": project_path, "iid": str(item.get("iid")), "state": str(item.get("state", "")),
@@ -82,6 +105,28 @@ def ticket_document(source: str, project_path: str, kind: str, item: Mapping[str
     if truncated:
         metadata["truncated"] = "true"
     return Document(id=document_id(source, path), source=source, path=path, content=text,
-                    version=item_version(str(item.get("updated_at", "")), access.digest()), access=access,
-                    kind=KINDS[kind][0], language="markdown", title=str(item.get("title", "")),
+                    version=item_version(str(item.get("updated_at", "")), access_key or access.digest()),
+                    access=access, kind=KINDS[kind][0], language="markdown", title=str(item.get("title", "")),
                     url=str(item.get("web_url", "")), metadata=metadata)
+
+
+def note_document(source: str, project_path: str, kind: str, item: Mapping[str, Any], note: Mapping[str, Any],
+                  access: Access, max_chars: int) -> Document:
+    """One internal note as a document of its own: the ticket's heading, who wrote it, and the note."""
+    ticket = ticket_path(project_path, kind, item.get("iid"))
+    path = note_path(ticket, note["id"])
+    _, sigil, label = KINDS[kind]
+    text = "\n".join([f"# {item.get('title', '')} (internal note)", "",
+                      (f"Internal note on {label.lower()} {project_path}{sigil}{item.get('iid')} · "
+                      f"{_who(note.get('author')) or 'someone'} · {note.get('created_at', '')}"), "",
+                      str(note.get("body") or "").strip()]).strip() + "\n"
+    metadata = {"project": project_path, "iid": str(item.get("iid")), "note": str(note["id"]), "internal": "true",
+                "updated_at": str(note.get("updated_at", ""))}
+    if len(text) > max_chars:
+        text = text[:max_chars].rsplit("\n", 1)[0] + "\n\n(truncated)\n"
+        metadata["truncated"] = "true"
+    web = str(item.get("web_url", ""))
+    return Document(id=document_id(source, path), source=source, path=path, content=text,
+                    version=item_version(str(note.get("updated_at", "")), access.digest()), access=access,
+                    kind=KINDS[kind][0], language="markdown", title=f"{item.get('title', '')} (internal note)",
+                    url=f"{web}#note_{note['id']}" if web else "", metadata=metadata)

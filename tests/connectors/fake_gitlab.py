@@ -1,4 +1,10 @@
-"""A fake GitLab speaking the v4 REST shapes python-gitlab calls, plus git smart HTTP for clones."""
+"""A fake GitLab speaking the v4 REST shapes python-gitlab calls, plus git smart HTTP for clones.
+
+It keeps GitLab's state that decides who reads what (visibility, feature access levels, direct members, group
+members inherited by projects, groups a project is shared with and the share's maximum role, blocked users,
+confidential issues, internal notes), answers `members/all` the way GitLab does (members of a shared group
+under their role in that group, not capped by the share; a direct project row preferred), and `can_read` is
+GitLab's rule written from the user's side, an oracle for tests independent of the connector's code."""
 from __future__ import annotations
 
 import base64
@@ -17,6 +23,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 FEATURES = ("issues", "merge_requests", "repository")
+GUEST, PLANNER, REPORTER = 10, 15, 20
+FEATURE_ROLE = {"issues": GUEST, "merge_requests": REPORTER, "repository": REPORTER}
 
 
 def _user(username: str) -> dict[str, Any]:
@@ -44,6 +52,8 @@ class FakeGitLab:
         self.token = token
         self.projects: dict[int, FakeProject] = {}
         self.groups: dict[str, int] = {}
+        self.group_members: dict[str, dict[str, int]] = {}  # group full path → username → access level
+        self.blocked: set[str] = set()  # usernames whose account is blocked
         self.now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
         self.max_per_page = 100  # GitLab's cap; tests lower it to page through few items
         self.server = FakeServer(Starlette(routes=self._routes()))
@@ -54,8 +64,9 @@ class FakeGitLab:
         self.now += timedelta(minutes=1)
         return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-    def add_group(self, path: str) -> None:
+    def add_group(self, path: str, members: dict[str, int] | None = None) -> None:
         self.groups[path] = len(self.groups) + 1
+        self.group_members[path] = dict(members or {})
 
     def add_project(self, path: str, visibility: str = "private", repo: Path | None = None,
                     members: dict[str, int] | None = None, shares: dict[str, int] | None = None) -> FakeProject:
@@ -96,6 +107,59 @@ class FakeGitLab:
     def delete_item(self, project: FakeProject, kind: str, iid: int) -> None:
         del project.items[kind][iid]
 
+    def delete_note(self, project: FakeProject, kind: str, iid: int, note_id: int) -> None:
+        """GitLab touches the noteable when one of its notes goes."""
+        project.notes[(kind, iid)] = [n for n in project.notes[(kind, iid)] if n["id"] != note_id]
+        project.items[kind][iid]["updated_at"] = self.tick()
+
+    # -- GitLab's rules, from the user's side (the tests' oracle) -----------------------------
+
+    def _ancestors(self, path: str) -> list[str]:
+        """`a/b/c` → [`a/b/c`, `a/b`, `a`] that are groups."""
+        parts = path.split("/")
+        return [g for g in ("/".join(parts[:n]) for n in range(len(parts), 0, -1)) if g in self.groups]
+
+    def _group_level(self, group: str, user: str) -> int:
+        return max((self.group_members.get(g, {}).get(user, 0) for g in self._ancestors(group)), default=0)
+
+    def role(self, project: FakeProject, user: str) -> int:
+        """The user's role in the project: the highest of direct, inherited, and shared (capped by the share)."""
+        if user in self.blocked:
+            return 0
+        levels = [project.members.get(user, 0), self._group_level(project.path.rpartition("/")[0], user)]
+        levels += [min(self._group_level(group, user), cap) for group, cap in project.shares.items()]
+        return max(levels)
+
+    def can_read(self, user: str, signed_in: bool, project: FakeProject, kind: str = "repository",
+                 iid: int | None = None, note_id: int | None = None) -> bool:
+        """Whether GitLab lets `user` (an internal, signed-in account when `signed_in`) read the code, an item or
+        one of its notes."""
+        signed_in = signed_in and user not in self.blocked  # a blocked account reads as an anonymous visitor
+        role = self.role(project, user)
+
+        def feature(name: str) -> bool:
+            level = project.levels[name]
+            if level == "disabled":
+                return False
+            everyone = project.visibility == "public" or (project.visibility == "internal" and signed_in)
+            return (level == "enabled" and everyone) or role >= FEATURE_ROLE[name]
+
+        if kind == "repository":
+            return project.repo is not None and feature("repository")
+        if not feature(kind) or (kind == "merge_requests" and not feature("repository")):
+            return False
+        item = project.items[kind].get(iid or 0)
+        if item is None:
+            return False
+        if item.get("confidential"):
+            people = {item["author"]["username"], *(a["username"] for a in item["assignees"])}
+            if role < PLANNER and user not in people:
+                return False
+        if note_id is not None:
+            note = next((n for n in project.notes[(kind, iid or 0)] if n["id"] == note_id), None)
+            return note is not None and (not note.get("internal") or role >= REPORTER)
+        return True
+
     # -- JSON shapes --------------------------------------------------------------------------
 
     def project_json(self, p: FakeProject) -> dict[str, Any]:
@@ -107,8 +171,13 @@ class FakeGitLab:
                 "http_url_to_repo": f"{self.server.url}/{p.path}.git", "ssh_url_to_repo": f"git@fake:{p.path}.git",
                 "web_url": f"{self.server.url}/{p.path}",
                 **{f"{f}_access_level": p.levels[f] for f in FEATURES},
-                "shared_with_groups": [{"group_id": i, "group_name": g.rsplit("/", 1)[-1], "group_full_path": g,
-                                        "group_access_level": level} for i, (g, level) in enumerate(p.shares.items())]}
+                "shared_with_groups": [{"group_id": self.groups[g], "group_name": g.rsplit("/", 1)[-1],
+                                        "group_full_path": g, "group_access_level": level}
+                                       for g, level in p.shares.items()]}
+
+    def member_rows(self, levels: dict[str, int]) -> list[dict[str, Any]]:
+        return [{**_user(u), "access_level": level, "state": "blocked" if u in self.blocked else "active"}
+                for u, level in sorted(levels.items()) if level > 0]
 
     # -- the app ------------------------------------------------------------------------------
 
@@ -116,6 +185,7 @@ class FakeGitLab:
         api = "/api/v4"
         return [
             Route(api + "/groups/{gid:path}/projects", self._group_projects),
+            Route(api + "/groups/{gid:path}/members/all", self._group_members),
             Route(api + "/projects/{pid:path}/members/all", self._members),
             Route(api + "/projects/{pid:path}/{kind:str}/{iid:int}/notes", self._notes),
             Route(api + "/projects/{pid:path}/{kind:str}/{iid:int}", self._item),
@@ -152,11 +222,30 @@ class FakeGitLab:
         return JSONResponse(self.project_json(project))
 
     async def _members(self, request: Request) -> Response:
+        """GitLab's MembersFinder: direct members first, else the highest group row, where rows of groups the
+        project is shared with (and their ancestors) carry the role in that group, not capped by the share."""
         project = self._find(request.path_params["pid"]) if self._authorised(request) else None
         if project is None:
             return JSONResponse({"message": "404 Project Not Found"}, 404)
-        rows = [{**_user(u), "access_level": level} for u, level in sorted(project.members.items())]
-        return gitlab_paged(rows, request)
+        groups = self._ancestors(project.path.rpartition("/")[0])
+        groups += [g for shared in project.shares for g in self._ancestors(shared)]
+        levels: dict[str, int] = {}
+        for group in groups:
+            for user, level in self.group_members.get(group, {}).items():
+                levels[user] = max(level, levels.get(user, 0))
+        levels.update(project.members)
+        return gitlab_paged(self.member_rows(levels), request)
+
+    async def _group_members(self, request: Request) -> Response:
+        gid = request.path_params["gid"]
+        path = next((p for p, i in self.groups.items() if gid in (p, str(i))), None)
+        if not self._authorised(request) or path is None:
+            return JSONResponse({"message": "404 Group Not Found"}, 404)
+        levels: dict[str, int] = {}
+        for group in self._ancestors(path):
+            for user, level in self.group_members.get(group, {}).items():
+                levels[user] = max(level, levels.get(user, 0))
+        return gitlab_paged(self.member_rows(levels), request)
 
     async def _items(self, request: Request) -> Response:
         kind = request.path_params["kind"]

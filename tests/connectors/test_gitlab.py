@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from fastapi.testclient import TestClient
 from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
 
+from api.app import create_app
+from api.tokens import TokenStore
 from connectors.base import AuthFailed
-from indexer.models import Principal
+from connectors.registry import build_connector
+from indexer.models import AccessChange, Deletion, Document, Principal
 
 CHECKOUT = '''"""Checkout of a cart."""
 
@@ -29,6 +35,7 @@ def gitlab(gitlab_server, make_repo, monkeypatch):
     repo.write("cart/checkout.py", CHECKOUT)
     repo.commit("initial")
     fake.add_group("platform")
+    fake.add_group("platform/sre", members={"sam": DEVELOPER, "gwen": GUEST})
     fake.repo = repo
     fake.public = fake.add_project("platform/checkout", "public", repo=repo.root,
                                    members={"alice": OWNER, "gus": GUEST})
@@ -172,7 +179,11 @@ def test_access_public_internal_private_confidential_and_feature_levels(services
     org_user = found_docs(services, query, Principal("olga", frozenset({"org-all"})))
     assert "gl:platform/payments/-/issues/1" in org_user and not any("vault" in d for d in org_user)
     assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("gil"))  # guests read issues
-    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("x", frozenset({"platform/sre"})))
+    # The project is shared with platform/sre: its members read as their role there, capped by the share.
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("sam"))
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("gwen"))
+    # A group name alone grants nothing: GitLab's roles differ member by member inside the group.
+    assert not found_docs(services, query, Principal("x", frozenset({"platform/sre"}))) - stranger
     for reader in ("alice", "carla", "dina"):  # reporter+ member, author, assignee
         assert "gl:platform/checkout/-/issues/3" in found_docs(services, query, Principal(reader))
     assert "gl:platform/checkout/-/issues/3" not in found_docs(services, query, Principal("gus"))  # a guest
@@ -285,3 +296,335 @@ def test_a_project_level_failure_is_cleared_once_the_project_syncs_again(service
     assert "gl:platform/payments/-/issues/1" in indexed(services, "gl")  # kept while it could not be read
     sync(services, "gl")
     assert services.catalog.list_failures("gl") == []
+
+
+# -- internal notes, exact ACLs, the permissions pass and refresh ---------------------------------------------
+
+NOTE = "gl:platform/checkout/-/issues/1#note-2"
+SECRET = "rotate the gateway signing key before friday"
+
+
+def seed_notes(fake):
+    """An internal note on the public issue, one on a confidential issue, one on the private vault issue."""
+    fake.public.members["rita"] = REPORTER
+    fake.add_note(fake.public, "issues", 1, f"Internal: {SECRET}", author="alice", internal=True)
+    fake.add_note(fake.public, "issues", 1, "Public follow-up: the fix ships in v2.3")
+    fake.add_item(fake.public, "issues", "Confidential card leak", "card numbers in the checkout logs",
+                  confidential=True, author="carla", assignees=["gus"])
+    fake.add_note(fake.public, "issues", 3, "Internal: the leak came from the fraud export", author="alice",
+                  internal=True)
+    fake.add_note(fake.private, "issues", 1, "Internal: vault master key escrow in locker 7", author="pat",
+                  internal=True)
+
+
+def connector_of(services, name="gl"):
+    return build_connector(services.catalog.get_source(name), services.settings)
+
+
+def permissions_pass(services, name="gl"):
+    """One permissions pass, applied as the engine does: ACL rewrites from the catalog's text, deletions."""
+    items = list(connector_of(services, name).access_pass(services.catalog.access_digests(name)))
+    changes = {i.doc_id: i.access for i in items if isinstance(i, AccessChange)}
+    counts = services.pipeline.reapply_access(changes)
+    services.pipeline.delete([i.doc_id for i in items if isinstance(i, Deletion)])
+    return items, counts
+
+
+def refreshed(services, doc_ids, name="gl"):
+    """Items read again now (a webhook), applied to the index."""
+    items = list(connector_of(services, name).refresh(doc_ids))
+    services.pipeline.apply_lexical([i for i in items if isinstance(i, Document)])
+    services.pipeline.embed_pending(name)
+    services.pipeline.delete([i.doc_id for i in items if isinstance(i, Deletion)])
+    return items
+
+
+def reads(services, doc_id, principal):
+    return doc_id in found_docs(services, "gateway signing key leak fraud export vault escrow locker checkout",
+                                principal)
+
+
+def test_internal_notes_are_documents_of_their_own_for_reporters_only(services, gitlab):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    docs = indexed(services, "gl")
+    assert {NOTE, "gl:platform/checkout/-/issues/3#note-1", "gl:platform/vault/-/issues/1#note-1"} <= set(docs)
+    ticket = services.catalog.get_document("gl:platform/checkout/-/issues/1")
+    assert SECRET not in ticket.content and "the fix ships in v2.3" in ticket.content
+    note = services.catalog.get_document(NOTE)
+    assert SECRET in note.content and note.path == "platform/checkout/-/issues/1#note-2" and note.kind == "issue"
+    assert note.url.endswith("/platform/checkout/-/issues/1#note_2")
+    # A public issue: everybody reads the ticket, only Reporter+ members its internal note.
+    for who in ("alice", "rita"):
+        assert reads(services, NOTE, Principal(who))
+    for who in (Principal("gus"), Principal("stranger"), Principal("olga", frozenset({"org-all"}))):
+        assert not reads(services, NOTE, who) and reads(services, "gl:platform/checkout/-/issues/1", who)
+    # A confidential issue: its assignee (a guest) reads the issue, never its internal note.
+    assert reads(services, "gl:platform/checkout/-/issues/3", Principal("gus"))
+    assert not reads(services, "gl:platform/checkout/-/issues/3#note-1", Principal("gus"))
+    assert not reads(services, "gl:platform/checkout/-/issues/3#note-1", Principal("carla"))  # the author
+    assert reads(services, "gl:platform/checkout/-/issues/3#note-1", Principal("rita"))
+    # A private project: pat (Reporter) reads the note, gil (Guest) the issue only, sam (shared, Developer) both.
+    assert reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("pat"))
+    assert reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("sam"))
+    assert not reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("gil"))
+    assert not reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("gwen"))  # a guest in sre
+    # The documents route answers the same: 404 for who may not read, exactly like a missing document.
+    with TestClient(create_app(services.settings, services=services)) as client:
+        def get(doc_id, user, groups=()):
+            tok = TokenStore(services.catalog.engine).create(user, list(groups))[0]
+            # `#` starts a URL's fragment: a note's id goes into the path as %23.
+            return client.get(f"/v1/documents/{quote(doc_id)}", headers={"Authorization": f"Bearer {tok}"})
+        assert get(NOTE, "rita").status_code == 200 and SECRET in get(NOTE, "rita").json()["content"]
+        assert get(NOTE, "gus").status_code == 404 and get(NOTE, "olga", ["org-all"]).status_code == 404
+        assert SECRET not in get("gl:platform/checkout/-/issues/1", "gus").json()["content"]
+
+
+def test_notes_follow_their_ticket_through_incremental_syncs(services, gitlab):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab, code=False))
+    sync(services, "gl")
+    gitlab.add_note(gitlab.internal, "issues", 1, "Internal: ledger fix needs the finance sign-off", internal=True)
+    gitlab.delete_note(gitlab.public, "issues", 1, 2)
+    counts = sync(services, "gl")
+    docs = indexed(services, "gl")
+    assert "gl:platform/payments/-/issues/1#note-1" in docs and NOTE not in docs and counts.files_deleted == 1
+    assert consistent(services, "gl")
+
+
+def _no_content_reads(fake, allowed_notes=()):
+    """The pass read no single item, no description, no clone; notes only of tickets with indexed notes."""
+    assert not fake.server.requests(r"/(issues|merge_requests)/\d+$")
+    assert not fake.server.requests(r"\.git/")
+    assert {s.path for s in fake.server.requests(r"/notes$")} <= set(allowed_notes)
+
+
+def _notes_path(project, kind, iid):
+    return f"/api/v4/projects/{project.id}/{kind}/{iid}/notes"
+
+
+def test_an_idle_permissions_pass_changes_nothing_and_reads_little(services, gitlab):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    gitlab.server.clear_log()
+    items, counts = permissions_pass(services, "gl")
+    assert items == [] and counts.docs_changed == 0
+    notes = {_notes_path(gitlab.public, "issues", 1), _notes_path(gitlab.public, "issues", 3),
+             _notes_path(gitlab.private, "issues", 1)}
+    _no_content_reads(gitlab, notes)
+    # group listing + per project: members/all (+ each shared group's members) + one listing per indexed kind.
+    assert len(gitlab.server.requests(r"/members/all$")) == 4
+    assert len(gitlab.server.requests()) == 1 + 4 + 4 + len(notes)
+
+
+def _visibility(fake):
+    fake.public.visibility = "private"
+    return [Principal("stranger"), Principal("gus", frozenset({"org-all"}))], "gl:platform/checkout/cart/checkout.py"
+
+
+def _member_removed(fake):
+    del fake.private.members["pat"]
+    return [Principal("pat")], "gl:platform/vault/-/issues/1#note-1"
+
+
+def _shared_member_removed(fake):
+    del fake.group_members["platform/sre"]["sam"]
+    return [Principal("sam")], "gl:platform/vault/-/issues/1"
+
+
+def _feature_private(fake):
+    fake.public.levels["issues"] = "private"
+    return [Principal("stranger")], "gl:platform/checkout/-/issues/2"
+
+
+def _made_confidential(fake):
+    fake.update_item(fake.public, "issues", 2, confidential=True)
+    return [Principal("stranger"), Principal("gus")], "gl:platform/checkout/-/issues/2"
+
+
+def _demoted(fake):
+    fake.public.members["rita"] = GUEST
+    return [Principal("rita")], NOTE
+
+
+TIGHTENINGS = {"visibility tightened": _visibility, "member removed": _member_removed,
+               "shared group member removed": _shared_member_removed, "feature made private": _feature_private,
+               "issue made confidential": _made_confidential, "reporter demoted to guest": _demoted}
+
+
+@pytest.mark.parametrize("change", list(TIGHTENINGS))
+def test_each_tightening_is_applied_by_the_permissions_pass_without_reading_content(services, gitlab, change):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    losers, doc_id = TIGHTENINGS[change](gitlab)
+    assert all(reads(services, doc_id, who) for who in losers)
+    gitlab.server.clear_log()
+    items, counts = permissions_pass(services, "gl")
+    assert items and all(isinstance(i, AccessChange) for i in items) and counts.chunks_embedded == 0
+    assert not any(reads(services, doc_id, who) for who in losers)
+    _no_content_reads(gitlab, {_notes_path(gitlab.public, "issues", 1), _notes_path(gitlab.public, "issues", 3),
+                               _notes_path(gitlab.private, "issues", 1)})
+    assert consistent(services, "gl")
+    # What the pass wrote is exactly what a sync computes: a sync after it changes nothing more.
+    before = indexed(services, "gl")
+    digests = services.catalog.access_digests("gl")
+    again = sync(services, "gl")
+    assert services.catalog.access_digests("gl") == digests and set(indexed(services, "gl")) == set(before)
+    # The sync re-reads the items whose version records the old access, but writes and embeds nothing
+    # (making an issue confidential also edits it: "confidential" is in its text).
+    assert (again.chunks_written, again.chunks_embedded) == ((1, 1) if change == "issue made confidential" else (0, 0))
+
+
+def test_deletions_are_applied_by_the_permissions_pass(services, gitlab):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    gitlab.delete_item(gitlab.public, "issues", 1)  # with its internal note
+    gitlab.delete_note(gitlab.public, "issues", 3, 1)
+    gitlab.delete_item(gitlab.public, "merge_requests", 1)
+    del gitlab.projects[gitlab.private.id]  # the project left the group: everything of it goes
+    gitlab.server.clear_log()
+    items, _ = permissions_pass(services, "gl")
+    gone = {"gl:platform/checkout/-/issues/1", NOTE, "gl:platform/checkout/-/issues/3#note-1",
+            "gl:platform/checkout/-/merge_requests/1", "gl:platform/vault/-/issues/1",
+            "gl:platform/vault/-/issues/1#note-1"}
+    assert {i.doc_id for i in items if isinstance(i, Deletion)} == gone and len(items) == len(gone)
+    assert not gone & set(indexed(services, "gl")) and consistent(services, "gl")
+    _no_content_reads(gitlab, {_notes_path(gitlab.public, "issues", 3)})
+
+
+def test_a_project_that_cannot_be_read_is_a_failure_and_keeps_its_access(services, gitlab):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    del gitlab.private.members["pat"]
+    gitlab.server.fail(rf"/projects/{gitlab.private.id}/members/all$", 500, times=10)
+    items, _ = permissions_pass(services, "gl")
+    assert [type(i).__name__ for i in items] == ["SyncFailure"] and items[0].item == "platform/vault/"
+
+
+REFRESHED = {"member removed": ("gl:platform/vault/-/issues/1", [Principal("pat")]),
+             "issue made confidential": ("gl:platform/checkout/-/issues/2", [Principal("stranger"), Principal("gus")]),
+             "visibility tightened": ("gl:platform/checkout/-/issues/1", [Principal("stranger")])}
+
+
+@pytest.mark.parametrize("change", list(REFRESHED))
+def test_refresh_reads_the_named_tickets_again_now(services, gitlab, change):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    TIGHTENINGS[change](gitlab)
+    ticket, losers = REFRESHED[change]
+    assert all(reads(services, ticket, who) for who in losers)
+    gitlab.server.clear_log()
+    items = refreshed(services, [ticket])
+    assert ticket in {i.id for i in items if isinstance(i, Document)}
+    assert not any(reads(services, ticket, who) for who in losers)
+    # Only that ticket was read: its project, members, the item and its notes; no listing, no clone.
+    assert not gitlab.server.requests(r"\.git/") and not gitlab.server.requests(r"/groups/platform/projects")
+    assert not gitlab.server.requests(r"/(issues|merge_requests)$")
+    assert consistent(services, "gl")
+
+
+def test_refresh_deletes_gone_tickets_and_notes_and_leaves_code_to_the_sync(services, gitlab):
+    seed_notes(gitlab)
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    gitlab.delete_item(gitlab.public, "issues", 2)
+    gitlab.delete_note(gitlab.public, "issues", 1, 2)
+    gitlab.add_note(gitlab.public, "issues", 3, "Internal: export disabled", author="rita", internal=True)
+    gitlab.server.clear_log()
+    items = refreshed(services, ["gl:platform/checkout/-/issues/2", NOTE, "gl:platform/checkout/-/issues/3",
+                                 "gl:platform/checkout/cart/checkout.py"])
+    assert {i.doc_id for i in items if isinstance(i, Deletion)} == {"gl:platform/checkout/-/issues/2", NOTE}
+    assert {i.id for i in items if isinstance(i, Document)} == {
+        "gl:platform/checkout/-/issues/1", "gl:platform/checkout/-/issues/3",
+        "gl:platform/checkout/-/issues/3#note-1", "gl:platform/checkout/-/issues/3#note-2"}
+    assert not gitlab.server.requests(r"\.git/")
+    assert "gl:platform/checkout/cart/checkout.py" in indexed(services, "gl")
+    assert reads(services, "gl:platform/checkout/-/issues/3#note-2", Principal("rita"))
+    assert connector_of(services).refreshes_items
+
+
+def _state(fake):
+    return {p.path: (p.visibility, p.levels, p.members, p.shares) for p in fake.projects.values()}, fake.group_members
+
+
+def _oracle(fake, doc_id, user, signed_in):
+    rel = doc_id.split(":", 1)[1]
+    base, _, note = rel.partition("#note-")
+    for project in fake.projects.values():
+        if not base.startswith(project.path + "/"):
+            continue
+        rest = base[len(project.path) + 1:]
+        for kind in ("issues", "merge_requests"):
+            if rest.startswith(f"-/{kind}/"):
+                return fake.can_read(user, signed_in, project, kind, int(rest.split("/")[-1]),
+                                     int(note) if note else None)
+        return fake.can_read(user, signed_in, project)
+    return False
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_randomized_readers_never_see_more_than_gitlab_allows(services, gitlab, seed):
+    """Random memberships, shares, features and items; each user × each document, by search and by the
+    documents route, against the fake's own statement of GitLab's rules; then random tightenings applied
+    by the permissions pass, checked again."""
+    rng = random.Random(seed)
+    users = ["alice", "gus", "pat", "gil", "sam", "gwen", "rita", "ivan", "zoe", "yan"]
+    levels = [0, 10, 15, 20, 30, 40]
+    gitlab.add_group("platform/ops", members={u: rng.choice(levels) for u in rng.sample(users, 4)})
+    gitlab.group_members["platform"] = {u: rng.choice(levels) for u in rng.sample(users, 2)}
+    for project in (gitlab.public, gitlab.internal, gitlab.private):
+        project.members = {u: rng.choice(levels[1:]) for u in rng.sample(users, 3)}
+        project.shares = rng.choice([{}, {"platform/sre": rng.choice(levels[1:])},
+                                     {"platform/ops": rng.choice(levels[1:])}])
+        project.levels = {f: rng.choice(["enabled", "enabled", "private"]) for f in ("issues", "merge_requests",
+                                                                                      "repository")}
+        for n in range(3):
+            kind = rng.choice(["issues", "merge_requests"])
+            item = gitlab.add_item(project, kind, f"Random {kind} {n}", f"random checkout item {n}",
+                                   confidential=kind == "issues" and rng.random() < 0.4,
+                                   author=rng.choice(users), assignees=rng.sample(users, rng.randint(0, 2)))
+            for m in range(2):
+                gitlab.add_note(project, kind, item["iid"], f"random checkout note {n}.{m}",
+                                internal=rng.random() < 0.5, author=rng.choice(users))
+    gitlab.blocked.add(rng.choice(users))
+    register(services, gitlab_source(gitlab))
+    sync(services, "gl")
+    # Signed-in users hold the org-wide group; a blocked account's token (if any) no longer does.
+    who = [(u, u not in gitlab.blocked and rng.random() < 0.5) for u in users]
+    who += [("outsider", False), ("member-of-org", True)]
+
+    def check():
+        docs = sorted(indexed(services, "gl"))
+        store = TokenStore(services.catalog.engine)
+        with TestClient(create_app(services.settings, services=services)) as client:
+            for user, signed_in in who:
+                principal = Principal(user, frozenset({"org-all"}) if signed_in else frozenset())
+                found = found_docs(services, "random checkout item note cart gateway", principal)
+                allowed = {d for d in docs if _oracle(gitlab, d, user, signed_in)}
+                assert found <= allowed, (user, signed_in, found - allowed, _state(gitlab))
+                tok = store.create(user, ["org-all"] if signed_in else [])[0]
+                for doc_id in docs:
+                    status = client.get(f"/v1/documents/{quote(doc_id)}",
+                                        headers={"Authorization": f"Bearer {tok}"}).status_code
+                    assert (status == 200) <= (doc_id in allowed), (user, doc_id)
+        return docs
+
+    assert len(check()) > 10
+    # Random tightenings, applied by the permissions pass alone.
+    project = rng.choice([gitlab.public, gitlab.internal, gitlab.private])
+    project.visibility = "private"
+    project.members.pop(next(iter(project.members)), None)
+    gitlab.public.levels["issues"] = "private"
+    for p in gitlab.projects.values():
+        for iid in list(p.items["issues"]):
+            if rng.random() < 0.3:
+                gitlab.update_item(p, "issues", iid, confidential=True)
+    permissions_pass(services, "gl")
+    check()
+
