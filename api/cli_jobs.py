@@ -5,6 +5,7 @@ Jobs are read from the catalog alone (locally: no index stores are opened, so th
 server owns the index) or from a server (`--url`/CAIRN_URL with an admin CAIRN_TOKEN)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -226,10 +227,9 @@ def _local_permissions(settings: Settings, name: str | None) -> list[dict]:
         finished = []
         for row in (r for r in rows if access_from_source(r.kind)):
             job_id = catalog.create_job(None, row.name, PERMISSIONS)
-            try:
+            # A failure is recorded on the job and reported below with the others.
+            with contextlib.suppress(Exception):
                 run_permission_job(services.pipeline, settings, row.name, job_id)
-            except Exception:  # noqa: BLE001 - recorded on the job; reported below with the others
-                pass
             finished.append(_local_job(catalog, job_id))
         return finished
 

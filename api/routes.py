@@ -23,8 +23,8 @@ from api.schemas import (
     SourceIn,
     SourceOut,
 )
-from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
 from connectors.registry import access_from_source
+from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
 from indexer.models import Access, Principal
 from indexer.pipeline import Freshness, freshness
 from indexer.secrets.redaction_log import RedactionLog

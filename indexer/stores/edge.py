@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def edge_filter(flt: SearchFilter) -> qe.Filter:
-    must = [qe.FieldCondition(key=name, match=qe.MatchAny(any=list(values))) for name, values in flt.field_values()]
+    must: list[Any] = [qe.FieldCondition(key=name, match=qe.MatchAny(any=list(values)))
+                       for name, values in flt.field_values()]
     excluded = flt.excluded()
     if excluded is None:
         return qe.Filter(must=must)

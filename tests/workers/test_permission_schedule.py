@@ -8,11 +8,11 @@ import pytest
 from ledger_source import HANDBOOK, Item, LedgerConnector, Server
 from sqlalchemy import update
 
+import workers.tasks  # noqa: F401 - registers cairn.permission_pass (the worker imports it by `include`)
 from connectors.registry import CONNECTORS
 from indexer.catalog.schema import permission_syncs
 from indexer.models import Access
 from workers import celery_app
-import workers.tasks  # noqa: F401 - registers cairn.permission_pass (the worker imports it by `include`)
 from workers.celery_app import BEAT_SCHEDULE
 from workers.maintenance import EmbeddedScheduler, due_permission_passes, permissions_due
 
