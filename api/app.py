@@ -32,6 +32,7 @@ from indexer.generations.serving import GenerationReader
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from indexer.stores.backends import vector_backend
+from retrieval.permissions import StaleSources
 from retrieval.searcher import build_searcher
 from workers import celery_app
 from workers.jobs import JobStopped, new_job, run_sync_job
@@ -117,7 +118,7 @@ def follow_generation_swap(app: FastAPI, services: IndexServices) -> None:
     """After a generation swap: new searches use the new generation; the old searcher is closed
     once the searches it is running end (called under the index's write lock)."""
     retired = app.state.searcher.inner
-    app.state.searcher.inner = GenerationReader(build_searcher(services))
+    app.state.searcher.inner = GenerationReader(build_searcher(services, app.state.stale_sources))
     retired.retire()
 
 
@@ -145,7 +146,11 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         app.state.services = svc
         app.state.tokens = TokenStore(svc.catalog.engine)
         app.state.audit = AuditLog(svc.catalog.engine, keep_query_text=settings.audit_query_text)
-        app.state.searcher = ObservedSearcher(GenerationReader(build_searcher(svc)), app.state.metrics)
+        # Sources whose access is too old to serve their restricted documents (fail closed), shared by
+        # the searcher and the document routes, read from the catalog every few seconds.
+        app.state.stale_sources = StaleSources(svc.catalog, settings.permission_max_staleness)
+        app.state.searcher = ObservedSearcher(GenerationReader(build_searcher(svc, app.state.stale_sources)),
+                                              app.state.metrics)
         if svc.generations is not None:  # a new index generation builds in the background, then swaps in
             svc.generations.on_swap(lambda: follow_generation_swap(app, svc))
             svc.generations.start()

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.cli_backup import backup, restore
-from api.cli_jobs import db_app, jobs_app, reconcile, schedule
+from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
 from api.client import CairnClient, RemoteError
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
@@ -455,6 +455,7 @@ def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(...)) -> No
 
 
 app.command("reconcile")(reconcile)
+app.command("permissions")(permissions)
 
 
 def main() -> None:

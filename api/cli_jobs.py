@@ -1,9 +1,11 @@
-"""`cairn jobs`, `cairn db upgrade`, `cairn reconcile` and `cairn sources schedule`: the admin's view of work.
+"""`cairn jobs`, `cairn db upgrade`, `cairn reconcile`, `cairn permissions` and `cairn sources schedule`: the
+admin's view of work.
 
 Jobs are read from the catalog alone (locally: no index stores are opened, so this works while a
 server owns the index) or from a server (`--url`/CAIRN_URL with an admin CAIRN_TOKEN)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -193,6 +195,59 @@ def reconcile(ctx: typer.Context, name: str | None = typer.Argument(None, help="
                       str(d["missing_fulltext"]), str(d["missing_vectors"]), str(d["documents_requeued"]),
                       str(d["repaired"] and d["drift"] > 0))
     out.print(table)
+
+
+def permissions(ctx: typer.Context, name: str | None = typer.Argument(None, help="Only this source."),
+                as_json: bool = typer.Option(False, "--json"), url: str | None = URL) -> None:
+    """Run a permissions pass now: ACL changes and deletions read from the source (no content, nothing
+    re-embedded), for one source or every source whose documents take their access from the source.
+    In-process, or by a server (--url) as one `permissions` job per source. Exits 1 unless every pass succeeded."""
+    client = _client(url, ctx.obj)
+    if client:
+        names = [name] if name else [s["name"] for s in _remote(client.sources) if s.get("permissions") is not None]
+        jobs = [_remote(client.permissions, n) for n in names]
+        finished = _remote(watch_jobs, client.job, [j["id"] for j in jobs], err, enabled=not as_json)
+    else:
+        finished = _local_permissions(ctx.obj, name)
+    _report_passes(finished, as_json)
+
+
+def _local_permissions(settings: Settings, name: str | None) -> list[dict]:
+    from api.cli import local_services
+    from connectors.registry import access_from_source
+    from workers.jobs import PERMISSIONS, run_permission_job
+
+    with local_services(settings) as services:
+        catalog = services.catalog
+        rows = [r for r in catalog.list_sources() if name is None or r.name == name]
+        if name is not None and not rows:
+            _fail(f"no source named {name!r}")
+        if name is not None and not access_from_source(rows[0].kind):
+            _fail(f"source {name!r} ({rows[0].kind}) takes its access from its settings: it has no permissions pass")
+        finished = []
+        for row in (r for r in rows if access_from_source(r.kind)):
+            job_id = catalog.create_job(None, row.name, PERMISSIONS)
+            # A failure is recorded on the job and reported below with the others.
+            with contextlib.suppress(Exception):
+                run_permission_job(services.pipeline, settings, row.name, job_id)
+            finished.append(_local_job(catalog, job_id))
+        return finished
+
+
+def _report_passes(finished: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"source": j["source"], "job": j["id"], "state": j["state"], "error": j["error"],
+                           **{k: j["counts"].get(k, 0) for k in ("checked", "changed", "deleted", "failed",
+                                                                 "chunks_embedded")}} for j in finished]))
+    else:
+        table = Table("source", "state", "checked", "changed", "deleted", "failed", "error")
+        for j in finished:
+            c = j["counts"]
+            table.add_row(j["source"], j["state"], *(str(c.get(k, 0)) for k in ("checked", "changed", "deleted",
+                                                                               "failed")), j["error"] or "")
+        out.print(table)
+    if any(j["state"] != "succeeded" for j in finished):
+        raise typer.Exit(1)
 
 
 def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="Source name."),

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 
 
 class RemoteError(RuntimeError):
@@ -49,6 +49,9 @@ class CairnClient:
 
     def reconcile(self, source: str | None = None, repair: bool = True) -> list[dict]:
         return self._call("POST", "/v1/reconcile", json={"source": source, "repair": repair})
+
+    def permissions(self, name: str) -> dict:
+        return self._call("POST", f"/v1/sources/{name}/permissions")
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}")

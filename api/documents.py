@@ -1,6 +1,8 @@
 """Document reads under the caller's ACL, result feedback, and the admin views of feedback and audit."""
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.audit import AuditEntry, FeedbackRecord
@@ -9,24 +11,20 @@ from api.errors import BadRequest, NotFound
 from api.schemas import AuditOut, DocumentOut, FeedbackIn, FeedbackOut
 from indexer.catalog import Catalog
 from indexer.models import Principal
+from retrieval.permissions import readable
 
 router = APIRouter(prefix="/v1")
 
 
-def may_read(catalog: Catalog, who: Principal, doc_id: str) -> bool:
-    acl = catalog.document_acl(doc_id)
-    return acl is not None and bool(set(acl) & set(who.principals()))
-
-
 def read_document(catalog: Catalog, who: Principal, doc_id: str, start_line: int | None = None,
-                  end_line: int | None = None) -> DocumentOut:
+                  end_line: int | None = None, *, stale: Collection[str]) -> DocumentOut:
     """The document's text (or a 1-based inclusive line range of it) if the caller may read it.
+    `stale`: sources whose restricted documents are not served (`StaleSources.current()`).
 
     A document the caller may not read is reported exactly like one that does not exist."""
-    if not may_read(catalog, who, doc_id):
-        raise NotFound(f"no document {doc_id!r}")
-    doc = catalog.get_document(doc_id)
-    if doc is None:
+    acl = catalog.document_acl(doc_id)
+    doc = catalog.get_document(doc_id) if acl is not None else None
+    if acl is None or doc is None or not readable(acl, doc.source, who, stale):
         raise NotFound(f"no document {doc_id!r}")
     lines = doc.content.split("\n")
     if len(lines) > 1 and lines[-1] == "":
@@ -46,7 +44,8 @@ def get_document(doc_id: str, request: Request, start_line: int | None = Query(d
                  end_line: int | None = Query(default=None, ge=1),
                  who: Principal = Depends(principal)) -> DocumentOut:
     """Full text of a document the caller may read; `start_line`/`end_line` cut a range."""
-    return read_document(request.app.state.services.catalog, who, doc_id, start_line, end_line)
+    return read_document(request.app.state.services.catalog, who, doc_id, start_line, end_line,
+                         stale=request.app.state.stale_sources.current())
 
 
 def _feedback_out(row: FeedbackRecord) -> FeedbackOut:

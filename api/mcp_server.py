@@ -133,7 +133,7 @@ class CairnTools:
              scope: Scope) -> GrepOut:
         svc = self.app.state.services
         found = grep_index(svc.catalog, svc.fulltext, who, pattern, scope, is_regex=is_regex,
-                           case_sensitive=case_sensitive, limit=limit)
+                           case_sensitive=case_sensitive, limit=limit, stale=self.app.state.stale_sources.current())
         self.app.state.audit.record(who, "mcp.grep", scope=scope, result_ids=[], query_text=pattern)
         return GrepOut(matches=[GrepLine(**vars(m)) for m in found.matches], truncated=found.truncated)
 
@@ -145,7 +145,8 @@ class CairnTools:
             document_id = f"{source}:{path}"  # documents are keyed "<source>:<path>"
         if start_line is None and end_line is None:
             start_line, end_line = 1, MAX_READ_LINES
-        doc = read_document(self.app.state.services.catalog, who, document_id, start_line, end_line)
+        doc = read_document(self.app.state.services.catalog, who, document_id, start_line, end_line,
+                            stale=self.app.state.stale_sources.current())
         if (source and doc.source != source) or (path and doc.path != path):
             raise NotFound(f"no document {path!r} in source {source!r}")
         return doc
@@ -157,7 +158,8 @@ class CairnTools:
             raise BadRequest("give a symbol name such as `render_invoice` or `Catalog.get_chunks`")
         svc = self.app.state.services
         query = LexicalQuery(terms=((tokens[0], 1.0),), identifiers=(last,))
-        ids = [s.chunk_id for s in svc.fulltext.search(query, build_filter(who, scope), SYMBOL_CANDIDATES)]
+        ids = [s.chunk_id for s in svc.fulltext.search(query, build_filter(who, scope, self.app.state.stale_sources.current()),
+                                                    SYMBOL_CANDIDATES)]
         rows = svc.catalog.get_chunks(ids)
         definition = re.compile(_DEFINITION + re.escape(last) + r"\b", re.MULTILINE)
         exact: list[Definition] = []

@@ -55,7 +55,7 @@ class Metrics:
 
 class CatalogCollector:
     """Index size and freshness, read from the catalog at scrape time (totals only: metrics are not
-    filtered per caller, so they name no source)."""
+    filtered per caller, so they name no source — except each source's permissions freshness)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -84,6 +84,24 @@ class CatalogCollector:
                                 value=max(ages) if ages else 0.0)
         errors = sum(1 for r in rows if r.state == "error")
         yield GaugeMetricFamily("cairn_sources_in_error", "Sources whose last sync failed.", value=errors)
+        yield from self._permissions(catalog)
+
+    def _permissions(self, catalog: Any) -> Iterable[Metric]:
+        """Per source (the one exception to "no source names": admins alert on each): seconds since
+        its access was last known good; +Inf when never. Only sources with permissions passes."""
+        from indexer.pipeline import freshness
+
+        fresh = freshness(catalog, self.app.state.settings.permission_max_staleness)
+        age = GaugeMetricFamily("cairn_permission_sync_age_seconds", "Seconds since the source's access was "
+                                "last refreshed (successful sync or permissions pass).", labels=["source"])
+        stale = GaugeMetricFamily("cairn_permission_stale", "1 when the source's restricted documents are "
+                                  "not served because its access is stale.", labels=["source"])
+        for name, f in sorted(fresh.items()):
+            if f.tracked:
+                age.add_metric([name], float("inf") if f.age_seconds is None else f.age_seconds)
+                stale.add_metric([name], 1.0 if f.stale else 0.0)
+        yield age
+        yield stale
 
 
 class JobsCollector:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from indexer.pipeline.sync import SyncCounts
 
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 
 
 class SyncProgress:

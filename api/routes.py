@@ -12,6 +12,7 @@ from api.errors import BadRequest, Conflict, NotFound
 from api.schemas import (
     HitOut,
     JobOut,
+    PermissionsOut,
     ReconcileIn,
     RedactionsOut,
     ReindexIn,
@@ -22,11 +23,14 @@ from api.schemas import (
     SourceIn,
     SourceOut,
 )
+from connectors.registry import access_from_source
 from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
 from indexer.models import Access, Principal
+from indexer.pipeline import Freshness, freshness
 from indexer.secrets.redaction_log import RedactionLog
 from retrieval.permissions import Scope
-from workers.maintenance import SYNC_KINDS, intervals, run_reconcile_job, set_interval
+from workers.jobs import PERMISSIONS
+from workers.maintenance import SYNC_KINDS, intervals, run_pass_job, run_reconcile_job, set_interval
 from workers.window import parse_duration
 
 router = APIRouter(prefix="/v1")
@@ -51,14 +55,16 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _source_out(row, catalog, show_access: bool) -> SourceOut:
+def _source_out(row, catalog, show_access: bool, fresh: Freshness | None = None) -> SourceOut:
     counts = catalog.counts(row.name)
+    perms = fresh.as_dict() if show_access and fresh is not None and fresh.tracked else None
     return SourceOut(name=row.name, kind=row.kind, state=row.state, location=row.config.get("location", ""),
                      ref=row.config.get("ref") or "", access=list(row.access) if show_access else None,
                      documents=counts["documents"], chunks=counts["chunks"],
                      last_success_at=_iso(row.last_success_at), last_error=row.last_error,
                      redactions=RedactionsOut.model_validate(RedactionLog(catalog.engine).summary(row.name).as_dict())
-                     if show_access else None)
+                     if show_access else None,
+                     permissions=PermissionsOut.model_validate(perms) if perms else None)
 
 
 @router.get("/sources", response_model=list[SourceOut])
@@ -67,7 +73,8 @@ def list_sources(request: Request, who: Principal = Depends(principal)) -> list[
     catalog = request.app.state.services.catalog
     mine = set(who.principals())
     rows = [r for r in catalog.list_sources() if who.admin or mine & set(r.access)]
-    return [_source_out(r, catalog, who.admin) for r in rows]
+    fresh = freshness(catalog, request.app.state.settings.permission_max_staleness) if who.admin else {}
+    return [_source_out(r, catalog, who.admin, fresh.get(r.name)) for r in rows]
 
 
 @router.post("/sources", response_model=SourceOut, status_code=201)
@@ -133,6 +140,22 @@ def reconcile(request: Request, body: ReconcileIn | None = None, who: Principal 
         request.app.state.jobs.submit_call(functools.partial(run_reconcile_job, services, name, body.repair, job_id))
     request.app.state.audit.record(who, "reconcile", target=body.source or "*")
     return [job_out(catalog.get_job(j)) for j in job_ids]
+
+
+@router.post("/sources/{name:path}/permissions", response_model=JobOut, status_code=202)
+def permissions_pass(name: str, request: Request, who: Principal = Depends(admin)) -> JobOut:
+    """Queue a permissions pass of the source now (a `permissions` job run by the index owner, this
+    process): ACL changes and deletions read from the source and applied without re-embedding."""
+    services = request.app.state.services
+    row = services.catalog.get_source(name)
+    if row is None:
+        raise NotFound(f"no source named {name!r}")
+    if not access_from_source(row.kind):
+        raise Conflict(f"source {name!r} ({row.kind}) takes its access from its settings: it has no permissions pass")
+    job_id = services.catalog.create_job(None, name, PERMISSIONS)
+    request.app.state.jobs.submit_call(functools.partial(run_pass_job, services, name, job_id))
+    request.app.state.audit.record(who, "sources.permissions", target=name)
+    return job_out(services.catalog.get_job(job_id))
 
 
 def job_out(job) -> JobOut:

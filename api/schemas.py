@@ -64,6 +64,16 @@ class RedactionsOut(BaseModel):
     rules: dict[str, RuleRedactionsOut]
 
 
+class PermissionsOut(BaseModel):
+    """How fresh a source's access is (sources whose documents take their access from the source)."""
+
+    last_success_at: str | None  # last successful permissions pass
+    last_good_at: str | None  # last successful sync or permissions pass, whichever is later
+    age_seconds: float | None  # since last_good_at (null: never)
+    stale: bool  # older than CAIRN_PERMISSION_MAX_STALENESS: restricted documents are not served
+    error: str  # the last permissions pass's error ("" when it succeeded)
+
+
 class SourceOut(BaseModel):
     name: str
     kind: str
@@ -76,6 +86,7 @@ class SourceOut(BaseModel):
     last_success_at: str | None
     last_error: str | None
     redactions: RedactionsOut | None = None  # shown to admins only
+    permissions: PermissionsOut | None = None  # admins only; null for sources without permissions passes
 
 
 class ReindexIn(BaseModel):

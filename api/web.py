@@ -21,6 +21,7 @@ from api.routes import search as api_search
 from api.schemas import SearchRequest
 from indexer.generations.state import generation_status, generation_summary
 from indexer.models import Principal
+from indexer.pipeline import Freshness, freshness
 from indexer.secrets.redaction_log import RedactionLog
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ def document_page(doc_id: str, request: Request, line: int | None = Query(defaul
     if who is None:
         return _to_signin(request)
     try:
-        doc = read_document(request.app.state.services.catalog, who, doc_id)
+        doc = read_document(request.app.state.services.catalog, who, doc_id,
+                            stale=request.app.state.stale_sources.current())
     except (NotFound, BadRequest):
         return _page(request, "error.html", who, 404, title="Not found", message=f"No document {doc_id!r}.")
     lines = highlight_lines(doc.content, doc.language, doc.path, term_pattern(q) if q else None)
@@ -188,7 +190,7 @@ def _job(job) -> dict:
             "finished_at": _iso(job.finished_at)}
 
 
-def _source(row, catalog) -> dict:
+def _source(row, catalog, fresh: Freshness | None = None) -> dict:
     failures = catalog.list_failures(row.name)
     skipped = catalog.list_skipped(row.name)
     return {"name": row.name, "kind": row.kind, "state": row.state, "access": list(row.access),
@@ -198,7 +200,8 @@ def _source(row, catalog) -> dict:
                                  "last_seen_at": _iso(f.last_seen_at)} for f in failures[:LISTED]],
             "recent_skips": [{"path": s.path, "reason": str(getattr(s.reason, "value", s.reason)),
                               "detail": s.detail} for s in skipped[:LISTED]],
-            "redactions": RedactionLog(catalog.engine).summary(row.name).as_dict()}
+            "redactions": RedactionLog(catalog.engine).summary(row.name).as_dict(),
+            "permissions": fresh.as_dict() if fresh is not None and fresh.tracked else None}
 
 
 def _size_bytes(root: Path) -> int:
@@ -232,5 +235,6 @@ def admin_state(request: Request, _: Principal = Depends(admin)) -> dict:
     feedback = [{"at": f.at.isoformat(), "user": f.user, "query_id": f.query_id, "hit_id": f.hit_id,
                  "hit": _hit_label(hits.get(f.hit_id)) or f.hit_id, "useful": f.useful, "comment": f.comment}
                 for f in rows]
-    return {"stats": stats, "sources": [_source(r, catalog) for r in catalog.list_sources()],
+    fresh = freshness(catalog, services.settings.permission_max_staleness)
+    return {"stats": stats, "sources": [_source(r, catalog, fresh.get(r.name)) for r in catalog.list_sources()],
             "jobs": [_job(j) for j in catalog.list_jobs(limit=LISTED)], "feedback": feedback}

@@ -57,6 +57,23 @@ CONNECTORS: dict[str, Callable[[Any, Settings], Connector]] = {
     "git": _git, "gitlab": _gitlab, "jira": _jira, "confluence": _confluence}
 
 
+# Where each kind's connector class lives, to read its class attributes without building one.
+CLASSES: dict[str, tuple[str, str]] = {
+    "git": ("connectors.git_repos", "GitRepoConnector"), "gitlab": ("connectors.gitlab", "GitLabConnector"),
+    "jira": ("connectors.jira", "JiraConnector"), "confluence": ("connectors.confluence", "ConfluenceConnector")}
+
+
+def access_from_source(kind: str) -> bool:
+    """Whether documents of this kind take their access from the source (and so need permissions
+    passes). An unknown kind answers True: its access cannot be vouched for (fail closed)."""
+    import importlib
+
+    if kind not in CLASSES:
+        return True
+    module, name = CLASSES[kind]
+    return bool(getattr(importlib.import_module(module), name).access_from_source)
+
+
 def build_connector(row: Any, settings: Settings) -> Connector:
     try:
         factory = CONNECTORS[row.kind]

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
                                       "(0 = kept forever).")
     reconcile_interval_seconds: int = Field(default=86400, ge=0, description="Embedded node: how often the "
                                             "stores are reconciled with the catalog (0 = never).")
+    permission_sync_interval_seconds: int = Field(default=300, ge=0, description="How often each source whose "
+                                                  "documents carry the source's own permissions gets a permissions "
+                                                  "pass (ACL changes and deletions only, no content; 0 = never).")
+    permission_max_staleness: int = Field(default=3600, gt=0, description="Seconds after which a source's "
+                                          "access counts as stale when neither a sync nor a permissions pass "
+                                          "succeeded: its restricted documents are not served until one does.")
 
     def for_serving(self) -> Settings:
         """These settings for a long-lived server (`cairn serve`, `cairn demo`): an unset

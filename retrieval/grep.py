@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import regex
@@ -178,10 +179,11 @@ def compile_pattern(pattern: str, is_regex: bool, case_sensitive: bool) -> tuple
 
 
 def grep(catalog: Catalog, fulltext: FullTextIndex, who: Principal, pattern: str, scope: Scope = Scope(),
-         is_regex: bool = False, case_sensitive: bool = True, limit: int = 50) -> GrepResult:
+         is_regex: bool = False, case_sensitive: bool = True, limit: int = 50,
+         stale: Collection[str] = ()) -> GrepResult:
     """Lines matching `pattern` in chunks the caller may read, in index-rank order."""
     compiled, phrases = compile_pattern(pattern, is_regex, case_sensitive)
-    flt = build_filter(who, scope)
+    flt = build_filter(who, scope, stale)
     ids = [s.chunk_id for s in fulltext.search(LexicalQuery(terms=(), phrases=tuple(phrases)), flt, MAX_CANDIDATES)]
     rows = catalog.get_chunks(ids)
     result = GrepResult(candidates=len(ids), truncated=len(ids) >= MAX_CANDIDATES)

@@ -10,15 +10,18 @@ from dataclasses import dataclass, field
 from indexer.catalog import Catalog
 from indexer.embedding import Embedder
 from indexer.models import Principal
+from indexer.settings import Settings
 from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, VectorStore
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.hits import Candidate, Hit
 from retrieval.packing import cap_per_file, snippet
-from retrieval.permissions import Scope, build_filter
+from retrieval.permissions import Scope, StaleSources, build_filter
 from retrieval.query_analysis import AnalysedQuery, analyse
 from retrieval.rerank import Reranker
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_STALENESS = float(Settings.model_fields["permission_max_staleness"].default)
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,10 @@ class HybridSearcher:
 
     def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore, embedder: Embedder,
                  reranker: Reranker, candidates: int = 50, max_hits_per_file: int = 3,
-                 options: SearchOptions | None = None) -> None:
+                 options: SearchOptions | None = None, stale: StaleSources | None = None) -> None:
         self.catalog = catalog
+        # Sources whose restricted chunks are not served (stale access): part of every filter.
+        self.stale = stale or StaleSources(catalog, DEFAULT_MAX_STALENESS)
         self.fulltext = fulltext
         self.vectors = vectors
         self.embedder = embedder
@@ -67,7 +72,7 @@ class HybridSearcher:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         query = analyse(text)
-        flt = build_filter(principal, scope or Scope())
+        flt = build_filter(principal, scope or Scope(), self.stale.current())
         if flt.matches_nothing:
             return SearchResult([], {"total": time.perf_counter() - t0})
         lexical, dense, partial = self._retrieve(query, flt, timings)

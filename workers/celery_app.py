@@ -22,12 +22,14 @@ MAINTENANCE = {"queue": "maintenance"}
 TASK_ROUTES = {
     "cairn.sync_source": {"queue": "sync"}, "cairn.index_batch": {"queue": "embed"},
     "cairn.delete_documents": {"queue": "embed"}, "cairn.embed_batch": {"queue": "embed"},
-    "cairn.apply_batch": {"queue": "index"},
-    **dict.fromkeys(("cairn.schedule_due", "cairn.prune", "cairn.reconcile"), MAINTENANCE),
+    "cairn.apply_batch": {"queue": "index"}, "cairn.permission_pass": {"queue": "index"},
+    **dict.fromkeys(("cairn.schedule_due", "cairn.permissions_due", "cairn.prune", "cairn.reconcile"), MAINTENANCE),
 }
-# Beat sends these (workers/maintenance.py): due syncs every minute, pruning hourly, reconciling daily.
+# Beat sends these (workers/maintenance.py): due syncs and due permissions passes every minute, pruning
+# hourly, reconciling daily.
 BEAT_SCHEDULE = {
     "schedule-due-syncs": {"task": "cairn.schedule_due", "schedule": 60.0, "options": MAINTENANCE},
+    "permissions-due": {"task": "cairn.permissions_due", "schedule": 60.0, "options": MAINTENANCE},
     "prune": {"task": "cairn.prune", "schedule": 3600.0, "options": MAINTENANCE},
     "reconcile": {"task": "cairn.reconcile", "schedule": 86400.0, "options": MAINTENANCE},
 }

@@ -26,6 +26,7 @@ from workers.distributed import apply_ready_batch, finish_if_done
 log = logging.getLogger(__name__)
 
 APPLY_TASK = "cairn.apply_batch"
+PERMISSION_TASK = "cairn.permission_pass"
 INDEX_QUEUE = "index"
 
 Resend = Callable[[dict, float], None]  # (ready batch JSON, delay in seconds)
@@ -127,6 +128,10 @@ class IndexQueueConsumer:
 
     def _on_message(self, body: Any, message: kombu.Message) -> None:
         task = message.headers.get("task") if message.headers else None
+        if task == PERMISSION_TASK:  # a permissions pass (workers/maintenance.py sends it here, to the writer)
+            self._permission_pass(body)
+            message.ack()
+            return
         if task != APPLY_TASK or not isinstance(body, (list, tuple)) or not body or not body[0]:
             log.error("dropping a message on the %s queue that is not a %s task: %r", self.queue, APPLY_TASK, task)
             message.ack()
@@ -143,6 +148,22 @@ class IndexQueueConsumer:
             except (KeyError, TypeError, ValueError):  # not a ready batch: redelivering it cannot help
                 log.exception("dropping a malformed ready batch from the %s queue", self.queue)
         message.ack()
+
+    def _permission_pass(self, body: Any) -> None:
+        from workers.jobs import run_permission_job
+
+        try:
+            source, job_id = body[0][0], body[0][1]
+        except (IndexError, KeyError, TypeError):
+            log.error("dropping a malformed %s message from the %s queue", PERMISSION_TASK, self.queue)
+            return
+        if not self.locks.hold(source):  # another process holds the index writer: run it again shortly
+            self.app.send_task(PERMISSION_TASK, args=[source, job_id], queue=self.queue, countdown=1.0)
+            return
+        try:
+            run_permission_job(self.pipeline, self.ctx.settings, source, job_id)
+        except Exception:  # noqa: BLE001 - recorded on the job and the source; the consumer goes on
+            log.warning("permissions job %s of %s failed", job_id, source)
 
     def _send(self, payload: dict, delay: float, keep_not_before: bool = False) -> None:
         if not keep_not_before:

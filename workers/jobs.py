@@ -1,4 +1,5 @@
-"""Runs a source's sync as a recorded job: the one code path behind CLI, API and Celery tasks.
+"""Runs a source's sync (or its permissions pass) as a recorded job: the one code path behind CLI, API
+and Celery tasks.
 
 A job records its state and counts in the catalog as it goes (at most once a second), with the
 throughput and ETA an admin sees. After every batch it checks whether it should stop (a cancel
@@ -15,8 +16,11 @@ from typing import Any
 
 from connectors.registry import build_connector
 from indexer.catalog import Catalog
+from indexer.locks import source_lock
+from indexer.pipeline import PassCounts, Pipeline, run_permission_pass
 from indexer.pipeline.sync import SyncCounts, SyncRunner
 from indexer.services import IndexServices
+from indexer.settings import Settings
 from indexer.stores import StoreError
 
 log = logging.getLogger(__name__)
@@ -191,3 +195,86 @@ def _keeping(latest: SyncCounts, observe: Observer) -> Observer:
         latest.__dict__.update(counts.__dict__)
         observe(phase, counts)
     return observer
+
+
+# -- permissions passes ---------------------------------------------------------------------------
+
+PERMISSIONS = "permissions"  # the job kind of a permissions pass
+
+
+class NoPermissionsPass(ValueError):
+    """The source's documents carry the source's own access (git): there is nothing to pass."""
+
+
+def run_permission_job(pipeline: Pipeline, settings: Settings, source: str, job_id: str | None = None) -> PassCounts:
+    """One permissions pass of a source as a job of kind `permissions`: `succeeded`, `partial` (some
+    items could not be read; the error says how many) or `failed` (the connector raised; re-raised).
+
+    Never beside a content sync of the source: when one is running, or another process holds the
+    source's lock, the job is `cancelled` with the reason (the next scheduled pass tries again)."""
+    catalog = pipeline.catalog
+    job_id = job_id or catalog.create_job(None, source, PERMISSIONS)
+    row = catalog.get_source(source)
+    if row is None:
+        catalog.update_job(job_id, state="failed", error=f"no source named {source!r}")
+        raise LookupError(f"no source named {source!r}")
+    lock = source_lock(catalog.engine, settings.data_dir, f"sync:{source}")
+    if not lock.acquire():
+        return _skipped(catalog, job_id, "another process is syncing the source")
+    try:
+        if _syncing(catalog, source):
+            return _skipped(catalog, job_id, "a sync of the source is running (it reads access too)")
+        if catalog.start_job(job_id) == "cancelled":
+            return PassCounts()
+        return _pass(pipeline, settings, row, job_id)
+    finally:
+        lock.release()
+
+
+def _syncing(catalog: Catalog, source: str) -> bool:
+    running = catalog.list_jobs(source=source, state=("running", "cancelling"), limit=100)
+    return any(j.kind != PERMISSIONS and j.kind != "reconcile" for j in running)
+
+
+def _skipped(catalog: Catalog, job_id: str, why: str) -> PassCounts:
+    log.info("permissions job %s skipped: %s", job_id, why)
+    catalog.update_job(job_id, state="cancelled", error=f"skipped: {why}; the next pass runs it")
+    return PassCounts()
+
+
+def _pass(pipeline: Pipeline, settings: Settings, row: Any, job_id: str) -> PassCounts:
+    catalog = pipeline.catalog
+    started = time.monotonic()
+    last_write = [0.0]
+
+    def progress(counts: PassCounts) -> None:
+        if time.monotonic() - last_write[0] > WRITE_EVERY:
+            catalog.update_job(job_id, counts=counts.as_dict() | {"phase": "passing"})
+            last_write[0] = time.monotonic()
+
+    counts = PassCounts()
+    try:
+        connector = build_connector(row, settings)
+        if not connector.access_from_source:
+            raise NoPermissionsPass(f"source {row.name!r} takes its access from its settings, not from the "
+                                    "source: it has no permissions pass")
+        counts = run_permission_pass(pipeline, connector, progress=progress)
+    except Exception as exc:
+        log.exception("permissions pass of %s (job %s) failed", row.name, job_id)
+        error = f"{type(exc).__name__}: {exc}"
+        catalog.update_job(job_id, state="failed", error=error, counts=counts.as_dict() | {"phase": "failed"})
+        if not isinstance(exc, NoPermissionsPass):
+            catalog.record_permission_pass(row.name, error=error)
+        raise
+    final = counts.as_dict() | {"phase": "done", "seconds": round(time.monotonic() - started, 3)}
+    if counts.failed:
+        error = f"{counts.failed} item(s) could not be read: their documents keep their access (see failures)"
+        catalog.update_job(job_id, state="partial", error=error, counts=final, done=counts.checked, total=counts.checked)
+        catalog.record_permission_pass(row.name, error=error)
+    else:
+        catalog.update_job(job_id, state="succeeded", counts=final, done=counts.checked, total=counts.checked)
+        catalog.record_permission_pass(row.name)
+    if counts.changed or counts.deleted:
+        with pipeline.write_lock:
+            pipeline.vectors.flush()
+    return counts

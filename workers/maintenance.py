@@ -1,13 +1,15 @@
-"""Periodic work on the `maintenance` queue: scheduling each source's sync at its own interval,
-pruning old jobs and audit rows, and reconciling the stores with the catalog.
+"""Periodic work on the `maintenance` queue: scheduling each source's sync at its own interval and its
+permissions passes, pruning old jobs and audit rows, and reconciling the stores with the catalog.
 
-Distributed: beat sends `cairn.schedule_due` every minute, `cairn.prune` hourly and `cairn.reconcile`
-daily (BEAT_SCHEDULE in workers/celery_app.py). Embedded (no broker): `EmbeddedScheduler`, a timer
-thread in the API process, does the same through the API's job runner, so syncs still run one at a
-time in the index owner."""
+Distributed: beat sends `cairn.schedule_due` and `cairn.permissions_due` every minute, `cairn.prune`
+hourly and `cairn.reconcile` daily (BEAT_SCHEDULE in workers/celery_app.py); a due permissions pass is
+sent to the `index` queue, applied by the process that owns the index writers. Embedded (no broker):
+`EmbeddedScheduler`, a timer thread in the API process, does the same through the API's job runner,
+so syncs and passes still run one at a time in the index owner."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -16,12 +18,14 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import MetaData, Table, delete, inspect, literal, select
 
+from connectors.registry import access_from_source
 from indexer.catalog import Catalog
 from indexer.catalog.schema import UTCDateTime, source_schedules
 from indexer.pipeline.reconcile import Drift, reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.celery_app import app, runtime, services_for
+from workers.jobs import PERMISSIONS, run_permission_job
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,38 @@ def due_sources(catalog: Catalog, default_interval: int, now: dt.datetime | None
         if (row.last_sync_at or row.created_at) + dt.timedelta(seconds=interval) <= now:
             due.append(row.name)
     return due
+
+
+# -- permissions passes -----------------------------------------------------------------------------
+
+def due_permission_passes(catalog: Catalog, interval: int, now: dt.datetime | None = None) -> list[str]:
+    """Sources whose documents take their access from the source, whose last permissions pass started
+    `interval` seconds ago or more (never: due), with no permissions job waiting or running and no sync
+    running. Interval 0 means never."""
+    if interval <= 0:
+        return []
+    now = now or _now()
+    passes = catalog.permission_syncs()
+    waiting = catalog.active_job_sources([PERMISSIONS])
+    syncing = {j.source for j in catalog.list_jobs(state=("running", "cancelling"), limit=10_000)
+               if j.kind in SYNC_KINDS}
+    due = []
+    for row in catalog.list_sources():
+        if row.name in waiting or row.name in syncing or not access_from_source(row.kind):
+            continue
+        record = passes.get(row.name)
+        if record is None or record.last_attempt_at + dt.timedelta(seconds=interval) <= now:
+            due.append(row.name)
+    return due
+
+
+def interrupt_left_permission_jobs(catalog: Catalog) -> int:
+    """Permissions jobs an earlier process left waiting or running are `interrupted` (the schedule runs
+    a new pass; resuming an old one would only repeat it)."""
+    left = catalog.list_jobs(state=("queued", "running", "cancelling"), kind=PERMISSIONS, limit=10_000)
+    for job in left:
+        catalog.update_job(job.id, state="interrupted", error="the process running it stopped")
+    return len(left)
 
 
 # -- pruning -------------------------------------------------------------------------------------
@@ -143,6 +179,26 @@ def schedule_due(self: Any) -> list[str]:
     return enqueued
 
 
+@app.task(name="cairn.permissions_due", bind=True)
+def permissions_due(self: Any) -> list[str]:
+    """Send a permissions pass of every due source to the index owner (queue `index`); returns their
+    names. A source whose pass is waiting or running is not due, so a repeat within a minute is a no-op."""
+    from workers.tasks import permission_pass
+
+    catalog = _catalog(self.app)
+    sent = []
+    for name in due_permission_passes(catalog, _settings(self.app).permission_sync_interval_seconds):
+        job_id = catalog.create_job(None, name, PERMISSIONS, params={"scheduled": True})
+        try:
+            permission_pass.apply_async(args=[name, job_id])
+        except Exception:  # eager mode runs the pass here; one failing source never stops the others
+            log.exception("permissions pass of %s (job %s) failed", name, job_id)
+        sent.append(name)
+    if sent:
+        log.info("permissions passes sent: %s", sent)
+    return sent
+
+
 @app.task(name="cairn.prune", bind=True)
 def prune_task(self: Any) -> dict[str, int]:
     settings = _settings(self.app)
@@ -167,7 +223,8 @@ SubmitCall = Callable[[Callable[[], Any]], Any]  # run a callable on the index w
 
 class EmbeddedScheduler:
     """Without a broker, the API process schedules itself: every `tick` seconds it submits due syncs
-    to the job runner; it prunes hourly and reconciles every `reconcile_interval_seconds`."""
+    and due permissions passes to the job runner; it prunes hourly and reconciles every
+    `reconcile_interval_seconds`."""
 
     def __init__(self, services: IndexServices, submit: Submit, submit_call: SubmitCall | None = None,
                  tick: float | None = None) -> None:
@@ -181,6 +238,7 @@ class EmbeddedScheduler:
         self.last_prune = self.last_reconcile = _now()
 
     def start(self) -> EmbeddedScheduler:
+        interrupt_left_permission_jobs(self.services.catalog)
         if self.tick > 0:
             self.thread.start()
         return self
@@ -208,8 +266,28 @@ class EmbeddedScheduler:
             days = self.settings.audit_retention_days
             prune(catalog, dt.timedelta(days=self.settings.job_retention_days),
                   dt.timedelta(days=days) if days else None)
+        self.submit_passes(now)
         every = self.settings.reconcile_interval_seconds
         if self.submit_call and every > 0 and now - self.last_reconcile >= dt.timedelta(seconds=every):
             self.last_reconcile = now
             self.submit_call(lambda: reconcile_all(self.services))
         return due
+
+    def submit_passes(self, now: dt.datetime) -> list[str]:
+        """Queue a permissions job for each due source, run on the index writer's thread."""
+        if self.submit_call is None:
+            return []
+        catalog = self.services.catalog
+        due = due_permission_passes(catalog, self.settings.permission_sync_interval_seconds, now)
+        for name in due:
+            job_id = catalog.create_job(None, name, PERMISSIONS, params={"scheduled": True})
+            self.submit_call(functools.partial(run_pass_job, self.services, name, job_id))
+        return due
+
+
+def run_pass_job(services: IndexServices, source: str, job_id: str) -> None:
+    """A permissions job on the index writer's thread; its outcome is recorded, never raised."""
+    try:
+        run_permission_job(services.pipeline, services.settings, source, job_id)
+    except Exception:  # noqa: BLE001 - recorded on the job and the source; the writer thread must survive
+        log.warning("permissions job %s of %s failed", job_id, source)

@@ -16,7 +16,7 @@ from workers.batches import document_from_json, document_to_json
 from workers.celery_app import app, context_for, services_for
 from workers.distributed import SourceBusy, crawl_source, embed_and_forward
 from workers.index_queue import APPLY_TASK, INDEX_QUEUE, IndexLocks, apply_or_retry
-from workers.jobs import run_sync_job
+from workers.jobs import run_permission_job, run_sync_job
 
 __all__ = [
     "apply_batch",
@@ -25,6 +25,7 @@ __all__ = [
     "document_to_json",
     "embed_documents",
     "index_batch",
+    "permission_pass",
     "submit_sync",
     "sync_source",
 ]
@@ -98,6 +99,25 @@ def apply_batch(self: Any, ready: dict) -> dict:
 
     outcome = apply_or_retry(ctx, services.pipeline, ready, resend, _index_locks[0])
     return {"batch": ready["batch_id"], "outcome": outcome}
+
+
+@app.task(name="cairn.permission_pass", bind=True, **TRANSIENT)
+def permission_pass(self: Any, source: str, job_id: str) -> dict:
+    """A source's permissions pass (an existing `permissions` job), where the index is written: in-process
+    without a broker; on the `index` queue otherwise (the index node's consumer with Qdrant Edge, or
+    `-Q index` workers holding the index lock with a Qdrant server)."""
+    services = services_for(self.app)
+    if not self.app.conf.task_always_eager:
+        ctx = context_for(self.app)
+        if vector_backend(ctx.settings).owner_writes:
+            raise RuntimeError(f"with vector_backend={ctx.settings.vector_backend} permissions passes run in "
+                               "`cairn serve` (it consumes the `index` queue), not in workers")
+        if not _index_locks:
+            _index_locks.append(IndexLocks(ctx, services.pipeline))
+        if not _index_locks[0].hold(source):
+            raise self.retry(args=[source, job_id], countdown=1.0, max_retries=None)
+    counts = run_permission_job(services.pipeline, services.settings, source, job_id)
+    return {"job_id": job_id, **counts.as_dict()}
 
 
 @app.task(name="cairn.index_batch", bind=True)

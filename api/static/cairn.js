@@ -180,7 +180,7 @@ function renderAdmin(state) {
   const focused = document.activeElement?.dataset?.source;
   $("#sources tbody").replaceChildren(...state.sources.map((src) => el("tr", { "data-source": src.name },
     ...cells(src.name, el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
-             src.documents, src.chunks, src.skipped, redactionsCell(src.redactions), src.failures, src.last_error || "—",
+             permissionsCell(src.permissions), src.documents, src.chunks, src.skipped, redactionsCell(src.redactions), src.failures, src.last_error || "—",
              el("button", { type: "button", class: "reindex", "data-source": src.name, text: "Reindex",
                             "aria-label": `Reindex ${src.name}`, onclick: () => adminPage.reindex(src.name) })))));
   if (focused) $(`button.reindex[data-source="${CSS.escape(focused)}"]`)?.focus();
@@ -201,6 +201,15 @@ function redactionsCell(r) {
   if (r.secret_files) parts.push(`${r.secret_files} secret file${r.secret_files === 1 ? "" : "s"} skipped`);
   const rules = Object.entries(r.rules).map(([name, c]) => `${name}: ${c.redactions} in ${c.files}`).join("\n");
   return el("span", { class: "redactions", text: parts.join(" · "), title: rules || parts.join(" · ") });
+}
+
+// How fresh the source's access is; stale: its restricted documents are not served, and why.
+function permissionsCell(p) {
+  if (!p) return "—";
+  const age = p.age_seconds == null ? "never refreshed" : `refreshed ${Math.round(p.age_seconds)} s ago`;
+  const text = p.stale ? `stale (${age}): restricted documents hidden` : age;
+  return el("span", { class: `permissions${p.stale ? " stale" : ""}`, text: p.error ? `${text} · ${p.error}` : text,
+                      title: p.error || text });
 }
 
 function bytes(n) {

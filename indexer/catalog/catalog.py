@@ -18,6 +18,7 @@ from indexer.catalog.schema import (
     DocumentRecord,
     FailureRecord,
     JobRecord,
+    PermissionSyncRecord,
     SourceRecord,
     UTCDateTime,
     chunk_record,
@@ -29,6 +30,7 @@ from indexer.catalog.schema import (
     failures,
     jobs,
     meta,
+    permission_syncs,
     redactions,
     skipped,
     source_record,
@@ -41,10 +43,11 @@ log = logging.getLogger(__name__)
 
 SOURCE_STATES = ("idle", "syncing", "error")
 DOCUMENT_STATES = ("lexical", "indexed")
-JOB_STATES = ("queued", "running", "cancelling", "cancelled", "interrupted", "succeeded", "failed")
+# `partial`: finished, but some items failed (a permissions pass whose connector could not read some).
+JOB_STATES = ("queued", "running", "cancelling", "cancelled", "interrupted", "succeeded", "partial", "failed")
 ACTIVE_JOB_STATES = ("queued", "running", "cancelling")
 # Stopped for good, or until resumed (interrupted): finished_at is stamped.
-FINISHED_JOB_STATES = ("succeeded", "failed", "cancelled", "interrupted")
+FINISHED_JOB_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 # Keeps every IN (...) well under SQLite's bound-variable limit (999 on old builds).
 BATCH = 500
 
@@ -153,7 +156,7 @@ class Catalog:
         """Remove a source with its documents, skips and failures; returns the removed chunk ids."""
         with self.engine.begin() as conn:
             ids = list(conn.execute(select(chunks.c.id).where(chunks.c.source == name)).scalars())
-            for table in (chunks, documents, skipped, failures, redactions):
+            for table in (chunks, documents, skipped, failures, redactions, permission_syncs):
                 conn.execute(delete(table).where(table.c.source == name))
             conn.execute(delete(sources).where(sources.c.name == name))
         log.info("deleted source %s with %d chunks", name, len(ids))
@@ -399,6 +402,23 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.doc_id, t.version).where(t.source == source, t.quarantined == 1))
             return {r.doc_id: r.version for r in rows}
+
+    # -- permissions passes ---------------------------------------------------------------------
+
+    def record_permission_pass(self, source: str, error: str = "") -> None:
+        """A permissions pass of the source ended: without `error` it succeeded (stamps last_success_at);
+        with one it failed or some items failed (the last success is kept)."""
+        now = _now()
+        row = {"source": source, "last_attempt_at": now, "last_success_at": None if error else now,
+               "last_error": error}
+        columns = ["last_attempt_at", "last_error"] + ([] if error else ["last_success_at"])
+        with self.engine.begin() as conn:
+            _upsert(conn, permission_syncs, [row], ["source"], columns)
+
+    def permission_syncs(self) -> dict[str, PermissionSyncRecord]:
+        """source → its permissions pass record (sources never passed are absent)."""
+        with self.engine.connect() as conn:
+            return {r.source: PermissionSyncRecord(**r._asdict()) for r in conn.execute(select(permission_syncs))}
 
     # -- jobs -----------------------------------------------------------------------------------
 

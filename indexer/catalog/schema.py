@@ -280,6 +280,27 @@ source_schedules = Table(
 )
 
 
+# -- permissions passes (indexer/pipeline/permissions.py) -------------------------------------------
+
+# Per source: when its last permissions pass ran and last succeeded (no failed item), and its last error.
+# With the source's last successful sync this says how fresh its documents' access is (fail closed).
+permission_syncs = Table(
+    "permission_syncs", metadata,
+    Column("source", String, primary_key=True),
+    Column("last_attempt_at", UTCDateTime, nullable=False),
+    Column("last_success_at", UTCDateTime),
+    Column("last_error", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class PermissionSyncRecord:
+    source: str
+    last_attempt_at: datetime
+    last_success_at: datetime | None
+    last_error: str
+
+
 # -- index generations (zero-downtime rebuilds, indexer/generations/state.py) ---------------------------
 
 # The chunk rows of a generation being built, kept apart so `chunks` keeps matching the serving

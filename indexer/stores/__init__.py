@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-from indexer.models import Chunk, normalise_prefix
+from indexer.models import PUBLIC, Chunk, normalise_prefix
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,6 +39,9 @@ class SearchFilter:
     path_prefixes: tuple[str, ...] = ()  # user-facing prefixes such as "src/cairn"
     languages: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
+    # Sources whose access is stale (indexer/pipeline/permissions.py): their chunks are admitted only
+    # when their ACL holds `public`. Every engine applies it inside the query, like the ACL.
+    stale_sources: tuple[str, ...] = ()
 
     def prefix_values(self) -> list[str]:
         """Values matched exactly against a chunk's `path_prefix` list (see documents.path_prefixes)."""
@@ -51,6 +54,13 @@ class SearchFilter:
         scope = [("source", self.sources), ("path_prefix", tuple(self.prefix_values())),
                  ("language", self.languages), ("kind", self.kinds)]
         return [("acl", self.principals)] + [(name, values) for name, values in scope if values]
+
+    def excluded(self) -> tuple[tuple[str, tuple[str, ...]], tuple[str, str]] | None:
+        """What every engine must leave out: chunks whose `source` is one of the stale sources AND
+        whose `acl` lacks `public` — as ((field, any of values), (field, value it lacks)); None: nothing."""
+        if not self.stale_sources:
+            return None
+        return ("source", self.stale_sources), ("acl", PUBLIC)
 
     @property
     def matches_nothing(self) -> bool:

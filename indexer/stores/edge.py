@@ -16,8 +16,15 @@ log = logging.getLogger(__name__)
 
 
 def edge_filter(flt: SearchFilter) -> qe.Filter:
-    return qe.Filter(must=[qe.FieldCondition(key=name, match=qe.MatchAny(any=list(values)))
-                           for name, values in flt.field_values()])
+    must: list[Any] = [qe.FieldCondition(key=name, match=qe.MatchAny(any=list(values)))
+                       for name, values in flt.field_values()]
+    excluded = flt.excluded()
+    if excluded is None:
+        return qe.Filter(must=must)
+    (field, values), (lacking, value) = excluded
+    stale_restricted = qe.Filter(must=[qe.FieldCondition(key=field, match=qe.MatchAny(any=list(values)))],
+                                 must_not=[qe.FieldCondition(key=lacking, match=qe.MatchValue(value=value))])
+    return qe.Filter(must=must, must_not=[stale_restricted])
 
 
 class EdgeVectorStore:

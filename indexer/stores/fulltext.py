@@ -308,6 +308,7 @@ class TantivyIndex:
             return []
         full = tantivy.Query.boolean_query(
             [(tantivy.Occur.Must, text)] + [(tantivy.Occur.Must, f) for f in self._filter_clauses(flt)]
+            + [(tantivy.Occur.MustNot, f) for f in self._excluded_clauses(flt)]
         )
         found: list[tuple[float, tantivy.Searcher, tantivy.DocAddress]] = []
         for shard in self._shards_for(flt.sources or None):
@@ -383,6 +384,17 @@ class TantivyIndex:
                 [(tantivy.Occur.Should, term) for term in terms])
             clauses.append(tantivy.Query.const_score_query(either, 0.0))
         return clauses
+
+    def _excluded_clauses(self, flt: SearchFilter) -> list[tantivy.Query]:
+        """Chunks of stale sources whose ACL lacks `public` (a MUST_NOT clause of the query)."""
+        excluded = flt.excluded()
+        if excluded is None:
+            return []
+        (field, values), (lacking, value) = excluded
+        either = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, field, v)) for v in values])
+        return [tantivy.Query.boolean_query([(tantivy.Occur.Must, either),
+                                            (tantivy.Occur.MustNot, tantivy.Query.term_query(self.schema, lacking, value))])]
 
 
 MAX_TIES = 1000  # hits tied at the cut beyond this many are ordered by tantivy's document order

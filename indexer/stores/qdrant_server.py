@@ -19,8 +19,16 @@ _CLIENT_ERRORS = (ApiException, OSError, ValueError, RuntimeError)
 
 
 def qdrant_filter(flt: SearchFilter) -> models.Filter:
-    return models.Filter(must=[models.FieldCondition(key=name, match=models.MatchAny(any=list(values)))
-                               for name, values in flt.field_values()])
+    must: list[models.Condition] = [models.FieldCondition(key=name, match=models.MatchAny(any=list(values)))
+                                    for name, values in flt.field_values()]
+    excluded = flt.excluded()
+    if excluded is None:
+        return models.Filter(must=must)
+    (field, values), (lacking, value) = excluded
+    stale_restricted = models.Filter(
+        must=[models.FieldCondition(key=field, match=models.MatchAny(any=list(values)))],
+        must_not=[models.FieldCondition(key=lacking, match=models.MatchValue(value=value))])
+    return models.Filter(must=must, must_not=[stale_restricted])
 
 
 def connect(url: str, api_key: str | None = None, timeout: int = 10) -> QdrantClient:

@@ -119,6 +119,26 @@ def test_randomized_permissions_are_enforced_inside_the_query(index, seed):
         assert len(top) == min(5, len(expected)) and {h.chunk_id for h in top} <= expected
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_restricted_chunks_of_stale_sources_are_left_out_inside_the_query(index, seed):
+    rng = random.Random(seed)
+    chunks = [make_chunk(i, " ".join(rng.choices(VOCAB, k=rng.randint(3, 12))),
+                         rng.sample(ALL_PRINCIPALS, rng.choice([0, 1, 1, 2, 3])),
+                         source=rng.choice(["alpha", "beta", "gamma"])) for i in range(300)]
+    index.upsert(chunks)
+    index.commit()
+    for _ in range(30):
+        principals = random_principals(rng)
+        stale = tuple(rng.sample(["alpha", "beta", "gamma"], rng.randint(1, 2)))
+        terms = rng.sample(VOCAB, rng.randint(1, 3))
+        flt = SearchFilter(principals=principals, stale_sources=stale)
+        expected = {c.id for c in chunks if set(c.acl) & set(principals) and set(terms) & set(c.content.split())
+                    and (c.source not in stale or PUBLIC in c.acl)}
+        assert {h.chunk_id for h in index.search(words(*terms), flt, limit=400)} == expected
+        top = index.search(words(*terms), flt, limit=5)
+        assert len(top) == min(5, len(expected)) and {h.chunk_id for h in top} <= expected
+
+
 def test_empty_principals_and_empty_query_match_nothing(index):
     index.upsert([make_chunk(0, "alpha bravo")])
     index.commit()

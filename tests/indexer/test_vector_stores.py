@@ -111,6 +111,22 @@ def test_randomized_permissions_are_enforced_inside_the_query(store, seed):
         assert np.allclose([h.score for h in top], expected, atol=1e-4)  # filtered before top-k
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_restricted_chunks_of_stale_sources_are_left_out_inside_the_query(store, seed):
+    rng = random.Random(seed)
+    chunks = random_corpus(rng, 300)
+    vectors = unit(np.random.default_rng(seed).standard_normal((len(chunks), DIM)))
+    store.upsert([VectorPoint(c, v.tolist()) for c, v in zip(chunks, vectors, strict=True)])
+    for _ in range(20):
+        principals = random_principals(rng)
+        stale = tuple(rng.sample(["alpha", "beta", "gamma"], rng.randint(1, 2)))
+        query = unit(np.random.default_rng(rng.randint(0, 10**6)).standard_normal(DIM))
+        flt = SearchFilter(principals=principals, stale_sources=stale)
+        allowed = {c.id for c in chunks if set(c.acl) & set(principals) and (c.source not in stale or PUBLIC in c.acl)}
+        assert {h.chunk_id for h in store.search(query.tolist(), flt, limit=400)} == allowed
+        assert len(store.search(query.tolist(), flt, limit=5)) == min(5, len(allowed))  # filtered before top-k
+
+
 def _index(chunks: list[Chunk], chunk_id: str) -> int:
     return next(i for i, c in enumerate(chunks) if c.id == chunk_id)
 

@@ -78,11 +78,13 @@ def test_schedule_due_enqueues_exactly_the_due_sources(eager, fleet):
 
 def test_beat_schedules_the_maintenance_tasks_on_their_queue():
     assert celery_app.app.conf.beat_schedule == BEAT_SCHEDULE
-    assert {e["task"] for e in BEAT_SCHEDULE.values()} == {"cairn.schedule_due", "cairn.prune", "cairn.reconcile"}
+    assert {e["task"] for e in BEAT_SCHEDULE.values()} == {"cairn.schedule_due", "cairn.permissions_due",
+                                                           "cairn.prune", "cairn.reconcile"}
     assert "workers.maintenance" in celery_app.app.conf.include
     routes = celery_app.app.conf.task_routes
-    assert all(routes[name]["queue"] == "maintenance" for name in ("cairn.schedule_due", "cairn.prune",
-                                                                   "cairn.reconcile"))
+    assert all(routes[name]["queue"] == "maintenance" for name in ("cairn.schedule_due", "cairn.permissions_due",
+                                                                   "cairn.prune", "cairn.reconcile"))
+    assert routes["cairn.permission_pass"]["queue"] == "index"  # run where the index is written
 
 
 def test_prune_deletes_old_finished_jobs_and_audit_rows_only(services):
