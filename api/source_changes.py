@@ -122,7 +122,7 @@ def plan_change(catalog: Catalog, name: str, change: SourceChange) -> PlannedCha
             plan.changed.append("interval")
     if access != sorted(row.access):
         plan.changed.append("access")
-    for key in ("location", "ref", "url", "token_env", "token_file"):
+    for key in ("location", "ref") if row.kind == "git" else ("url", "ref", "token_env", "token_file"):
         if (config.get(key) or "") != (row.config.get(key) or ""):
             plan.changed.append({"url": "location"}.get(key, key))
     plan.changed = sorted(set(plan.changed))

@@ -150,3 +150,29 @@ def test_a_removed_source_leaves_every_store_and_the_catalog_and_can_come_back(s
     job = httpx.post(f"{base}/v1/sources/ops/reindex", headers=auth(admin)).json()
     assert wait_job(base, admin, job["id"])["state"] == "succeeded"
     assert search_paths(base, ops, "rollout canary") == ["ops:deploy/rollout.py"]
+
+
+def test_a_remote_sources_change_is_validated_by_its_kind_and_never_holds_a_secret(server):
+    base, services = server
+    admin = token(services, admin=True)
+    services.catalog.upsert_source("gl", "gitlab", {"url": "https://gitlab.example.com", "group": "g",
+                                                    "token_env": "GITLAB_TOKEN"}, [])
+    services.catalog.upsert_source("jira", "jira", {"url": "https://jira.example.com", "projects": ["A"]}, [])
+    services.catalog.set_checkpoint("gl", {"cursor": "2024-01-01"})
+    resp = httpx.patch(f"{base}/v1/sources/gl", json={"token_file": "/run/secrets/gl", "ref": "release"},
+                       headers=auth(admin))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["changed"] == ["ref", "token_env", "token_file"]
+    config = services.catalog.get_source("gl").config
+    assert config["token_file"] == "/run/secrets/gl" and config["token_env"] == "" and config["ref"] == "release"
+    assert services.catalog.get_checkpoint("gl") is None  # a cursor for another ref means nothing
+    for job in resp.json()["jobs"]:  # the sync it started fails: no such server (not what is tested here)
+        wait_job(base, admin, job["id"])
+    assert httpx.patch(f"{base}/v1/sources/jira", json={"ref": "main"}, headers=auth(admin)).status_code == 400
+    secret = httpx.patch(f"{base}/v1/sources/gl", json={"location": "https://bot:glpat-9@gitlab.example.com"},
+                         headers=auth(admin))
+    assert secret.status_code == 400 and "glpat-9" not in secret.text and "credentials" in secret.text
+    access = httpx.patch(f"{base}/v1/sources/jira", json={"access": ["group:staff"]}, headers=auth(admin)).json()
+    assert access["changed"] == ["access"] and [j["kind"] for j in access["jobs"]] == ["reindex"]
+    assert services.catalog.get_source("jira").access == ("group:staff",)
+    wait_job(base, admin, access["jobs"][0]["id"])
