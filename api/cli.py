@@ -95,17 +95,18 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
           full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
           as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
           url: str | None = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
-    """Index (or re-index incrementally) a git repository."""
+    """Index (or re-index incrementally) a git repository. On an existing source, changed options (access,
+    ref, location) are applied first, as `cairn sources set` does; options left out keep their values."""
     settings: Settings = ctx.obj
     location = _location(path_or_url)
     source = name or _source_name(location)
-    principals = sorted(Access.of(*access).principals)
+    principals = sorted(Access.of(*access).principals) if access else None
     client = remote(url, settings)
     if client:
-        counts = _index_remote(client, source, location, ref or "", principals, full, as_json)
+        counts = _index_remote(client, source, location, ref, principals, full, as_json)
     else:
         with local_services(settings) as svc:
-            svc.catalog.upsert_source(source, "git", {"location": location, "ref": ref or ""}, principals)
+            _prepare_local(svc, source, location, ref, principals, as_json)
             from workers.jobs import run_sync_job
 
             with SyncProgress(err, enabled=not as_json) as progress:
@@ -113,11 +114,63 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
     _print_summary(source, counts, as_json)
 
 
-def _index_remote(client: CairnClient, source: str, location: str, ref: str, access: list[str],
+def _changed_options(existing: dict[str, Any], location: str, ref: str | None, access: list[str] | None) -> dict:
+    """The PATCH body that makes an existing source match the options given (empty: nothing differs)."""
+    source = existing["name"]
+    if existing["kind"] != "git":
+        fail(f"source {source!r} is a {existing['kind']} source, not a git repository: change it with "
+             f"`cairn sources set {source} ...`")
+    body: dict[str, Any] = {}
+    if access is not None and sorted(existing.get("access") or []) != access:
+        body["access"] = access
+    if ref is not None and ref != (existing.get("ref") or ""):
+        body["ref"] = ref
+    if location != existing.get("location"):
+        body["location"] = location
+    return body
+
+
+def _warn_admins_only(source: str, access: list[str] | None) -> None:
+    if not access:
+        err.print(f"[yellow]warning:[/yellow] source {source!r} has no access list: only admins will read it "
+                  f"(give --access group:NAME, or later `cairn sources set {source} --access ...`)")
+
+
+def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | None,
+                   access: list[str] | None, quiet: bool) -> None:
+    """Register a new source, or apply changed options to an existing one (its ACL rewrite runs here)."""
+    from api.cli_sources import apply_change_here
+
+    row = svc.catalog.get_source(source)
+    if row is None:
+        svc.catalog.upsert_source(source, "git", {"location": location, "ref": ref or ""}, access or [])
+        _warn_admins_only(source, access)
+        return
+    existing = {"name": row.name, "kind": row.kind, "access": list(row.access), "ref": row.config.get("ref") or "",
+                "location": row.config.get("location", "")}
+    body = _changed_options(existing, location, ref, access)
+    _warn_admins_only(source, body.get("access", existing["access"]))
+    if body:
+        changed = apply_change_here(svc, source, body, quiet, sync=False)  # the sync follows
+        err.print(f"source {source!r}: changed {', '.join(changed['changed'])}")
+
+
+def _index_remote(client: CairnClient, source: str, location: str, ref: str | None, access: list[str] | None,
                   full: bool, quiet: bool) -> dict:
+    from api.cli_sources import change_remotely
+
     try:
-        if not any(s["name"] == source for s in client.sources()):
-            client.add_source({"name": source, "kind": "git", "location": location, "ref": ref, "access": access})
+        existing = next((s for s in client.sources() if s["name"] == source), None)
+        if existing is None:
+            client.add_source({"name": source, "kind": "git", "location": location, "ref": ref or "",
+                               "access": access or []})
+            _warn_admins_only(source, access)
+        else:
+            body = _changed_options(existing, location, ref, access)
+            _warn_admins_only(source, body.get("access", existing.get("access")))
+            if body:
+                changed = change_remotely(client, source, body, quiet)
+                err.print(f"source {source!r}: changed {', '.join(changed['changed'])}")
         job = watch_remote_job(client, client.reindex(source, full=full)["id"], err, enabled=not quiet)
     except RemoteError as exc:
         fail(str(exc))

@@ -178,3 +178,154 @@ def load(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, dir_o
     for config in configs if sync else []:
         _sync(ctx.obj, config.name, as_json)
 
+
+
+# -- changing and removing a source (in-process, or a server with --url) ---------------------------
+
+SERVER = typer.Option(None, "--url", help="A running server (default: CAIRN_URL).")
+
+
+def _client(url: str | None, settings: Settings) -> Any:
+    from api.client import CairnClient
+
+    target = url or settings.url
+    return CairnClient(target, settings.token) if target else None
+
+
+def _services(settings: Settings) -> Any:
+    from indexer.services import IndexServices
+    from indexer.stores import StoreError
+
+    try:
+        return IndexServices.open(settings)
+    except StoreError as exc:
+        _fail(f"{exc}\nIf a Cairn server owns this data directory, pass --url or set CAIRN_URL.", 1)
+
+
+def change_body(access: list[str], no_access: bool, ref: str | None, location: str | None, interval: str,
+                token_env: str, token_file: str) -> dict[str, Any]:
+    """The PATCH body of the options given (an option left out is not changed)."""
+    body: dict[str, Any] = {"access": [] if no_access else access} if access or no_access else {}
+    given = {"ref": ref, "location": location, "interval": interval or None, "token_env": token_env or None,
+             "token_file": token_file or None}
+    return body | {k: v for k, v in given.items() if v is not None}
+
+
+def change_locally(settings: Settings, name: str, body: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """`PATCH /v1/sources/{name}` in this process: the change, then its ACL rewrite and sync, here."""
+    services = _services(settings)
+    try:
+        return apply_change_here(services, name, body, as_json)
+    finally:
+        services.close()
+
+
+def apply_change_here(services: Any, name: str, body: dict[str, Any], as_json: bool,
+                      sync: bool = True) -> dict[str, Any]:
+    """The change on an open index: catalog, then the ACL rewrite, then (with `sync`) the sync it needs."""
+    from api.errors import BadRequest
+    from api.progress import SyncProgress
+    from api.source_changes import SourceChange, apply_change, plan_change
+    from indexer.models import AccessError
+    from workers.jobs import run_sync_job
+    from workers.lifecycle import ACCESS_JOB, run_access_job
+
+    try:
+        plan = plan_change(services.catalog, name, SourceChange(**body))
+    except (LookupError, BadRequest, AccessError) as exc:
+        _fail(str(exc))
+    apply_change(services.catalog, plan)
+    result: dict[str, Any] = {"source": name, "changed": plan.changed}
+    if plan.rewrite_access:
+        job_id = services.catalog.create_job(None, name, ACCESS_JOB)
+        result["access"] = run_access_job(services, name, job_id)
+    if plan.sync and sync:
+        with SyncProgress(err, enabled=not as_json) as progress:
+            result["sync"] = run_sync_job(services, name, full=plan.sync == "full", observe=progress.update).as_dict()
+    return result
+
+
+def change_remotely(client: Any, name: str, body: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """PATCH on the server, then follow the jobs it started until they end (a failed one fails the command)."""
+    from api.client import RemoteError
+    from api.progress import watch_jobs
+
+    try:
+        answer = client.change_source(name, body)
+        jobs = watch_jobs(client.job, [j["id"] for j in answer["jobs"]], err, enabled=not as_json) \
+            if answer["jobs"] else []
+    except RemoteError as exc:
+        _fail(str(exc), 1)
+    failed = [j for j in jobs if j["state"] != "succeeded"]
+    if failed:
+        _fail(f"job {failed[0]['id']} ({failed[0]['kind']}) {failed[0]['state']}: {failed[0].get('error')}", 1)
+    return {"source": name, "changed": answer["changed"], "jobs": {j["kind"]: j["counts"] for j in jobs}}
+
+
+@sources_app.command("set")
+def set_source(ctx: typer.Context, name: str = typer.Argument(..., help="Source to change."),
+               access: list[str] = typer.Option([], "--access", help="Who may read it (repeatable; replaces the "
+                                                "list). A git source's documents are rewritten at once."),
+               no_access: bool = typer.Option(False, "--no-access", help="Admins only."),
+               ref: str | None = typer.Option(None, "--ref", help="Branch, tag or commit (git, GitLab)."),
+               location: str | None = typer.Option(None, "--location", help="Repository path or clone URL (git); "
+                                                   "base URL (remote sources)."),
+               interval: str = INTERVAL, token_env: str = TOKEN_ENV, token_file: str = TOKEN_FILE,
+               as_json: bool = AS_JSON, url: str | None = SERVER) -> None:
+    """Change a source's access, ref, location, schedule or credential reference; only the options given change."""
+    if access and no_access:
+        _fail("give --access or --no-access, not both")
+    if location is not None and "://" not in location and Path(location).expanduser().exists():
+        location = str(Path(location).expanduser().resolve())
+    body = change_body(access, no_access, ref, location, interval, token_env, token_file)
+    if not body:
+        _fail("nothing to change: give --access, --no-access, --ref, --location, --interval, --token-env or "
+              "--token-file")
+    client = _client(url, ctx.obj)
+    result = change_remotely(client, name, body, as_json) if client else change_locally(ctx.obj, name, body, as_json)
+    if as_json:
+        print(json.dumps(result))
+    elif result["changed"]:
+        out.print(f"source [bold]{name}[/bold]: changed {', '.join(result['changed'])}")
+    else:
+        out.print(f"source [bold]{name}[/bold]: already as asked, nothing changed")
+
+
+@sources_app.command("remove")
+def remove_source(ctx: typer.Context, name: str = typer.Argument(..., help="Source to remove."),
+                  yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+                  as_json: bool = AS_JSON, url: str | None = SERVER) -> None:
+    """Remove a source: its jobs are cancelled and every document leaves the index and the catalog."""
+    if not yes and not typer.confirm(f"Remove source {name!r} and everything indexed from it?"):
+        _fail("not removed", 1)
+    client = _client(url, ctx.obj)
+    if client:
+        from api.client import RemoteError
+
+        try:
+            removed = client.remove_source(name)["removed"]
+        except RemoteError as exc:
+            _fail(str(exc), 1)
+    else:
+        removed = _remove_locally(ctx.obj, name)
+    if as_json:
+        print(json.dumps({"source": name, "removed": removed}))
+    else:
+        out.print(f"source [bold]{name}[/bold] removed: {removed.get('documents', 0)} documents, "
+                  f"{removed.get('chunks', 0)} chunks")
+
+
+def _remove_locally(settings: Settings, name: str) -> dict[str, int]:
+    from workers.lifecycle import remove_source as remove
+
+    services = _services(settings)
+    try:
+        catalog = services.catalog
+        if catalog.get_source(name) is None:
+            _fail(f"no source named {name!r}", 1)
+        # No server owns this index (its stores opened here), so no job of the source can be running.
+        for job in catalog.list_jobs(source=name, state=("queued", "running", "cancelling"), limit=10_000):
+            catalog.update_job(job.id, state="cancelled", error="its source was removed")
+        return remove(services, name)
+    finally:
+        services.close()

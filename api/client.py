@@ -40,6 +40,13 @@ class CairnClient:
     def add_source(self, body: dict) -> dict:
         return self._call("POST", "/v1/sources", json=body)
 
+    def change_source(self, name: str, body: dict) -> dict:
+        """PATCH the source: only the keys given change; returns the source, what changed and the jobs."""
+        return self._call("PATCH", f"/v1/sources/{name}", json=body)
+
+    def remove_source(self, name: str) -> dict:
+        return self._call("DELETE", f"/v1/sources/{name}", timeout=900.0)  # waits for a running job to stop
+
     def reindex(self, name: str, full: bool = False, since: str | None = None) -> dict:
         body: dict[str, Any] = {"full": full} | ({"since": since} if since else {})
         return self._call("POST", f"/v1/sources/{name}/reindex", json=body)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
 import uuid
+from concurrent.futures import Future
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -20,16 +22,21 @@ from api.schemas import (
     ScheduleOut,
     SearchRequest,
     SearchResponse,
+    SourceChangeOut,
     SourceIn,
     SourceOut,
+    SourcePatch,
+    SourceRemovedOut,
 )
 from connectors.registry import access_from_source
+from api.source_changes import UNSET, SourceChange, apply_change, plan_change
 from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
 from indexer.models import Access, Principal
 from indexer.pipeline import Freshness, freshness
 from indexer.secrets.redaction_log import RedactionLog
 from retrieval.permissions import Scope
 from workers.jobs import PERMISSIONS
+from workers.lifecycle import ACCESS_JOB, remove_source, run_access_job
 from workers.maintenance import SYNC_KINDS, intervals, run_pass_job, run_reconcile_job, set_interval
 from workers.window import parse_duration
 
@@ -58,12 +65,13 @@ def _iso(value: dt.datetime | None) -> str | None:
 def _source_out(row, catalog, show_access: bool, fresh: Freshness | None = None) -> SourceOut:
     counts = catalog.counts(row.name)
     perms = fresh.as_dict() if show_access and fresh is not None and fresh.tracked else None
+    own_interval = intervals(catalog).get(row.name) if show_access else None
     return SourceOut(name=row.name, kind=row.kind, state=row.state, location=row.config.get("location", ""),
                      ref=row.config.get("ref") or "", access=list(row.access) if show_access else None,
                      documents=counts["documents"], chunks=counts["chunks"],
                      last_success_at=_iso(row.last_success_at), last_error=row.last_error,
                      redactions=RedactionsOut.model_validate(RedactionLog(catalog.engine).summary(row.name).as_dict())
-                     if show_access else None,
+                     if show_access else None, interval_seconds=own_interval,
                      permissions=PermissionsOut.model_validate(perms) if perms else None)
 
 
@@ -87,6 +95,90 @@ def add_source(body: SourceIn, request: Request, who: Principal = Depends(admin)
                           sorted(access.principals))
     request.app.state.audit.record(who, "sources.add", target=body.name)
     return _source_out(catalog.get_source(body.name), catalog, True)
+
+
+REMOVE_WAIT_SECONDS = 600.0  # a removal waits for the job it cancelled to stop after its current batch
+JOB_STOP_SECONDS = 120.0  # distributed: how long a cancelled crawl (another process) gets to stop
+
+
+def _wait_stopped(catalog, job_ids: list[str], timeout: float) -> None:
+    """Until every job has finished or the time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(catalog.job_state(j) not in (*FINISHED_JOB_STATES, None)
+                                              for j in job_ids):
+        time.sleep(0.2)
+
+
+def _busy_job(catalog, name: str):
+    """The source's queued or running sync or ACL rewrite, if any (a change waits for none: it is refused)."""
+    active = catalog.list_jobs(source=name, state=("queued", "running", "cancelling"), limit=10)
+    return next((j for j in active if j.kind in (*SYNC_KINDS, ACCESS_JOB)), None)
+
+
+@router.patch("/sources/{name:path}", response_model=SourceChangeOut)
+def change_source(name: str, body: SourcePatch, request: Request, who: Principal = Depends(admin)) -> SourceChangeOut:
+    """Change a source's access, ref, location, schedule or credential reference. A git source's new access
+    is applied by an `access` job (ACLs rewritten, nothing re-embedded); a new ref or location starts a sync.
+    Refused (409) while the source has a queued or running sync."""
+    services = request.app.state.services
+    catalog = services.catalog
+    if catalog.get_source(name) is None:
+        raise NotFound(f"no source named {name!r}")
+    busy = _busy_job(catalog, name)
+    if busy is not None:
+        raise Conflict(f"source {name!r} has a {busy.state} {busy.kind} job ({busy.id}); change it when that job "
+                       f"has finished, or cancel it first (POST /v1/jobs/{busy.id}/cancel)")
+    given = body.model_fields_set
+    change = SourceChange(**{k: getattr(body, k) for k in ("access", "ref", "location", "token_env", "token_file")
+                             if k in given and getattr(body, k) is not None},
+                          interval=body.interval if "interval" in given else UNSET)
+    plan = plan_change(catalog, name, change)
+    apply_change(catalog, plan)
+    job_ids = []
+    if plan.rewrite_access:
+        job_id = catalog.create_job(None, name, ACCESS_JOB)
+        request.app.state.jobs.submit_call(functools.partial(run_access_job, services, name, job_id))
+        job_ids.append(job_id)
+    if plan.sync:
+        job_ids.append(request.app.state.jobs.submit(name, full=plan.sync == "full"))
+    request.app.state.audit.record(who, "sources.update", target=name)
+    return SourceChangeOut(source=_source_out(catalog.get_source(name), catalog, True), changed=plan.changed,
+                           jobs=[job_out(catalog.get_job(j)) for j in job_ids])
+
+
+@router.delete("/sources/{name:path}", response_model=SourceRemovedOut)
+def delete_source(name: str, request: Request, who: Principal = Depends(admin)) -> SourceRemovedOut:
+    """Remove a source: its jobs are cancelled, then every chunk leaves tantivy and the vectors and the
+    source leaves the catalog, on the index writer's thread. The same name can be added again."""
+    catalog = request.app.state.services.catalog
+    if catalog.get_source(name) is None:
+        raise NotFound(f"no source named {name!r}")
+    active = catalog.list_jobs(source=name, state=("queued", "running", "cancelling"), limit=10_000)
+    for job in active:
+        catalog.request_cancel(job.id)
+    done: Future[dict[str, int]] = Future()
+
+    distributed = bool(request.app.state.settings.celery_broker_url)
+
+    def remove() -> None:
+        try:
+            if distributed:  # a crawl in a worker stops after its current batch
+                _wait_stopped(catalog, [j.id for j in active], JOB_STOP_SECONDS)
+            for job in active:  # embedded: whatever is left never ran (or runs after this, and stops)
+                if catalog.job_state(job.id) not in FINISHED_JOB_STATES:
+                    catalog.update_job(job.id, state="cancelled", error="its source was removed")
+            done.set_result(remove_source(request.app.state.services, name))
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+            done.set_exception(exc)
+
+    request.app.state.jobs.submit_call(remove)  # after the job being cancelled stops, on the writer's thread
+    request.app.state.audit.record(who, "sources.remove", target=name)
+    try:
+        removed = done.result(timeout=REMOVE_WAIT_SECONDS)
+    except TimeoutError:
+        raise Conflict(f"source {name!r}: still waiting for its running job to stop; the removal goes on "
+                       "and finishes when it has (GET /v1/sources shows when)") from None
+    return SourceRemovedOut(source=name, removed=removed, cancelled_jobs=[j.id for j in active])
 
 
 def _duration_seconds(text: str, what: str) -> float:

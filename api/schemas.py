@@ -50,6 +50,22 @@ class SourceIn(BaseModel):
     access: list[str] = Field(default_factory=list, max_length=1000)
 
 
+class SourcePatch(BaseModel):
+    """What to change in a source; a field left out stays as it is (validated like `SourceIn`)."""
+
+    access: list[str] | None = Field(default=None, max_length=1000, description="Who may read it (replaces the "
+                                     "list; `[]` = admins only). Git sources: applied within seconds, no re-embedding.")
+    ref: str | None = Field(default=None, max_length=255, description="Branch, tag or commit (git, GitLab).")
+    location: str | None = Field(default=None, min_length=1, max_length=2000,
+                                 description="Repository path or clone URL (git); base URL (remote sources).")
+    interval: str | None = Field(default=None, max_length=32, description="Sync interval: `1h`, `30m`, `0` "
+                                 "(never); null = the default interval.")
+    token_env: str | None = Field(default=None, min_length=1, max_length=200,
+                                  description="Environment variable holding the token (remote sources).")
+    token_file: str | None = Field(default=None, min_length=1, max_length=4096,
+                                   description="File holding the token (remote sources).")
+
+
 class RuleRedactionsOut(BaseModel):
     redactions: int
     files: int
@@ -87,6 +103,23 @@ class SourceOut(BaseModel):
     last_error: str | None
     redactions: RedactionsOut | None = None  # shown to admins only
     permissions: PermissionsOut | None = None  # admins only; null for sources without permissions passes
+    interval_seconds: int | None = None  # the source's own sync interval (admins only; null: the default)
+
+
+class SourceChangeOut(BaseModel):
+    """A changed source, what changed, and the jobs that apply it (`access`: ACL rewrite; `index`/`reindex`)."""
+
+    source: SourceOut
+    changed: list[str]
+    jobs: list[JobOut]
+
+
+class SourceRemovedOut(BaseModel):
+    """What removing a source took out of the stores and the catalog (counts), and the jobs it cancelled."""
+
+    source: str
+    removed: dict[str, int]
+    cancelled_jobs: list[str]
 
 
 class ReindexIn(BaseModel):

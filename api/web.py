@@ -23,6 +23,7 @@ from indexer.generations.state import generation_status, generation_summary
 from indexer.models import Principal
 from indexer.pipeline import Freshness, freshness
 from indexer.secrets.redaction_log import RedactionLog
+from workers.maintenance import intervals
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def _source(row, catalog, fresh: Freshness | None = None) -> dict:
     failures = catalog.list_failures(row.name)
     skipped = catalog.list_skipped(row.name)
     return {"name": row.name, "kind": row.kind, "state": row.state, "access": list(row.access),
+            "ref": row.config.get("ref") or "", "interval_seconds": intervals(catalog).get(row.name),
             "last_success_at": _iso(row.last_success_at), "last_error": row.last_error or "",
             **catalog.counts(row.name),
             "recent_failures": [{"item": f.item, "error": f.error, "attempts": f.attempts,

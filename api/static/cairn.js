@@ -23,7 +23,10 @@ async function call(url, options = {}) {
     location.href = "/signin?next=" + encodeURIComponent(location.pathname + location.search);
     throw new Error("signed out");
   }
-  if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
+  if (!res.ok) {  // the server's own message (e.g. why a change is refused) when it sent one
+    const body = await res.json().catch(() => null);
+    throw new Error(`${res.status} ${typeof body?.detail === "string" ? body.detail : res.statusText}`);
+  }
   return res.json();
 }
 
@@ -167,7 +170,57 @@ function adminPage() {
     refresh();
   }
   adminPage.reindex = reindex;
+  async function act(label, url, options) {  // one change to a source; the outcome stays as the notice
+    try {
+      notice = label(await call(url, options));
+    } catch (err) {
+      notice = `${err.message}`;
+    }
+    $("#admin-status").textContent = notice;
+    refresh();
+  }
+  const dialog = $("#edit-source");
+  let editing = null;
+  adminPage.edit = (src) => {
+    editing = src;
+    $("#edit-source-name").textContent = src.name;
+    $("#edit-access").value = src.access.join(", ");
+    $("#edit-ref").value = src.ref;
+    $("#edit-interval").value = src.interval_seconds == null ? "" : `${src.interval_seconds}s`;
+    dialog.showModal();
+  };
+  $("#edit-cancel").addEventListener("click", () => dialog.close());
+  $("#edit-source-form").addEventListener("submit", () => {  // method=dialog: the dialog closes itself
+    const src = editing;
+    const access = $("#edit-access").value.split(/[\s,]+/).filter(Boolean);
+    const interval = $("#edit-interval").value.trim();
+    const body = {};
+    if (access.slice().sort().join() !== src.access.slice().sort().join()) body.access = access;
+    if ($("#edit-ref").value.trim() !== src.ref) body.ref = $("#edit-ref").value.trim();
+    if (interval !== (src.interval_seconds == null ? "" : `${src.interval_seconds}s`)) body.interval = interval || null;
+    if (!Object.keys(body).length) return;
+    act((r) => `${src.name}: changed ${r.changed.join(", ") || "nothing"}` +
+                (r.jobs.length ? ` (${r.jobs.map((j) => `${j.kind} job ${j.id}`).join(", ")})` : ""),
+        `/v1/sources/${encodeURIComponent(src.name)}`, { method: "PATCH", body: JSON.stringify(body) });
+  });
+  adminPage.remove = (name) => {
+    if (!confirm(`Remove source ${name}? Every document indexed from it leaves the index.`)) return;
+    act((r) => `${name} removed: ${r.removed.documents} documents, ${r.removed.chunks} chunks`,
+        `/v1/sources/${encodeURIComponent(name)}`, { method: "DELETE" });
+  };
   refresh();
+}
+
+// Who may read the source, and what an admin can do to it.
+function sourceActions(src) {
+  const readers = src.access.length ? src.access.join(", ") : "admins only";
+  const button = (cls, text, label, onclick) =>
+    el("button", { type: "button", class: cls, "data-source": src.name, text, "aria-label": `${label} ${src.name}`, onclick });
+  return el("div", { class: "source-actions" },
+    el("span", { class: "readers", "data-source": src.name, text: `Readers: ${readers}` }),
+    button("reindex", "Reindex", "Reindex", () => adminPage.reindex(src.name)),
+    button("edit", "Edit", "Edit access, ref and schedule of", () => adminPage.edit(src)),
+    button("remove", "Remove", "Remove", () => adminPage.remove(src.name)));
 }
 
 function renderAdmin(state) {
@@ -178,12 +231,12 @@ function renderAdmin(state) {
                  ["Index generation", s.generation ?? "?"]];
   $("#stats").replaceChildren(...stats.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
   const focused = document.activeElement?.dataset?.source;
+  const focusedKind = document.activeElement?.classList?.[0] ?? "reindex";
   $("#sources tbody").replaceChildren(...state.sources.map((src) => el("tr", { "data-source": src.name },
     ...cells(src.name, el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
              permissionsCell(src.permissions), src.documents, src.chunks, src.skipped, redactionsCell(src.redactions), src.failures, src.last_error || "—",
-             el("button", { type: "button", class: "reindex", "data-source": src.name, text: "Reindex",
-                            "aria-label": `Reindex ${src.name}`, onclick: () => adminPage.reindex(src.name) })))));
-  if (focused) $(`button.reindex[data-source="${CSS.escape(focused)}"]`)?.focus();
+             sourceActions(src)))));
+  if (focused) $(`button.${CSS.escape(focusedKind)}[data-source="${CSS.escape(focused)}"]`)?.focus();
   $("#jobs tbody").replaceChildren(...state.jobs.map((job) => el("tr", { "data-job": job.id, "data-state": job.state },
     ...cells(job.source, job.kind, el("span", { class: `state ${job.state}`, text: job.state }), progress(job),
              job.eta_seconds == null ? "—" : `${Math.ceil(job.eta_seconds)} s`, countsText(job.counts),

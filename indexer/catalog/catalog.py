@@ -28,12 +28,17 @@ from indexer.catalog.schema import (
     document_row,
     documents,
     failures,
+    generation_chunks,
+    generation_documents,
     jobs,
     meta,
     permission_syncs,
+    queue_batches,
+    queue_crawls,
     redactions,
     skipped,
     source_record,
+    source_schedules,
     sources,
     unpack_text,
 )
@@ -152,15 +157,28 @@ class Catalog:
             values["last_success_at"] = _now()
         self._update_source(name, **values)
 
-    def delete_source(self, name: str) -> list[str]:
-        """Remove a source with its documents, skips and failures; returns the removed chunk ids."""
+    def delete_source(self, name: str) -> dict[str, int]:
+        """Forget a source and everything the catalog holds about it, in one transaction: its documents,
+        chunks, skips, failures, redaction counts, checkpoint, schedule, queue state (batches, crawls,
+        document attempts) and the rows a building generation copied. Its job history stays (pruned by
+        retention). Returns how many rows of each kind were removed; the stores are the caller's."""
+        removed: dict[str, int] = {}
         with self.engine.begin() as conn:
-            ids = list(conn.execute(select(chunks.c.id).where(chunks.c.source == name)).scalars())
-            for table in (chunks, documents, skipped, failures, redactions, permission_syncs):
-                conn.execute(delete(table).where(table.c.source == name))
-            conn.execute(delete(sources).where(sources.c.name == name))
-        log.info("deleted source %s with %d chunks", name, len(ids))
-        return ids
+            removed["checkpoint"] = int(conn.execute(select(func.count()).select_from(sources).where(
+                sources.c.name == name, sources.c.checkpoint.is_not(None))).scalar_one())
+            doc_ids = list(conn.execute(select(documents.c.id).where(documents.c.source == name)).scalars())
+            for batch in _batches(doc_ids):
+                conn.execute(delete(generation_documents).where(generation_documents.c.doc_id.in_(batch)))
+            for label, table in (("chunks", chunks), ("documents", documents), ("skipped", skipped),
+                                 ("failures", failures), ("redactions", redactions), ("permission_syncs", permission_syncs),
+                                 ("generation_chunks", generation_chunks), ("queue_batches", queue_batches),
+                                 ("queue_crawls", queue_crawls), ("document_attempts", document_attempts)):
+                removed[label] = conn.execute(delete(table).where(table.c.source == name)).rowcount
+            removed["schedule"] = conn.execute(delete(source_schedules).where(
+                source_schedules.c.source == name)).rowcount
+            removed["source"] = conn.execute(delete(sources).where(sources.c.name == name)).rowcount
+        log.info("deleted source %s: %s", name, removed)
+        return removed
 
     def reset_index(self) -> None:
         """Forget every indexed document, chunk, skip, failure and checkpoint; sources and jobs stay."""

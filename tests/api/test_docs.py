@@ -50,7 +50,7 @@ def test_every_setting_is_documented():
 
 def test_every_route_is_documented(tmp_path):
     app = create_app(Settings(data_dir=tmp_path))
-    documented = {(m, _shape(p)) for m, p in re.findall(r"`(GET|POST|PUT|DELETE) (/[^`\s]*)`", _doc("api.md"))}
+    documented = {(m, _shape(p)) for m, p in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`", _doc("api.md"))}
     routes = {(method.upper(), _shape(path)) for path, item in app.openapi()["paths"].items() for method in item}
     routes |= {("GET", "/metrics"), ("POST", "/mcp")}
     assert routes - documented == set()

@@ -116,7 +116,9 @@ def test_fuzzed_requests_never_get_a_server_error(url, headers, mode):
         except Unsatisfiable:  # an operation without inputs has no invalid form (GET /healthz, GET /v1/sources)
             assert mode is GenerationMode.NEGATIVE, operation.label
             without_inputs.append(operation.label)
-    assert len(without_inputs) <= 4, without_inputs
+    # GET /healthz, GET /v1/sources, and routes whose only input is a path string any value of which is valid
+    # (GET /v1/jobs/{job_id}, POST /v1/jobs/{job_id}/cancel, DELETE /v1/sources/{name})
+    assert len(without_inputs) <= 5, without_inputs
     assert sum(seen.values()) >= (len(operations) - len(without_inputs)) * PER_OPERATION // 2  # really exercised
 
 

@@ -182,7 +182,9 @@ def test_delete_source_and_reset_index(catalog: Catalog) -> None:
     catalog.replace_document(other, make_chunks(other, ["y"]))
     catalog.set_checkpoint("other", {"commit": "1"})
     assert catalog.chunk_ids_of_source("repo") == [make_chunks(doc, ["x"])[0].id]
-    assert len(catalog.delete_source("repo")) == 1
+    removed = catalog.delete_source("repo")
+    assert removed["chunks"] == 1 and removed["documents"] == 1 and removed["source"] == 1
+    assert catalog.delete_source("repo")["source"] == 0
     assert catalog.get_source("repo") is None and catalog.counts("repo")["documents"] == 0
     catalog.reset_index()
     assert catalog.counts() == {"documents": 0, "chunks": 0, "skipped": 0, "failures": 0}
