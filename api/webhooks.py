@@ -6,6 +6,7 @@ source, a source without a secret and a wrong or missing secret get the same 401
 nobody which sources exist. The route only checks, parses and queues: it answers in milliseconds."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -161,6 +162,26 @@ class WebhookQueue:
                     self.recent.popitem(last=False)
             return pending.job_id, outcome
 
+    def resume(self) -> list[str]:
+        """Run again the webhook jobs an earlier process queued or left running (it stopped or was killed)."""
+        left = self.services.catalog.list_jobs(kind=WEBHOOK_JOB, state=("queued", "running", "interrupted"),
+                                               limit=1000)
+        with self.lock:
+            for job in reversed(left):  # oldest first
+                params = job.params or {}
+                targets = WebhookTargets(tuple(params.get("doc_ids") or ()), bool(params.get("sync")),
+                                         bool(params.get("access_pass")))
+                deliveries = list(params.get("deliveries") or [])
+                pending = self.pending.get(job.source)
+                if pending is not None:  # two left for one source: one job does both
+                    pending.targets = pending.targets.merge(targets)
+                    pending.deliveries += deliveries
+                    self.services.catalog.update_job(job.id, state="cancelled", error=f"merged into job {pending.job_id}")
+                    continue
+                self.pending[job.source] = _Pending(job.id, targets, deliveries)
+                self.run(functools.partial(self._start, job.source))
+        return [job.id for job in left]
+
     def _start(self, source: str) -> None:
         with self.lock:
             pending = self.pending.pop(source)
@@ -178,6 +199,7 @@ def _queue(request: Request) -> WebhookQueue:
         distributed = bool(state.settings.celery_broker_url)
         state.webhooks = WebhookQueue(state.services, state.jobs.submit_call,
                                       request_sync=state.jobs.submit if distributed else None)
+        state.webhooks.resume()
     return state.webhooks
 
 

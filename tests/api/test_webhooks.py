@@ -368,3 +368,17 @@ def test_cli_prints_the_secret_once(tmp_path, monkeypatch):
     assert catalog.get_source("shop").config[SECRET_KEY] != hashlib.sha256(first["secret"].encode()).hexdigest()
     git = runner.invoke(app, ["sources", "webhook", "nope"])
     assert git.exit_code == 1 and "no source named" in git.output
+
+
+def test_webhook_jobs_left_queued_by_a_stopped_server_run_again(site, settings, product):
+    _, _, services, secrets, _ = site
+    product.items["SHOP-1"] = ("# Refunds fail\nleft behind text", ("group:shop",))
+    left = services.catalog.create_job(None, "jira", "webhook", params={"doc_ids": ["jira:SHOP-1"], "sync": False,
+                                                                        "access_pass": False, "deliveries": ["d-1"]})
+    with serve(create_app(settings, services=services)) as url, httpx.Client(base_url=url) as fresh:
+        answer = post_jira(fresh, {"webhookEvent": "jira:issue_created", "issue": {"key": "SHOP-2"}}, secrets["jira"])
+        assert answer.status_code == 202
+        assert wait_job(services, left).state == "succeeded"
+        wait_job(services, answer.json()["job_id"])
+    assert product.refreshed[0] == ["jira:SHOP-1"]
+    assert search(site[0], services, "left behind text")[:1] == ["jira:SHOP-1"]

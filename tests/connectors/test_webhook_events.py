@@ -9,9 +9,9 @@ import copy
 import pytest
 
 from connectors.base import document_id
-from connectors.gitlab_tickets import ticket_path
 from connectors.config import parse_source
 from connectors.confluence import ConfluenceConnector
+from connectors.gitlab_tickets import ticket_path
 from connectors.jira import JiraConnector
 from connectors.webhooks import WebhookPayloadError, WebhookTargets, confluence_event, delivery_id, parse_event
 
