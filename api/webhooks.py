@@ -205,7 +205,11 @@ def _queue(request: Request) -> WebhookQueue:
 
 # -- routes -----------------------------------------------------------------------------------------
 
-@router.post("/webhooks/{source}", status_code=202, responses={401: {}, 400: {}})
+EVENT_BODY = {"requestBody": {"required": True, "description": "the product's event, as it sends it",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+@router.post("/webhooks/{source}", status_code=202, responses={401: {}, 400: {}}, openapi_extra=EVENT_BODY)
 async def receive(source: str, request: Request) -> JSONResponse:
     """A GitLab, Jira or Confluence event for `source`, checked against the source's webhook secret;
     its items are read again by a queued `webhook` job (events arriving meanwhile join it)."""
