@@ -380,5 +380,6 @@ def test_webhook_jobs_left_queued_by_a_stopped_server_run_again(site, settings, 
         assert answer.status_code == 202
         assert wait_job(services, left).state == "succeeded"
         wait_job(services, answer.json()["job_id"])
-    assert product.refreshed[0] == ["jira:SHOP-1"]
+    # the new event joins the resumed job when it has not started yet
+    assert product.refreshed[0][0] == "jira:SHOP-1" and "jira:SHOP-2" in sum(product.refreshed, [])
     assert search(site[0], services, "left behind text")[:1] == ["jira:SHOP-1"]
