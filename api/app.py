@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import errors, web
+from api import errors, web, webhooks
 from api.admin_routes import router as admin_router
 from api.audit import AuditLog
 from api.continue_provider import router as context_router
@@ -189,6 +189,7 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     for routes in (router, context_router, documents_router, admin_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(metrics_router)
+    app.include_router(webhooks.router)  # webhooks authenticate by the source's secret, admins by token
     web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)
     app.router.routes.append(MCPRoute(app))
     # Outermost last: the observer sees every answer, including 413 and 429.

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from connectors.config import SourceConfigError, load_sources, parse_source
+from connectors.webhooks import SECRET_KEY
 from indexer.settings import Settings
 
 sources_app = typer.Typer(help="List sources (no subcommand), add GitLab/Jira/Confluence sources, or load a "
@@ -73,7 +74,8 @@ def _store(settings: Settings, configs: list[Any]) -> Any:
         existing = catalog.get_source(config.name)
         if existing is not None and existing.kind != config.kind:
             _fail(f"source {config.name!r} exists with kind {existing.kind!r}; choose another name")
-        catalog.upsert_source(config.name, config.kind, config.catalog_config(), config.default_access)
+        kept = {SECRET_KEY: existing.config[SECRET_KEY]} if existing and SECRET_KEY in existing.config else {}
+        catalog.upsert_source(config.name, config.kind, config.catalog_config() | kept, config.default_access)
     return catalog
 
 
@@ -329,3 +331,45 @@ def _remove_locally(settings: Settings, name: str) -> dict[str, int]:
         return remove(services, name)
     finally:
         services.close()
+
+
+@sources_app.command("webhook")
+def webhook(ctx: typer.Context, name: str = typer.Argument(..., help="Source name."),
+            rotate: bool = typer.Option(False, "--rotate", help="Replace the secret (the old one stops working)."),
+            url: str | None = typer.Option(None, "--url", help="A running server (default: CAIRN_URL)."),
+            as_json: bool = AS_JSON) -> None:
+    """Print the webhook URL to configure in GitLab, Jira or Confluence, and its secret once (kept hashed)."""
+    from api.client import CairnClient, RemoteError
+    from api.webhooks import make_secret, webhook_url
+
+    settings: Settings = ctx.obj
+    target = url or settings.url
+    if target:
+        try:
+            shown = CairnClient(target, settings.token).webhook(name, rotate)
+        except RemoteError as exc:
+            _fail(str(exc), code=1)
+    else:
+        from api.errors import BadRequest, NotFound
+
+        catalog = _store(settings, [])
+        try:
+            row, secret = make_secret(catalog, name, rotate)
+        except (NotFound, BadRequest) as exc:
+            _fail(str(exc), code=1)
+        base = settings.public_url or f"http://{settings.host}:{settings.port}"
+        shown = {"source": name, "kind": row.kind, "url": webhook_url(base, name, row.kind, secret),
+                 "secret": secret, "created": secret is not None}
+    if as_json:
+        print(json.dumps(shown))
+        return
+    out.print(f"URL:    {shown['url']}", soft_wrap=True)
+    if shown["secret"] is None:
+        out.print("secret: already set and not shown again (only its hash is kept); --rotate makes a new one")
+    elif shown["kind"] == "gitlab":
+        out.print(f"secret: {shown['secret']}  (GitLab: the webhook's Secret token)", soft_wrap=True)
+    else:
+        out.print(f"secret: {shown['secret']}  (in the URL; also paste it as the webhook's Secret so "
+                  "deliveries are signed)", soft_wrap=True)
+    if shown["secret"] is not None:
+        out.print("It is shown only this once.")

@@ -54,6 +54,10 @@ class CairnClient:
     def set_schedule(self, name: str, interval: str | None) -> dict:
         return self._call("PUT", f"/v1/sources/{name}/schedule", json={"interval": interval})
 
+    def webhook(self, name: str, rotate: bool = False) -> dict:
+        """The source's webhook URL, and its secret when new or rotated (shown once)."""
+        return self._call("POST", f"/v1/sources/{name}/webhook", json={"rotate": rotate})
+
     def reconcile(self, source: str | None = None, repair: bool = True) -> list[dict]:
         return self._call("POST", "/v1/reconcile", json={"source": source, "repair": repair})
 

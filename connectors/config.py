@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from connectors.base import AuthFailed
 from connectors.http_policy import HttpPolicy
+from connectors.webhooks import SECRET_KEY
 from indexer.models import AccessError, parse_principal
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -229,7 +230,8 @@ def parse_source(data: dict[str, Any], where: str = "source") -> GitLabSource | 
 
 def from_catalog(row: Any) -> GitLabSource | JiraSource | ConfluenceSource:
     """The validated config of a catalog source row (the stored `location` is derived, so dropped)."""
-    data = {k: v for k, v in (row.config or {}).items() if k != "location"}
+    # `location` is derived; the webhook secret's hash is the webhook route's, not the connector's
+    data = {k: v for k, v in (row.config or {}).items() if k not in ("location", SECRET_KEY)}
     return parse_source({**data, "name": row.name, "kind": row.kind, "default_access": list(row.access)},
                         where=f"source {row.name!r}")
 

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=75, ge=1, description="How long `cairn serve` keeps an idle HTTP "
                                     "connection open; longer than clients' and proxies' idle timeouts, so they close "
                                     "first and never send a request on a connection the server is closing.")
+    public_url: str = Field(default="", description="The URL GitLab, Jira and Confluence reach this server at "
+                            "(webhook URLs are built from it); empty = http://HOST:PORT of `cairn serve`.")
     url: str = Field(default="", description="URL of a running Cairn server for the CLI to talk to.")
     token: str = Field(default="", description="API token the CLI sends to a running server.")
     celery_broker_url: str = Field(default="", description="Celery broker; empty = run tasks in-process.")

@@ -11,13 +11,16 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from connectors.base import SyncItem
 from connectors.registry import build_connector
+from connectors.webhooks import WebhookTargets
 from indexer.catalog import Catalog
 from indexer.locks import source_lock
 from indexer.pipeline import PassCounts, Pipeline, run_permission_pass
+from indexer.models import Deletion, Document
 from indexer.pipeline.sync import SyncCounts, SyncRunner
 from indexer.services import IndexServices
 from indexer.settings import Settings
@@ -278,3 +281,82 @@ def _pass(pipeline: Pipeline, settings: Settings, row: Any, job_id: str) -> Pass
         with pipeline.write_lock:
             pipeline.vectors.flush()
     return counts
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+
+WEBHOOK_JOB = "webhook"
+RECENT_WEBHOOK_JOBS = 500  # how far back a repeated delivery is recognised in the catalog
+
+
+def delivery_seen(catalog: Catalog, source: str, delivery: str) -> str | None:
+    """The webhook job that already took this delivery (the product retried it), if a recent one did."""
+    for job in catalog.list_jobs(source=source, kind=WEBHOOK_JOB, limit=RECENT_WEBHOOK_JOBS):
+        taken = list((job.params or {}).get("deliveries") or []) + list((job.counts or {}).get("deliveries") or [])
+        if delivery in taken:
+            return job.id
+    return None
+
+
+def run_webhook_job(services: IndexServices, source: str, job_id: str, targets: WebhookTargets,
+                    deliveries: Sequence[str] = (), request_sync: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Apply what webhooks named: the documents read again through the sync loop (no checkpoint moves),
+    then an incremental sync, then a permissions pass, as asked. `request_sync` queues the sync as its
+    own job (distributed: the `sync` queue crawls); without it the sync runs here.
+
+    Idempotent: reading the same items again writes nothing new. Item or pass failures fail the job
+    (what did apply stays applied; polling retries the rest)."""
+    catalog = services.catalog
+    counts: dict[str, Any] = targets.as_json() | {"deliveries": list(deliveries)}
+    row = catalog.get_source(source)
+    if row is None:
+        catalog.update_job(job_id, state="failed", error=f"no source named {source!r}", counts=counts)
+        raise LookupError(f"no source named {source!r}")
+    if catalog.start_job(job_id) == "cancelled":
+        return counts
+    problems: list[str] = []
+    try:
+        connector = build_connector(row, services.settings)
+        sync = targets.sync or bool(targets.doc_ids and not connector.refreshes_items)
+        if targets.doc_ids and connector.refreshes_items:
+            items = _with_gone_parts(catalog, source, targets.doc_ids, connector.refresh(targets.doc_ids))
+            refreshed = SyncRunner(services.pipeline).run_items(connector, items)
+            counts["refresh"] = refreshed.as_dict()
+            if refreshed.files_failed:
+                problems.append(f"{refreshed.files_failed} of the named items failed")
+        if sync and request_sync is not None:
+            counts["sync_job"] = request_sync(source)
+        elif sync:
+            counts["sync"] = SyncRunner(services.pipeline).run(connector).as_dict()
+        if targets.access_pass:
+            passed = run_permission_pass(services.pipeline, connector)
+            counts["access_pass"] = passed.as_dict()
+            if passed.failed:
+                problems.append(f"the permissions pass failed for {passed.failed} items")
+    except Exception as exc:
+        log.exception("webhook job %s for source %s failed", job_id, source)
+        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", counts=counts)
+        raise
+    catalog.update_job(job_id, state="failed" if problems else "succeeded", error="; ".join(problems) or None,
+                       counts=counts)
+    build_vector_index(services)
+    return counts
+
+
+def _with_gone_parts(catalog: Catalog, source: str, targets: Iterable[str],
+                     items: Iterable[SyncItem]) -> Iterator[SyncItem]:
+    """The refresh's items, then a Deletion for each restricted part (`<id>#...`) of a read or deleted
+    target that the refresh did not yield again (the comment was deleted, or is no longer restricted)."""
+    read: set[str] = set()
+    ended: set[str] = set()
+    for item in items:
+        if isinstance(item, Document):
+            read.add(item.id)
+        elif isinstance(item, Deletion):
+            ended.add(item.doc_id)
+        yield item
+    parents = {t for t in targets if "#" not in t and (t in read or t in ended)}
+    for doc_id in catalog.document_versions(source) if parents else ():
+        parent, hashed, _ = doc_id.partition("#")
+        if hashed and parent in parents and doc_id not in read:
+            yield Deletion(doc_id)

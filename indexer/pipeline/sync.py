@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from connectors.base import Checkpoint, Connector
+from connectors.base import Checkpoint, Connector, SyncItem
 from indexer.catalog import Catalog
 from indexer.chunking.limits import ChunkLimits, oversize_skip
 from indexer.models import Access, Deletion, Document, Skipped, SyncFailure
@@ -113,8 +113,21 @@ class SyncLoop:
             self.sink.close()  # a stop or an error: batches read ahead are dropped unapplied
         return self.counts
 
+    def run_items(self, connector: Connector, items: Iterable[SyncItem], observe: Observer | None = None) -> SyncCounts:
+        """Items the caller got from the connector (e.g. `connector.refresh(ids)` for a webhook), landed the
+        same way. No checkpoint is read or stored and nothing is pruned: the source's sync resumes where
+        it was."""
+        deletions: list[str] = []
+        try:
+            self._consume(connector, items, self.catalog.quarantined(connector.name), deletions, observe,
+                          checkpoints=False)
+            self.counts.absorb(self.sink.finish(list(dict.fromkeys(deletions))))
+        finally:
+            self.sink.close()
+        return self.counts
+
     def _consume(self, connector: Connector, items: Iterable, quarantined: Mapping[str, str],
-                 deletions: list[str], observe: Observer | None) -> None:
+                 deletions: list[str], observe: Observer | None, checkpoints: bool = True) -> None:
         batch: list[Document] = []
         size = 0
         for read in items:
@@ -126,8 +139,8 @@ class SyncLoop:
                 self.sink.reading(size)
                 if len(batch) >= self.batch_docs or size >= self.batch_bytes:
                     # how far the connector got: this batch (stored once it landed, never before)
-                    self.sink.submit(batch, self._landed(source=connector.name,
-                                                         checkpoint=connector.partial_checkpoint(), observe=observe))
+                    partial = connector.partial_checkpoint() if checkpoints else None
+                    self.sink.submit(batch, self._landed(source=connector.name, checkpoint=partial, observe=observe))
                     batch, size = [], 0
             elif isinstance(item, Deletion):
                 deletions.append(item.doc_id)
@@ -237,6 +250,19 @@ class SyncRunner:
         self._clear_resolved_failures(source, loop.failed)
         counts.seconds = round(time.monotonic() - started, 3)
         log.info("sync %s done: %s", source, counts.as_dict())
+        return counts
+
+    def run_items(self, connector: Connector, items: Iterable[SyncItem], observe: Observer | None = None) -> SyncCounts:
+        """Named items (a webhook's `connector.refresh(ids)`) through the same loop, then embedded; the
+        source's checkpoint, skips and other failures are left as they are."""
+        started = time.monotonic()
+        sink = PipelineSink(self.pipeline, rewrite=False, in_flight=self.in_flight)
+        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes)
+        counts = loop.run_items(connector, items, observe)
+        if observe:
+            observe("embedding", counts)
+        self.pipeline.embed_pending(connector.name, progress=self._embed_progress(counts, observe))
+        counts.seconds = round(time.monotonic() - started, 3)
         return counts
 
     def _clear_resolved_failures(self, source: str, failed: set[str]) -> None:
