@@ -28,8 +28,8 @@ from api.schemas import (
     SourcePatch,
     SourceRemovedOut,
 )
-from connectors.registry import access_from_source
 from api.source_changes import UNSET, SourceChange, apply_change, plan_change
+from connectors.registry import access_from_source
 from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
 from indexer.models import Access, Principal
 from indexer.pipeline import Freshness, freshness

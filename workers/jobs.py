@@ -19,8 +19,8 @@ from connectors.registry import build_connector
 from connectors.webhooks import WebhookTargets
 from indexer.catalog import Catalog
 from indexer.locks import source_lock
-from indexer.pipeline import PassCounts, Pipeline, run_permission_pass
 from indexer.models import Deletion, Document
+from indexer.pipeline import PassCounts, Pipeline, run_permission_pass
 from indexer.pipeline.sync import SyncCounts, SyncRunner
 from indexer.services import IndexServices
 from indexer.settings import Settings
