@@ -52,7 +52,10 @@ OUTSIDE_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def url(corpus):
-    with serve(create_app(corpus.settings, services=corpus)) as base:
+    # The per-token rate limit is off here: the fuzzer sends hundreds of requests a minute on one token, and a
+    # 429 would hide what a route does with the input (the limit has its own tests in test_limits.py).
+    settings = corpus.settings.model_copy(update={"rate_limit_per_minute": 0})
+    with serve(create_app(settings, services=corpus)) as base:
         yield base
 
 
@@ -117,8 +120,9 @@ def test_fuzzed_requests_never_get_a_server_error(url, headers, mode):
             assert mode is GenerationMode.NEGATIVE, operation.label
             without_inputs.append(operation.label)
     # GET /healthz, GET /v1/sources, and routes whose only input is a path string any value of which is valid
-    # (GET /v1/jobs/{job_id}, POST /v1/jobs/{job_id}/cancel, DELETE /v1/sources/{name})
-    assert len(without_inputs) <= 5, without_inputs
+    # (GET /v1/jobs/{job_id}, POST /v1/jobs/{job_id}/cancel, DELETE /v1/sources/{name},
+    # POST /v1/sources/{name}/permissions)
+    assert len(without_inputs) <= 6, without_inputs
     assert sum(seen.values()) >= (len(operations) - len(without_inputs)) * PER_OPERATION // 2  # really exercised
 
 
@@ -159,6 +163,7 @@ def _mcp_calls(tools: list[dict]) -> st.SearchStrategy:
 def test_fuzzed_mcp_requests_never_get_a_server_error(url, headers):
     mcp = {**headers, "Accept": "application/json, text/event-stream"}
     listed = httpx.post(url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=mcp, timeout=60)
+    assert "result" in listed.json(), listed.text[:500]
     tools = listed.json()["result"]["tools"]
     assert {t["name"] for t in tools} >= {"search", "grep", "read_file", "find_symbol", "list_sources"}
 

@@ -256,7 +256,7 @@ def search_hits(services, query, principal):
 
 def readable(services, principal, doc_id):
     try:
-        read_document(services.catalog, principal, doc_id)
+        read_document(services.catalog, principal, doc_id, stale=())
     except NotFound:
         return False
     return True

@@ -90,6 +90,9 @@ def test_beat_task_runs_the_due_passes(eager, fleet):
         from workers.jobs import run_sync_job
 
         run_sync_job(fleet, name)
+    with fleet.catalog.engine.begin() as conn:  # beat reads the real clock: ledger-b passed 2 minutes before it
+        conn.execute(update(permission_syncs).where(permission_syncs.c.source == "ledger-b").values(
+            last_attempt_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)))
     sent = permissions_due.delay().get()
     assert sorted(sent) == ["ledger-a", "ledger-c"]
     assert {j.source: j.state for j in fleet.catalog.list_jobs(kind="permissions")} == {
