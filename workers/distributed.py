@@ -199,7 +199,12 @@ def embed_and_forward(ctx: WorkerContext, dispatch: Dispatch, job_id: str, batch
 # -- the index side --------------------------------------------------------------------------------
 
 def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch) -> bool:
-    """Write a ready batch (idempotent), record it once, and finish its job if it was the last."""
+    """Write a ready batch (idempotent), record it once, and finish its job if it was the last.
+
+    A batch of a source removed since it was sent is dropped: nothing of a removed source comes back."""
+    if ctx.catalog.get_source(ready.source) is None:
+        log.warning("batch %s of job %s dropped: source %s was removed", ready.batch_id, ready.job_id, ready.source)
+        return False
     if ready.documents and ready.model != pipeline.embedder.model_name:
         ready = _reembedded(pipeline, ready)
     counts = pipeline.apply_ready(ready.documents, rewrite=ready.rewrite)

@@ -242,3 +242,22 @@ def test_index_writer_lock_is_one_for_the_shared_index_and_per_source_for_a_lega
     old_first, old_second = IndexLocks(ctx, legacy), IndexLocks(ctx, legacy)
     assert old_first.hold("alpha") and old_second.hold("beta")  # a writer per source
     assert not old_second.hold("alpha")
+
+
+def test_a_batch_still_queued_when_its_source_is_removed_writes_nothing(ctx, services, make_repo):
+    from workers.lifecycle import remove_source
+
+    repo = repo_with(make_repo, {f"h{n}.py": module(n) for n in range(3)})
+    services.catalog.upsert_source("svc", "git", {"location": str(repo.root), "ref": ""}, ["group:eng"])
+    dispatch = InlineDispatch()
+    assert crawl_source(ctx, dispatch, "svc", services.catalog.create_job(None, "svc", "index")) == "sent"
+    run_embeds(ctx, dispatch)
+    first, *late = dispatch.readies
+    dispatch.readies = [first]
+    apply_all(ctx, services, dispatch)
+    assert services.catalog.chunk_ids_of_source("svc")
+    remove_source(services, "svc")
+    dispatch.readies = late  # delivered after the removal
+    apply_all(ctx, services, dispatch)
+    assert not services.catalog.chunk_ids_of_source("svc") and services.catalog.get_source("svc") is None
+    assert not services.fulltext.ids("svc") and not services.vectors.ids("svc")
