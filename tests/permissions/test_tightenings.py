@@ -28,6 +28,7 @@ import httpx
 import httpx2
 import pytest
 from api_harness import auth, serve, token
+from fake_confluence import FakeConfluence
 from fake_gitlab import FakeGitLab
 from fake_jira import FakeJira, person
 from harness import register
@@ -474,3 +475,126 @@ def test_jira(jira_site, change, mode):
     check(jira_site, case, mode, "jira", jira_reads)
     sam = ("acc-sam" if fake.cloud else "sam", ("shop-devs",))
     assert jira_site.reads(sam, "jira:SHOP-6", "pelicanode")
+
+
+# -- Confluence (Cloud and Data Center) ------------------------------------------------------------
+
+def confluence_reads(fake: FakeConfluence) -> set[str]:
+    """Pages whose content the fake served: a page with its body, its comments, a listing with bodies."""
+    out: set[str] = set()
+    for seen in fake.server.seen:
+        expand = seen.params.get("expand", "")
+        page = re.search(r"/rest/api/content/(\d+)(/child/comment)?$", seen.path)
+        if page and (page.group(2) or "body" in expand):
+            out.add(page.group(1))
+        elif seen.path.endswith("/content/search") and "body" in expand:
+            out.add(LISTING)
+    return out
+
+
+def confluence_world(fake: FakeConfluence) -> None:
+    fake.add_group("eng", ["al", "sy", "leo"])
+    fake.add_group("sre", ["sy"])
+    fake.add_group("leads", ["leo"])
+    fake.add_space("ENG", users=["alice"], groups=["eng"])
+    fake.add_space("PUB", anonymous=True)
+    fake.root = fake.add_page("ENG", "Runbooks", "<p>All runbooks.</p>")
+    fake.runbook = fake.add_page("ENG", "Checkout times out", "<p>restart the zebracorn gateway</p>",
+                                 parent=fake.root.id)
+    fake.sre = fake.add_page("ENG", "SRE only", "<p>pager rotation</p>", parent=fake.root.id, groups=["sre"])
+    fake.add_page("PUB", "Status page", "<p>pelicanode is operational</p>")
+
+
+def confluence_content(fake: FakeConfluence, page: Any) -> dict[str, Any]:
+    """The content as an event carries it: Forge's `content` on Cloud, Data Center's `page`."""
+    if fake.cloud:
+        return {"id": page.id, "type": page.type, "status": page.status, "title": page.title,
+                "space": {"key": page.space, "id": fake.spaces[page.space]["id"]},
+                "version": {"number": page.version}}
+    return {"id": int(page.id), "spaceKey": page.space, "title": page.title, "contentType": page.type,
+            "version": page.version, "creatorKey": "key-alice", "lastModifierKey": "key-alice",
+            "creationDate": 1709283600000, "modificationDate": 1709283660000,
+            "self": f"{fake.url}/pages/viewpage.action?pageId={page.id}"}
+
+
+def confluence_event(fake: FakeConfluence, verb: str, page: Any, **extra: Any) -> tuple[dict[str, str], dict]:
+    """`verb` (trashed, moved, permissions_updated) of a page, as Forge (Cloud) or Data Center posts it."""
+    if fake.cloud:
+        return {}, {"eventType": f"avi:confluence:{verb}:page", "atlassianId": "5b10ac8d82e05b22cc7d4ef5",
+                    "content": confluence_content(fake, page), **extra}
+    name = "content_permissions_updated" if verb == "permissions_updated" else f"page_{verb}"
+    key = "content" if verb == "permissions_updated" else "page"
+    return {}, {"event": name, "timestamp": 1709283660000, "userKey": "key-alice",
+                key: confluence_content(fake, page), **extra}
+
+
+def _cf_restricted(fake):
+    fake.runbook.groups = ["leads"]  # a restriction changes neither version nor lastmodified
+    return confluence_event(fake, "permissions_updated", fake.runbook)
+
+
+def _cf_ancestor_restricted(fake):
+    fake.root.users = ["alice", "leo"]
+    return confluence_event(fake, "permissions_updated", fake.root)
+
+
+def _cf_moved(fake):
+    old = confluence_content(fake, fake.runbook)
+    fake.runbook.parent = fake.sre.id
+    if fake.cloud:
+        return confluence_event(fake, "moved", fake.runbook, prevContent=old)
+    parents = {"oldParent": confluence_content(fake, fake.root), "newParent": confluence_content(fake, fake.sre)}
+    return confluence_event(fake, "moved", fake.runbook, **parents)
+
+
+def _cf_trashed(fake):
+    fake.runbook.status = "trashed"
+    return confluence_event(fake, "trashed", fake.runbook)
+
+
+def _cf_space_revoked(fake):
+    fake.spaces["ENG"]["groups"] = []
+    return {}, {"event": "space_permissions_updated", "timestamp": 1709283660000, "userKey": "key-alice",
+                "space": {"key": "ENG", "name": "Eng", "id": fake.spaces["ENG"]["id"]}}
+
+
+def confluence_cases(fake: FakeConfluence) -> dict[str, Case]:
+    runbook, al = f"wiki:ENG/{fake.runbook.id}", ("al", ("eng",))
+    return {
+        "restriction added": Case(_cf_restricted, runbook, "zebracorn", [al], [(("leo", ("eng", "leads")), runbook)],
+                                  allowed={fake.runbook.id}),
+        "restriction added on an ancestor": Case(_cf_ancestor_restricted, runbook, "zebracorn", [al],
+                                                 [(("leo", ("eng", "leads")), runbook)], allowed={fake.root.id}),
+        "moved under a restricted parent": Case(_cf_moved, runbook, "zebracorn", [al],
+                                                [(("sy", ("eng", "sre")), runbook)], allowed={fake.runbook.id}),
+        "trashed": Case(_cf_trashed, runbook, "zebracorn", [al], [], allowed={fake.runbook.id}, gone=True),
+        "space permission revoked": Case(_cf_space_revoked, runbook, "zebracorn", [al], [(("alice", ()), runbook)]),
+    }
+
+
+CONFLUENCE_CHANGES = ["restriction added", "restriction added on an ancestor", "moved under a restricted parent",
+                      "trashed", "space permission revoked"]
+
+
+@pytest.fixture(params=["cloud", "datacenter"])
+def confluence_site(request, services, settings, monkeypatch) -> Iterator[Site]:
+    fake = FakeConfluence(cloud=request.param == "cloud")
+    fake.server.start()
+    monkeypatch.setenv("FAKE_CONFLUENCE_TOKEN", fake.token)
+    confluence_world(fake)
+    flavour = {"deployment": "cloud", "username": "bot@example.com"} if fake.cloud else {"deployment": "datacenter"}
+    source = {"name": "wiki", "kind": "confluence", "url": fake.url, "spaces": ["ENG", "PUB"],
+              "token_env": "FAKE_CONFLUENCE_TOKEN", **flavour}
+    try:
+        yield from open_site(services, settings, source, fake)
+    finally:
+        fake.server.stop()
+
+
+@pytest.mark.parametrize("mode", ["webhook", "pass"])
+@pytest.mark.parametrize("change", CONFLUENCE_CHANGES)
+def test_confluence(confluence_site, change, mode):
+    fake = confluence_site.fake
+    check(confluence_site, confluence_cases(fake)[change], mode, "confluence", confluence_reads)
+    public = next(p for p in fake.pages.values() if p.space == "PUB")
+    assert confluence_site.reads(("zed", ()), f"wiki:PUB/{public.id}", "pelicanode")
