@@ -160,6 +160,8 @@ CONFLUENCE_CONTENT_EVENTS |= {"content_permissions_updated": True, "content_rest
                               "content_restored": False, "content_removed": False,
                               "label_added": False, "label_removed": False}
 CONFLUENCE_COMMENT_EVENTS = frozenset({"comment_created", "comment_updated", "comment_removed"})
+# A space's view permissions changed: no content is named, every page of the space may change access.
+CONFLUENCE_SPACE_PERMISSION_EVENTS = frozenset({"space_permissions_updated"})
 CONTENT_KEYS = ("page", "blog", "blogpost", "content", "labeled", "labelled")
 PREVIOUS_KEYS = ("prevContent", "oldParent", "originalPage")
 
@@ -187,8 +189,10 @@ def _page_id(source: str, content: Mapping[str, Any], what: str) -> str:
 def confluence_targets(source: str, payload: Mapping[str, Any]) -> WebhookTargets | None:
     """Page and blog post events: the content (and its id under the space it left, on a move); a move or
     a restriction change also runs a permissions pass (descendants' access follows). Comments: their
-    page and the comment's own document."""
+    page and the comment's own document. A space permission change: a permissions pass."""
     event = confluence_event(payload)
+    if event in CONFLUENCE_SPACE_PERMISSION_EVENTS:
+        return WebhookTargets(access_pass=True)
     if event in CONFLUENCE_COMMENT_EVENTS:
         comment = _object(payload.get("comment"), "comment")
         parent = comment.get("parent") or comment.get("container") or payload.get("page") or payload.get("blog")

@@ -194,6 +194,8 @@ def test_confluence_event_names():
     assert confluence_event({"event": "page_trashed"}) == "page_trashed"
     assert parse_event("confluence", "wiki", confluence_page_event("page_children_reordered")) is None
     assert parse_event("confluence", "wiki", {"event": "space_created", "space": {"key": "NEW"}}) is None
+    revoked = {"event": "space_permissions_updated", "space": {"key": "ENG"}, "timestamp": 1714557600000}
+    assert parse_event("confluence", "wiki", revoked) == WebhookTargets(access_pass=True)
 
 
 MALFORMED = [
