@@ -369,12 +369,11 @@ class ConfluenceConnector(ScopedConnector):
 
     def _text(self, spec: ScopeSpec, content: Mapping[str, Any], comments: Sequence[Mapping[str, Any]]) -> str:
         version = content.get("version") or {}
-        crumbs = " > ".join(str(a.get("title") or "") for a in content.get("ancestors") or [])
         labels = _labels(content)
         by = (version.get("by") or {}).get("displayName") or ""
         facts = [f"{'Blog post' if content.get('type') == 'blogpost' else 'Page'} in space {spec.data['space']}"]
-        if crumbs:
-            facts.append(f"under: {crumbs}")
+        # No ancestor titles in the text: a permissions pass re-applies the stored text under the page's new
+        # access after a move, and the old parents' titles must not reach readers who may not read them.
         lines = [f"# {content.get('title') or ''}", "", " · ".join(facts),
                  f"version {version.get('number', '')} by {by or '-'} at {version.get('when') or ''}"]
         if labels:

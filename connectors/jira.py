@@ -250,8 +250,9 @@ class JiraConnector(ScopedConnector):
         return str((fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0])
 
     def _links(self, project: str, fields: Mapping[str, Any]) -> list[str]:
-        """Issue links as lines. A linked issue's summary is shown only when it is in the same project and
-        under no security level (so it has at least this issue's readers); otherwise its key alone."""
+        """Issue links as lines. A linked issue's summary is shown only when it is in the same project, under
+        no security level, and the project grants browsing to no one per issue (reporter, assignee), so it has
+        at least this issue's readers; otherwise its key alone."""
         lines = []
         for link in fields.get("issuelinks") or []:
             kind = link.get("type") or {}
@@ -264,7 +265,8 @@ class JiraConnector(ScopedConnector):
             other_key = str(other.get("key") or "")
             line = f"{verb} {other_key}"
             summary = (other.get("fields") or {}).get("summary")
-            if summary and other_key.rsplit("-", 1)[0] == project and other_key not in self._secured_keys(project):
+            if (summary and other_key.rsplit("-", 1)[0] == project and not self._project(project).per_issue
+                    and other_key not in self._secured_keys(project)):
                 line += f": {summary}"
             lines.append(line)
         return lines

@@ -210,7 +210,7 @@ class FakeGitLab:
         gid = request.path_params["gid"]
         if gid not in self.groups:
             return JSONResponse({"message": "404 Group Not Found"}, 404)
-        nested = request.query_params.get("include_subgroups") == "true"
+        nested = request.query_params.get("include_subgroups", "").lower() == "true"  # python-gitlab sends True
         found = [p for p in sorted(self.projects.values(), key=lambda p: p.id)
                  if p.path.rpartition("/")[0] == gid or (nested and p.path.startswith(gid + "/"))]
         return gitlab_paged([self.project_json(p) for p in found], request, self.max_per_page)
