@@ -72,7 +72,6 @@ class JiraConnector(ScopedConnector):
         self.client: Jira | None = None
         self.zone = ZoneInfo("UTC")
         self.perms: JiraPermissions | None = None
-        self._secured: dict[str, set[str]] = {}  # project → keys of its issues under a security level
 
     refreshes_items = True
 
@@ -82,7 +81,6 @@ class JiraConnector(ScopedConnector):
         self.client, token = atlassian_client(Jira, self.config)
         self._secrets = [token]
         self.perms = JiraPermissions(self.client, self.config, self.clean)  # caches live for one sync or pass
-        self._secured = {}
         try:
             me = self.client.myself() or {}
         except REMOTE_ERRORS as exc:
@@ -208,7 +206,7 @@ class JiraConnector(ScopedConnector):
         comments = self._comments(key, fields)
         project = self._project_of(key, fields)
         open_comments = [c for c in comments if not c.get("visibility")]
-        text = self._text(key, fields, open_comments, self._links(project, fields), self._remote_links(key))
+        text = self._text(key, fields, open_comments, self._links(fields), self._remote_links(key))
         text = self._capped(text)
         updated = str(fields.get("updated") or "")
         doc_id = document_id(self.name, key)
@@ -249,10 +247,11 @@ class JiraConnector(ScopedConnector):
     def _project_of(key: str, fields: Mapping[str, Any]) -> str:
         return str((fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0])
 
-    def _links(self, project: str, fields: Mapping[str, Any]) -> list[str]:
-        """Issue links as lines. A linked issue's summary is shown only when it is in the same project, under
-        no security level, and the project grants browsing to no one per issue (reporter, assignee), so it has
-        at least this issue's readers; otherwise its key alone."""
+    @staticmethod
+    def _links(fields: Mapping[str, Any]) -> list[str]:
+        """Issue links as lines: the link type and the other issue's key, never its summary. The summary is
+        the other issue's content, readable by its own readers, who may be fewer than this issue's (another
+        project, a security level, per-issue browsing) or become fewer later without this issue changing."""
         lines = []
         for link in fields.get("issuelinks") or []:
             kind = link.get("type") or {}
@@ -262,21 +261,8 @@ class JiraConnector(ScopedConnector):
                 other, verb = link["inwardIssue"], kind.get("inward") or kind.get("name") or "relates to"
             else:
                 continue
-            other_key = str(other.get("key") or "")
-            line = f"{verb} {other_key}"
-            summary = (other.get("fields") or {}).get("summary")
-            if (summary and other_key.rsplit("-", 1)[0] == project and not self._project(project).per_issue
-                    and other_key not in self._secured_keys(project)):
-                line += f": {summary}"
-            lines.append(line)
+            lines.append(f"{verb} {other.get('key') or ''}")
         return lines
-
-    def _secured_keys(self, project: str) -> set[str]:
-        """Keys of the project's issues under a security level (one search per project and sync)."""
-        if project not in self._secured:
-            self._secured[project] = {str(i["key"]) for i in self._search(
-                f'project = "{project}" AND level is not EMPTY ORDER BY key ASC', ["security"])}
-        return self._secured[project]
 
     def _remote_links(self, key: str) -> list[str]:
         try:
