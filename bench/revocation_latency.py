@@ -447,16 +447,19 @@ def check_after(http: httpx.Client, sample: Sample) -> None:
 
 
 def attribute(samples: list[Sample], all_jobs: list[dict]) -> None:
-    """The job of the sample's source that finished first after the change (what applied it)."""
+    """The job of the sample's source that applied the change: the last one started before the item was
+    gone that finished after the change (a webhook job may refresh the item, then run a pass)."""
     for sample in samples:
         if sample.gone_at is None:
             continue
-        done = sorted((j for j in all_jobs if j["source"] == sample.product and j["finished_at"]
-                       and sample.applied_at <= _ts(j["finished_at"]) <= sample.gone_at + 1),
-                      key=lambda j: j["finished_at"])
-        first = done[0] if done else None
-        sample.applied_by = (f"{first['kind']}{' (scheduled)' if first['params'].get('scheduled') else ''}"
-                             if first else None)
+        gone = sample.gone_at
+        running = sorted((j for j in all_jobs if j["source"] == sample.product and j["started_at"]
+                          and (_ts(j["started_at"]) or 0) <= gone
+                          and (_ts(j["finished_at"]) or gone) >= sample.applied_at),
+                         key=lambda j: j["started_at"])
+        last = running[-1] if running else None
+        sample.applied_by = (f"{last['kind']}{' (scheduled)' if last['params'].get('scheduled') else ''}"
+                             if last else None)
 
 
 def scheduler_report(all_jobs: list[dict], since: float) -> dict[str, dict]:
