@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from sqlalchemy import MetaData, Table, delete, inspect, literal, select
@@ -29,7 +29,7 @@ from workers.jobs import PERMISSIONS, run_permission_job
 
 log = logging.getLogger(__name__)
 
-BEAT_PERIOD = float(BEAT_SCHEDULE["permissions-due"]["schedule"])  # how often beat looks for due passes
+BEAT_PERIOD = cast(float, BEAT_SCHEDULE["permissions-due"]["schedule"])  # how often beat looks for due passes
 
 SYNC_KINDS = ("index", "reindex", "scheduled")
 
