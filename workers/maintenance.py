@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from sqlalchemy import MetaData, Table, delete, inspect, literal, select
@@ -24,10 +24,12 @@ from indexer.catalog.schema import UTCDateTime, source_schedules
 from indexer.pipeline.reconcile import Drift, reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
-from workers.celery_app import app, runtime, services_for
+from workers.celery_app import BEAT_SCHEDULE, app, runtime, services_for
 from workers.jobs import PERMISSIONS, run_permission_job
 
 log = logging.getLogger(__name__)
+
+BEAT_PERIOD = cast(float, BEAT_SCHEDULE["permissions-due"]["schedule"])  # how often beat looks for due passes
 
 SYNC_KINDS = ("index", "reindex", "scheduled")
 
@@ -73,13 +75,16 @@ def due_sources(catalog: Catalog, default_interval: int, now: dt.datetime | None
 
 # -- permissions passes -----------------------------------------------------------------------------
 
-def due_permission_passes(catalog: Catalog, interval: int, now: dt.datetime | None = None) -> list[str]:
-    """Sources whose documents take their access from the source, whose last permissions pass started
+def due_permission_passes(catalog: Catalog, interval: int, now: dt.datetime | None = None,
+                          ahead: float = 0.0) -> list[str]:
+    """Sources whose documents take their access from the source, whose last permissions pass ended
     `interval` seconds ago or more (never: due), with no permissions job waiting or running and no sync
-    running. Interval 0 means never."""
+    running. Interval 0 means never. `ahead`: seconds until the caller looks again (its tick); a pass
+    falling due before then runs now, so no pass starts later than `interval` after the previous one
+    ended (looking every 60 s, passes would otherwise start up to a minute late: every 360 s, not 300)."""
     if interval <= 0:
         return []
-    now = now or _now()
+    now = (now or _now()) + dt.timedelta(seconds=ahead)
     passes = catalog.permission_syncs()
     waiting = catalog.active_job_sources([PERMISSIONS])
     syncing = {j.source for j in catalog.list_jobs(state=("running", "cancelling"), limit=10_000)
@@ -187,7 +192,8 @@ def permissions_due(self: Any) -> list[str]:
 
     catalog = _catalog(self.app)
     sent = []
-    for name in due_permission_passes(catalog, _settings(self.app).permission_sync_interval_seconds):
+    interval = _settings(self.app).permission_sync_interval_seconds
+    for name in due_permission_passes(catalog, interval, ahead=BEAT_PERIOD):
         job_id = catalog.create_job(None, name, PERMISSIONS, params={"scheduled": True})
         try:
             permission_pass.apply_async(args=[name, job_id])
@@ -278,7 +284,7 @@ class EmbeddedScheduler:
         if self.submit_call is None:
             return []
         catalog = self.services.catalog
-        due = due_permission_passes(catalog, self.settings.permission_sync_interval_seconds, now)
+        due = due_permission_passes(catalog, self.settings.permission_sync_interval_seconds, now, ahead=self.tick)
         for name in due:
             job_id = catalog.create_job(None, name, PERMISSIONS, params={"scheduled": True})
             self.submit_call(functools.partial(run_pass_job, self.services, name, job_id))

@@ -49,6 +49,17 @@ def test_due_passes_are_sources_with_access_from_the_source_whose_interval_elaps
     assert due_permission_passes(catalog, 300, NOW) == []
 
 
+def test_a_pass_falling_due_before_the_next_look_runs_now(fleet):
+    """Looking every 60 s for passes due 300 s after the last one ended, the next pass must start at the
+    look before it falls due, not a minute after (every 360 s)."""
+    catalog = fleet.catalog  # ledger-b's last pass ended 2 min before NOW
+    assert "ledger-b" not in due_permission_passes(catalog, 300, NOW + dt.timedelta(seconds=179), ahead=0)
+    assert "ledger-b" in due_permission_passes(catalog, 300, NOW + dt.timedelta(seconds=179), ahead=60)
+    assert "ledger-b" not in due_permission_passes(catalog, 300, NOW + dt.timedelta(seconds=119), ahead=60)
+    scheduler = EmbeddedScheduler(fleet, lambda name: None, submit_call=lambda call: None, tick=60)
+    assert "ledger-b" in scheduler.submit_passes(NOW + dt.timedelta(seconds=179))
+
+
 def test_the_embedded_scheduler_runs_due_passes_on_the_writer_thread(fleet):
     calls: list = []
     scheduler = EmbeddedScheduler(fleet, lambda name: None, submit_call=calls.append, tick=0)
