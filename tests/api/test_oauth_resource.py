@@ -18,8 +18,8 @@ import httpx
 import httpx2
 import jwt
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from api_harness import auth, serve, token
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, authorize, free_socket, new_key
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.session import ClientSession

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 from api_harness import serve, token
-from idp_harness import USERS, WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, authorize, free_socket, new_key
+from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, authorize, free_socket, new_key
 from sqlalchemy import select
 
 from api import oidc
@@ -60,7 +60,7 @@ def session_cookie(resp: httpx.Response) -> str:
 
 
 def test_sign_in_opens_a_server_side_session_and_sign_out_ends_it(site, corpus):
-    app, url, idp = site
+    _app, url, idp = site
     browser, resp = sign_in(url, idp, "alice", "/?q=retry")
     assert resp.status_code == 303 and resp.headers["location"] == "/?q=retry"
     header = session_cookie(resp).lower()
@@ -109,7 +109,7 @@ def test_groups_come_from_the_idp_and_only_admin_groups_make_admins(site):
 
 
 def test_a_state_that_does_not_match_is_refused(site):
-    _app, url, idp = site
+    _app, url, _idp = site
     browser = httpx.Client(timeout=30, follow_redirects=False)
     callback = authorize(browser, start(browser, url), "alice", url + "/signin/callback")
     parts = urlsplit(callback)
@@ -123,7 +123,7 @@ def test_a_state_that_does_not_match_is_refused(site):
 
 
 def test_an_answer_in_another_browser_or_an_idp_error_is_refused(site):
-    _app, url, idp = site
+    _app, url, _idp = site
     browser = httpx.Client(timeout=30, follow_redirects=False)
     callback = authorize(browser, start(browser, url), "alice", url + "/signin/callback")
     other = httpx.Client(timeout=30, follow_redirects=False)  # login CSRF: the victim never started this
@@ -172,9 +172,11 @@ def test_id_tokens_are_checked_before_anyone_is_signed_in(site):
         "azp": {**good, "aud": [WEB_CLIENT_ID, "other"], "azp": "other"},
     }
     for name, claims in bad.items():
-        with pytest.raises(OIDCError):
+        try:
             provider.id_token_claims(idp.sign(claims), "n")
-        assert name
+        except OIDCError:
+            continue
+        pytest.fail(f"an ID token with {name} was accepted")
     skewed = {**good, "iat": now + 30, "exp": now - 30}  # within the skew on both sides
     assert provider.id_token_claims(idp.sign(skewed), "n")["sub"] == "alice"
 
@@ -223,6 +225,3 @@ def test_a_session_opened_with_a_token_ends_when_the_token_is_revoked(site, corp
     assert app.state.tokens.revoke(token_id)
     assert browser.get(url + "/v1/sources").status_code == 401
 
-
-def test_users_the_idp_knows_are_the_test_users():
-    assert set(USERS) == {"alice", "bob"}
