@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # pip never pulls the CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup browser demo test lint bench eval clean
+.PHONY: setup idp browser demo test lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/cairn model prepare
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed idp
+
+# The tests' OpenID provider (tests/idp: oidc-provider, pinned by its package-lock.json) on the machine's
+# Node.js; installed again only when the lock file changes. Without npm the tests that need it skip.
+idp:
+	@if command -v npm >/dev/null; then \
+		[ tests/idp/node_modules/.package-lock.json -nt tests/idp/package-lock.json ] || \
+			npm ci --prefix tests/idp --no-audit --no-fund; \
+	else echo "npm not found: the tests that need the test OpenID provider (tests/idp) will skip"; fi
 
 # Index this repository and serve it (the README's first command).
 demo: setup

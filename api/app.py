@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from api import errors, web, webhooks
 from api.admin_routes import router as admin_router
 from api.audit import AuditLog
+from api.auth import metadata_router
 from api.continue_provider import router as context_router
 from api.documents import router as documents_router
 from api.limits import BodySizeLimit, RateLimit
@@ -26,7 +27,9 @@ from api.observability import (
     metrics_router,
     remember_principal,
 )
+from api.oidc import provider_from
 from api.routes import router
+from api.sessions import SessionStore
 from api.tokens import TokenStore
 from indexer.generations.serving import GenerationReader
 from indexer.services import IndexServices
@@ -145,6 +148,8 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         celery_app.attach_services(svc)
         app.state.services = svc
         app.state.tokens = TokenStore(svc.catalog.engine)
+        app.state.sessions = SessionStore(svc.catalog.engine, app.state.tokens,
+                                          dt.timedelta(seconds=settings.session_max_age_seconds))
         app.state.audit = AuditLog(svc.catalog.engine, keep_query_text=settings.audit_query_text)
         # Sources whose access is too old to serve their restricted documents (fail closed), shared by
         # the searcher and the document routes, read from the catalog every few seconds.
@@ -174,6 +179,8 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
                 app.state.index_consumer.stop()
             app.state.jobs.shutdown()
             app.state.searcher.close()
+            if app.state.oidc is not None:
+                app.state.oidc.http.close()
             if owned:
                 svc.close()
 
@@ -184,11 +191,14 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.metrics.registry.register(CatalogCollector(app))
     app.state.metrics.registry.register(JobsCollector(app))
     app.state.mcp = build_mcp(app)
+    # The organization's OpenID provider (None without CAIRN_OIDC_ISSUER): web sign-in and JWT bearer tokens.
+    app.state.oidc = provider_from(settings)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
     for routes in (router, context_router, documents_router, admin_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(metrics_router)
+    app.include_router(metadata_router)  # /.well-known/oauth-protected-resource (RFC 9728)
     app.include_router(webhooks.router)  # webhooks authenticate by the source's secret, admins by token
     web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)
     app.router.routes.append(MCPRoute(app))

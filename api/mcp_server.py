@@ -19,6 +19,7 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from api.audit import FeedbackError
+from api.auth import challenge, resolve_bearer
 from api.continue_provider import budgeted, candidates, to_item
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
@@ -278,7 +279,8 @@ def session_manager(server: MCPServer) -> StreamableHTTPSessionManager:
 
 
 class MCPGate:
-    """ASGI endpoint at /mcp: resolves the bearer token (401 before the SDK sees anything), puts the
+    """ASGI endpoint at /mcp: resolves the bearer token, an API token or the IdP's JWT access token (401
+    before the SDK sees anything, naming the resource metadata when OAuth is configured), puts the
     Principal on the request for the tools, then hands the request to the session manager."""
 
     def __init__(self, app: Any) -> None:
@@ -287,12 +289,12 @@ class MCPGate:
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), "")
         kind, _, token = header.partition(" ")
-        who = None
+        who, detail = None, "missing bearer token"
         if kind.lower() == "bearer" and token.strip():
-            who = await anyio.to_thread.run_sync(self.app.state.tokens.resolve, token.strip())
+            who, detail = await anyio.to_thread.run_sync(resolve_bearer, self.app, token)
         if who is None:
-            detail = "invalid, expired or revoked token" if token.strip() else "missing bearer token"
-            await send_error(send, 401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+            value = challenge(self.app, "invalid_token" if token.strip() else "")
+            await send_error(send, 401, "Unauthorized", detail, headers={"WWW-Authenticate": value})
             return
         if scope.get("method") == "GET":
             # Stateless server: no server-initiated stream to offer, and an SSE stream opened here

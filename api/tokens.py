@@ -64,16 +64,29 @@ class TokenStore:
 
     def resolve(self, token: str) -> Principal | None:
         """The Principal of a valid token; None for unknown, revoked or expired tokens."""
+        found = self.resolve_with_id(token)
+        return found[1] if found else None
+
+    def resolve_with_id(self, token: str) -> tuple[str, Principal] | None:
+        """A valid token's id and Principal (a web session opened with a token keeps only its id)."""
         if not token.startswith(TOKEN_PREFIX):
             return None
+        return self._valid(api_tokens.c.token_hash == hash_token(token))
+
+    def resolve_id(self, token_id: str) -> Principal | None:
+        """The Principal of the token with this id, while it is still valid."""
+        found = self._valid(api_tokens.c.id == token_id)
+        return found[1] if found else None
+
+    def _valid(self, where) -> tuple[str, Principal] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == hash_token(token))).mappings().first()
+            row = conn.execute(select(api_tokens).where(where)).mappings().first()
         if row is None or row["revoked_at"] is not None:
             return None
         expires = _aware(row["expires_at"])
         if expires is not None and expires <= _now():
             return None
-        return Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
+        return row["id"], Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
 
     def revoke(self, token_id: str) -> bool:
         with self.engine.begin() as conn:

@@ -1,10 +1,12 @@
-"""The web UI: sign-in (token into an HttpOnly cookie), the search page, document view and admin console."""
+"""The web UI: sign-in (through the organization's OpenID provider, or with an API token) into a server-side
+session whose id is the only thing the cookie holds, the search page, document view and admin console."""
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import logging
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -17,6 +19,7 @@ from api.auth import SESSION_COOKIE, admin, principal
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
 from api.highlight import highlight_lines, stylesheet, term_pattern
+from api.oidc import OIDCError, pkce_pair, public_base
 from api.routes import search as api_search
 from api.schemas import SearchRequest
 from indexer.generations.state import generation_status, generation_summary
@@ -47,9 +50,8 @@ def install(app: FastAPI) -> None:
 
 
 def _viewer(request: Request) -> Principal | None:
-    """The signed-in principal of a page request (cookie only), or None."""
-    token = request.cookies.get(SESSION_COOKIE, "")
-    return request.app.state.tokens.resolve(token) if token else None
+    """The signed-in principal of a page request (its session cookie only), or None."""
+    return request.app.state.sessions.resolve(request.cookies.get(SESSION_COOKIE, ""))
 
 
 # Our pages run only our own script and style, and may not be framed (clickjacking).
@@ -58,9 +60,25 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' d
                 "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """PAGE_HEADERS; with an OpenID provider, sign-out's form may also land on its logout page."""
+    provider = request.app.state.oidc
+    if provider is None:
+        return PAGE_HEADERS
+    policy = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'self'", f"form-action 'self' {_origin(provider.issuer)}")
+    return {**PAGE_HEADERS, "Content-Security-Policy": policy}
+
+
 def _page(request: Request, name: str, who: Principal | None, status: int = 200, **context) -> HTMLResponse:
+    context.setdefault("oidc", request.app.state.oidc is not None)
     return _templates().TemplateResponse(request, name, {"who": who, **context}, status_code=status,
-                                         headers=PAGE_HEADERS)
+                                         headers=_headers(request))
 
 
 def _to_signin(request: Request) -> RedirectResponse:
@@ -84,6 +102,21 @@ def _same_origin(request: Request) -> bool:
 # -- sign-in -------------------------------------------------------------------------------------
 
 
+LOGIN_COOKIE = "cairn_login"  # the id of an OIDC sign-in under way (api/sessions.py), for /signin only
+
+
+def _secure(request: Request) -> bool:
+    """Cookies are Secure when Cairn is reached over https (its public URL or this request)."""
+    return public_base(request.app.state.settings).startswith("https:") or request.url.scheme == "https"
+
+
+def _set_session(request: Request, response: Response, session_id: str) -> None:
+    # Lax, not Strict: the browser comes back from the IdP by a cross-site redirect, and the pages it is
+    # sent on to must see the session. Cookie-authenticated writes also need the UI header (api/auth.py).
+    response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="lax", secure=_secure(request),
+                        path="/", max_age=request.app.state.settings.session_max_age_seconds)
+
+
 @router.get("/signin", response_class=HTMLResponse)
 def signin_page(request: Request, next: str = "/") -> HTMLResponse:
     return _page(request, "signin.html", _viewer(request), next=_safe_next(next), error="")
@@ -91,25 +124,84 @@ def signin_page(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
+    """Sign-in with an API token: the session remembers the token's id, never the token."""
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/"])[0])
     if not _same_origin(request):
         return _page(request, "error.html", None, 403, title="Forbidden", message="Sign in from Cairn's own page.")
-    if request.app.state.tokens.resolve(token) is None:
+    found = request.app.state.tokens.resolve_with_id(token)
+    if found is None:
         return _page(request, "signin.html", None, 401, next=target, error="That token is invalid, expired or revoked.")
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    _set_session(request, response, request.app.state.sessions.open_token(*found))
+    return response
+
+
+@router.get("/signin/oidc")
+def signin_oidc(request: Request, next: str = "/") -> Response:
+    """Starts a sign-in at the OpenID provider (authorization code + PKCE, with state and nonce)."""
+    provider = request.app.state.oidc
+    if provider is None:
+        return _page(request, "error.html", None, 404, title="Not found", message="No identity provider is configured.")
+    state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    verifier, code_challenge = pkce_pair()
+    try:
+        target = provider.authorization_url(state, nonce, code_challenge)
+    except OIDCError as exc:
+        log.warning("OIDC sign-in cannot start: %s", exc)
+        return _page(request, "error.html", None, 502, title="Identity provider unavailable", message=str(exc))
+    login_id = request.app.state.sessions.begin_login(state, nonce, verifier, _safe_next(next))
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(LOGIN_COOKIE, login_id, httponly=True, samesite="lax", secure=_secure(request),
+                        path="/signin", max_age=600)
+    return response
+
+
+@router.get("/signin/callback")
+def signin_callback(request: Request, code: str = "", state: str = "", error: str = "",
+                    error_description: str = "") -> Response:
+    """The OpenID provider's answer: checked against the sign-in this browser started, then a session."""
+    def refuse(message: str, status: int = 401) -> HTMLResponse:
+        page = _page(request, "signin.html", None, status, next="/", error=message)
+        page.delete_cookie(LOGIN_COOKIE, path="/signin", httponly=True, samesite="lax", secure=_secure(request))
+        return page
+
+    provider = request.app.state.oidc
+    if provider is None:
+        return _page(request, "error.html", None, 404, title="Not found", message="No identity provider is configured.")
+    pending = request.app.state.sessions.take_login(request.cookies.get(LOGIN_COOKIE, ""))
+    if pending is None:
+        return refuse("This sign-in was not started here or has expired; sign in again.", 400)
+    if not state or not secrets.compare_digest(state.encode(), pending["state"].encode()):
+        return refuse("The identity provider's answer does not match this sign-in (state); sign in again.", 400)
+    if error or not code:
+        return refuse(f"The identity provider refused the sign-in: {error or 'no code'}"
+                      + (f" ({error_description[:200]})" if error_description else ""))
+    try:
+        who = provider.sign_in(code, pending["code_verifier"], pending["nonce"])
+    except OIDCError as exc:
+        log.warning("OIDC sign-in refused: %s", exc)
+        return refuse(f"Sign-in failed: {exc}")
+    response = RedirectResponse(pending["next_path"], status_code=303)
+    response.delete_cookie(LOGIN_COOKIE, path="/signin", httponly=True, samesite="lax", secure=_secure(request))
+    _set_session(request, response, request.app.state.sessions.open_oidc(who))
+    log.info("signed in through the identity provider: %s", who.username)
     return response
 
 
 @router.post("/signout")
 def signout(request: Request) -> Response:
+    """Ends the session server-side; a session from the IdP also signs out there, if it offers that."""
     if not _same_origin(request):
         return _page(request, "error.html", None, 403, title="Forbidden", message="Sign out from Cairn's own page.")
-    response = RedirectResponse("/signin", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    kind = request.app.state.sessions.close(request.cookies.get(SESSION_COOKIE, ""))
+    provider = request.app.state.oidc
+    end = None
+    if kind == "oidc" and provider is not None:
+        end = provider.end_session_url(public_base(request.app.state.settings) + "/signin")
+    response = RedirectResponse(end or "/signin", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_secure(request))
     return response
 
 

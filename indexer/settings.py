@@ -123,6 +123,24 @@ class Settings(BaseSettings):
     permission_max_staleness: int = Field(default=3600, gt=0, description="Seconds after which a source's "
                                           "access counts as stale when neither a sync nor a permissions pass "
                                           "succeeded: its restricted documents are not served until one does.")
+    # -- identity: OIDC sign-in and OAuth bearer tokens from the organization's IdP (docs/identity.md)
+    oidc_issuer: str = Field(default="", description="The OpenID provider's issuer URL (discovery at "
+                             "ISSUER/.well-known/openid-configuration); empty = no OIDC sign-in, no JWT bearer tokens.")
+    oidc_client_id: str = Field(default="", description="Cairn's client id at the OpenID provider.")
+    oidc_client_secret_file: Path | None = Field(default=None, description="File holding the client secret "
+                                                 "(never the secret itself in the configuration).")
+    oidc_client_secret_env: str = Field(default="", description="NAME of an environment variable holding "
+                                        "the client secret (neither set = a public client: PKCE only).")
+    oidc_scopes: str = Field(default="openid email profile", description="Scopes Cairn asks for at sign-in "
+                             "(add `groups` for IdPs that need it, e.g. Okta).")
+    oidc_groups_claim: str = Field(default="groups", description="The ID token, userinfo or access token "
+                                   "claim listing the user's groups.")
+    oidc_clock_skew_seconds: int = Field(default=60, ge=0, le=600, description="Tolerance for the IdP's "
+                                         "clock in exp, iat and nbf checks.")
+    admin_groups: list[str] = Field(default_factory=list, description="IdP groups whose members are Cairn "
+                                    "admins (JSON list).")
+    session_max_age_seconds: int = Field(default=28800, ge=60, description="A web UI session ends this long "
+                                         "after sign-in (signing out ends it at once).")
 
     def for_serving(self) -> Settings:
         """These settings for a long-lived server (`cairn serve`, `cairn demo`): an unset

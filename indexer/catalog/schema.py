@@ -431,3 +431,46 @@ feedback = Table(
     Column("useful", Boolean, nullable=False),
     Column("comment", Text, nullable=False),
 )
+
+
+# -- identity: people signed in through the organization's IdP, and web sessions (api/sessions.py) ------
+
+# One row per person the IdP signed in, keyed by the IdP's stable subject (`sub`). Later identity work
+# links these to each source's accounts; today it names the user of a JWT access token without a name.
+users = Table(
+    "users", metadata,
+    Column("subject", String(255), primary_key=True),
+    Column("username", String(255), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("email_verified", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime, nullable=False),
+)
+
+# A web UI session: the browser's cookie holds a random id, this table only its SHA-256. The principal
+# is fixed at sign-in (OIDC: from the ID token and userinfo) or read again from the token it was opened
+# with (`token_id`: revoking the token ends the session). Signing out deletes the row.
+sessions = Table(
+    "sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # oidc | token
+    Column("subject", String(255), nullable=True),
+    Column("token_id", String(36), nullable=True),
+    Column("user", String(255), nullable=False),
+    Column("groups", JSON, nullable=False),
+    Column("admin", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# An OIDC sign-in under way: keyed by the SHA-256 of a random id in a short-lived cookie (so the answer
+# must come back to the browser that started it), with its state, nonce and PKCE verifier. Used once.
+login_requests = Table(
+    "login_requests", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("state", String(128), nullable=False),
+    Column("nonce", String(128), nullable=False),
+    Column("code_verifier", String(128), nullable=False),
+    Column("next_path", Text, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)

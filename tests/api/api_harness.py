@@ -83,11 +83,13 @@ def auth(tok: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serve(app) -> Iterator[str]:
-    """The app on a real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+def serve(app, sock: socket.socket | None = None) -> Iterator[str]:
+    """The app on a real uvicorn server on a free loopback port (or on `sock`, bound already: its URL can
+    go into the app's settings first), in a thread; yields its base URL."""
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

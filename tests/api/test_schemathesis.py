@@ -39,6 +39,8 @@ OUTSIDE_SCHEMA = {
     ("GET", "/signin"): "test_fuzzed_web_ui_requests_never_get_a_server_error",
     ("POST", "/signin"): "test_fuzzed_web_ui_requests_never_get_a_server_error",
     ("POST", "/signout"): "test_fuzzed_web_ui_requests_never_get_a_server_error",
+    ("GET", "/signin/oidc"): "test_fuzzed_web_ui_requests_never_get_a_server_error",
+    ("GET", "/signin/callback"): "test_fuzzed_web_ui_requests_never_get_a_server_error",
     ("GET", "/"): "no input besides the session cookie (fuzzed with the other pages)",
     ("GET", "/admin"): "no input besides the session cookie (fuzzed with the other pages)",
     ("GET", "/ui/highlight.css"): "a constant stylesheet",
@@ -121,8 +123,8 @@ def test_fuzzed_requests_never_get_a_server_error(url, headers, mode):
             without_inputs.append(operation.label)
     # GET /healthz, GET /v1/sources, and routes whose only input is a path string any value of which is valid
     # (GET /v1/jobs/{job_id}, POST /v1/jobs/{job_id}/cancel, DELETE /v1/sources/{name},
-    # POST /v1/sources/{name}/permissions)
-    assert len(without_inputs) <= 6, without_inputs
+    # POST /v1/sources/{name}/permissions), and the two protected resource metadata routes
+    assert len(without_inputs) <= 8, without_inputs
     assert sum(seen.values()) >= (len(operations) - len(without_inputs)) * PER_OPERATION // 2  # really exercised
 
 
@@ -201,6 +203,10 @@ def test_fuzzed_web_ui_requests_never_get_a_server_error(url, headers):
                   st.binary(max_size=300) | PLAIN.map(lambda t: f"token={t}&next={t}".encode()),
                   st.sampled_from([url, "http://evil.example", "", "\x00"])),
         st.builds(lambda o: ("POST", "/signout", {"headers": {"Origin": o}}), st.sampled_from([url, "http://e.x", ""])),
+        st.builds(lambda n: ("GET", "/signin/oidc", {"params": {"next": n}}), PLAIN),
+        st.builds(lambda c, s, e, login: ("GET", "/signin/callback", {"params": {"code": c, "state": s, "error": e},
+                                                                      "cookies": {"cairn_login": login}}),
+                  PLAIN, PLAIN, PLAIN, COOKIE),
         st.builds(lambda c: ("GET", "/", {"cookies": {"cairn_session": c}}), COOKIE),
         st.builds(lambda c: ("GET", "/admin", {"cookies": {"cairn_session": c}}), COOKIE),
     )
