@@ -93,20 +93,31 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
           ref: str | None = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
           access: list[str] = typer.Option([], "--access", help="Who may read it: user:X, group:Y or public."),
           full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
+          token_env: str = typer.Option("", "--token-env", help="Environment variable holding the token for an "
+                                        "http(s) clone URL (read at sync time, never stored)."),
+          token_file: str = typer.Option("", "--token-file", help="File holding that token instead."),
           as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
           url: str | None = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
     """Index (or re-index incrementally) a git repository. On an existing source, changed options (access,
-    ref, location) are applied first, as `cairn sources set` does; options left out keep their values."""
+    ref, location, token reference) are applied first, as `cairn sources set` does; options left out keep
+    their values. A private repository's token is given by reference: `--token-env VAR`, never in the URL."""
+    from connectors.config import SourceConfigError, git_config
+
     settings: Settings = ctx.obj
     location = _location(path_or_url)
     source = name or _source_name(location)
+    try:
+        git_config(source, location, ref or "", token_env, token_file)
+    except SourceConfigError as exc:
+        fail(str(exc))
+    token = {k: v for k, v in (("token_env", token_env), ("token_file", token_file)) if v}
     principals = sorted(Access.of(*access).principals) if access else None
     client = remote(url, settings)
     if client:
-        counts = _index_remote(client, source, location, ref, principals, full, as_json)
+        counts = _index_remote(client, source, location, ref, principals, full, as_json, token)
     else:
         with local_services(settings) as svc:
-            _prepare_local(svc, source, location, ref, principals, as_json)
+            _prepare_local(svc, source, location, ref, principals, as_json, token)
             from workers.jobs import run_sync_job
 
             with SyncProgress(err, enabled=not as_json) as progress:
@@ -114,7 +125,8 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
     _print_summary(source, counts, as_json)
 
 
-def _changed_options(existing: dict[str, Any], location: str, ref: str | None, access: list[str] | None) -> dict:
+def _changed_options(existing: dict[str, Any], location: str, ref: str | None, access: list[str] | None,
+                     token: dict[str, str]) -> dict:
     """The PATCH body that makes an existing source match the options given (empty: nothing differs)."""
     source = existing["name"]
     if existing["kind"] != "git":
@@ -127,7 +139,7 @@ def _changed_options(existing: dict[str, Any], location: str, ref: str | None, a
         body["ref"] = ref
     if location != existing.get("location"):
         body["location"] = location
-    return body
+    return body | {k: v for k, v in token.items() if v != existing.get(k)}
 
 
 def _warn_admins_only(source: str, access: list[str] | None) -> None:
@@ -137,18 +149,22 @@ def _warn_admins_only(source: str, access: list[str] | None) -> None:
 
 
 def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | None,
-                   access: list[str] | None, quiet: bool) -> None:
+                   access: list[str] | None, quiet: bool, token: dict[str, str]) -> None:
     """Register a new source, or apply changed options to an existing one (its ACL rewrite runs here)."""
     from api.cli_sources import apply_change_here
 
     row = svc.catalog.get_source(source)
     if row is None:
-        svc.catalog.upsert_source(source, "git", {"location": location, "ref": ref or ""}, access or [])
+        from connectors.config import git_config
+
+        svc.catalog.upsert_source(source, "git", git_config(source, location, ref or "", token.get("token_env", ""),
+                                                             token.get("token_file", "")), access or [])
         _warn_admins_only(source, access)
         return
     existing = {"name": row.name, "kind": row.kind, "access": list(row.access), "ref": row.config.get("ref") or "",
-                "location": row.config.get("location", "")}
-    body = _changed_options(existing, location, ref, access)
+                "location": row.config.get("location", ""), "token_env": row.config.get("token_env") or "",
+                "token_file": row.config.get("token_file") or ""}
+    body = _changed_options(existing, location, ref, access, token)
     _warn_admins_only(source, body.get("access", existing["access"]))
     if body:
         changed = apply_change_here(svc, source, body, quiet, sync=False)  # the sync follows
@@ -156,17 +172,17 @@ def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | No
 
 
 def _index_remote(client: CairnClient, source: str, location: str, ref: str | None, access: list[str] | None,
-                  full: bool, quiet: bool) -> dict:
+                  full: bool, quiet: bool, token: dict[str, str]) -> dict:
     from api.cli_sources import change_remotely
 
     try:
         existing = next((s for s in client.sources() if s["name"] == source), None)
         if existing is None:
             client.add_source({"name": source, "kind": "git", "location": location, "ref": ref or "",
-                               "access": access or []})
+                               "access": access or [], **token})
             _warn_admins_only(source, access)
         else:
-            body = _changed_options(existing, location, ref, access)
+            body = _changed_options(existing, location, ref, access, token)
             _warn_admins_only(source, body.get("access", existing.get("access")))
             if body:
                 changed = change_remotely(client, source, body, quiet)
@@ -269,7 +285,7 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
     table = Table("name", "kind", "state", "documents", "chunks", "last success", "location")
     for r in rows:
         table.add_row(r["name"], r["kind"], r["state"], str(r["documents"]), str(r["chunks"]),
-                      str(r.get("last_success_at") or "-"), r["location"])
+                      str(r.get("last_success_at") or "-"), r.get("location") or "-")
     out.print(table)
 
 

@@ -37,12 +37,19 @@ class Git:
 
     def __init__(self, timeout: float, secret: str = "") -> None:
         self.timeout = timeout
-        self.secret = secret  # a string (e.g. the clone URL) scrubbed from every error message
+        # strings (the clone URL, a token) scrubbed from every error message
+        self.secrets: list[str] = [secret] if secret else []
         env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
         self.env = {**env, "GIT_TERMINAL_PROMPT": "0", "GIT_NO_LAZY_FETCH": "1", "LC_ALL": "C"}
 
+    def hide(self, secret: str) -> None:
+        """Scrub `secret` from every message from now on."""
+        if secret and secret not in self.secrets:
+            self.secrets.append(secret)
+
     def clean(self, text: str) -> str:
-        text = text.replace(self.secret, redact(self.secret)) if self.secret else text
+        for secret in self.secrets:
+            text = text.replace(secret, redact(secret) if "://" in secret else "***")
         return redact(text).strip()
 
     def run(self, args: Sequence[str], cwd: Path | None = None, timeout: float | None = None,

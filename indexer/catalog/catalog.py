@@ -117,7 +117,11 @@ class Catalog:
         self.engine = engine
 
     def create_all(self) -> None:
+        """Create missing tables, and move any clone-URL credential out of the catalog (see credentials.py)."""
+        from indexer.catalog.credentials import move_out_credentials
+
         metadata.create_all(self.engine)
+        move_out_credentials(self.engine)
 
     # -- sources -------------------------------------------------------------------------------
 

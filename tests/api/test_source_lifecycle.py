@@ -94,7 +94,7 @@ def test_a_ref_or_location_change_syncs_and_the_schedule_is_kept(server, tmp_pat
 
 @pytest.mark.parametrize("body, status, message", [
     ({"access": ["team:x"]}, 400, "team:x"),
-    ({"token_env": "GITLAB_TOKEN"}, 400, "git source"),
+    ({"token_env": "GITLAB_TOKEN"}, 400, "http(s) clone URLs only"),
     ({"interval": "soon"}, 400, "interval"),
     ({"location": ""}, 422, "location"),
 ])
