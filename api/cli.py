@@ -115,14 +115,28 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
     client = remote(url, settings)
     if client:
         counts = _index_remote(client, source, location, ref, principals, full, as_json, token)
+        partial = counts.pop("partial", None)
     else:
         with local_services(settings) as svc:
             _prepare_local(svc, source, location, ref, principals, as_json, token)
             from workers.jobs import run_sync_job
+            from workers.outcome import SyncFailed
 
             with SyncProgress(err, enabled=not as_json) as progress:
-                counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
+                try:
+                    counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
+                except SyncFailed as exc:
+                    fail(str(exc))
+            last = svc.catalog.list_jobs(source=source, limit=1)
+            partial = last[0].error if last and last[0].state == "partial" else None
     _print_summary(source, counts, as_json)
+    _fail_if_partial(source, partial)
+
+
+def _fail_if_partial(source: str, error: str | None) -> None:
+    """A partial sync indexed what it could (the summary says what) but it is never reported as success."""
+    if error is not None:
+        fail(f"{source}: the sync was partial: {error}")
 
 
 def _changed_options(existing: dict[str, Any], location: str, ref: str | None, access: list[str] | None,
@@ -190,9 +204,9 @@ def _index_remote(client: CairnClient, source: str, location: str, ref: str | No
         job = watch_remote_job(client, client.reindex(source, full=full)["id"], err, enabled=not quiet)
     except RemoteError as exc:
         fail(str(exc))
-    if job["state"] != "succeeded":
+    if job["state"] not in ("succeeded", "partial"):
         fail(f"job {job['id']} {job['state']}: {job.get('error')}")
-    return job["counts"]
+    return job["counts"] | ({"partial": job.get("error") or ""} if job["state"] == "partial" else {})
 
 
 def _print_summary(source: str, counts: dict, as_json: bool) -> None:
@@ -314,7 +328,9 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
         _reindex_remote(client, [name] if name else None, full, since, as_json)
         return
     from workers.jobs import JobStopped, run_sync_job
+    from workers.outcome import SyncFailed
 
+    partial: list[str] = []
     with local_services(settings) as svc:
         names = [r.name for r in svc.catalog.list_sources()] if not name else [name]  # no name: --all
         for n in names:
@@ -326,7 +342,14 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
                                           should_stop=stop).as_dict()
                 except JobStopped as stopped:
                     fail(f"{n}: job {stopped.job_id} {stopped.state}")
+                except SyncFailed as exc:
+                    fail(str(exc))
             _print_summary(n, counts, as_json)
+            last = svc.catalog.list_jobs(source=n, limit=1)
+            if last and last[0].state == "partial":
+                partial.append(f"{n}: {last[0].error}")
+    if partial:
+        fail(f"partial sync: {'; '.join(partial)}")
 
 
 @contextlib.contextmanager

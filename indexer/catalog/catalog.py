@@ -46,7 +46,7 @@ from indexer.models import ADMINS, Access, AccessError, Chunk, Document, Skipped
 
 log = logging.getLogger(__name__)
 
-SOURCE_STATES = ("idle", "syncing", "error")
+SOURCE_STATES = ("idle", "syncing", "degraded", "error")
 DOCUMENT_STATES = ("lexical", "indexed")
 # `partial`: finished, but some items failed (a permissions pass whose connector could not read some).
 JOB_STATES = ("queued", "running", "cancelling", "cancelled", "interrupted", "succeeded", "partial", "failed")
@@ -151,7 +151,8 @@ class Catalog:
         self._update_source(name, checkpoint=checkpoint)
 
     def set_source_state(self, name: str, state: str, error: str = "") -> None:
-        """`syncing` stamps last_sync_at; `idle` stamps last_success_at; `error` records the message."""
+        """`syncing` stamps last_sync_at; `idle` stamps last_success_at; `degraded` (a partial sync: some
+        listings or items failed) and `error` record the reason and leave last_success_at where it was."""
         if state not in SOURCE_STATES:
             raise CatalogError(f"unknown source state {state!r}")
         values: dict[str, Any] = {"state": state, "last_error": error}
