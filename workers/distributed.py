@@ -294,7 +294,7 @@ def finish_if_done(ctx: WorkerContext, job_id: str) -> bool:
     outcome = sync_outcome(catalog, source, crawl.started_at, counts)
     catalog.update_job(job_id, state=outcome.state, counts=counts | outcome.counts | {"phase": "done"},
                        error=outcome.error or None, done=progress.counts["docs"], total=progress.docs_sent)
-    catalog.set_source_state(source, outcome.source_state, error=outcome.error)
+    catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
     log.log(logging.INFO if outcome.state == "succeeded" else logging.WARNING, "job %s for source %s %s: %s",
             job_id, source, outcome.state, outcome.error or counts)
     return True

@@ -172,7 +172,7 @@ def run_sync_job(services: IndexServices, source: str, job_id: str | None = None
     final |= outcome.counts
     catalog.update_job(job_id, state=outcome.state, counts=final, error=outcome.error or None,
                        done=meter.progress(final)[1], total=meter.progress(final)[1])
-    catalog.set_source_state(source, outcome.source_state, error=outcome.error)
+    catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
     if outcome.state == "failed":
         log.warning("job %s for source %s failed: %s", job_id, source, outcome.error)
         raise SyncFailed(f"source {source!r}: {outcome.error}")

@@ -25,6 +25,11 @@ class SyncOutcome:
     counts: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def listed_all(self) -> bool:
+        """Every listing succeeded (at most items failed): the source's last success moves."""
+        return self.state != "failed" and not self.counts.get("listings_failed")
+
+    @property
     def source_state(self) -> str:
         return {"succeeded": "idle", "partial": "degraded"}.get(self.state, "error")
 

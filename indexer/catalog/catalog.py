@@ -150,15 +150,17 @@ class Catalog:
     def set_checkpoint(self, name: str, checkpoint: dict[str, Any] | None) -> None:
         self._update_source(name, checkpoint=checkpoint)
 
-    def set_source_state(self, name: str, state: str, error: str = "") -> None:
-        """`syncing` stamps last_sync_at; `idle` stamps last_success_at; `degraded` (a partial sync: some
-        listings or items failed) and `error` record the reason and leave last_success_at where it was."""
+    def set_source_state(self, name: str, state: str, error: str = "", listed_all: bool | None = None) -> None:
+        """`syncing` stamps last_sync_at; `idle` stamps last_success_at; `degraded` (a partial sync) and
+        `error` record the reason. last_success_at is the last sync that listed the whole source: a
+        degraded sync whose listings all succeeded (`listed_all`, only items failed) stamps it too, one
+        with a failed listing never does (permission freshness reads it: unlisted scopes are not fresh)."""
         if state not in SOURCE_STATES:
             raise CatalogError(f"unknown source state {state!r}")
         values: dict[str, Any] = {"state": state, "last_error": error}
         if state == "syncing":
             values = {"state": state, "last_sync_at": _now()}
-        elif state == "idle":
+        elif state == "idle" or (state == "degraded" and listed_all):
             values["last_success_at"] = _now()
         self._update_source(name, **values)
 

@@ -29,7 +29,7 @@ def wait_job(base: str, tok: str, job_id: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=auth(tok)).json()
-        if job["state"] in ("succeeded", "failed", "cancelled", "interrupted") or time.monotonic() > deadline:
+        if job["state"] in ("succeeded", "partial", "failed", "cancelled", "interrupted") or time.monotonic() > deadline:
             return job
         time.sleep(0.1)
 
