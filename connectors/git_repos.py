@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from connectors.base import Checkpoint, Connector, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
-from connectors.git_process import BlobReader, Git, MissingObject, redact
+from connectors.git_process import BlobReader, Git, GitRetry, MissingObject, redact
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
 from indexer.models import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
 
@@ -131,7 +131,8 @@ class GitRepoConnector(Connector):
 
     def __init__(self, name: str, location: str, ref: str | None = None, access: Access | None = None,
                  workdir: Path | None = None, max_file_bytes: int = 1_000_000, timeout: float = 600.0,
-                 token: Callable[[], str] | None = None, username: str = "") -> None:
+                 token: Callable[[], str] | None = None, username: str = "",
+                 retry: GitRetry | None = None) -> None:
         self.name = name
         self.location = location
         self.ref = ref
@@ -146,6 +147,7 @@ class GitRepoConnector(Connector):
         self.git = Git(timeout, secret=location if self.remote else "")
         self.token = token  # read at sync time (an environment variable or file), handed to git in its env
         self.username = username or DEFAULT_USERNAME
+        self.retry = retry or GitRetry()
         self.local_timeout = min(timeout, 120.0)
         self._finished: tuple[str, set[str]] | None = None
 
@@ -279,7 +281,8 @@ class GitRepoConnector(Connector):
         log.info("cloning %s for source %s", self.display, self.name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self.git.run(["clone", "--bare", "--quiet", "--", self.fetch_url, str(tmp)], env=self.credential_env)
+            self.git.run_retrying(["clone", "--bare", "--quiet", "--", self.fetch_url, str(tmp)], self.retry,
+                                  env=self.credential_env, before_retry=lambda: shutil.rmtree(tmp, ignore_errors=True))
             # The clone keeps no credentials on disk: fetches pass the URL explicitly.
             self.git.run([f"--git-dir={tmp}", "remote", "set-url", "origin", self.display])
             tmp.rename(dest)
@@ -295,8 +298,8 @@ class GitRepoConnector(Connector):
         log.info("fetching %s for source %s", self.display, self.name)
         refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
         try:
-            self.git.run([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.fetch_url, *refspecs],
-                         env=self.credential_env)
+            self.git.run_retrying([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.fetch_url,
+                                   *refspecs], self.retry, env=self.credential_env)
         except ConnectorError as exc:
             raise type(exc)(f"source {self.name!r}: fetching {self.display} failed: {exc}") from None
 

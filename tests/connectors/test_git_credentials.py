@@ -155,3 +155,28 @@ def test_a_wrong_token_is_an_auth_failure_without_the_token_in_the_message(http_
     with pytest.raises(AuthFailed) as failure:
         list(GitRepoConnector("proj", url, workdir=tmp_path / "clones").sync(None, {}))
     assert "glpat-wrongwrongwrong0000" not in str(failure.value)
+
+
+def test_a_truncated_transfer_is_retried_and_a_lasting_one_fails_cleanly(http_git, tmp_path, monkeypatch) -> None:
+    from connectors.base import Unavailable
+    from connectors.git_process import GitRetry
+
+    monkeypatch.setenv("REPO_TOKEN", TOKEN)
+    token = lambda: TOKEN  # noqa: E731
+    http_git.truncate_next = 2  # the first two packs are cut off halfway
+    fast = GitRetry(attempts=4, backoff_base=0.01)
+    connector = GitRepoConnector("proj", http_git.url, workdir=tmp_path / "clones", token=token, retry=fast)
+    assert [d.path for d in _docs(connector.sync(None, {}))] == ["app.py"]
+    assert http_git.truncated == 2
+    http_git.commit({"lib.py": "def helper():\n    return 2\n"})
+    http_git.truncate_next = 1  # a fetch is retried the same way
+    again = GitRepoConnector("proj", http_git.url, workdir=tmp_path / "clones", token=token, retry=fast)
+    assert [d.path for d in _docs(again.sync(None, {}))] == ["app.py", "lib.py"]
+    assert http_git.truncated == 3
+    http_git.truncate_next = 100  # never whole: the budget ends with a clear, token-free error
+    fresh = GitRepoConnector("proj", http_git.url, workdir=tmp_path / "other", token=token,
+                             retry=GitRetry(attempts=3, backoff_base=0.01))
+    with pytest.raises(Unavailable) as failure:
+        list(fresh.sync(None, {}))
+    assert http_git.truncated == 6 and TOKEN not in str(failure.value)
+    assert not list((tmp_path / "other").iterdir())  # no half-made clone is left behind
