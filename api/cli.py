@@ -93,28 +93,54 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
           ref: str | None = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
           access: list[str] = typer.Option([], "--access", help="Who may read it: user:X, group:Y or public."),
           full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
+          token_env: str = typer.Option("", "--token-env", help="Environment variable holding the token for an "
+                                        "http(s) clone URL (read at sync time, never stored)."),
+          token_file: str = typer.Option("", "--token-file", help="File holding that token instead."),
           as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
           url: str | None = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
     """Index (or re-index incrementally) a git repository. On an existing source, changed options (access,
-    ref, location) are applied first, as `cairn sources set` does; options left out keep their values."""
+    ref, location, token reference) are applied first, as `cairn sources set` does; options left out keep
+    their values. A private repository's token is given by reference: `--token-env VAR`, never in the URL."""
+    from connectors.config import SourceConfigError, git_config
+
     settings: Settings = ctx.obj
     location = _location(path_or_url)
     source = name or _source_name(location)
+    try:
+        git_config(source, location, ref or "", token_env, token_file)
+    except SourceConfigError as exc:
+        fail(str(exc))
+    token = {k: v for k, v in (("token_env", token_env), ("token_file", token_file)) if v}
     principals = sorted(Access.of(*access).principals) if access else None
     client = remote(url, settings)
     if client:
-        counts = _index_remote(client, source, location, ref, principals, full, as_json)
+        counts = _index_remote(client, source, location, ref, principals, full, as_json, token)
+        partial = counts.pop("partial", None)
     else:
         with local_services(settings) as svc:
-            _prepare_local(svc, source, location, ref, principals, as_json)
+            _prepare_local(svc, source, location, ref, principals, as_json, token)
             from workers.jobs import run_sync_job
+            from workers.outcome import SyncFailed
 
             with SyncProgress(err, enabled=not as_json) as progress:
-                counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
+                try:
+                    counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
+                except SyncFailed as exc:
+                    fail(str(exc))
+            last = svc.catalog.list_jobs(source=source, limit=1)
+            partial = last[0].error if last and last[0].state == "partial" else None
     _print_summary(source, counts, as_json)
+    _fail_if_partial(source, partial)
 
 
-def _changed_options(existing: dict[str, Any], location: str, ref: str | None, access: list[str] | None) -> dict:
+def _fail_if_partial(source: str, error: str | None) -> None:
+    """A partial sync indexed what it could (the summary says what) but it is never reported as success."""
+    if error is not None:
+        fail(f"{source}: the sync was partial: {error}")
+
+
+def _changed_options(existing: dict[str, Any], location: str, ref: str | None, access: list[str] | None,
+                     token: dict[str, str]) -> dict:
     """The PATCH body that makes an existing source match the options given (empty: nothing differs)."""
     source = existing["name"]
     if existing["kind"] != "git":
@@ -127,7 +153,7 @@ def _changed_options(existing: dict[str, Any], location: str, ref: str | None, a
         body["ref"] = ref
     if location != existing.get("location"):
         body["location"] = location
-    return body
+    return body | {k: v for k, v in token.items() if v != existing.get(k)}
 
 
 def _warn_admins_only(source: str, access: list[str] | None) -> None:
@@ -137,18 +163,22 @@ def _warn_admins_only(source: str, access: list[str] | None) -> None:
 
 
 def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | None,
-                   access: list[str] | None, quiet: bool) -> None:
+                   access: list[str] | None, quiet: bool, token: dict[str, str]) -> None:
     """Register a new source, or apply changed options to an existing one (its ACL rewrite runs here)."""
     from api.cli_sources import apply_change_here
 
     row = svc.catalog.get_source(source)
     if row is None:
-        svc.catalog.upsert_source(source, "git", {"location": location, "ref": ref or ""}, access or [])
+        from connectors.config import git_config
+
+        svc.catalog.upsert_source(source, "git", git_config(source, location, ref or "", token.get("token_env", ""),
+                                                             token.get("token_file", "")), access or [])
         _warn_admins_only(source, access)
         return
     existing = {"name": row.name, "kind": row.kind, "access": list(row.access), "ref": row.config.get("ref") or "",
-                "location": row.config.get("location", "")}
-    body = _changed_options(existing, location, ref, access)
+                "location": row.config.get("location", ""), "token_env": row.config.get("token_env") or "",
+                "token_file": row.config.get("token_file") or ""}
+    body = _changed_options(existing, location, ref, access, token)
     _warn_admins_only(source, body.get("access", existing["access"]))
     if body:
         changed = apply_change_here(svc, source, body, quiet, sync=False)  # the sync follows
@@ -156,17 +186,17 @@ def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | No
 
 
 def _index_remote(client: CairnClient, source: str, location: str, ref: str | None, access: list[str] | None,
-                  full: bool, quiet: bool) -> dict:
+                  full: bool, quiet: bool, token: dict[str, str]) -> dict:
     from api.cli_sources import change_remotely
 
     try:
         existing = next((s for s in client.sources() if s["name"] == source), None)
         if existing is None:
             client.add_source({"name": source, "kind": "git", "location": location, "ref": ref or "",
-                               "access": access or []})
+                               "access": access or [], **token})
             _warn_admins_only(source, access)
         else:
-            body = _changed_options(existing, location, ref, access)
+            body = _changed_options(existing, location, ref, access, token)
             _warn_admins_only(source, body.get("access", existing.get("access")))
             if body:
                 changed = change_remotely(client, source, body, quiet)
@@ -174,9 +204,9 @@ def _index_remote(client: CairnClient, source: str, location: str, ref: str | No
         job = watch_remote_job(client, client.reindex(source, full=full)["id"], err, enabled=not quiet)
     except RemoteError as exc:
         fail(str(exc))
-    if job["state"] != "succeeded":
+    if job["state"] not in ("succeeded", "partial"):
         fail(f"job {job['id']} {job['state']}: {job.get('error')}")
-    return job["counts"]
+    return job["counts"] | ({"partial": job.get("error") or ""} if job["state"] == "partial" else {})
 
 
 def _print_summary(source: str, counts: dict, as_json: bool) -> None:
@@ -269,7 +299,7 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
     table = Table("name", "kind", "state", "documents", "chunks", "last success", "location")
     for r in rows:
         table.add_row(r["name"], r["kind"], r["state"], str(r["documents"]), str(r["chunks"]),
-                      str(r.get("last_success_at") or "-"), r["location"])
+                      str(r.get("last_success_at") or "-"), r.get("location") or "-")
     out.print(table)
 
 
@@ -298,7 +328,9 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
         _reindex_remote(client, [name] if name else None, full, since, as_json)
         return
     from workers.jobs import JobStopped, run_sync_job
+    from workers.outcome import SyncFailed
 
+    partial: list[str] = []
     with local_services(settings) as svc:
         names = [r.name for r in svc.catalog.list_sources()] if not name else [name]  # no name: --all
         for n in names:
@@ -310,7 +342,14 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
                                           should_stop=stop).as_dict()
                 except JobStopped as stopped:
                     fail(f"{n}: job {stopped.job_id} {stopped.state}")
+                except SyncFailed as exc:
+                    fail(str(exc))
             _print_summary(n, counts, as_json)
+            last = svc.catalog.list_jobs(source=n, limit=1)
+            if last and last[0].state == "partial":
+                partial.append(f"{n}: {last[0].error}")
+    if partial:
+        fail(f"partial sync: {'; '.join(partial)}")
 
 
 @contextlib.contextmanager

@@ -84,6 +84,9 @@ class CatalogCollector:
                                 value=max(ages) if ages else 0.0)
         errors = sum(1 for r in rows if r.state == "error")
         yield GaugeMetricFamily("cairn_sources_in_error", "Sources whose last sync failed.", value=errors)
+        degraded = sum(1 for r in rows if r.state == "degraded")
+        yield GaugeMetricFamily("cairn_sources_degraded", "Sources whose last sync was partial (some listings "
+                                "or items failed).", value=degraded)
         yield from self._permissions(catalog)
 
     def _permissions(self, catalog: Any) -> Iterable[Metric]:

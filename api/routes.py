@@ -29,6 +29,7 @@ from api.schemas import (
     SourceRemovedOut,
 )
 from api.source_changes import UNSET, SourceChange, apply_change, plan_change
+from connectors.config import SourceConfigError, git_config
 from connectors.registry import access_from_source
 from indexer.catalog.catalog import FINISHED_JOB_STATES, JOB_STATES
 from indexer.models import Access, Principal
@@ -66,7 +67,8 @@ def _source_out(row, catalog, show_access: bool, fresh: Freshness | None = None)
     counts = catalog.counts(row.name)
     perms = fresh.as_dict() if show_access and fresh is not None and fresh.tracked else None
     own_interval = intervals(catalog).get(row.name) if show_access else None
-    return SourceOut(name=row.name, kind=row.kind, state=row.state, location=row.config.get("location", ""),
+    return SourceOut(name=row.name, kind=row.kind, state=row.state,
+                     location=row.config.get("location", "") if show_access else None,
                      ref=row.config.get("ref") or "", access=list(row.access) if show_access else None,
                      documents=counts["documents"], chunks=counts["chunks"],
                      last_success_at=_iso(row.last_success_at), last_error=row.last_error,
@@ -91,8 +93,11 @@ def add_source(body: SourceIn, request: Request, who: Principal = Depends(admin)
     if catalog.get_source(body.name) is not None:
         raise Conflict(f"a source named {body.name!r} already exists")
     access = Access.of(*body.access)
-    catalog.upsert_source(body.name, body.kind, {"location": body.location, "ref": body.ref},
-                          sorted(access.principals))
+    try:
+        config = git_config(body.name, body.location, body.ref, body.token_env, body.token_file, body.username)
+    except SourceConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    catalog.upsert_source(body.name, body.kind, config, sorted(access.principals))
     request.app.state.audit.record(who, "sources.add", target=body.name)
     return _source_out(catalog.get_source(body.name), catalog, True)
 

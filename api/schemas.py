@@ -45,9 +45,14 @@ class SearchResponse(BaseModel):
 class SourceIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
     kind: Literal["git"] = "git"
-    location: str = Field(min_length=1, max_length=2000)
+    location: str = Field(min_length=1, max_length=2000, description="Repository path or clone URL, without "
+                          "credentials (a URL with `user:token@` is refused: give token_env or token_file).")
     ref: str = Field(default="", max_length=255)
     access: list[str] = Field(default_factory=list, max_length=1000)
+    token_env: str = Field(default="", max_length=200, description="Environment variable (of the server and "
+                           "workers) holding the token for an http(s) clone URL; read at sync time, never stored.")
+    token_file: str = Field(default="", max_length=4096, description="File holding that token instead.")
+    username: str = Field(default="", max_length=200, description="User name sent with the token (default oauth2).")
 
 
 class SourcePatch(BaseModel):
@@ -61,9 +66,10 @@ class SourcePatch(BaseModel):
     interval: str | None = Field(default=None, max_length=32, description="Sync interval: `1h`, `30m`, `0` "
                                  "(never); null = the default interval.")
     token_env: str | None = Field(default=None, min_length=1, max_length=200,
-                                  description="Environment variable holding the token (remote sources).")
+                                  description="Environment variable holding the token (remote sources; git "
+                                  "sources with an http(s) clone URL).")
     token_file: str | None = Field(default=None, min_length=1, max_length=4096,
-                                   description="File holding the token (remote sources).")
+                                   description="File holding the token (remote sources; git over http(s)).")
 
 
 class RuleRedactionsOut(BaseModel):
@@ -94,7 +100,7 @@ class SourceOut(BaseModel):
     name: str
     kind: str
     state: str
-    location: str
+    location: str | None = None  # shown to admins only (a URL or a server path says more than a name)
     ref: str
     access: list[str] | None = None  # shown to admins only
     documents: int

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.errors import BadRequest
-from connectors.config import SourceConfigError, from_catalog, parse_source
+from connectors.config import SourceConfigError, from_catalog, git_config, parse_source
 from indexer.catalog import Catalog
 from indexer.catalog.schema import SourceRecord
 from indexer.models import Access
@@ -56,7 +56,8 @@ class PlannedChange:
         """`full` when every item must be read again, `index` for an ordinary sync, None for none."""
         if self.kind != "git" and "access" in self.changed:
             return "full"  # a remote source's access is its fallback: only items read again get it
-        return "index" if {"ref", "location"} & set(self.changed) else None
+        moved = {"ref", "location"} | ({"token_env", "token_file"} if self.kind == "git" else set())
+        return "index" if moved & set(self.changed) else None
 
 
 def _interval(text: str | None) -> int | None:
@@ -69,9 +70,7 @@ def _interval(text: str | None) -> int | None:
 
 
 def _git_config(row: SourceRecord, asked: dict[str, Any]) -> dict[str, Any]:
-    if asked.get("token_env") or asked.get("token_file"):
-        raise BadRequest(f"source {row.name!r} is a git source: it takes no token_env/token_file (a clone URL's "
-                         "credentials come from git's own configuration)")
+    """The git source's new config: a location without credentials, the token only by reference."""
     config = dict(row.config)
     if "location" in asked:
         location = str(asked["location"]).strip()
@@ -82,7 +81,14 @@ def _git_config(row: SourceRecord, asked: dict[str, Any]) -> dict[str, Any]:
         if len(asked["ref"]) > MAX_REF:
             raise BadRequest(f"ref must be at most {MAX_REF} characters")
         config["ref"] = asked["ref"].strip()
-    return config
+    for key, other in (("token_env", "token_file"), ("token_file", "token_env")):
+        if asked.get(key):  # one credential reference replaces the other
+            config[key], config[other] = asked[key], ""
+    try:
+        return git_config(row.name, config["location"], config.get("ref") or "", config.get("token_env") or "",
+                          config.get("token_file") or "", config.get("username") or "", previous=row.config)
+    except SourceConfigError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _remote_config(row: SourceRecord, asked: dict[str, Any], access: list[str]) -> dict[str, Any]:
@@ -122,7 +128,8 @@ def plan_change(catalog: Catalog, name: str, change: SourceChange) -> PlannedCha
             plan.changed.append("interval")
     if access != sorted(row.access):
         plan.changed.append("access")
-    for key in ("location", "ref") if row.kind == "git" else ("url", "ref", "token_env", "token_file"):
+    for key in ("location", "ref", "token_env", "token_file") if row.kind == "git" else \
+            ("url", "ref", "token_env", "token_file"):
         if (config.get(key) or "") != (row.config.get(key) or ""):
             plan.changed.append({"url": "location"}.get(key, key))
     plan.changed = sorted(set(plan.changed))

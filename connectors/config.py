@@ -24,6 +24,76 @@ class SourceConfigError(ValueError):
     """A sources file or source definition that cannot be used (the message says where and why)."""
 
 
+def read_token(source: str, token_env: str, token_file: str) -> str:
+    """A source's credential read now (at sync time) from its reference; "" when it has none."""
+    if token_env:
+        value = os.environ.get(token_env, "").strip()
+        if not value:
+            raise AuthFailed(f"source {source!r}: environment variable {token_env} is not set")
+        return value
+    if token_file:
+        try:
+            value = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AuthFailed(f"source {source!r}: cannot read token_file: {exc.strerror}") from None
+        if not value:
+            raise AuthFailed(f"source {source!r}: token_file is empty")
+        return value
+    return ""
+
+
+# -- git sources: a location and a ref, and the token only by reference --------------------------------
+
+CREDENTIALS_IN_URL = ("the location must not contain credentials (user:token@); put the token in an "
+                      "environment variable or a file and pass --token-env VAR or --token-file PATH "
+                      "(API: token_env / token_file)")
+CREDENTIALS_REMOVED = "credentials_removed"  # set by migration 0004g: the URL's token was taken out
+# what a source whose token was taken out of its URL says until an admin gives it a reference
+CREDENTIALS_REMOVED_HINT = ("the token its clone URL held was removed from the catalog (credentials are never "
+                            "stored); put it in an environment variable of the server and workers and run "
+                            "`cairn sources set {name} --token-env VAR` (or --token-file PATH)")
+GIT_KEYS = ("location", "ref", "username", "token_env", "token_file")
+
+
+def url_has_credentials(location: str) -> bool:
+    """Whether a clone URL carries a secret: any user info in an http(s) URL (a token alone is a valid
+    user name to GitHub and GitLab), or a password in any URL. `ssh://git@host/…` and `git@host:…` do not."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)", location.strip())
+    if not match or "@" not in match.group(2):
+        return False
+    userinfo = match.group(2).rpartition("@")[0]
+    return match.group(1).lower() in ("http", "https") or ":" in userinfo
+
+
+def git_config(name: str, location: str, ref: str = "", token_env: str = "", token_file: str = "",
+               username: str = "", previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The catalog config of a git source, validated (SourceConfigError says what is wrong and how to fix it).
+
+    A token is only ever a reference (token_env or token_file), read at sync time and handed to git through
+    its environment; a location with credentials in it is refused."""
+    location = location.strip()
+    if not location:
+        raise SourceConfigError(f"source {name!r}: location is empty")
+    if url_has_credentials(location):
+        raise SourceConfigError(f"source {name!r}: {CREDENTIALS_IN_URL}")
+    if token_env and token_file:
+        raise SourceConfigError(f"source {name!r}: give token_env or token_file, not both")
+    if token_env and not _ENV_NAME.match(token_env):
+        raise SourceConfigError(f"source {name!r}: not an environment variable name: {token_env!r}")
+    if (token_env or token_file) and not re.match(r"^https?://", location, re.IGNORECASE):
+        raise SourceConfigError(f"source {name!r}: a token is used with http(s) clone URLs only "
+                                "(ssh uses the server's ssh keys)")
+    if re.search(r"[:@/\s]", username):
+        raise SourceConfigError(f"source {name!r}: not a user name: {username!r}")
+    config = {k: v for k, v in (previous or {}).items() if k not in (*GIT_KEYS, CREDENTIALS_REMOVED)}
+    config |= {"location": location, "ref": ref.strip(), "username": username,
+               "token_env": token_env, "token_file": token_file}
+    before = previous or {}
+    if before.get(CREDENTIALS_REMOVED) and not (token_env or token_file) and before.get("location") == location:
+        config[CREDENTIALS_REMOVED] = True  # still waiting for a token reference (or another location)
+    return config
+
+
 def _principals(values: list[str]) -> list[str]:
     try:
         return sorted({parse_principal(v) for v in values})
@@ -94,20 +164,7 @@ class SourceBase(BaseModel):
 
     def token(self) -> str:
         """The credential, read now (at sync time); never stored, logged or put in an error."""
-        if self.token_env:
-            value = os.environ.get(self.token_env, "").strip()
-            if not value:
-                raise AuthFailed(f"source {self.name!r}: environment variable {self.token_env} is not set")
-            return value
-        if self.token_file:
-            try:
-                value = Path(self.token_file).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise AuthFailed(f"source {self.name!r}: cannot read token_file: {exc.strerror}") from None
-            if not value:
-                raise AuthFailed(f"source {self.name!r}: token_file is empty")
-            return value
-        return ""
+        return read_token(self.name, self.token_env, self.token_file)
 
     def http_policy(self) -> HttpPolicy:
         return HttpPolicy(read_timeout=self.timeout_seconds, connect_timeout=min(10.0, self.timeout_seconds),

@@ -1,17 +1,22 @@
 """Running git safely: no prompts, timeouts, credential-free errors, and a long-lived blob reader."""
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import select
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
 from connectors.base import AuthFailed, ConnectorError, SourceNotFound, Unavailable
 
+log = logging.getLogger(__name__)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 # Variables that would point git at some other repository than the one we name explicitly.
 _REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
@@ -20,12 +25,33 @@ _AUTH_HINTS = ("authentication failed", "could not read username", "could not re
                "permission denied", "access denied", "http basic: access denied")
 _NOT_FOUND_HINTS = ("not found", "does not appear to be a git repository", "does not exist", "no such")
 _UNAVAILABLE_HINTS = ("could not resolve", "failed to connect", "connection refused", "connection timed out",
-                      "operation timed out", "network is unreachable", "the remote end hung up")
+                      "operation timed out", "network is unreachable", "the remote end hung up",
+                      # a transfer cut short: curl 18/56, a pack that ends early
+                      "early eof", "rpc failed", "unexpected disconnect", "transfer closed", "index-pack failed",
+                      "invalid index-pack output", "connection reset", "unexpected eof", "http/2 stream",
+                      "returned error: 502", "returned error: 503", "returned error: 504")
 
 
 def redact(text: str) -> str:
     """Remove `user:token@` from every URL in a message."""
     return _USERINFO.sub(r"\1***@", text)
+
+
+@dataclass(frozen=True)
+class GitRetry:
+    """How often a network git command (clone, fetch) is tried when the transfer fails, and the wait
+    between tries: the same budget and backoff (doubling, full jitter) as the HTTP policy's defaults."""
+
+    attempts: int = 4
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+
+
+class GitTimeout(Unavailable):
+    """A git command ran past its timeout (not retried: a slow transfer would only be slow again)."""
 
 
 class MissingObject(ConnectorError):
@@ -37,12 +63,19 @@ class Git:
 
     def __init__(self, timeout: float, secret: str = "") -> None:
         self.timeout = timeout
-        self.secret = secret  # a string (e.g. the clone URL) scrubbed from every error message
+        # strings (the clone URL, a token) scrubbed from every error message
+        self.secrets: list[str] = [secret] if secret else []
         env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
         self.env = {**env, "GIT_TERMINAL_PROMPT": "0", "GIT_NO_LAZY_FETCH": "1", "LC_ALL": "C"}
 
+    def hide(self, secret: str) -> None:
+        """Scrub `secret` from every message from now on."""
+        if secret and secret not in self.secrets:
+            self.secrets.append(secret)
+
     def clean(self, text: str) -> str:
-        text = text.replace(self.secret, redact(self.secret)) if self.secret else text
+        for secret in self.secrets:
+            text = text.replace(secret, redact(secret) if "://" in secret else "***")
         return redact(text).strip()
 
     def run(self, args: Sequence[str], cwd: Path | None = None, timeout: float | None = None,
@@ -62,11 +95,32 @@ class Git:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise Unavailable(f"git {verb} timed out after {timeout or self.timeout:.0f}s") from None
+            raise GitTimeout(f"git {verb} timed out after {timeout or self.timeout:.0f}s") from None
         if proc.returncode != 0:
             message = " ".join(self.clean(err.decode("utf-8", "replace")).split())[-500:]
             raise _classify(message)(f"git {verb} failed: {message}")
         return out
+
+    def run_retrying(self, args: Sequence[str], retry: GitRetry, env: Mapping[str, str] | None = None,
+                     before_retry: Callable[[], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> bytes:
+        """`run`, tried again while git fails with a transfer error (Unavailable: dropped, cut short,
+        timed out); an auth or not-found failure is raised at once."""
+        rng = random.Random()
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                return self.run(args, env=env)
+            except GitTimeout:
+                raise
+            except Unavailable as exc:
+                if attempt >= retry.attempts:
+                    raise
+                wait = retry.delay(attempt, rng)
+                log.info("git transfer failed on attempt %d (%s), retrying in %.1fs", attempt, exc, wait)
+                if before_retry:
+                    before_retry()
+                sleep(wait)
+        raise AssertionError("unreachable")
 
     def open_batch(self, git_dir: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["git", f"--git-dir={git_dir}", "cat-file", "--batch"], env=self.env,

@@ -7,13 +7,13 @@ import re
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from connectors.base import Checkpoint, Connector, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
-from connectors.git_process import BlobReader, Git, MissingObject, redact
+from connectors.git_process import BlobReader, Git, GitRetry, MissingObject, redact
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
 from indexer.models import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
 
@@ -62,18 +62,26 @@ _CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                       'printf "username=%s\\npassword=%s\\n" "$CAIRN_GIT_USERNAME" "$CAIRN_GIT_PASSWORD"; }; f')
 
 
+DEFAULT_USERNAME = "oauth2"  # GitLab's name for token logins; GitHub and most servers take any name with a token
+
+
+def credential_env(username: str, password: str) -> dict[str, str]:
+    """The environment that makes git answer an HTTP auth challenge with `username`/`password`."""
+    return {"GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
+            "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
+            "CAIRN_GIT_USERNAME": username, "CAIRN_GIT_PASSWORD": password}
+
+
 def split_credentials(location: str) -> tuple[str, dict[str, str]]:
-    """An http(s) URL without its `user:password@`, and the environment that hands them to git."""
+    """An http(s) URL without its `user:password@`, and the environment that hands them to git (the
+    GitLab connector builds such URLs in memory; stored sources never hold one, see connectors.config)."""
     parts = urlsplit(location)
     if parts.scheme.lower() not in ("http", "https") or parts.password is None:
         return location, {}
     host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
     bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    env = {"GIT_CONFIG_COUNT": "2",
-           "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
-           "GIT_CONFIG_KEY_1": "credential.helper", "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
-           "CAIRN_GIT_USERNAME": unquote(parts.username or ""), "CAIRN_GIT_PASSWORD": unquote(parts.password)}
-    return bare, env
+    return bare, credential_env(unquote(parts.username or ""), unquote(parts.password))
 
 
 def unsafe_path_reason(path: str) -> str:
@@ -122,7 +130,9 @@ class GitRepoConnector(Connector):
     """Indexes the tracked files of a repository at a ref: a local work tree or bare repo, or a clone URL."""
 
     def __init__(self, name: str, location: str, ref: str | None = None, access: Access | None = None,
-                 workdir: Path | None = None, max_file_bytes: int = 1_000_000, timeout: float = 600.0) -> None:
+                 workdir: Path | None = None, max_file_bytes: int = 1_000_000, timeout: float = 600.0,
+                 token: Callable[[], str] | None = None, username: str = "",
+                 retry: GitRetry | None = None) -> None:
         self.name = name
         self.location = location
         self.ref = ref
@@ -135,6 +145,9 @@ class GitRepoConnector(Connector):
         self.fetch_url, self.credential_env = split_credentials(location) if self.remote else (location, {})
         self.web_base = web_blob_base(location) if self.remote else ""
         self.git = Git(timeout, secret=location if self.remote else "")
+        self.token = token  # read at sync time (an environment variable or file), handed to git in its env
+        self.username = username or DEFAULT_USERNAME
+        self.retry = retry or GitRetry()
         self.local_timeout = min(timeout, 120.0)
         self._finished: tuple[str, set[str]] | None = None
 
@@ -231,6 +244,10 @@ class GitRepoConnector(Connector):
             raise SourceNotFound(f"unsupported clone URL scheme in {self.display}")
         if self.workdir is None:
             raise ConnectorError(f"source {self.name!r}: a workdir is needed to clone {self.display}")
+        if self.token is not None and not self.credential_env:
+            secret = self.token()
+            self.git.hide(secret)
+            self.credential_env = credential_env(self.username, secret)
         dest = self.workdir / f"{_safe_name(self.name)}-{hashlib.sha256(self.display.encode()).hexdigest()[:10]}.git"
         if dest.is_dir() and self._is_repo(dest):
             if fetch:
@@ -264,7 +281,8 @@ class GitRepoConnector(Connector):
         log.info("cloning %s for source %s", self.display, self.name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self.git.run(["clone", "--bare", "--quiet", "--", self.fetch_url, str(tmp)], env=self.credential_env)
+            self.git.run_retrying(["clone", "--bare", "--quiet", "--", self.fetch_url, str(tmp)], self.retry,
+                                  env=self.credential_env, before_retry=lambda: shutil.rmtree(tmp, ignore_errors=True))
             # The clone keeps no credentials on disk: fetches pass the URL explicitly.
             self.git.run([f"--git-dir={tmp}", "remote", "set-url", "origin", self.display])
             tmp.rename(dest)
@@ -280,8 +298,8 @@ class GitRepoConnector(Connector):
         log.info("fetching %s for source %s", self.display, self.name)
         refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
         try:
-            self.git.run([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.fetch_url, *refspecs],
-                         env=self.credential_env)
+            self.git.run_retrying([f"--git-dir={dest}", "fetch", "--quiet", "--prune", "--", self.fetch_url,
+                                   *refspecs], self.retry, env=self.credential_env)
         except ConnectorError as exc:
             raise type(exc)(f"source {self.name!r}: fetching {self.display} failed: {exc}") from None
 

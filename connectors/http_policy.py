@@ -16,6 +16,11 @@ import requests
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures of the transfer itself, retried like a dropped connection: no answer, or an answer cut short
+# (a truncated chunked body or one shorter than its Content-Length: ChunkedEncodingError; a body that
+# does not decode: ContentDecodingError).
+TRANSFER_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                   requests.exceptions.ContentDecodingError)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # Libraries whose DEBUG output carries request headers (Authorization) or response bodies.
 NOISY_LOGGERS = ("atlassian", "urllib3.connectionpool")
@@ -116,7 +121,7 @@ class PolicySession(requests.Session):
             self.limiter.wait()
             try:
                 response = super().request(method, url, *args, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except TRANSFER_ERRORS as exc:
                 if verb not in IDEMPOTENT or attempt >= self.policy.max_attempts:
                     raise
                 delay = self.policy.backoff(attempt, self.rng)

@@ -23,12 +23,27 @@ def _source_config(row: Any, kind: type[_Source]) -> _Source:
 
 
 def _git(row: Any, settings: Settings) -> Connector:
+    from connectors.base import AuthFailed
+    from connectors.config import (
+        CREDENTIALS_IN_URL,
+        CREDENTIALS_REMOVED,
+        CREDENTIALS_REMOVED_HINT,
+        read_token,
+        url_has_credentials,
+    )
     from connectors.git_repos import GitRepoConnector
 
     config = row.config
+    if url_has_credentials(config["location"]):  # never used, even if a row was written around the checks
+        raise AuthFailed(f"source {row.name!r}: {CREDENTIALS_IN_URL}")
+    token_env, token_file = config.get("token_env") or "", config.get("token_file") or ""
+    if config.get(CREDENTIALS_REMOVED) and not (token_env or token_file):
+        raise AuthFailed(f"source {row.name!r}: {CREDENTIALS_REMOVED_HINT.format(name=row.name)}")
+    token = (lambda: read_token(row.name, token_env, token_file)) if token_env or token_file else None
     return GitRepoConnector(name=row.name, location=config["location"], ref=config.get("ref") or None,
                             access=Access.of(*row.access), workdir=Path(settings.data_dir) / "repos",
-                            max_file_bytes=settings.max_file_bytes)
+                            max_file_bytes=settings.max_file_bytes, token=token,
+                            username=config.get("username") or "")
 
 
 def _gitlab(row: Any, settings: Settings) -> Connector:

@@ -6,6 +6,7 @@ generation for the background build (indexer/generations/build.py) to fill and s
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,10 +45,22 @@ from indexer.stores.backends import vector_backend
 
 log = logging.getLogger(__name__)
 
+
 def build_embedder(settings: Settings, spec: str | None = None) -> FastEmbedEmbedder:
     """The model named by `spec` (default: the embedding_model setting)."""
     location = resolve_model(spec or settings.embedding_model, settings.model_cache_dir, settings.embedding_quantize)
     return FastEmbedEmbedder(location, batch_size=settings.embed_batch_size, threads=settings.embed_threads or None)
+
+
+def private_dir(path: Path) -> None:
+    """Create the data directory owner-only (0700), and tighten one an older version left open: it holds
+    every indexed document, the catalog and the embedding cache."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:  # not ours (a mounted volume): say so, the owner decides
+            log.warning("data directory %s is readable by others and cannot be made private: %s", path, exc.strerror)
 
 
 @dataclass
@@ -70,7 +83,7 @@ class IndexServices:
         """Open the active generation. `embedder` is the model to index with (default: the setting,
         or the model chosen by `cairn model switch`)."""
         vector_backend(settings)  # an unknown kind fails before anything is created
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(Path(settings.data_dir))
         engine = make_engine(settings.catalog_url)
         catalog = Catalog(engine)
         catalog.create_all()

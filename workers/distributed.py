@@ -19,6 +19,7 @@ from indexer.pipeline.apply import BatchCounts, Pipeline, ReadyDocument
 from indexer.pipeline.sync import Landed, Observer, SyncCounts, SyncLoop
 from workers.batches import ReadyBatch, batch_id, document_from_json, document_to_json, embed_batch
 from workers.context import WorkerContext
+from workers.outcome import sync_outcome
 from workers.window import rewind_for_job
 
 log = logging.getLogger(__name__)
@@ -290,9 +291,11 @@ def finish_if_done(ctx: WorkerContext, job_id: str) -> bool:
     for failure in catalog.list_failures(source):
         if failure.item not in keep:
             catalog.clear_failure(source, failure.item)
-    catalog.update_job(job_id, state="succeeded", counts=counts | {"phase": "done"},
-                       done=progress.counts["docs"], total=progress.docs_sent)
-    catalog.set_source_state(source, "idle")
-    log.info("job %s for source %s done: %s", job_id, source, counts)
+    outcome = sync_outcome(catalog, source, crawl.started_at, counts)
+    catalog.update_job(job_id, state=outcome.state, counts=counts | outcome.counts | {"phase": "done"},
+                       error=outcome.error or None, done=progress.counts["docs"], total=progress.docs_sent)
+    catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
+    log.log(logging.INFO if outcome.state == "succeeded" else logging.WARNING, "job %s for source %s %s: %s",
+            job_id, source, outcome.state, outcome.error or counts)
     return True
 

@@ -25,6 +25,7 @@ from indexer.pipeline.sync import SyncCounts, SyncRunner
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from indexer.stores import StoreError
+from workers.outcome import SyncFailed, sync_outcome
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ def run_sync_job(services: IndexServices, source: str, job_id: str | None = None
                  since: dt.timedelta | None = None) -> SyncCounts:
     """Sync one source and record the job's state and counts.
 
-    Failure: the error is recorded on the job and the source, then re-raised. A stop (cancel request
+    Failure: the error is recorded on the job and the source, then re-raised. A sync that ran to its end
+    is judged by the failures it recorded (workers.outcome): `succeeded`, `partial` (the source
+    `degraded`, its last success not moved) or `failed` (nothing could be read: SyncFailed is raised). A stop (cancel request
     or `should_stop`): the job is recorded as cancelled/interrupted, the source goes back to idle and
     JobStopped is raised. `since`: first rewind the source so it re-reads what changed in that window
     (workers.window)."""
@@ -165,9 +168,16 @@ def run_sync_job(services: IndexServices, source: str, job_id: str | None = None
         catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
         raise
     final = meter.snapshot("done", counts) | extra | {"seconds": counts.seconds, "eta_seconds": 0}
-    catalog.update_job(job_id, state="succeeded", counts=final, done=meter.progress(final)[1],
-                       total=meter.progress(final)[1])
-    catalog.set_source_state(source, "idle")
+    outcome = sync_outcome(catalog, source, meter.started_at, final)
+    final |= outcome.counts
+    catalog.update_job(job_id, state=outcome.state, counts=final, error=outcome.error or None,
+                       done=meter.progress(final)[1], total=meter.progress(final)[1])
+    catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
+    if outcome.state == "failed":
+        log.warning("job %s for source %s failed: %s", job_id, source, outcome.error)
+        raise SyncFailed(f"source {source!r}: {outcome.error}")
+    if outcome.state == "partial":
+        log.warning("job %s for source %s partial: %s", job_id, source, outcome.error)
     build_vector_index(services)
     return counts
 

@@ -280,7 +280,8 @@ function progress(job) {
 }
 
 function countsText(counts) {
-  const keys = ["files_seen", "files_changed", "files_skipped", "files_failed", "chunks_written", "chunks_embedded"];
+  const keys = ["files_seen", "files_changed", "files_skipped", "files_failed", "listings_failed", "items_failed",
+                "chunks_written", "chunks_embedded"];
   return keys.filter((k) => counts[k] != null).map((k) => `${k.replace("_", " ")} ${counts[k]}`).join(", ");
 }
 

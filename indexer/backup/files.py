@@ -99,7 +99,15 @@ def copy_tantivy_index(index_dir: Path, dst: Path) -> dict[Path, FileEntry]:
 
 
 def staging_dir(parent: Path, name: str) -> Path:
-    """A fresh hidden directory next to where the result will be renamed into place."""
+    """A fresh hidden directory (owner only) next to where the result will be renamed into place."""
     path = parent / f".{name}.partial-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, mode=0o700)
     return path
+
+
+def make_private(root: Path) -> None:
+    """Owner-only access to a tree: directories 0700, files 0600 (a backup holds every document)."""
+    os.chmod(root, 0o700)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)

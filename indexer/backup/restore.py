@@ -79,7 +79,8 @@ def restore_backup(backup: Path, settings: Settings, force: bool = False) -> Man
     if not force and occupied(data_dir, catalog):
         raise BackupTargetError(f"data directory {data_dir} is not empty; pass --force to move its index "
                                 f"aside (into {REPLACED_PREFIX}<time>/) and restore over it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
     staging = staging_dir(data_dir, "restore")
     try:
         for rel, expected in manifest.files.items():

@@ -22,7 +22,15 @@ from importlib import metadata as dist_metadata
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from indexer.backup.files import FileEntry, copy_file, copy_tantivy_index, copy_tree, hash_file, staging_dir
+from indexer.backup.files import (
+    FileEntry,
+    copy_file,
+    copy_tantivy_index,
+    copy_tree,
+    hash_file,
+    make_private,
+    staging_dir,
+)
 from indexer.models import INDEX_VERSION
 from indexer.settings import Settings
 from indexer.stores import FullTextIndex, VectorStore
@@ -160,6 +168,7 @@ def create_backup(services: IndexServices, destination: Path) -> Manifest:
     staging = staging_dir(target.parent, target.name)
     try:
         manifest = _write_backup(services, stores, staging)
+        make_private(staging)
         try:
             os.rename(staging, target)  # atomic; replaces an empty directory
         except OSError as exc:

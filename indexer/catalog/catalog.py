@@ -46,7 +46,7 @@ from indexer.models import ADMINS, Access, AccessError, Chunk, Document, Skipped
 
 log = logging.getLogger(__name__)
 
-SOURCE_STATES = ("idle", "syncing", "error")
+SOURCE_STATES = ("idle", "syncing", "degraded", "error")
 DOCUMENT_STATES = ("lexical", "indexed")
 # `partial`: finished, but some items failed (a permissions pass whose connector could not read some).
 JOB_STATES = ("queued", "running", "cancelling", "cancelled", "interrupted", "succeeded", "partial", "failed")
@@ -117,7 +117,11 @@ class Catalog:
         self.engine = engine
 
     def create_all(self) -> None:
+        """Create missing tables, and move any clone-URL credential out of the catalog (see credentials.py)."""
+        from indexer.catalog.credentials import move_out_credentials
+
         metadata.create_all(self.engine)
+        move_out_credentials(self.engine)
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -146,14 +150,17 @@ class Catalog:
     def set_checkpoint(self, name: str, checkpoint: dict[str, Any] | None) -> None:
         self._update_source(name, checkpoint=checkpoint)
 
-    def set_source_state(self, name: str, state: str, error: str = "") -> None:
-        """`syncing` stamps last_sync_at; `idle` stamps last_success_at; `error` records the message."""
+    def set_source_state(self, name: str, state: str, error: str = "", listed_all: bool | None = None) -> None:
+        """`syncing` stamps last_sync_at; `idle` stamps last_success_at; `degraded` (a partial sync) and
+        `error` record the reason. last_success_at is the last sync that listed the whole source: a
+        degraded sync whose listings all succeeded (`listed_all`, only items failed) stamps it too, one
+        with a failed listing never does (permission freshness reads it: unlisted scopes are not fresh)."""
         if state not in SOURCE_STATES:
             raise CatalogError(f"unknown source state {state!r}")
         values: dict[str, Any] = {"state": state, "last_error": error}
         if state == "syncing":
             values = {"state": state, "last_sync_at": _now()}
-        elif state == "idle":
+        elif state == "idle" or (state == "degraded" and listed_all):
             values["last_success_at"] = _now()
         self._update_source(name, **values)
 

@@ -43,3 +43,30 @@ def test_index_and_search_json_shapes(tmp_path, make_repo):
     assert seen and {r["source"] for r in seen} == {"shop"}
     seen = cairn(data, "search", "checkout", "--as-user", "sam", "--group", "security", "--json")["results"]
     assert {r["source"] for r in seen} == {"shop", "vault"}
+
+
+def test_index_takes_a_private_repositorys_token_by_reference_only(tmp_path):
+    from git_http_server import private_repo
+
+    token = "glpat-Qp7zXn4vKmRt7kWm3qZx"
+    data = tmp_path / "data"
+    env = {**os.environ, "CAIRN_DATA_DIR": str(data), "REPO_TOKEN": token}
+    env.pop("CAIRN_URL", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CAIRN, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    with private_repo(tmp_path / "remote", token) as repo:
+        leaked = repo.url.replace("http://", f"http://oauth2:{token}@")
+        refused = run("index", leaked, "--name", "priv", "--json")
+        assert refused.returncode != 0 and "--token-env" in refused.stderr and token not in refused.stderr
+        done = run("index", repo.url, "--name", "priv", "--token-env", "REPO_TOKEN", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.strip().splitlines()[-1])["files_changed"] == 1
+        moved = run("sources", "set", "priv", "--location", leaked)
+        assert moved.returncode != 0 and "--token-env" in moved.stdout + moved.stderr
+        listed = run("sources", "--json")
+        assert token not in listed.stdout + done.stdout + done.stderr + moved.stdout + moved.stderr
+    for path in data.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path

@@ -29,7 +29,7 @@ def wait_job(base: str, tok: str, job_id: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=auth(tok)).json()
-        if job["state"] in ("succeeded", "failed", "cancelled", "interrupted") or time.monotonic() > deadline:
+        if job["state"] in ("succeeded", "partial", "failed", "cancelled", "interrupted") or time.monotonic() > deadline:
             return job
         time.sleep(0.1)
 
@@ -94,7 +94,7 @@ def test_a_ref_or_location_change_syncs_and_the_schedule_is_kept(server, tmp_pat
 
 @pytest.mark.parametrize("body, status, message", [
     ({"access": ["team:x"]}, 400, "team:x"),
-    ({"token_env": "GITLAB_TOKEN"}, 400, "git source"),
+    ({"token_env": "GITLAB_TOKEN"}, 400, "http(s) clone URLs only"),
     ({"interval": "soon"}, 400, "interval"),
     ({"location": ""}, 422, "location"),
 ])

@@ -119,7 +119,7 @@ def wait_job(services, job_id: str, timeout: float = 60) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = services.catalog.get_job(job_id)
-        if job.state in ("succeeded", "failed", "cancelled"):
+        if job.state in ("succeeded", "partial", "failed", "cancelled"):
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish")

@@ -119,3 +119,68 @@ def test_rate_limiter_spaces_requests():
         limiter.wait()
     assert slept == [0.25, 0.25, 0.25, 0.25]
     assert RateLimiter(0.0).interval == 0.0
+
+
+class _Truncating:
+    """A loopback server whose first `cut` answers stop halfway: a short Content-Length body, or a chunked
+    body that ends without its last chunk; then whole JSON answers."""
+
+    def __init__(self, cut: int, chunked: bool) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        state = self
+        self.cut, self.served = cut, 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                state.served += 1
+                body = b'{"ok": true, "items": [' + b",".join(b'"x"' for _ in range(200)) + b"]}"
+                short = state.cut > 0
+                state.cut -= 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    half = body[:len(body) // 2] if short else body
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(half), half))
+                    if not short:
+                        self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:len(body) // 2] if short else body)
+                self.wfile.flush()
+                if short:
+                    self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/items"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_truncated_bodies_are_retried_like_dropped_connections(chunked):
+    served = _Truncating(cut=2, chunked=chunked)
+    try:
+        sleeps: list[float] = []
+        http = session(sleeps, max_attempts=5)
+        assert http.get(served.url).json()["ok"] is True
+        assert served.served == 3 and len(sleeps) == 2 and http.retries == 2
+        served.cut = 10  # more truncations than the budget: the same error, after the same number of tries
+        sleeps.clear()
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            session(sleeps, max_attempts=3).get(served.url)
+        assert len(sleeps) == 2
+    finally:
+        served.stop()

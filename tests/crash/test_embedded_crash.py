@@ -22,7 +22,7 @@ from indexer.settings import Settings
 from workers.jobs import run_sync_job
 
 FILES = 400  # with the README: lexical batches of 200, 200 and 1 documents, then embedding batches of 256 and 145
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 ACCEPT_MARGIN = 0.5  # seconds: a request sent this long before SIGTERM has surely been accepted, so must finish
 
 

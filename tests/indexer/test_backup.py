@@ -205,3 +205,21 @@ def test_an_interrupted_backup_without_a_manifest_is_not_restorable(tmp_path):
     (tmp_path / "partial" / "catalog.sqlite3").write_bytes(b"half")
     with pytest.raises(CorruptBackup, match="not a Cairn backup"):
         restore_backup(tmp_path / "partial", Settings(data_dir=tmp_path / "restored"))
+
+
+def test_the_data_directory_and_backups_are_owner_only(backup, services, tmp_path):
+    """They hold every indexed document: 0700 directories, 0600 files (an older, open data dir is tightened)."""
+    import stat
+
+    from indexer.services import private_dir
+
+    assert stat.S_IMODE(Path(services.settings.data_dir).stat().st_mode) == 0o700
+    paths = [backup, *backup.rglob("*")]
+    assert len(paths) > 5
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+    old = tmp_path / "old-data"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    private_dir(old)
+    assert stat.S_IMODE(old.stat().st_mode) == 0o700

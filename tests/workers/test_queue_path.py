@@ -115,7 +115,8 @@ def test_a_failing_document_is_retried_then_quarantined_and_skipped_until_it_cha
         run_embeds(ctx, dispatch)
         apply_all(ctx, services, dispatch)
     done = services.catalog.get_job(job)
-    assert done.state == "succeeded" and done.counts["files_quarantined"] == 1
+    # a quarantined document is a failed item: the job is partial and says which
+    assert done.state == "partial" and done.counts["files_quarantined"] == 1 and "1 item(s) failed" in done.error
     assert set(services.catalog.document_versions("svc")) == {"svc:ok.py", "svc:ok2.py"}
     [failure] = services.catalog.list_failures("svc")
     assert failure.item == "bad.py" and failure.error.startswith("quarantined after 3 attempts: ValueError")
@@ -160,7 +161,7 @@ def test_a_batch_that_killed_its_worker_is_split_to_find_the_culprit(ctx, servic
     ready = ReadyBatch.from_json(dispatch.readies[-1])
     assert [r.doc.path for r in ready.documents] == ["a.py"] and ready.quarantined == 1
     apply_all(ctx, services, dispatch)
-    assert services.catalog.get_job(job).state == "succeeded"
+    assert services.catalog.get_job(job).state == "partial"  # b.py is quarantined: a failed item
     assert ctx.state.attempts(["svc:b.py"])["svc:b.py"].quarantined
 
 
