@@ -1,7 +1,7 @@
 """Clone-URL credentials out of the catalog: `user:token@` is cut from stored git locations, and the
 source waits (state `error`, with how to fix it) for an admin to give the token by reference.
 
-Run by migration 0004_git_creds and by every catalog open (embedded catalogs are made by
+Run by migration 0005 and by every catalog open (embedded catalogs are made by
 `create_all`, not Alembic). It never keeps the secret anywhere: SQLite is rewritten with
 `secure_delete` and vacuumed, PostgreSQL's `sources` table is vacuumed (no dead row keeps the old URL)."""
 from __future__ import annotations

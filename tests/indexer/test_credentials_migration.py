@@ -1,4 +1,4 @@
-"""Migration 0004_git_creds (and every catalog open) moves clone-URL credentials out of an old catalog:
+"""Migration 0005 (and every catalog open) moves clone-URL credentials out of an old catalog:
 the URL loses its user info, the source waits in `error` for a token reference, and no byte of the
 token is left in the SQLite file or in any PostgreSQL row; a clean catalog is left as it is."""
 from __future__ import annotations
@@ -68,7 +68,7 @@ def test_the_migration_moves_stored_credentials_out(new_url) -> None:  # noqa: F
     url = new_url()
     upgrade(url, "0003")
     _fill(url)
-    upgrade(url, "0004_git_creds")
+    upgrade(url, "0005")
     _check(url)
     if url.startswith("sqlite"):
         assert TOKEN.encode() not in _file_bytes(url)

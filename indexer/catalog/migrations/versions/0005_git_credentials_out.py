@@ -1,9 +1,9 @@
 """Git sources' clone-URL credentials out of the catalog: `user:token@` cut from `location`, the source
 flagged `credentials_removed` (state `error` saying how to give a token by reference); no data left behind.
 
-Revision ID: 0004_git_creds
-Revises: 0003
-Create Date: 2026-12-20 10:00:00.000000
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-06 10:30:00.000000
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from alembic import op
 
 from indexer.catalog.credentials import scrub_storage, strip_credentials
 
-revision: str = '0004_git_creds'
-down_revision: str | None = '0003'
+revision: str = '0005'
+down_revision: str | None = '0004'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
