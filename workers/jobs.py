@@ -158,21 +158,21 @@ def run_sync_job(services: IndexServices, source: str, job_id: str | None = None
         counts = SyncRunner(services.pipeline).run(connector, full=full, observe=_keeping(counts, on_progress))
     except JobStopped as stopped:
         log.warning("job %s for source %s %s after a batch", job_id, source, stopped.state)
+        catalog.release_source(source)  # before the job shows finished: whoever sees it done sees the source idle
         catalog.update_job(job_id, state=stopped.state, counts=meter.snapshot("stopped", counts) | extra)
-        catalog.release_source(source)
         raise
     except Exception as exc:
         log.exception("job %s for source %s failed", job_id, source)
+        catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
         catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}",
                            counts=meter.snapshot("failed", counts) | extra)
-        catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
         raise
     final = meter.snapshot("done", counts) | extra | {"seconds": counts.seconds, "eta_seconds": 0}
     outcome = sync_outcome(catalog, source, meter.started_at, final)
     final |= outcome.counts
+    catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
     catalog.update_job(job_id, state=outcome.state, counts=final, error=outcome.error or None,
                        done=meter.progress(final)[1], total=meter.progress(final)[1])
-    catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
     if outcome.state == "failed":
         log.warning("job %s for source %s failed: %s", job_id, source, outcome.error)
         raise SyncFailed(f"source {source!r}: {outcome.error}")

@@ -178,7 +178,9 @@ def distributed_stores(deployment: Deployment, embedder) -> dict[str, dict[str, 
 def test_every_job_succeeds_though_a_worker_was_killed_mid_batch(deployment):
     for name, job_id in deployment.jobs.items():
         job = deployment.catalog.get_job(job_id)
-        assert job.state == "succeeded", (name, job.error, deployment.cluster.procs[1].tail())
+        # the poison source's quarantined documents are failed items: that job is honestly `partial`
+        expected = "partial" if name == "poison" else "succeeded"
+        assert job.state == expected, (name, job.error, deployment.cluster.procs[1].tail())
     killed = deployment.killed_batch
     rows = {r["batch_id"]: r for r in deployment.state.batches(killed["job_id"])}
     assert rows[killed["batch_id"]]["state"] == "applied"

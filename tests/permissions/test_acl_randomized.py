@@ -582,7 +582,9 @@ class Checker:
         queries = self.queries(tok)
         bearer = {"Authorization": f"Bearer {tok.secret}"}
         with (httpx.Client(base_url=self.url, headers=bearer, timeout=60) as api,
-              httpx.Client(base_url=self.url, cookies={SESSION_COOKIE: tok.secret}, timeout=60) as web):
+              httpx.Client(base_url=self.url, timeout=60) as web):
+            signed_in = web.post("/signin", data={"token": tok.secret, "next": "/"}, headers={"Origin": self.url})
+            assert signed_in.status_code == 303 and web.cookies.get(SESSION_COOKIE), signed_in.text[:300]
             for q in queries:
                 resp = api.post("/v1/search", json={"query": q, "limit": 20})
                 assert resp.status_code == 200, resp.text
