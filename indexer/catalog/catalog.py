@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from indexer.catalog.db import metadata
+from indexer.catalog.db import id_batches, metadata
 from indexer.catalog.schema import (
     ChunkDiff,
     ChunkRecord,
@@ -54,7 +54,6 @@ ACTIVE_JOB_STATES = ("queued", "running", "cancelling")
 # Stopped for good, or until resumed (interrupted): finished_at is stamped.
 FINISHED_JOB_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 # Keeps every IN (...) well under SQLite's bound-variable limit (999 on old builds).
-BATCH = 500
 
 
 class CatalogError(RuntimeError):
@@ -69,10 +68,6 @@ def _now() -> datetime:
 SEARCH_COLUMNS = ("id", "doc_id", "source", "path", "start_line", "end_line", "content", "symbol", "kind",
                   "language", "title", "url")
 
-
-def _batches(items: Sequence[str], size: int = BATCH) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -103,7 +98,7 @@ def _job_record(row: Any) -> JobRecord:
 
 def _chunk_ids_by_doc(conn: Connection, doc_ids: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for batch in _batches(sorted(set(doc_ids))):
+    for batch in id_batches(sorted(set(doc_ids))):
         query = select(chunks.c.doc_id, chunks.c.id).where(chunks.c.doc_id.in_(batch))
         for doc_id, chunk_id in conn.execute(query.order_by(chunks.c.doc_id, chunks.c.ordinal)):
             out.setdefault(doc_id, []).append(chunk_id)
@@ -174,7 +169,7 @@ class Catalog:
             removed["checkpoint"] = int(conn.execute(select(func.count()).select_from(sources).where(
                 sources.c.name == name, sources.c.checkpoint.is_not(None))).scalar_one())
             doc_ids = list(conn.execute(select(documents.c.id).where(documents.c.source == name)).scalars())
-            for batch in _batches(doc_ids):
+            for batch in id_batches(doc_ids):
                 conn.execute(delete(generation_documents).where(generation_documents.c.doc_id.in_(batch)))
             for label, table in (("chunks", chunks), ("documents", documents), ("skipped", skipped),
                                  ("failures", failures), ("redactions", redactions), ("permission_syncs", permission_syncs),
@@ -220,7 +215,7 @@ class Catalog:
         """doc id → source, for the ids the catalog holds."""
         out: dict[str, str] = {}
         with self.engine.connect() as conn:
-            for batch in _batches(sorted(set(doc_ids))):
+            for batch in id_batches(sorted(set(doc_ids))):
                 query = select(documents.c.id, documents.c.source).where(documents.c.id.in_(batch))
                 out.update(dict(conn.execute(query).all()))
         return out
@@ -250,7 +245,7 @@ class Catalog:
         with self.engine.begin() as conn:
             old = _chunk_ids_by_doc(conn, list(new))
             removed = {doc_id: sorted(set(old.get(doc_id, ())) - rows.keys()) for doc_id, rows in new.items()}
-            for batch in _batches([cid for ids in removed.values() for cid in ids]):
+            for batch in id_batches([cid for ids in removed.values() for cid in ids]):
                 conn.execute(delete(chunks).where(chunks.c.id.in_(batch)))
             _upsert(conn, documents, doc_rows, ["id"])
             _upsert(conn, chunks, [row for rows in new.values() for row in rows.values()], ["id"])
@@ -277,7 +272,7 @@ class Catalog:
     def mark_indexed(self, doc_ids: Iterable[str]) -> None:
         """Embeddings are written for these documents."""
         with self.engine.begin() as conn:
-            for batch in _batches(sorted(set(doc_ids))):
+            for batch in id_batches(sorted(set(doc_ids))):
                 conn.execute(update(documents).where(documents.c.id.in_(batch)).values(state="indexed"))
 
     def chunk_ids_of_source(self, source: str) -> list[str]:
@@ -288,7 +283,7 @@ class Catalog:
         """Delete documents and their chunk rows; returns the chunk ids that were removed."""
         removed: list[str] = []
         with self.engine.begin() as conn:
-            for batch in _batches(sorted(set(doc_ids))):
+            for batch in id_batches(sorted(set(doc_ids))):
                 removed += conn.execute(select(chunks.c.id).where(chunks.c.doc_id.in_(batch))).scalars()
                 conn.execute(delete(chunks).where(chunks.c.doc_id.in_(batch)))
                 conn.execute(delete(documents).where(documents.c.id.in_(batch)))
@@ -314,7 +309,7 @@ class Catalog:
             as_json = conn.dialect.name == "sqlite"
             query = (select(func.json_group_array(func.json_array(*columns))) if as_json
                      else select(*columns)).select_from(joined)
-            for batch in _batches(sorted(set(chunk_ids))):
+            for batch in id_batches(sorted(set(chunk_ids))):
                 result = conn.execute(query.where(chunks.c.id.in_(batch)))
                 rows = json.loads(result.scalar_one()) if as_json else result
                 out.update((row[0], tuple(row)) for row in rows)
@@ -325,7 +320,7 @@ class Catalog:
             chunks.outerjoin(documents, documents.c.id == chunks.c.doc_id))
         out: dict[str, ChunkRecord] = {}
         with self.engine.connect() as conn:
-            for batch in _batches(sorted(set(values))):
+            for batch in id_batches(sorted(set(values))):
                 out.update((row.id, chunk_record(row)) for row in conn.execute(query.where(column.in_(batch))))
         return out
 
@@ -388,7 +383,7 @@ class Catalog:
             if paths is None:
                 return conn.execute(delete(skipped).where(*conds)).rowcount
             return sum(conn.execute(delete(skipped).where(*conds, skipped.c.path.in_(batch))).rowcount
-                       for batch in _batches(sorted(set(paths))))
+                       for batch in id_batches(sorted(set(paths))))
 
     def list_skipped(self, source: str) -> list[Skipped]:
         query = select(skipped).where(skipped.c.source == source).order_by(skipped.c.path)
@@ -412,7 +407,7 @@ class Catalog:
     def clear_failures(self, source: str, items: Iterable[str]) -> None:
         """Forget the failures of these items (one transaction for a whole batch)."""
         with self.engine.begin() as conn:
-            for batch in _batches(sorted(set(items))):
+            for batch in id_batches(sorted(set(items))):
                 conn.execute(delete(failures).where(failures.c.source == source, failures.c.item.in_(batch)))
 
     def list_failures(self, source: str) -> list[FailureRecord]:

@@ -1,9 +1,18 @@
 """The catalog's SQLAlchemy metadata, shared by the catalog and the embedding cache tables."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from sqlalchemy import Engine, MetaData, create_engine, event
 
 metadata = MetaData()
+ID_BATCH = 400  # ids per `IN (...)`, under SQLite's bound-variable limit
+
+
+def id_batches(items: Sequence[str], size: int = ID_BATCH) -> Iterator[Sequence[str]]:
+    """`items` in slices of at most `size`, for `IN (...)` queries over many ids."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def make_engine(url: str) -> Engine:

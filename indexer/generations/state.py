@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from indexer.catalog.db import id_batches
 from indexer.catalog.schema import (
     chunk_row,
     chunks,
@@ -50,7 +51,6 @@ REQUESTED_MODEL_KEY = "generation.requested_model"
 GENERATIONS_DIR = "generations"
 BUILD_LOCK = "index:generation-build"  # ':' cannot occur in a source name, so no source lock shares it
 LEGACY_STORE_DIRS = ("vectors", "fulltext")
-BATCH = 400  # ids per IN (...), under SQLite's variable limit
 
 
 @dataclass(frozen=True)
@@ -240,10 +240,6 @@ class GenerationStores:
 
 # -- catalog rows of a building generation -------------------------------------------------------
 
-def _batches(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), BATCH):
-        yield items[start:start + BATCH]
-
 
 class GenerationRows:
     """The building generation's chunk rows and document stamps, and the swap's two transactions."""
@@ -267,7 +263,7 @@ class GenerationRows:
         query = select(t.doc_id, t.source, t.id).where(t.generation == gen)
         out: dict[str, list[tuple[str, str]]] = {}
         with self.engine.connect() as conn:
-            batches = [None] if doc_ids is None else list(_batches(sorted(set(doc_ids))))
+            batches = [None] if doc_ids is None else list(id_batches(sorted(set(doc_ids))))
             for batch in batches:
                 rows = conn.execute(query if batch is None else query.where(t.doc_id.in_(batch)))
                 for doc_id, source, chunk_id in rows:
@@ -293,7 +289,7 @@ class GenerationRows:
 
     @staticmethod
     def _forget(conn: Connection, gen: int, doc_ids: Sequence[str]) -> None:
-        for batch in _batches(sorted(set(doc_ids))):
+        for batch in id_batches(sorted(set(doc_ids))):
             for table in (generation_chunks, generation_documents):
                 conn.execute(delete(table).where(table.c.generation == gen, table.c.doc_id.in_(batch)))
 
@@ -306,7 +302,7 @@ class GenerationRows:
         """The catalog's stored documents as Documents (content as stored, access from their rows)."""
         out = []
         with self.engine.connect() as conn:
-            for batch in _batches(sorted(set(doc_ids))):
+            for batch in id_batches(sorted(set(doc_ids))):
                 acls = dict(conn.execute(select(chunks.c.doc_id, chunks.c.acl)
                                          .where(chunks.c.doc_id.in_(batch), chunks.c.ordinal == 0)).all())
                 rows = conn.execute(select(documents, sources.c.access.label("source_access"))

@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, select
 
+from indexer.catalog.db import id_batches
 from indexer.catalog.schema import documents, redactions, skipped
 from indexer.models import Document, SkipReason
 from indexer.secrets.detector import MARKER_PATTERN
 
 MAX_LINES = 50  # line numbers kept per document and rule
-BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,6 @@ def redacted_lines(doc: Document) -> dict[str, list[int]]:
     return out
 
 
-def _batches(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), BATCH):
-        yield items[start:start + BATCH]
-
 
 class RedactionLog:
     """The `redactions` table (catalog database)."""
@@ -80,7 +76,7 @@ class RedactionLog:
                  "lines": lines[:MAX_LINES], "recorded_at": now}
                 for doc in docs for rule, lines in redacted_lines(doc).items()]
         with self.engine.begin() as conn:
-            for batch in _batches(sorted({doc.id for doc in docs})):
+            for batch in id_batches(sorted({doc.id for doc in docs})):
                 conn.execute(delete(redactions).where(redactions.c.doc_id.in_(batch)))
             if rows:
                 conn.execute(redactions.insert(), rows)
@@ -88,7 +84,7 @@ class RedactionLog:
 
     def forget(self, doc_ids: Iterable[str]) -> None:
         with self.engine.begin() as conn:
-            for batch in _batches(sorted(set(doc_ids))):
+            for batch in id_batches(sorted(set(doc_ids))):
                 conn.execute(delete(redactions).where(redactions.c.doc_id.in_(batch)))
 
     def summaries(self, source: str | None = None) -> dict[str, RedactionSummary]:
