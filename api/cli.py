@@ -451,7 +451,9 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
     api = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
-                                           log_level="info", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                                           log_level="info", access_log=False,  # it logs whole URLs: queries,
+                                           # a webhook's ?secret= (the structured request line is issue 16)
+                                           timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                            timeout_keep_alive=settings.keep_alive_seconds))
     # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy
     # rejects assigning to a method, and a Callable type cannot name the `frame` keyword)

@@ -280,9 +280,11 @@ class Provider:
         return self.identity(self.decode(token, self.resource))
 
     def identity(self, claims: dict[str, Any]) -> Identity:
-        username = claims.get("preferred_username") or claims.get("email")
+        verified_email = claims.get("email") if claims.get("email_verified") is True else None
+        username = claims.get("preferred_username") or verified_email  # an unverified email names nobody
         if not isinstance(username, str) or not username.strip():
-            raise OIDCError("the identity provider sent neither preferred_username nor email for this user")
+            raise OIDCError("the identity provider sent neither preferred_username nor a verified email for "
+                            "this user")
         raw = claims.get(self.groups_claim, [])
         groups = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
         names = tuple(sorted({g.strip() for g in groups if isinstance(g, str) and g.strip()}))

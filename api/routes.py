@@ -177,12 +177,13 @@ def delete_source(name: str, request: Request, who: Principal = Depends(admin)) 
             done.set_exception(exc)
 
     request.app.state.jobs.submit_call(remove)  # after the job being cancelled stops, on the writer's thread
-    request.app.state.audit.record(who, "sources.remove", target=name)
     try:
         removed = done.result(timeout=REMOVE_WAIT_SECONDS)
     except TimeoutError:
+        request.app.state.audit.record(who, "sources.remove", target=name)  # asked for; it finishes later
         raise Conflict(f"source {name!r}: still waiting for its running job to stop; the removal goes on "
                        "and finishes when it has (GET /v1/sources shows when)") from None
+    request.app.state.audit.record(who, "sources.remove", target=name)
     return SourceRemovedOut(source=name, removed=removed, cancelled_jobs=[j.id for j in active])
 
 

@@ -110,7 +110,8 @@ def _remote_config(row: SourceRecord, asked: dict[str, Any], access: list[str]) 
         config = parse_source(data, where=f"source {row.name!r}")
     except SourceConfigError as exc:
         raise BadRequest(str(exc)) from None
-    return config.catalog_config()
+    kept = {k: row.config[k] for k in ("webhook_secret_sha256",) if k in row.config}  # not a connector option
+    return config.catalog_config() | kept
 
 
 def plan_change(catalog: Catalog, name: str, change: SourceChange) -> PlannedChange:

@@ -337,17 +337,23 @@ def run_webhook_job(services: IndexServices, source: str, job_id: str, targets: 
         if sync and request_sync is not None:
             counts["sync_job"] = request_sync(source)
         elif sync:
-            counts["sync"] = SyncRunner(services.pipeline).run(connector).as_dict()
+            synced = SyncRunner(services.pipeline).run(connector)
+            counts["sync"] = synced.as_dict()
+            if synced.files_failed:
+                problems.append(f"the sync failed for {synced.files_failed} items or listings")
         if targets.access_pass:
             passed = run_permission_pass(services.pipeline, connector)
             counts["access_pass"] = passed.as_dict()
-            if passed.failed:
-                problems.append(f"the permissions pass failed for {passed.failed} items")
+            failed = f"the permissions pass failed for {passed.failed} items" if passed.failed else ""
+            catalog.record_permission_pass(source, error=failed)  # its freshness, as a scheduled pass records it
+            if failed:
+                problems.append(failed)
     except Exception as exc:
         log.exception("webhook job %s for source %s failed", job_id, source)
         catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", counts=counts)
         raise
-    catalog.update_job(job_id, state="failed" if problems else "succeeded", error="; ".join(problems) or None,
+    # some items failed, the rest was applied: `partial`, as a sync or a pass with failed items is
+    catalog.update_job(job_id, state="partial" if problems else "succeeded", error="; ".join(problems) or None,
                        counts=counts)
     build_vector_index(services)
     return counts

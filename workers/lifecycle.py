@@ -4,8 +4,8 @@ written (the API's job runner thread in `cairn serve`, or the CLI's own process)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
 
+from indexer.catalog.db import id_batches
 from indexer.models import Access
 from indexer.pipeline import BatchCounts
 from indexer.services import IndexServices
@@ -14,11 +14,6 @@ log = logging.getLogger(__name__)
 
 ACCESS_JOB = "access"  # the kind of the job that rewrites a source's ACLs
 REWRITE_BATCH = 200  # documents per rewrite batch (each batch is one write under the index lock)
-
-
-def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def rewrite_access(services: IndexServices, source: str) -> BatchCounts:
@@ -31,7 +26,7 @@ def rewrite_access(services: IndexServices, source: str) -> BatchCounts:
     access = Access.of(*row.access)
     stale = sorted(doc_id for doc_id, digest in catalog.access_digests(source).items() if digest != access.digest())
     counts = BatchCounts()
-    for batch in _batches(stale, REWRITE_BATCH):
+    for batch in id_batches(stale, REWRITE_BATCH):
         counts.add(services.pipeline.reapply_access(dict.fromkeys(batch, access)))
     log.info("source %s: %d documents rewritten under a new access list", source, len(stale))
     return counts

@@ -211,3 +211,21 @@ def test_an_mcp_sdk_client_signs_in_at_the_idp_and_calls_cairn_with_its_jwt(site
     # The same user as her web session: alice, an admin through her IdP group, sees every source.
     assert {s["name"] for s in rest(url, access).json()} == {"eng", "ops", "web"}
     assert app.state.oidc.access_token_identity(access).principal().user == "alice"
+
+
+def test_an_unverified_email_never_names_a_user(tmp_path, monkeypatch):
+    """`user:<email>` is matched against sources' access lists: an email the IdP did not verify would let
+    anyone claim someone else's documents, so it names nobody (preferred_username still does)."""
+    from api.oidc import OIDCError, Provider
+    from indexer.settings import Settings
+
+    monkeypatch.setenv("IDP_TEST_SECRET", "s3cret-for-the-test")
+    provider = Provider(Settings(data_dir=tmp_path, oidc_issuer="https://idp.example", oidc_client_id="cairn",
+                                 oidc_client_secret_env="IDP_TEST_SECRET"))
+    claims = {"sub": "42", "email": "alice@example.com"}
+    with pytest.raises(OIDCError, match="verified email"):
+        provider.identity(claims | {"email_verified": False})
+    with pytest.raises(OIDCError, match="verified email"):
+        provider.identity(claims)
+    assert provider.identity(claims | {"email_verified": True}).username == "alice@example.com"
+    assert provider.identity(claims | {"preferred_username": "al"}).username == "al"

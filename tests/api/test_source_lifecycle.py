@@ -157,7 +157,8 @@ def test_a_remote_sources_change_is_validated_by_its_kind_and_never_holds_a_secr
     admin = token(services, admin=True)
     services.catalog.upsert_source("gl", "gitlab", {"url": "https://gitlab.example.com", "group": "g",
                                                     "token_env": "GITLAB_TOKEN"}, [])
-    services.catalog.upsert_source("jira", "jira", {"url": "https://jira.example.com", "projects": ["A"]}, [])
+    services.catalog.upsert_source("jira", "jira", {"url": "https://jira.example.com", "projects": ["A"],
+                                                    "webhook_secret_sha256": "ab" * 32}, [])
     services.catalog.set_checkpoint("gl", {"cursor": "2024-01-01"})
     resp = httpx.patch(f"{base}/v1/sources/gl", json={"token_file": "/run/secrets/gl", "ref": "release"},
                        headers=auth(admin))
@@ -175,4 +176,5 @@ def test_a_remote_sources_change_is_validated_by_its_kind_and_never_holds_a_secr
     access = httpx.patch(f"{base}/v1/sources/jira", json={"access": ["group:staff"]}, headers=auth(admin)).json()
     assert access["changed"] == ["access"] and [j["kind"] for j in access["jobs"]] == ["reindex"]
     assert services.catalog.get_source("jira").access == ("group:staff",)
+    assert services.catalog.get_source("jira").config["webhook_secret_sha256"] == "ab" * 32  # its webhook still works
     wait_job(base, admin, access["jobs"][0]["id"])

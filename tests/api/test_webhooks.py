@@ -24,7 +24,7 @@ from connectors.base import Connector
 from connectors.webhooks import SECRET_KEY
 from indexer.catalog import Catalog
 from indexer.catalog.db import make_engine
-from indexer.models import Access, AccessChange, Deletion, Document
+from indexer.models import Access, AccessChange, Deletion, Document, SyncFailure
 from workers.jobs import run_sync_job
 
 
@@ -36,6 +36,7 @@ class Product:
         self.refreshed: list[list[str]] = []
         self.synced = 0
         self.passes = 0
+        self.unreadable: set[str] = set()  # paths whose access the product will not tell
 
 
 class ProductConnector(Connector):
@@ -84,7 +85,9 @@ class ProductConnector(Connector):
         self.product.passes += 1
         for doc_id, digest in known.items():
             path = doc_id.split(":", 1)[1]
-            if path not in self.product.items:
+            if path in self.product.unreadable:
+                yield SyncFailure(self.name, path, "permission state could not be read")
+            elif path not in self.product.items:
                 yield Deletion(doc_id)
             elif (access := Access.of(*self.product.items[path][1])).digest() != digest:
                 yield AccessChange(doc_id, access)
@@ -331,6 +334,16 @@ def test_a_confluence_move_runs_a_permissions_pass(site, product):
     assert "wiki:SHOP-2" not in search(http, services, "invoice totals rounding")
     assert "wiki:SHOP-2" in search(http, services, "invoice totals rounding", user="lee", groups=("leads",))
     assert "jira:SHOP-2" in search(http, services, "invoice totals rounding")  # another source: not touched
+    fresh = services.catalog.permission_syncs()["wiki"]  # the webhook's pass counts as the source's freshness
+    assert fresh.last_success_at is not None and not fresh.last_error
+
+    product.unreadable.add("SHOP-1")  # a pass that cannot read one item: the job is partial, freshness kept
+    event["page"]["id"] = 98766
+    job = wait_job(services, http.post("/v1/webhooks/wiki", params={"secret": secrets["wiki"]}, json=event)
+                   .json()["job_id"])
+    assert job.state == "partial" and "permissions pass failed for 1 items" in job.error
+    again = services.catalog.permission_syncs()["wiki"]
+    assert again.last_success_at == fresh.last_success_at and again.last_error
 
 
 def test_a_gitlab_push_runs_an_incremental_sync(site, product):
