@@ -23,6 +23,7 @@ from api.observability import (
     JobsCollector,
     Metrics,
     ObservedSearcher,
+    PermissionsCollector,
     RequestObserver,
     metrics_router,
     remember_principal,
@@ -190,6 +191,7 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.metrics = Metrics()
     app.state.metrics.registry.register(CatalogCollector(app))
     app.state.metrics.registry.register(JobsCollector(app))
+    app.state.metrics.admin_registry.register(PermissionsCollector(app))
     app.state.mcp = build_mcp(app)
     # The organization's OpenID provider (None without CAIRN_OIDC_ISSUER): web sign-in and JWT bearer tokens.
     app.state.oidc = provider_from(settings)

@@ -29,6 +29,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Metrics that name sources: rendered for admins only (`GET /v1/sources` lists a source only to
+        # its readers, so a per-source label must not reach every token holder).
+        self.admin_registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Histogram("cairn_http_request_duration_seconds", "HTTP request latency by route template.",
                                   ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
@@ -49,13 +52,14 @@ class Metrics:
         self.jobs.labels(kind, outcome).inc()
         self.job_seconds.labels(kind).observe(seconds)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, admin: bool = False) -> bytes:
+        return generate_latest(self.registry) + (generate_latest(self.admin_registry) if admin else b"")
 
 
 class CatalogCollector:
     """Index size and freshness, read from the catalog at scrape time (totals only: metrics are not
-    filtered per caller, so they name no source — except each source's permissions freshness)."""
+    filtered per caller, so they name no source; the per-source permissions freshness is
+    PermissionsCollector's, rendered for admins only)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -87,12 +91,25 @@ class CatalogCollector:
         degraded = sum(1 for r in rows if r.state == "degraded")
         yield GaugeMetricFamily("cairn_sources_degraded", "Sources whose last sync was partial (some listings "
                                 "or items failed).", value=degraded)
-        yield from self._permissions(catalog)
 
-    def _permissions(self, catalog: Any) -> Iterable[Metric]:
-        """Per source (the one exception to "no source names": admins alert on each): seconds since
-        its access was last known good; +Inf when never. Only sources with permissions passes."""
+
+class PermissionsCollector:
+    """Per source (admins only, see Metrics.admin_registry): seconds since its access was last known good
+    (+Inf when never) and whether it is stale. Only sources with permissions passes."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
         from indexer.pipeline import freshness
+
+        services = getattr(self.app.state, "services", None)
+        if services is None:
+            return
+        catalog = services.catalog
 
         fresh = freshness(catalog, self.app.state.settings.permission_max_staleness)
         age = GaugeMetricFamily("cairn_permission_sync_age_seconds", "Seconds since the source's access was "
@@ -213,6 +230,7 @@ metrics_router = APIRouter()
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
-def metrics(request: Request, _: Principal = Depends(remember_principal)) -> Response:
-    """Prometheus text format; any valid token may scrape (totals only, nothing per source)."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+def metrics(request: Request, who: Principal = Depends(remember_principal)) -> Response:
+    """Prometheus text format; any valid token may scrape the totals, an admin token also gets the
+    per-source permissions freshness."""
+    return Response(request.app.state.metrics.render(admin=who.admin), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -195,6 +195,8 @@ def test_the_routes_fail_closed_on_a_stale_source_and_admins_see_why(ledger, ser
         metrics = client.get("/metrics", headers=root).text
         assert 'cairn_permission_sync_age_seconds{source="ledger"}' in metrics
         assert 'cairn_permission_stale{source="ledger"} 1.0' in metrics
+        seen = client.get("/metrics", headers=alice)  # totals for every token; source names for admins only
+        assert seen.status_code == 200 and "cairn_sources_in_error" in seen.text and "ledger" not in seen.text
 
         server.down = False
         job = client.post("/v1/sources/ledger/permissions", headers=root)
