@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,18 +18,40 @@ KINDS = ("code", "doc", "text", "issue", "merge_request", "page")
 
 
 class AccessError(ValueError):
-    """An access principal that is not one of user:X, group:Y, public."""
+    """An access principal that is not one of the forms parse_principal accepts."""
+
+
+# Namespaced principals name an account or group *of one identity realm*, so the same person is
+# recognized across systems: `gitlab:user:<numeric id>`, `gitlab:group:<full_path>`,
+# `atlassian:user:<Data Center user key | Cloud accountId>`, `atlassian:group:<name>`,
+# `idp:user:<OIDC sub>`, `idp:group:<IdP group>`. A realm is a lower-case word; an organization with two
+# GitLab instances gives the second its own realm (e.g. `gitlab-eu`) so numeric ids cannot collide.
+# `user:<name>` and `group:<name>` remain Cairn's own namespace (hand-made tokens, --access on git sources).
+REALM_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+RESERVED_REALMS = frozenset({"user", "group", "role", "public"})
+REALM_KINDS = ("user", "group", "role")  # role: e.g. a Jira project role, `atlassian:role:<project>/<role>`
+
+
+def realm_principal(realm: str, kind: str, name: str) -> str:
+    """`<realm>:<kind>:<name>`, validated (raises AccessError)."""
+    return parse_principal(f"{realm}:{kind}:{name}")
 
 
 def parse_principal(text: str) -> str:
-    """Normalise and validate one principal string (`user:x`, `group:y` or `public`)."""
+    """Normalise and validate one principal string: `public`, `user:NAME`, `group:NAME` or a namespaced
+    `<realm>:user:ID`, `<realm>:group:NAME`, `<realm>:role:NAME`."""
     text = text.strip()
     if text == PUBLIC:
         return text
     kind, sep, name = text.partition(":")
-    if not sep or kind not in ("user", "group") or not name.strip():
-        raise AccessError(f"bad principal {text!r}: expected user:NAME, group:NAME or public")
-    return f"{kind}:{name.strip()}"
+    if sep and kind in ("user", "group") and name.strip():
+        return f"{kind}:{name.strip()}"
+    sub, sep2, rest = name.partition(":")
+    if sep and sep2 and REALM_RE.match(kind) and kind not in RESERVED_REALMS and sub in REALM_KINDS \
+            and rest.strip():
+        return f"{kind}:{sub}:{rest.strip()}"
+    raise AccessError(f"bad principal {text!r}: expected public, user:NAME, group:NAME or "
+                      "<realm>:user:ID / <realm>:group:NAME (e.g. gitlab:group:platform/infra)")
 
 
 @dataclass(frozen=True)
@@ -51,15 +74,18 @@ class Access:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking: a user with groups. Admins additionally hold the admin role."""
+    """Who is asking: a user with groups. Admins additionally hold the admin role. `linked` holds the
+    namespaced principals resolved for this person when the request arrived (IdP groups, linked accounts
+    in each realm and their synced memberships; see indexer/identity)."""
 
     user: str
     groups: frozenset[str] = frozenset()
     admin: bool = False
+    linked: frozenset[str] = frozenset()
 
     def principals(self) -> list[str]:
         """The principals a chunk's ACL must share with this caller (never empty)."""
-        out = {PUBLIC, f"user:{self.user}"} | {f"group:{g}" for g in self.groups}
+        out = {PUBLIC, f"user:{self.user}"} | {f"group:{g}" for g in self.groups} | set(self.linked)
         if self.admin:
             out.add(ADMINS)
         return sorted(out)

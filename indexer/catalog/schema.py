@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 from indexer.catalog.db import metadata
@@ -473,4 +474,35 @@ login_requests = Table(
     Column("code_verifier", String(128), nullable=False),
     Column("next_path", Text, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# -- One person across systems (indexer/identity) ---------------------------------------------------------
+# A Cairn user (users.subject: the OIDC `sub`) linked to one account per identity realm (gitlab, atlassian,
+# ...): found by verified email through a source's API at sync time (`method` = email) or set by an admin
+# (`cairn users link`, method = admin; an admin link is never replaced by an email match). An account is
+# linked to at most one Cairn user.
+identity_links = Table(
+    "identity_links", metadata,
+    Column("subject", String(255), primary_key=True),
+    Column("realm", String(32), primary_key=True),
+    Column("account", String(255), nullable=False),  # GitLab numeric id, Atlassian user key or accountId
+    Column("display", String(255), nullable=False, default=""),  # username / display name, for listings
+    Column("method", String(16), nullable=False),  # email | admin
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("realm", "account", name="uq_identity_links_account"),
+)
+
+# Group memberships read from a source on the permissions schedule: account (of `realm`) is a member of
+# `principal` (a namespaced group or role principal such as gitlab:group:a/b, atlassian:group:devs), as
+# synced by `source`. Each source's pass replaces its own rows, so a removal at the source stops granting
+# access after one pass. `level` keeps GitLab's access level where it matters (NULL elsewhere).
+memberships = Table(
+    "memberships", metadata,
+    Column("source", String(255), primary_key=True),
+    Column("principal", String(512), primary_key=True),
+    Column("realm", String(32), primary_key=True),
+    Column("account", String(255), primary_key=True),
+    Column("level", Integer, nullable=True),
+    Column("synced_at", UTCDateTime, nullable=False),
+    Index("ix_memberships_account", "realm", "account"),
 )
