@@ -405,6 +405,9 @@ api_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # A personal token's owner (users.subject): it acts as that person, resolved when each request arrives,
+    # and stops when the person is deactivated. NULL for service tokens made with `cairn tokens create`.
+    Column("subject", String(255), nullable=True, index=True),
 )
 
 audit_log = Table(
@@ -446,6 +449,12 @@ users = Table(
     Column("email_verified", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_login_at", UTCDateTime, nullable=False),
+    # What the IdP said at the last sign-in (groups claim, admin by CAIRN_ADMIN_GROUPS); requests made with
+    # the person's JWTs or personal tokens use these when the request itself carries no groups.
+    Column("groups", JSON, nullable=False, default=list),
+    Column("admin", Boolean, nullable=False, default=False),
+    # False once the IdP deprovisions the person (SCIM): their sessions and tokens stop at once.
+    Column("active", Boolean, nullable=False, default=True),
 )
 
 # A web UI session: the browser's cookie holds a random id, this table only its SHA-256. The principal
