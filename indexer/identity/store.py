@@ -138,3 +138,22 @@ class IdentityStore:
         """A removed source's memberships go with it."""
         with self.engine.begin() as conn:
             conn.execute(delete(memberships).where(memberships.c.source == source))
+
+
+def idp_principals(subject: str, idp_groups: Iterable[str]) -> frozenset[str]:
+    """What the IdP alone says about a person: `idp:user:<sub>` and `idp:group:<g>` for each group."""
+    out = {parse_principal(f"idp:user:{subject}")}
+    out |= {parse_principal(f"idp:group:{g}") for g in idp_groups if g.strip()}
+    return frozenset(out)
+
+
+def linked_principals(store: IdentityStore, subject: str, idp_groups: Iterable[str]) -> frozenset[str]:
+    """Every namespaced principal a person holds now: their IdP principals, `<realm>:user:<account>` for
+    each linked account, and the group/role principals those accounts are synced members of. A person
+    with no link holds only their IdP principals (fail closed)."""
+    links = store.links(subject)
+    accounts = [(link.realm, link.account) for link in links]
+    out = set(idp_principals(subject, idp_groups))
+    out |= {parse_principal(f"{realm}:user:{account}") for realm, account in accounts}
+    out |= {m.principal for m in store.memberships_of(accounts)}
+    return frozenset(out)
