@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import errors, web, webhooks
+from api import apidocs, errors, web, webhooks
 from api.admin_routes import router as admin_router
 from api.audit import AuditLog
 from api.auth import metadata_router
@@ -185,7 +185,9 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
             if owned:
                 svc.close()
 
-    app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan,
+    # The schema and Swagger UI are served by api/apidocs.py: behind sign-in, with local assets.
+    app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description="Organization-wide context engine: hybrid code search under permissions.")
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -197,11 +199,13 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.oidc = provider_from(settings)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
-    for routes in (router, context_router, documents_router, admin_router):
+    for routes in (router, documents_router, admin_router):
         app.include_router(routes, dependencies=seen)
+    app.include_router(context_router)  # resolves its caller itself: a refusal is an item for Continue
     app.include_router(metrics_router)
     app.include_router(metadata_router)  # /.well-known/oauth-protected-resource (RFC 9728)
     app.include_router(webhooks.router)  # webhooks authenticate by the source's secret, admins by token
+    apidocs.install(app)  # /openapi.json and /docs (Swagger UI from local assets), behind sign-in
     web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)
     app.router.routes.append(MCPRoute(app))
     # Outermost last: the observer sees every answer, including 413 and 429.
