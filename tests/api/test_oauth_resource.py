@@ -217,8 +217,8 @@ def test_an_mcp_sdk_client_signs_in_at_the_idp_and_calls_cairn_with_its_jwt(site
 
 
 def test_an_unverified_email_never_names_a_user(tmp_path, monkeypatch):
-    """`user:<email>` is matched against sources' access lists: an email the IdP did not verify would let
-    anyone claim someone else's documents, so it names nobody (preferred_username still does)."""
+    """An email the IdP did not verify names nobody (preferred_username still does): accounts are linked by
+    verified email, so an unverified one must never stand for a person."""
     from api.oidc import OIDCError, Provider
     from indexer.settings import Settings
 
