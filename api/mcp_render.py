@@ -146,10 +146,10 @@ def _runs(matches: Sequence[GrepMatch]) -> list[list[GrepMatch]]:
 
 
 
-def definitions_text(name: str, definitions: Sequence[Definition]) -> str:
+def definitions_text(definitions: Sequence[Definition]) -> str:
     lines = [f"{location(d.source, d.path, d.start_line, d.end_line)} {d.symbol} ({d.language or 'text'}), "
              f"defined at line {d.line}" for d in definitions]
-    return "\n".join(lines) or f"No definition of {name!r} found."
+    return "\n".join(lines) or "No definition found in the sources you can read."
 
 
 def sources_text(sources: Sequence[SourceBrief]) -> str:

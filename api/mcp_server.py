@@ -195,7 +195,7 @@ class CairnTools:
                     language=row.language, url=row.url))
         self.app.state.audit.record(who, "mcp.find_symbol", scope=scope, query_text=name)
         definitions = (exact + textual)[:limit]
-        return reply(definitions, definitions_text(name, definitions))
+        return reply(definitions, definitions_text(definitions))
 
     def list_sources(self, who: Principal) -> CallToolResult:
         catalog = self.app.state.services.catalog
