@@ -43,7 +43,7 @@ from api.mcp_schemas import Definition, GrepLine, GrepOut, SourceBrief
 from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
 from indexer.catalog.schema import SourceRecord
 from indexer.identifiers import code_tokens
-from indexer.models import Principal
+from indexer.models import KINDS, Principal
 from indexer.stores import LexicalQuery
 from retrieval.grep import PatternError
 from retrieval.grep import grep as grep_index
@@ -69,16 +69,17 @@ Names = Annotated[list[str], Field(max_length=100)]
 Sources = Annotated[Names | None, Field(description="Only these sources (names from list_sources); all you can "
                                                     "read when left out.")]
 Languages = Annotated[Names | None, Field(description='Only these languages, e.g. ["python", "go"].')]
-Kinds = Annotated[Names | None, Field(description='Only these kinds of item, e.g. ["code"] or ["ticket", "page"].')]
+Kinds = Annotated[Names | None, Field(description=f"Only these kinds: {', '.join(KINDS)}.")]
 PathPrefix = Annotated[str, Field(max_length=1000, description="Only paths under this folder, e.g. `src/billing/`.")]
 MaxTokens = Annotated[Annotated[int, Field(ge=100, le=100_000)] | None,
                       Field(description="Token budget (about 4 characters each, 100-100000) for the code returned.")]
 # Every tool only reads Cairn's own index: read-only, and a closed world (it reaches no outside system).
 TITLES = {"search": "Search code, docs and tickets", "grep": "Grep indexed text", "read_file": "Read a file",
           "find_symbol": "Find a symbol's definition", "list_sources": "List sources"}
-# tools/list and the template list are the same for every caller and change only with a new release.
-CACHE_HINTS: dict[CacheableMethod, CacheHint] = {"tools/list": CacheHint(ttl_ms=3_600_000, scope="public"),
-                                                 "resources/templates/list": CacheHint(ttl_ms=3_600_000, scope="public")}
+# Discovery, the tool list and the template list are the same for every caller and change only with a release.
+_HOUR_PUBLIC = CacheHint(ttl_ms=3_600_000, scope="public")
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {"server/discover": _HOUR_PUBLIC, "tools/list": _HOUR_PUBLIC,
+                                                 "resources/templates/list": _HOUR_PUBLIC}
 
 
 def caller(ctx: Context) -> Principal:
@@ -223,8 +224,10 @@ def build_mcp(app: Any) -> MCPServer:
     """The MCP server for one app; tools reach the index through `app.state` at call time."""
     # The SDK calls logging.basicConfig; WARNING keeps Python's default when nothing configured logging yet.
     tools = CairnTools(app)
+    # No subscriptions/listen (2026-07-28): the tool and template lists never change while a server runs,
+    # and such a stream would stay open for ever on a stateless node (as GET would; see MCPGate).
     server = MCPServer("cairn", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING",
-                       tools=_tools(tools), cache_hints=CACHE_HINTS)
+                       tools=_tools(tools), cache_hints=CACHE_HINTS, subscriptions=False)
     _register_resources(server, tools)
     return server
 

@@ -223,7 +223,7 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
 
 def test_the_2026_wire_needs_no_handshake_but_its_routing_headers(url, corpus):
     """2026-07-28: each POST carries its own envelope; server/discover answers; Mcp-Method/Mcp-Name must
-    match the body; list results carry cache hints."""
+    match the body; list results carry cache hints; no subscriptions/listen stream is opened."""
     meta = {"io.modelcontextprotocol/protocolVersion": NEWEST, "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}}
     headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": NEWEST,
@@ -235,12 +235,16 @@ def test_the_2026_wire_needs_no_handshake_but_its_routing_headers(url, corpus):
 
     discover = post("server/discover", {"Mcp-Method": "server/discover"})
     assert discover.status_code == 200 and NEWEST in discover.json()["result"]["supportedVersions"]
+    assert discover.json()["result"]["capabilities"]["tools"] == {"listChanged": False}
     listed = post("tools/list", {"Mcp-Method": "tools/list"}).json()["result"]
     assert listed["ttlMs"] > 0 and listed["cacheScope"] == "public" and {t["name"] for t in listed["tools"]} == TOOLS
     call = {"name": "list_sources", "arguments": {}}
     answered = post("tools/call", {"Mcp-Method": "tools/call", "Mcp-Name": "list_sources"}, call)
     assert answered.status_code == 200 and not answered.json()["result"]["isError"]
     assert post("tools/list", {}).status_code == 400
+    # No subscription stream: one would never end on a stateless node with nothing to announce.
+    listen = post("subscriptions/listen", {"Mcp-Method": "subscriptions/listen"}, {"notifications": {"toolsListChanged": True}})
+    assert listen.status_code == 404 and listen.json()["error"]["code"] == -32601
     assert post("tools/call", {"Mcp-Method": "tools/call"}, call).status_code == 400
 
 
