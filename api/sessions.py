@@ -15,7 +15,6 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from api.oidc import Identity
 from api.tokens import TokenStore
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import login_requests, sessions, users
 from indexer.models import Principal
 
@@ -35,7 +34,6 @@ class SessionStore:
         self.engine = engine
         self.tokens = tokens
         self.max_age = max_age
-        metadata.create_all(engine, tables=[users, sessions, login_requests])
 
     # -- sessions
 

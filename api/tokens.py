@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select, update
 
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import api_tokens
 from indexer.models import Principal
 
@@ -46,7 +45,6 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 class TokenStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, tables=[api_tokens])
 
     def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
                expires_in: dt.timedelta | None = None) -> tuple[str, TokenInfo]:
