@@ -27,7 +27,10 @@ def run_online(url: str) -> None:
     engine = given or make_engine(url)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=_target_metadata())
+            # One transaction per revision: a failed upgrade leaves the catalog at the last revision that
+            # completed (and stamped), never between two.
+            context.configure(connection=connection, target_metadata=_target_metadata(),
+                              transaction_per_migration=True)
             with context.begin_transaction():
                 context.run_migrations()
     finally:
