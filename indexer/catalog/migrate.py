@@ -121,13 +121,19 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def _adopt(engine: Engine, config: Config, plan: Adoption) -> None:
+def _stamp(engine: Engine, revision: str) -> None:
+    """Record `revision` in alembic_version without running anything (the scripts are not loaded)."""
+    with engine.begin() as conn:
+        MigrationContext.configure(conn).stamp(_script(), revision)
+
+
+def _adopt(engine: Engine, plan: Adoption) -> None:
     """Complete and stamp a catalog an earlier start made with create_all (no alembic_version)."""
     if plan.missing:
         log.warning("catalog without alembic_version matches revision %s but lacks %s: adding them",
                     plan.revision, ", ".join(plan.missing))
         complete(engine, plan)
-    command.stamp(config, plan.revision)
+    _stamp(engine, plan.revision)
     log.warning("catalog without alembic_version recognized as revision %s and stamped", plan.revision)
 
 
@@ -142,10 +148,10 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> SchemaState:
             # Equivalent to running every migration on an empty database (tests/indexer/test_migrations.py
             # proves the schemas equal) and much faster: what tests and first starts do.
             metadata.create_all(engine)
-            command.stamp(config, state.head)
+            _stamp(engine, state.head)
         else:
             if state.adopt is not None:
-                _adopt(engine, config, state.adopt)
+                _adopt(engine, state.adopt)
             command.upgrade(config, revision)
         return schema_state(engine)
 

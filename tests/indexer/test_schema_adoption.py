@@ -258,3 +258,18 @@ def test_catalog_create_all_is_the_migrations(tmp_path) -> None:
         assert schema_state(engine).current
     finally:
         engine.dispose()
+
+
+def test_a_failed_upgrade_stops_at_the_last_revision_that_completed(new_url) -> None:  # noqa: F811
+    url = new_url()
+    migrations_only(url, "0004")
+
+    def squat(engine: Engine) -> None:  # a table in the way of 0006's
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE memberships (x INTEGER)"))
+    with_engine(url, squat)
+    with pytest.raises(Exception, match="memberships"):
+        upgrade(url)
+    assert with_engine(url, schema_state).revision == "0005"  # 0005 committed and stamped, 0006 not
+    if url.startswith("postgresql"):  # transactional DDL: 0006 rolled back whole (pysqlite commits each DDL)
+        assert "identity_links" not in with_engine(url, present)
