@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Connection, Engine, Index, MetaData, Table, UniqueConstraint, false, inspect, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from indexer.catalog.catalog import SchemaError
 from indexer.catalog.db import metadata
 
 
@@ -48,7 +49,7 @@ FINGERPRINTS = (
 )
 
 
-class AdoptionError(RuntimeError):
+class AdoptionError(SchemaError):
     """An unstamped catalog whose tables no revision explains (or that cannot be completed safely)."""
 
 

@@ -103,7 +103,8 @@ def schema_state(engine: Engine) -> SchemaState:
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
     """One upgrade at a time per catalog (two pods' hook jobs, a server and a CLI command starting at once):
-    a PostgreSQL advisory lock, or flock on a file next to the SQLite database. Both die with their holder."""
+    a PostgreSQL advisory lock, or flock on a file in `locks/` next to the SQLite database (never on the
+    database file: closing any descriptor of it would drop SQLite's own locks). Both die with their holder."""
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key("catalog-migrations")})
@@ -116,7 +117,9 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate.lock", "a") as handle:
+    locks = Path(database).parent / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / "catalog-migrations.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -173,7 +176,12 @@ def auto_upgrades(url: str) -> bool:
 def prepare_schema(engine: Engine, upgrade: bool) -> None:
     """Upgrade the catalog (embedded) or make sure it is current (distributed), before anything uses it."""
     if upgrade:
-        upgrade_engine(engine)
+        try:
+            upgrade_engine(engine)
+        except SchemaError:
+            raise
+        except Exception as exc:  # a failed migration: said in one line, where the process stops
+            raise SchemaError(f"upgrading the catalog failed: {type(exc).__name__}: {exc}") from exc
         return
     problem = schema_state(engine).problem()
     if problem:

@@ -82,7 +82,10 @@ def _truthy(value: Any) -> bool:
 
 
 def to_yaml(value: Any) -> str:
-    return "" if value in ({}, [], None) else yaml.safe_dump(value, default_flow_style=False, sort_keys=True).rstrip("\n")
+    """Sprig's toYaml: block style, sorted keys, `{}` / `[]` / `null` for empty values, no trailing newline."""
+    if value is None:
+        return "null"
+    return yaml.safe_dump(value, default_flow_style=False, sort_keys=True).removesuffix("\n").removesuffix("\n...")
 
 
 class Renderer:
