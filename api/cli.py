@@ -18,6 +18,7 @@ from rich.table import Table
 from api.cli_backup import backup, restore
 from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
+from api.cli_users import users_app
 from api.client import CairnClient, RemoteError
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
 from indexer.catalog import SchemaError
@@ -39,6 +40,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
 sources_app.command("schedule")(schedule)
 feedback_app = typer.Typer(no_args_is_help=True, help="Export result feedback as a `cairn eval` query file.")
 app.add_typer(feedback_app, name="feedback")

@@ -183,9 +183,12 @@ def signin_callback(request: Request, code: str = "", state: str = "", error: st
     except OIDCError as exc:
         log.warning("OIDC sign-in refused: %s", exc)
         return refuse(f"Sign-in failed: {exc}")
+    session_id = request.app.state.sessions.open_oidc(who)
+    if session_id is None:
+        return refuse("This account is deactivated in Cairn; ask an administrator.", 403)
     response = RedirectResponse(pending["next_path"], status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/signin", httponly=True, samesite="lax", secure=_secure(request))
-    _set_session(request, response, request.app.state.sessions.open_oidc(who))
+    _set_session(request, response, session_id)
     log.info("signed in through the identity provider: %s", who.username)
     return response
 
