@@ -15,6 +15,8 @@ from collections import Counter
 from urllib.parse import unquote
 
 PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "pass", "passphrase", "passcode", "passwort", "motdepasse"})
+# Long password words also end a fused name: PGPASSWORD, MYSQLPASSWORD, rootpassword (not "bypass", "compass").
+PASSWORD_SUFFIXES = ("password", "passwd", "passphrase", "passcode")
 SECRET_WORDS = frozenset({"secret", "secrets", "token", "apikey", "apitoken", "apisecret", "credential",
                           "credentials", "secretkey", "accesskey", "privatekey", "clientsecret", "authtoken",
                           "accesstoken", "refreshtoken", "sessionkey", "signingkey", "encryptionkey"})
@@ -34,7 +36,8 @@ NOT_SECRET_LAST = frozenset({
     "desc", "help", "title", "text", "key", "keys", "param", "parameter", "option", "flag", "arn", "ref",
     "location", "command", "cmd", "script", "template", "widget", "input", "form", "view", "page", "button",
     "reset", "change", "changed", "confirm", "confirmation", "strength", "rules", "rule", "check",
-    "storage", "cache", "lifetime", "age", "used", "usage", "created", "updated", "at", "date", "time"})
+    "storage", "cache", "lifetime", "age", "used", "usage", "created", "updated", "at", "date", "time", "stdin",
+    "program", "helper"})
 
 PLACEHOLDER_MARKERS = ("example", "sample", "placeholder", "changeme", "change_me", "change-me", "changeit",
                        "your", "dummy", "fake", "redacted", "replace", "insert", "todo", "fixme", "xxx", "***",
@@ -48,11 +51,15 @@ WEAK_VALUES = frozenset({
     "notasecret", "abc123", "postgres", "mysql", "redis", "rabbitmq", "user", "username", "demo", "sa"})
 
 _TEMPLATE = re.compile(
-    r"\$\{|\{\{|\}\}|#\{|\$\(|%\(|<%|%>|\{%|%[sdr](?![A-Za-z0-9])|\{\d*\}|\{[A-Za-z_][\w.]*\}"
+    r"\$\{|\{\{|\}\}|#\{|\$\(|%\(|<%|%>|\{%|(?<![A-Za-z0-9%])%[sdr](?![A-Za-z0-9])|\{\d*\}|\{[A-Za-z_][\w.]*\}"
     r"|^\$[A-Za-z_]|^%[A-Za-z_]+%$|^@[A-Za-z_]+@$|^__\w+__$|^\[[^\]]*\]$|^:[a-z_]+$")
 _DELEET = str.maketrans("@4310$5!7", "aaeiossit")
-_REPEATS = re.compile(r"(.)\1{4,}")
+_REPEATS = re.compile(r"(.)\1{4,}|(..+?)\2{2,}")  # xxxxx, wrongwrongwrong, abcabcabc
 _IDENTIFIER_PATH = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|::|->)[A-Za-z_$][\w$]*)+")  # obj.attr, Mod::Const
+# A part of such a path reads as a name: snake_case, UPPER_CASE or camelCase humps of two or more letters
+# (`settings.DB_PASSWORD`, `appConfig.dbPass`); `YMGjh5.pOgGv` is a password with a dot in it.
+_NAME_PART = re.compile(r"[$_]*(?:[a-z][a-z0-9_]*|[A-Z][A-Z0-9_]*|[A-Za-z][a-z0-9]+)(?:[A-Z][a-z0-9]+)*")
+_PATH_SEPARATORS = re.compile(r"\.|::|->")
 _LETTERS_ONLY = re.compile(r"[A-Za-z_\-]+")
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _NUMBER = re.compile(r"[-+]?[\d_.,:]+[a-z]{0,2}")
@@ -77,13 +84,24 @@ def name_parts(name: str) -> list[str]:
     return [p for p in parts if p]
 
 
+# `KAGGLE_KEY`, `MAPBOX_KEY`: an environment variable named <service>_KEY holds that service's credential,
+# unless the word before KEY says it is another kind of key.
+_ENV_KEY = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_KEY")
+NOT_SECRET_KEYS = frozenset({
+    "gpg", "pgp", "public", "pub", "ssh", "primary", "foreign", "sort", "cache", "partition", "routing", "idempotency",
+    "dedup", "group", "shard", "hash", "lookup", "map", "index", "row", "object", "bucket", "redis", "kv", "config",
+    "registry", "metric", "publishable", "site", "unique", "composite", "natural", "surrogate", "join", "hot", "short"})
+
+
 @functools.lru_cache(maxsize=4096)
 def assignment_kind(name: str) -> str | None:
     """`password` or `token` when the name says it holds a credential, else None."""
     parts = name_parts(name)
+    if _ENV_KEY.fullmatch(name.strip("\"':@$")) and len(parts) >= 2 and parts[-2] not in NOT_SECRET_KEYS:
+        return "token"
     if not parts or (parts[-1] in NOT_SECRET_LAST and not (len(parts) >= 2 and (parts[-2], parts[-1]) in SECRET_PAIRS)):
         return None
-    if any(p in PASSWORD_WORDS for p in parts):
+    if any(p in PASSWORD_WORDS or p.endswith(PASSWORD_SUFFIXES) for p in parts):
         return "password"
     if any(p in SECRET_WORDS for p in parts) or any(pair in SECRET_PAIRS for pair in itertools.pairwise(parts)):
         return "token"
@@ -104,16 +122,29 @@ def is_placeholder(value: str, name: str = "", assignment: bool = False) -> bool
     if assignment and any(m in lowered for m in ASSIGNMENT_MARKERS):
         return True
     norm = _normalised(value)
-    plain = _normalised(lowered.rstrip("0123456789!?.#*").translate(_DELEET))  # P@ssw0rd1! → password
+    core = lowered.rstrip("0123456789!?.#*")
+    plain = _normalised(core.translate(_DELEET))  # P@ssw0rd1! → password
     half = norm[:len(norm) // 2]
-    if norm in WEAK_VALUES or plain in WEAK_VALUES or (half in WEAK_VALUES and norm == half * 2):
+    if norm in WEAK_VALUES or (plain in WEAK_VALUES and _trivial_suffix(lowered[len(core):])) \
+            or (half in WEAK_VALUES and norm == half * 2):
         return True
     return bool(name) and norm in (_normalised(name), "".join(name_parts(name)))
 
 
+def _trivial_suffix(suffix: str) -> bool:
+    """What turns a weak word into a documentation default (`password1!`, `Passw0rd123`), not into a
+    password someone picked (`P@ssw0rd!2024`): at most three characters, or a run like 12345."""
+    return len(suffix) <= 3 or (suffix.isdigit() and suffix in "1234567890")
+
+
+def _identifier_path(value: str) -> bool:
+    return _IDENTIFIER_PATH.fullmatch(value) is not None \
+        and all(_NAME_PART.fullmatch(part) for part in _PATH_SEPARATORS.split(value))
+
+
 def _code_like(value: str, bare: bool) -> bool:
     """Identifiers, attribute paths, constants, numbers, paths and URLs: names of secrets, not secrets."""
-    if _IDENTIFIER_PATH.fullmatch(value) or _CONSTANT.fullmatch(value) or _NUMBER.fullmatch(value):
+    if _identifier_path(value) or _CONSTANT.fullmatch(value) or _NUMBER.fullmatch(value):
         return True
     if _PATH_LIKE.search(value):
         return True
@@ -135,6 +166,22 @@ def plausible_password(value: str, name: str = "", bare: bool = False, min_lengt
     if is_placeholder(value, name, assignment=bool(name)) or _code_like(value, bare):
         return False
     return shannon_entropy(value) >= 2.0
+
+
+def typed_password(value: str) -> bool:
+    """A password given on a command line (`-p…`, `user:…`): plausible, and not a plain word or number
+    (`-u nobody:nogroup` names a group, `-p 8080:80` ports)."""
+    return plausible_password(value, name="password") and _classes(value) >= 2 and not value.isalpha()
+
+
+def stated_secret(value: str) -> bool:
+    """A credential written in a sentence ("the new password is …"): at least eight characters mixing
+    three classes, or a long random-looking string; words, numbers and placeholders are prose."""
+    if len(value) < 8 or not plausible_password(value, name="password"):
+        return False
+    classes = _classes(value)
+    return classes >= 3 or (classes == 2 and any(c.isdigit() for c in value) and len(value) >= 16
+                            and shannon_entropy(value) >= 3.3)
 
 
 @functools.lru_cache(maxsize=4096)
