@@ -105,6 +105,7 @@ class SkipReason(str, Enum):  # noqa: UP042 - StrEnum would change str() and for
     UNSAFE_PATH = "unsafe_path"
     UNDECODABLE = "undecodable"
     SECRET_FILE = "secret_file"  # .env, private keys, key stores... (indexer/secrets/files.py)
+    SECRET_PATH = "secret_path"  # a credential in the path itself; recorded under the redacted path
 
 
 @dataclass(frozen=True)

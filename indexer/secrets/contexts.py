@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-
 from functools import partial
 
 from indexer.secrets.rules import VALUE, PatternRule, pattern_rule
@@ -21,7 +20,6 @@ from indexer.secrets.values import (
     stated_secret,
     typed_password,
 )
-
 
 _line_rule = partial(pattern_rule, one_line=True)
 
@@ -68,7 +66,7 @@ _MYSQL = r"mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump
 _LOGIN = r"(?:docker|podman|buildah|nerdctl|oras|skopeo|crane|helm[ \t]+registry|az)[ \t]+login"
 # A sentence's value: it holds something besides letters before its end (the text is lower-cased: "changed",
 # "stored" are words), it does not start with an opening mark nor end with the punctuation ending a sentence.
-_STATED = (r"""[`'"*]{0,2}(?=[a-z]{0,200}+(?:[^a-z\s.,;:!?)`'"*<>]|[.,;:!?*][^\s.,;:!?)`'"*<>]))"""
+_STATED = (r"""[`'"*]{0,2}(?=[a-z]{0,200}+(?:[^a-z\s.,;:!?)`'"*<>]|[.,;:!?*]{1,20}+[^\s.,;:!?)`'"*<>]))"""
            r"""(?P<secret>[^\s`'"*<>\\()\[\]{}][^\s`'"<>\\()\[\]{}]{4,198}?[^\s`'"*<>\\()\[\]{},.;:!?])"""
            r"""(?=[.,;:!?)`'"*]*(?:[\s<\\]|$))""")
 _USER_FLAG = r"-u|--user|--proxy-user"

@@ -40,7 +40,7 @@ NOT_SECRET_LAST = frozenset({
     "program", "helper"})
 
 PLACEHOLDER_MARKERS = ("example", "sample", "placeholder", "changeme", "change_me", "change-me", "changeit",
-                       "your", "dummy", "fake", "redacted", "replace", "insert", "todo", "fixme", "xxx", "***",
+                       "your", "dummy", "fake", "redacted", "replace", "insert", "todo", "fixme", "xxxx", "***",
                        "...", "\u2026", "<", ">", "123456", "abcdef", "qwerty", "notreal", "not-real", "not_real")
 # Extra markers for named assignments (test code is full of `password="testpass1"`); not for prefixed tokens.
 ASSIGNMENT_MARKERS = ("test", "secret", "password", "passwd", "token", "mock", "demo", "local", "insecure")
@@ -54,11 +54,11 @@ _TEMPLATE = re.compile(
     r"\$\{|\{\{|\}\}|#\{|\$\(|%\(|<%|%>|\{%|(?<![A-Za-z0-9%])%[sdr](?![A-Za-z0-9])|\{\d*\}|\{[A-Za-z_][\w.]*\}"
     r"|^\$[A-Za-z_]|^%[A-Za-z_]+%$|^@[A-Za-z_]+@$|^__\w+__$|^\[[^\]]*\]$|^:[a-z_]+$")
 _DELEET = str.maketrans("@4310$5!7", "aaeiossit")
-_REPEATS = re.compile(r"(.)\1{4,}|(..+?)\2{2,}")  # xxxxx, wrongwrongwrong, abcabcabc
+_REPEATS = re.compile(r"(.)\1{4,}|(...+?)\2{2,}|(..)\3{3,}")  # xxxxx, wrongwrongwrong, abcabcabc, abababab
 _IDENTIFIER_PATH = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|::|->)[A-Za-z_$][\w$]*)+")  # obj.attr, Mod::Const
-# A part of such a path reads as a name: snake_case, UPPER_CASE or camelCase humps of two or more letters
-# (`settings.DB_PASSWORD`, `appConfig.dbPass`); `YMGjh5.pOgGv` is a password with a dot in it.
-_NAME_PART = re.compile(r"[$_]*(?:[a-z][a-z0-9_]*|[A-Z][A-Z0-9_]*|[A-Za-z][a-z0-9]+)(?:[A-Z][a-z0-9]+)*")
+# A part of such a path reads as a name: snake_case, UPPER_CASE or camelCase humps of two or more letters,
+# digits only at the end (`settings.DB_PASSWORD`, `appConfig.dbPass2`); `YMGjh5.pOgGv` is a password.
+_NAME_PART = re.compile(r"[$_]*(?:[a-z][a-z0-9_]*|[A-Z][A-Z0-9_]*|[A-Za-z][a-z]+(?:[A-Z][a-z]+)*[0-9]*)")
 _PATH_SEPARATORS = re.compile(r"\.|::|->")
 _LETTERS_ONLY = re.compile(r"[A-Za-z_\-]+")
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
@@ -181,7 +181,7 @@ def stated_secret(value: str) -> bool:
         return False
     classes = _classes(value)
     return classes >= 3 or (classes == 2 and any(c.isdigit() for c in value) and len(value) >= 16
-                            and shannon_entropy(value) >= 3.3)
+                            and shannon_entropy(value) >= 3.0)
 
 
 @functools.lru_cache(maxsize=4096)

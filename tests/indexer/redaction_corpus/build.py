@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if __package__ in (None, ""):  # run as a script
+    sys.path.insert(0, str(HERE.parent))
 
-import templates  # noqa: E402
-from values import BENIGN, SECRETS  # noqa: E402
+from redaction_corpus import templates  # noqa: E402
+from redaction_corpus.values import BENIGN, SECRETS  # noqa: E402
 
 CORPUS = HERE / "corpus.jsonl"
 SEED = 16
@@ -36,7 +37,7 @@ CATEGORIES = {
     "ticket": (templates.TICKET_SECRETS, templates.TICKET_BENIGN),
     "prose": (templates.PROSE_SECRETS, templates.PROSE_BENIGN),
 }
-_SLOT = re.compile(r"«(\w+)»|‹(\w+)›")
+_SLOT = re.compile(r"«(\w+)»|§(\w+)§")
 
 
 def render(template: str, rng: random.Random) -> tuple[str, list[str]]:

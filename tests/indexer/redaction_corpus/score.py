@@ -60,8 +60,9 @@ def score(cases: Iterable[dict], detector: SecretDetector | None = None) -> dict
 
 
 def table_text(table: dict[str, Score]) -> str:
-    lines = [f"{'category':<11} {'secrets':>7} {'found':>6} {'recall':>7} {'redactions':>10} {'correct':>7} "
-             f"{'precision':>9} {'benign cases':>12}"]
+    header = (f"{'category':<11} {'secrets':>7} {'found':>6} {'recall':>7} {'redactions':>10} {'correct':>7} "
+              f"{'precision':>9} {'benign cases':>12}")
+    lines = [header]
     total = Score()
     for name, s in [*table.items(), ("all", total)]:
         if name != "all":
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> int:
     table = score(load())
     print(table_text(table))
     if "--errors" in argv:
-        for name, s in table.items():
+        for s in table.values():
             for line in s.misses:
                 print(f"MISS  {line}")
             for line in s.false:

@@ -123,7 +123,7 @@ SECRETS: dict[str, Gen] = {
     "azure_secret": azure_client_secret,
     "azure_storage": lambda rng: base64.b64encode(bytes(rng.getrandbits(8) for _ in range(64))).decode(),
     "jwt": jwt, "pem": pem_body, "basic": basic_auth, "b64pw": b64_password,
-    "uuid_token": lambda rng: _uuid(rng),
+    "uuid_token": lambda rng: _uuid(rng),  # noqa: PLW0108 - _uuid is defined below
     "bearer": chars(ALNUM + "-_", 40),
 }
 
