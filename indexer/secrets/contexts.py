@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from functools import partial
 
-from indexer.secrets.rules import VALUE, PatternRule, pattern_rule
+from indexer.secrets.rules import VALUE, PatternRule, literal_hits, pattern_rule
 from indexer.secrets.values import (
     assignment_kind,
     plausible_password,
@@ -92,24 +92,24 @@ CLI_RULES: tuple[PatternRule, ...] = (
                ("-u", "--user", "--proxy-user"), _user_password, anchor=_USER_FLAG),
     # echo 'SECRET' | docker login --password-stdin
     _line_rule("cli-password", rf"(?<![\w-])(?:echo|printf)[ \t]+(?:-n[ \t]+)?{VALUE}[ \t]*\|[^|\n]{{0,200}}?--password-stdin",
-               ["password-stdin"], _typed, anchor="echo|printf"),
+               ("password-stdin",), _typed, anchor="echo|printf"),
 )
 
 OTHER_RULES: tuple[PatternRule, ...] = (
     # Dockerfile `ENV NAME value` (the legacy form without `=`)
-    _line_rule("secret-assignment", rf"ENV[ \t]+(?P<name>[A-Za-z_][\w.\-]{{0,79}}+)[ \t]+{VALUE}[ \t]*\\?$", ["env "],
+    _line_rule("secret-assignment", rf"ENV[ \t]+(?P<name>[A-Za-z_][\w.\-]{{0,79}}+)[ \t]+{VALUE}[ \t]*\\?$", ("env ",),
                _env_line, anchor="env[ \t]"),
     # Go's MySQL driver: user:SECRET@tcp(host)/db
     _line_rule("url-password", r"""(?<![\w.\-])(?P<user>[\w.\-]{1,64}+):(?P<secret>[^\s@/'"`:]{1,200}+)@(?:tcp|unix)\(""",
-               ["@tcp(", "@unix("], _dsn),
+               ("@tcp(", "@unix("), _dsn),
 )
 
 # auth=("user", "…"), HTTPBasicAuth("user", "…"), SetBasicAuth, PlainAuth("", "user", "…", host),
 # smtp.login("user", "…"), getConnection(url, "user", "…"), new NetworkCredential("user", "…")
-_CALL = re.compile(r"(?:auth|login|credentials?|getconnection)[ \t]*(?:=[ \t]*)?[(\[][ \t]*")
+_CALL_NAMES = ("auth", "login", "credential", "getconnection")  # the end of the called name
+_CALL = re.compile(r"s?[ \t]*(?:=[ \t]*)?[(\[][ \t]*")  # what follows it: `(`, or `=(` for auth=(…)
 _ARG = re.compile(r"""(?:(?P<kw>[A-Za-z_]\w{0,40})[ \t]*=[ \t]*)?(?P<q>\\?["'])(?P<value>(?:(?!(?P=q))(?:\\.|[^\\\n])){0,300}+)"""
                   r"""(?P=q)[ \t]*(?P<sep>[,)\]])[ \t]*""")
-_CALL_HINTS = ("auth", "login", "credential", "getconnection")
 
 
 def _credential_keyword(keyword: str, value: str) -> bool:
@@ -127,10 +127,10 @@ class AuthCallRule:
     name = "auth-call"
 
     def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
-        if not any(h in lowered for h in _CALL_HINTS):
-            return
-        for call in _CALL.finditer(lowered):
-            yield from self._arguments(text, call.end())
+        for name, at in literal_hits(lowered, _CALL_NAMES):
+            call = _CALL.match(lowered, at + len(name))
+            if call is not None:
+                yield from self._arguments(text, call.end())
 
     @staticmethod
     def _arguments(text: str, pos: int) -> Iterator[tuple[int, int]]:
@@ -162,7 +162,8 @@ _STATED_FORMS = (
     # "Credentials: `admin` / `…`"
     re.compile(rf"""(?:credentials|creds|login)(?![\w-])[^\n]{{0,20}}?[ \t]*[`'"]?[\w.@-]{{1,64}}+[`'"]?[ \t]*/[ \t]*{_STATED}"""),
 )
-_KEYWORD = re.compile(r"pass|pw|token|secret|key|cred|login")
+_KEYWORDS = ("pass", "pw", "token", "secret", "key", "cred", "login")
+_KEYWORD = re.compile(rf"(?:{_PASSWORDS}|token|secret|key|credentials|creds|login)(?![\w-])")
 # "key" alone is a primary key, a cache key, a commit; with one of these in front it is a credential.
 _QUALIFIER = re.compile(r"(?:api|access|auth|bearer|bot|deploy|secret|signing|private|master|shared|client|license)[ _-]?\Z")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -174,19 +175,22 @@ class StatedRule:
     name = "stated-secret"
 
     def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
-        for hit in _KEYWORD.finditer(lowered):
-            start = hit.start()
+        for _, at in literal_hits(lowered, _KEYWORDS):
+            hit = _KEYWORD.match(lowered, at)
+            if hit is None:
+                continue  # part of a longer word: tokenizer, keys, secrets
+            start = at
             if hit.group() == "key":
-                qualifier = _QUALIFIER.search(lowered, max(0, start - 9), start)
+                qualifier = _QUALIFIER.search(lowered, max(0, at - 9), at)
                 if qualifier is None:
                     continue
                 start = qualifier.start()
             if start and lowered[start - 1] in _WORD_CHARS:
-                continue  # inside a word: tokenizer, bypass, monkey
+                continue  # inside a word: bypass, monkey, client_secret
             end = lowered.find("\n", hit.end())
             end = len(lowered) if end < 0 else end
             for form in _STATED_FORMS:
-                match = form.match(lowered, hit.start(), end)
+                match = form.match(lowered, at, end)
                 if match is not None and stated_secret(text[match.start("secret"):match.end("secret")]):
                     yield match.span("secret")
                     break

@@ -1,8 +1,11 @@
 """Finds credentials in text and replaces them with `[REDACTED:rule]` markers, keeping every line in place.
 
 The rules here are Cairn's own: token formats with a fixed prefix (GitHub, GitLab, Slack, cloud keys...),
-private key blocks, passwords inside URLs and connection strings, and high-entropy values assigned to
-names that say "secret" (see `indexer.secrets.values` for what counts as a value worth redacting).
+private key blocks, passwords inside URLs and connection strings, and values assigned to names that say
+"secret" in any syntax (code, JSON, YAML, INI, XML, JSON-escaped notebook cells); `indexer.secrets.contexts`
+adds the credentials found by their place (command-line flags, auth calls, sentences). What counts as a
+value worth redacting is in `indexer.secrets.values`. Their recall and precision are measured on a labelled
+corpus (tests/indexer/test_redaction_corpus.py).
 A marker never carries the secret nor anything derived from it (no hash, no length)."""
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from indexer.secrets.contexts import CONTEXT_RULES, AuthCallRule, StatedRule
-from indexer.secrets.rules import Check, PatternRule, pattern_rule
+from indexer.secrets.rules import Check, PatternRule, literal_hits, pattern_rule, token_check
 from indexer.secrets.values import (
     assignment_kind,
     connection_string_line,
@@ -55,14 +58,10 @@ class Redaction:
 _rule = pattern_rule
 
 
-def _token(secret: str, match: re.Match[str], text: str) -> bool:
-    return plausible_token(secret)
-
-
 _WORD = r"A-Za-z0-9_\-"
 
 
-def _token_rule(name: str, lead: str, rest: str, hints: Sequence[str], check: Check = _token) -> PatternRule:
+def _token_rule(name: str, lead: str, rest: str, hints: Sequence[str], check: Check = token_check) -> PatternRule:
     """A token starting with the literal `lead`, neither continuing nor continued by a word. The
     lookbehind sits after the literal so the regex engine still skips ahead to the literal."""
     pattern = rf"(?P<secret>{re.escape(lead)}(?<![{_WORD}].{{{len(lead)}}}){rest})(?![{_WORD}])"
@@ -188,7 +187,8 @@ _XML_KEY_VALUE = re.compile(r"""(?:key|name)=(?P<q0>["'])(?P<name>[A-Za-z_][\w.\
                             r"""value=(?P<q>["'])(?P<quoted>[^"'\n]{1,500}+)(?P=q)""")
 # Where an assignment can be: a keyword in the lower-cased text (far faster than IGNORECASE), the rest
 # of the name, then an operator (or `>` closing an XML tag, or the comma of a pair). Only those lines are parsed.
-_CANDIDATE = re.compile(r"""(?:pass|pwd|secret|token|key|credential)[\w.\-]{0,40}+(?:\\?["'])?\]?[ \t]*+[=:>,|?]""")
+_CANDIDATE_WORDS = ("pass", "pwd", "secret", "token", "key", "credential")
+_CANDIDATE = re.compile(r"""[\w.\-]{0,40}+(?:\\?["'])?\]?[ \t]*+[=:>,|?]""")  # after the word
 
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -201,10 +201,17 @@ class AssignmentRule:
     name = "secret-assignment"
 
     def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
-        for hit in _CANDIDATE.finditer(lowered):
-            name = floor = hit.start()
-            while name > max(0, floor - 80) and lowered[name - 1] in _NAME_CHARS:
+        names: set[int] = set()  # `secret_key =` holds two words; its name is parsed once
+        for word, at in literal_hits(lowered, _CANDIDATE_WORDS):
+            hit = _CANDIDATE.match(lowered, at + len(word))
+            if hit is None:
+                continue
+            name = at
+            while name > max(0, at - 80) and lowered[name - 1] in _NAME_CHARS:
                 name -= 1
+            if name in names:
+                continue
+            names.add(name)
             anchor = name
             while anchor > 0 and name - anchor < 3 and lowered[anchor - 1] in _OPENERS:
                 anchor -= 1
