@@ -89,7 +89,7 @@ CLI_RULES: tuple[PatternRule, ...] = (
     # curl -u user:SECRET, --user=user:SECRET, --proxy-user …
     _line_rule("cli-password", rf"""(?<![\w-])(?:{_USER_FLAG})(?:=|[ \t]*)(?P<q>['"]?)"""
                                r"""(?P<user>[^\s:'"$`]{1,100}+):(?P<secret>[^\s'"`]{1,200}+)(?P=q)(?![^\s'"`])""",
-               ("-u", "--user", "--proxy-user"), _user_password, anchor=_USER_FLAG),
+               ("-u",), _user_password, anchor=_USER_FLAG),
     # echo 'SECRET' | docker login --password-stdin
     _line_rule("cli-password", rf"(?<![\w-])(?:echo|printf)[ \t]+(?:-n[ \t]+)?{VALUE}[ \t]*\|[^|\n]{{0,200}}?--password-stdin",
                ("password-stdin",), _typed, anchor="echo|printf"),

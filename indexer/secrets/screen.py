@@ -1,4 +1,5 @@
-"""Screens every document before it is chunked: secret files become skips, the rest is indexed redacted.
+"""Screens every document before it is chunked: secret files (and files with a credential in their path)
+become skips, the rest is indexed redacted.
 
 The pipeline calls `SecretScreen.screen` on each batch, whatever the connector, so tantivy, the vectors,
 the embedding cache and the catalog's stored text only ever see redacted text. The document keeps the
