@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from functools import partial
 
-from indexer.secrets.rules import VALUE, PatternRule, literal_hits, pattern_rule
+from indexer.secrets.rules import VALUE, LineEnds, PatternRule, literal_hits, pattern_rule
 from indexer.secrets.values import (
     assignment_kind,
     plausible_password,
@@ -175,6 +175,7 @@ class StatedRule:
     name = "stated-secret"
 
     def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
+        line_end = LineEnds(lowered)
         for _, at in literal_hits(lowered, _KEYWORDS):
             hit = _KEYWORD.match(lowered, at)
             if hit is None:
@@ -187,8 +188,7 @@ class StatedRule:
                 start = qualifier.start()
             if start and lowered[start - 1] in _WORD_CHARS:
                 continue  # inside a word: bypass, monkey, client_secret
-            end = lowered.find("\n", hit.end())
-            end = len(lowered) if end < 0 else end
+            end = line_end(hit.end())
             for form in _STATED_FORMS:
                 match = form.match(lowered, at, end)
                 if match is not None and stated_secret(text[match.start("secret"):match.end("secret")]):

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from indexer.secrets.contexts import CONTEXT_RULES, AuthCallRule, StatedRule
-from indexer.secrets.rules import Check, PatternRule, literal_hits, pattern_rule, token_check
+from indexer.secrets.rules import Check, LineEnds, PatternRule, literal_hits, pattern_rule, token_check
 from indexer.secrets.values import (
     assignment_kind,
     connection_string_line,
@@ -202,6 +202,7 @@ class AssignmentRule:
 
     def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
         names: set[int] = set()  # `secret_key =` holds two words; its name is parsed once
+        line_end = LineEnds(text)
         for word, at in literal_hits(lowered, _CANDIDATE_WORDS):
             hit = _CANDIDATE.match(lowered, at + len(word))
             if hit is None:
@@ -215,8 +216,7 @@ class AssignmentRule:
             anchor = name
             while anchor > 0 and name - anchor < 3 and lowered[anchor - 1] in _OPENERS:
                 anchor -= 1
-            end = text.find("\n", hit.end())
-            end = len(text) if end < 0 else end
+            end = line_end(hit.end())
             for pattern in self._patterns(lowered, hit, name, anchor):
                 yield from self._at(pattern, text, anchor, name, end)
 

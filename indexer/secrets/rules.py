@@ -48,9 +48,9 @@ class PatternRule:
 
     def _matches(self, subject: str, text: str, lowered: str) -> Iterator[re.Match[str]]:
         if self.anchor is not None:  # a regex cannot skip ahead to an alternation of words; `anchor` can
+            line_end = LineEnds(lowered)
             for hit in self.anchor.finditer(lowered):
-                end = lowered.find("\n", hit.end())
-                match = self.pattern.match(subject, hit.start(), len(lowered) if end < 0 else end)
+                match = self.pattern.match(subject, hit.start(), line_end(hit.end()))
                 if match is not None:
                     yield match
             return
@@ -70,6 +70,21 @@ class PatternRule:
             end = len(lowered) if end < 0 else end
             yield begin, end
             pos = end + 1
+
+
+class LineEnds:
+    """The end of the line holding a position, each line's found once: searching for it from every hit
+    would make one long line (a minified file, a hostile input) quadratic."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.start = self.end = -1  # text[start:end] holds no newline
+
+    def __call__(self, pos: int) -> int:
+        if not self.start <= pos <= self.end:
+            found = self.text.find("\n", pos)
+            self.start, self.end = pos, len(self.text) if found < 0 else found
+        return self.end
 
 
 def literal_hits(lowered: str, words: tuple[str, ...]) -> Iterator[tuple[str, int]]:

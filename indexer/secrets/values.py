@@ -54,7 +54,7 @@ _TEMPLATE = re.compile(
     r"\$\{|\{\{|\}\}|#\{|\$\(|%\(|<%|%>|\{%|(?<![A-Za-z0-9%])%[sdr](?![A-Za-z0-9])|\{\d*\}|\{[A-Za-z_][\w.]*\}"
     r"|^\$[A-Za-z_]|^%[A-Za-z_]+%$|^@[A-Za-z_]+@$|^__\w+__$|^\[[^\]]*\]$|^:[a-z_]+$")
 _DELEET = str.maketrans("@4310$5!7", "aaeiossit")
-_REPEATS = re.compile(r"(.)\1{4,}|(...+?)\2{2,}|(..)\3{3,}")  # xxxxx, wrongwrongwrong, abcabcabc, abababab
+_REPEATS = re.compile(r"(.)\1{4,}|(.{3,12}?)\2{2,}|(..)\3{3,}")  # xxxxx, wrongwrongwrong, abcabcabc, abababab
 _IDENTIFIER_PATH = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|::|->)[A-Za-z_$][\w$]*)+")  # obj.attr, Mod::Const
 # A part of such a path reads as a name: snake_case, UPPER_CASE or camelCase humps of two or more letters,
 # digits only at the end (`settings.DB_PASSWORD`, `appConfig.dbPass2`); `YMGjh5.pOgGv` is a password.
