@@ -157,13 +157,14 @@ _CONNECTOR = r"(?:[ \t]+(?:is|was|are|to|now)|[ \t]*[*_]{0,2}:[*_]{0,2})[ \t]+" 
 _STATED_FORMS = (
     # "the new password is …", "Password: …", "Temporary password for the staging DB: …", "the API key is …"
     re.compile(rf"(?:{_PASSWORDS}|token|secret|key)(?![\w-]){_TAIL}{_CONNECTOR}{_STATED}"),
-    # "log in as admin with password …", "user bob / pass …"
-    re.compile(rf"(?:{_PASSWORDS})(?![\w-])[ \t]+{_STATED}"),
-    # "Credentials: `admin` / `…`"
-    re.compile(rf"""(?:credentials|creds|login)(?![\w-])[^\n]{{0,20}}?[ \t]*[`'"]?[\w.@-]{{1,64}}+[`'"]?[ \t]*/[ \t]*{_STATED}"""),
+    # "log in as admin with password …" ("pass" alone is a verb: "pass cascade=True")
+    re.compile(rf"(?:password|passwd|passphrase|passcode|pwd|pw)(?![\w-])[ \t]+{_STATED}"),
+    # "Credentials: `admin` / `…`", "user bob / pass …" (a slash with a space: not a URL's)
+    re.compile(rf"""(?:credentials|creds|login|user|username)(?![\w-])[^\n]{{0,20}}?[ \t]*[`'"]?[\w.@-]{{1,64}}+[`'"]?"""
+               rf"""(?:[ \t]+/[ \t]*|[ \t]*/[ \t]+)(?:(?:{_PASSWORDS})(?![\w-])[ \t:]*)?{_STATED}"""),
 )
-_KEYWORDS = ("pass", "pw", "token", "secret", "key", "cred", "login")
-_KEYWORD = re.compile(rf"(?:{_PASSWORDS}|token|secret|key|credentials|creds|login)(?![\w-])")
+_KEYWORDS = ("pass", "pw", "token", "secret", "key", "cred", "login", "user")
+_KEYWORD = re.compile(rf"(?:{_PASSWORDS}|token|secret|key|credentials|creds|login|user|username)(?![\w-])")
 # "key" alone is a primary key, a cache key, a commit; with one of these in front it is a credential.
 _QUALIFIER = re.compile(r"(?:api|access|auth|bearer|bot|deploy|secret|signing|private|master|shared|client|license)[ _-]?\Z")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")

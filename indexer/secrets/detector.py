@@ -180,8 +180,8 @@ _ASSIGNMENT = re.compile(
 )
 _XML_ELEMENT = re.compile(r"<(?P<name>[A-Za-z_][\w.\-]{0,60}+)>(?P<quoted>[^<\n]{1,500}+)</(?P=name)>")
 # ("DB_PASSWORD", "…") as in os.Setenv, props.put, define, getenv defaults; <add key="ApiKey" value="…" />
-# (the pair opens a call: a list or a set of names is not a pair)
-_KEYED_PAIR = re.compile(rf"""(?<=\()[ \t]*(?P<q0>\\?["'])(?P<name>[A-Za-z_][\w.\-]{{0,79}}+)(?P=q0)[ \t]*,[ \t]*{_QUOTED}"""
+# (the pair opens a call: a list, a set or a tuple of names is not a pair)
+_KEYED_PAIR = re.compile(rf"""(?<=\w\()[ \t]*(?P<q0>\\?["'])(?P<name>[A-Za-z_][\w.\-]{{0,79}}+)(?P=q0)[ \t]*,[ \t]*{_QUOTED}"""
                          r"""(?=[ \t]*[,)])""")
 _XML_KEY_VALUE = re.compile(r"""(?:key|name)=(?P<q0>["'])(?P<name>[A-Za-z_][\w.\-:]{0,79}+)(?P=q0)[ \t]+"""
                             r"""value=(?P<q>["'])(?P<quoted>[^"'\n]{1,500}+)(?P=q)""")

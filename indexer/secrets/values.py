@@ -61,6 +61,8 @@ _IDENTIFIER_PATH = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|::|->)[A-Za-z_$][\w$]*)
 _NAME_PART = re.compile(r"[$_]*(?:[a-z][a-z0-9_]*|[A-Z][A-Z0-9_]*|[A-Za-z][a-z]+(?:[A-Z][a-z]+)*[0-9]*)")
 _PATH_SEPARATORS = re.compile(r"\.|::|->")
 _LETTERS_ONLY = re.compile(r"[A-Za-z_\-]+")
+_SLUG = re.compile(r"[a-z]+(?:[-_./:][a-z]+)+")  # pydantic-mypy-metadata, prod/db/credentials: names of things
+_KWARG = re.compile(r"[a-z_]{3,}=(?:[A-Za-z_]+|\d+)")  # `reconnect=False` in a sentence is code
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _NUMBER = re.compile(r"[-+]?[\d_.,:]+[a-z]{0,2}")
 _PATH_LIKE = re.compile(r"^(?:/|\./|\.\./|~/|[A-Za-z]:\\)|://|^(?:arn|file|env|vault|secret|ref|projects):"
@@ -177,7 +179,7 @@ def typed_password(value: str) -> bool:
 def stated_secret(value: str) -> bool:
     """A credential written in a sentence ("the new password is …"): at least eight characters mixing
     three classes, or a long random-looking string; words, numbers and placeholders are prose."""
-    if len(value) < 8 or not plausible_password(value, name="password"):
+    if len(value) < 8 or _KWARG.fullmatch(value) or not plausible_password(value, name="password"):
         return False
     classes = _classes(value)
     return classes >= 3 or (classes == 2 and any(c.isdigit() for c in value) and len(value) >= 16
@@ -194,7 +196,7 @@ def plausible_token(value: str, name: str = "", bare: bool = False) -> bool:
     entropy = shannon_entropy(value)
     if not name:
         return entropy >= 3.0
-    if len(value) < 16 or len(value) > 1000 or _code_like(value, bare):
+    if len(value) < 16 or len(value) > 1000 or _code_like(value, bare) or _SLUG.fullmatch(value):
         return False
     mixed = _classes(value) >= 2 and any(not c.isalpha() for c in value)
     return (entropy >= 3.0 and mixed) or (entropy >= 4.0 and len(value) >= 24)

@@ -116,6 +116,9 @@ CODE_BENIGN = [
     ("java-connection-vars", "Connection c = DriverManager.getConnection(url, user, password);"),
     ("js-login-post", 'const { data } = await axios.post("/login", { username, password });'),
     ("py-login-weak", 'client.login("admin", "admin")\nconn = getConnection("jdbc:h2:mem:test", "sa", "")'),
+    ("py-pass-kwarg-comment", "# Pass allow_stale=False so a yanked release is never suggested"),
+    ("py-env-key-slug", "METADATA_KEY = 'plugin-mypy-metadata'\nCACHE_KEY = 'v2-build-cache'"),
+    ("py-name-tuple", 'optional=("shared_secret", "protected_branch_ids"),'),
 ]
 
 SHELL_SECRETS = [
@@ -540,6 +543,8 @@ PROSE_BENIGN = [
     ("prose-old-docs", "The password was `P@ssword1` in the old docs; it is now generated."),
     ("prose-api-key-vault", "API key: use the one from the team vault."),
     ("prose-token-rotated", "The token is rotated weekly by the CI job (see `rotate-tokens.yml`)."),
+    ("prose-rst-link", ".. _`Client Credentials Grant`: https://tools.ietf.org/html/rfc6749#section-4.4"),
+    ("prose-pass-flag", "Pass ``cascade=True`` to clear the children too, or ``appauthor=False`` to omit it."),
 ]
 
 FILLER = {
