@@ -157,14 +157,16 @@ _CONNECTOR = r"(?:[ \t]+(?:is|was|are|to|now)|[ \t]*[*_]{0,2}:[*_]{0,2})[ \t]+" 
 _STATED_FORMS = (
     # "the new password is …", "Password: …", "Temporary password for the staging DB: …", "the API key is …"
     re.compile(rf"(?:{_PASSWORDS}|token|secret|key)(?![\w-]){_TAIL}{_CONNECTOR}{_STATED}"),
-    # "log in as admin with password …" ("pass" alone is a verb: "pass cascade=True")
-    re.compile(rf"(?:password|passwd|passphrase|passcode|pwd|pw)(?![\w-])[ \t]+{_STATED}"),
-    # "Credentials: `admin` / `…`", "user bob / pass …" (a slash with a space: not a URL's)
-    re.compile(rf"""(?:credentials|creds|login|user|username)(?![\w-])[^\n]{{0,20}}?[ \t]*[`'"]?[\w.@-]{{1,64}}+[`'"]?"""
-               rf"""(?:[ \t]+/[ \t]*|[ \t]*/[ \t]+)(?:(?:{_PASSWORDS})(?![\w-])[ \t:]*)?{_STATED}"""),
+    # "log in as admin with password …", "user bob / pass …" ("pass" alone is a verb: "pass cascade=True")
+    re.compile(rf"(?:password|passwd|passphrase|passcode|pwd|pw|(?<=/ )pass|(?<=/)pass)(?![\w-])[ \t]+{_STATED}"),
+    # "Credentials: `admin` / `…`" (a slash with a space: not a URL's)
+    re.compile(rf"""(?:credentials|creds|login)(?![\w-])[^\n]{{0,20}}?[ \t]*[`'"]?[\w.@-]{{1,64}}+[`'"]?"""
+               rf"""(?:[ \t]+/[ \t]*|[ \t]*/[ \t]+){_STATED}"""),
 )
-_KEYWORDS = ("pass", "pw", "token", "secret", "key", "cred", "login", "user")
-_KEYWORD = re.compile(rf"(?:{_PASSWORDS}|token|secret|key|credentials|creds|login|user|username)(?![\w-])")
+_WORD_FORMS, _PAIR_FORMS = _STATED_FORMS[:2], _STATED_FORMS[2:]
+_PAIR_WORDS = frozenset({"credentials", "creds", "login"})
+_KEYWORDS = ("pass", "pw", "token", "secret", "key", "cred", "login")
+_KEYWORD = re.compile(rf"(?:{_PASSWORDS}|token|secret|key|credentials|creds|login)(?![\w-])")
 # "key" alone is a primary key, a cache key, a commit; with one of these in front it is a credential.
 _QUALIFIER = re.compile(r"(?:api|access|auth|bearer|bot|deploy|secret|signing|private|master|shared|client|license)[ _-]?\Z")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -190,7 +192,7 @@ class StatedRule:
             if start and lowered[start - 1] in _WORD_CHARS:
                 continue  # inside a word: bypass, monkey, client_secret
             end = line_end(hit.end())
-            for form in _STATED_FORMS:
+            for form in _PAIR_FORMS if hit.group() in _PAIR_WORDS else _WORD_FORMS:
                 match = form.match(lowered, at, end)
                 if match is not None and stated_secret(text[match.start("secret"):match.end("secret")]):
                     yield match.span("secret")

@@ -150,8 +150,15 @@ def _code_like(value: str, bare: bool) -> bool:
         return True
     if _PATH_LIKE.search(value):
         return True
-    # Bare YAML tags (!vault), anchors (&x), aliases (*x) and block markers are syntax, not values.
-    return bare and (bool(_LETTERS_ONLY.fullmatch(value)) or value[0] in "!&*|>")
+    # Bare YAML tags (!vault), anchors (&x), aliases (*x) and block markers are syntax, not values; a bare
+    # word or identifier is a name (a long mixed-case run of letters like base64 is not).
+    return bare and (_word(value) or value[0] in "!&*|>")
+
+
+def _word(value: str) -> bool:
+    if not _LETTERS_ONLY.fullmatch(value):
+        return False
+    return len(value) < 16 or value.islower() or value.isupper() or _NAME_PART.fullmatch(value) is not None
 
 
 def _classes(value: str) -> int:
