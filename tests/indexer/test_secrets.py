@@ -262,11 +262,11 @@ def test_screen_logs_rule_path_and_line_but_never_the_secret(caplog):
     "auth(" + "'a', " * 200_000, "password is " * 85_000, '("password", ' * 80_000, "ENV A " * 160_000,
 ])
 def test_hostile_megabyte_inputs_are_scanned_in_linear_time(hostile):
-    """Every rule is bounded: a megabyte built to make regexes backtrack takes well under a second here
-    (the limit is loose because the test machine is shared)."""
+    """Every rule is bounded: a megabyte built to make regexes backtrack takes well under a second of CPU
+    here (this process's CPU time, not wall time: the test machine is shared; a quadratic rule takes minutes)."""
     import time
 
-    started = time.perf_counter()
+    started = time.process_time()
     result = SecretDetector().redact(hostile)
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10
     assert result.text.count("\n") == hostile.count("\n")
