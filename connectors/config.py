@@ -265,8 +265,11 @@ class AtlassianSource(SourceBase):
         return "atlassian" if self.cloud else str(getattr(self, "kind", "atlassian"))
 
     def identity_system(self) -> str:
-        """Whose accounts the realm's ids number: all of Atlassian Cloud, or this Data Center instance."""
-        return "atlassian cloud" if self.cloud else f"{getattr(self, 'kind', 'atlassian')} {self.url}"
+        """Whose accounts and groups the realm's names mean: one Cloud site (accountIds are global, but group
+        names are the site's own; Jira and Confluence of one site share them), or this Data Center instance."""
+        if self.cloud:
+            return f"atlassian cloud {urlsplit(self.url).hostname}"
+        return f"{getattr(self, 'kind', 'atlassian')} {self.url}"
 
     @field_validator("access")
     @classmethod
