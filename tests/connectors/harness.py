@@ -93,3 +93,20 @@ def resolve_links(app: Any, linked: Callable[[Principal], Iterable[str]]) -> Non
     for store, method in (("tokens", "resolve"), ("tokens", "resolve_with_id"), ("sessions", "resolve")):
         target = getattr(app.state, store)
         setattr(target, method, wrap(getattr(target, method)))
+
+
+REALMS = ("gitlab", "jira", "confluence", "atlassian")  # the default realms of the fakes' sources
+
+
+def fake_identities(who: Principal) -> set[str]:
+    """What the identity layer resolves for a test caller named alike on every fake: their account in each
+    realm (GitLab's numeric id, Jira's and Confluence's Data Center user keys, or Atlassian Cloud's accountId
+    for an `acc-` name) and their token's groups as the group of that name in each realm."""
+    from fake_gitlab import user_id
+    from fake_jira import user_key
+
+    out = {f"{realm}:group:{g}" for realm in REALMS for g in who.groups}
+    if who.user.startswith("acc-"):
+        return out | {f"atlassian:user:{who.user}"}
+    return out | {f"gitlab:user:{user_id(who.user)}", f"jira:user:{user_key(who.user)}",
+                  f"confluence:user:key-{who.user}"}

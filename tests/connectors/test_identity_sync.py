@@ -247,3 +247,69 @@ def test_a_realm_must_be_a_lower_case_word():
     for bad in ("GitLab", "user", "a b", "9lab", "x" * 40):
         with pytest.raises(SourceConfigError, match="realm"):
             parse_source({**base, "realm": bad})
+
+
+def old_name(principal: str) -> str:
+    """A principal as connectors wrote it before realms: `user:<username | accountId>`, `group:<name>`."""
+    import fake_gitlab
+    import fake_jira
+
+    realm, _, rest = principal.partition(":")
+    kind, _, name = rest.partition(":")
+    if kind == "group":
+        return f"group:{name}"
+    if kind != "user":
+        return principal
+    if realm == "gitlab":
+        return f"user:{next(u for u, i in fake_gitlab._IDS.items() if str(i) == name)}"
+    if realm == "jira":
+        return f"user:{next(u for u, k in fake_jira._KEYS.items() if k == name)}"
+    return f"user:{name.removeprefix('key-')}"
+
+
+def test_an_index_with_the_old_names_is_rewritten_by_one_pass_without_embedding(services, world, embedder,
+                                                                                  monkeypatch):
+    """After an upgrade, the next permissions pass rewrites every ACL into the namespaced names, in the catalog
+    and in both stores, through `reapply_access` (vectors from the embedding cache: the model is not called)."""
+    from indexer.models import ADMINS, Access
+    from indexer.stores import LexicalQuery, SearchFilter
+
+    store = IdentityStore(services.catalog.engine)
+    add_person(store, "sub-maya", "maya@example.com")
+    for data in sources(world):
+        register(services, data)
+        assert sync(services, data["name"]).files_failed == 0
+    docs = sorted(d for name in SOURCES for d in services.catalog.document_versions(name))
+    current = {d: services.catalog.document_acl(d) for d in docs}
+    old = {d: Access.of(*(old_name(p) for p in acl if p != ADMINS)) for d, acl in current.items()}
+    services.pipeline.reapply_access(old)  # the index as the previous version wrote it
+    assert all(services.catalog.document_acl(d) == tuple(old[d].acl()) for d in docs)
+    assert any(p.startswith("user:") for a in old.values() for p in a.principals)
+    old_ids = {name: set(services.catalog.chunk_ids_of_source(name)) for name in SOURCES}
+
+    calls = []
+    assert services.embedder is embedder  # the model behind the pipeline's cache: any miss would call it
+    monkeypatch.setattr(embedder, "embed_documents", lambda texts: calls.append(len(texts)) or [])
+    jobs = passes(services)
+    assert all(j.state == "succeeded" for j in jobs.values()), {n: (j.state, j.error) for n, j in jobs.items()}
+    assert calls == [] and all(j.counts["chunks_embedded"] == 0 for j in jobs.values())
+    assert sum(j.counts["changed"] for j in jobs.values()) == len(docs)
+    assert {d: services.catalog.document_acl(d) for d in docs} == current
+    by_doc = services.catalog.chunk_ids_for(docs)
+    for doc_id, ids in by_doc.items():
+        assert {tuple(c.acl) for c in services.catalog.get_chunks(ids).values()} == {current[doc_id]}, doc_id
+    old_principals = tuple(sorted({p for a in old.values() for p in a.principals} - {"public"}))
+    new_principals = tuple(sorted({p for acl in current.values() for p in acl} - {"public", ADMINS}))
+    terms = LexicalQuery(terms=tuple((w, 1.0) for w in ("gateway", "handbook", "vault", "deploy", "pager",
+                                                         "project", "notes", "runbook", "reads", "only")))
+    vector = services.pipeline.embedder.embed_query("handbook")
+    for name in SOURCES:
+        ids = set(services.catalog.chunk_ids_of_source(name))
+        assert ids and not ids & old_ids[name]  # chunk ids carry the ACL: every chunk was written again
+        assert services.pipeline.vectors.ids(name) == ids and services.pipeline.fulltext.ids(name) == ids
+        scoped = {"sources": (name,)}
+        assert not services.pipeline.fulltext.search(terms, SearchFilter(old_principals, **scoped), 100)
+        assert not services.pipeline.vectors.search(vector, SearchFilter(old_principals, **scoped), 100)
+        found = {h.chunk_id for h in services.pipeline.vectors.search(vector, SearchFilter(new_principals, **scoped), 100)}
+        assert found == ids
+        assert {h.chunk_id for h in services.pipeline.fulltext.search(terms, SearchFilter(new_principals, **scoped), 100)}
