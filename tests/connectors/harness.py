@@ -100,8 +100,9 @@ REALMS = ("gitlab", "jira", "confluence", "atlassian")  # the default realms of 
 
 def fake_identities(who: Principal) -> set[str]:
     """What the identity layer resolves for a test caller named alike on every fake: their account in each
-    realm (GitLab's numeric id, Jira's and Confluence's Data Center user keys, or Atlassian Cloud's accountId
-    for an `acc-` name) and their token's groups as the group of that name in each realm."""
+    realm (GitLab's numeric id, Jira's and Confluence's Data Center user keys, Atlassian Cloud's accountId,
+    which the fakes take as given: `acc-alice`, or `alice` itself) and their token's groups as the group of
+    that name in each realm."""
     from fake_gitlab import user_id
     from fake_jira import user_key
 
@@ -109,4 +110,4 @@ def fake_identities(who: Principal) -> set[str]:
     if who.user.startswith("acc-"):
         return out | {f"atlassian:user:{who.user}"}
     return out | {f"gitlab:user:{user_id(who.user)}", f"jira:user:{user_key(who.user)}",
-                  f"confluence:user:key-{who.user}"}
+                  f"confluence:user:key-{who.user}", f"atlassian:user:{who.user}"}
