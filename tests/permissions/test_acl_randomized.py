@@ -12,12 +12,12 @@ made at the fakes, each source's permissions pass runs through `POST /v1/sources
 whole check runs again.
 
 Identity: one org directory (persons and groups) feeds every fake. Each person is a Cairn user (OIDC subject
-`sub-<name>`, maybe a verified email) whose token lists (some of) their IdP groups; the permissions passes link
+`sub-<name>`, maybe a verified email, all or some of their groups as IdP groups) calling with a personal
+token, resolved when each request arrives (indexer/identity/resolver.py); the permissions passes link
 them by email in each realm (GitLab, Jira Data Center, Atlassian Cloud) and sync every source's group
 memberships, and random admin links cover the rest (Confluence Data Center shows no emails, some Cloud
-profiles hide theirs, some emails are unverified). A request's principals are resolved from those links and
-memberships (`linked_principals`). The product's rule for that person, with all their real groups, is the
-upper bound of what the token may see."""
+profiles hide theirs, some emails are unverified). The product's rule for that person, with all their real
+groups, is the upper bound of what the token may see."""
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 import httpx2
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))  # the fake servers and harness
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # serve(), git_repo()
@@ -47,15 +47,15 @@ from api_harness import git_repo, serve
 from fake_confluence import FakeConfluence, FakePage
 from fake_gitlab import FakeGitLab, user_id
 from fake_jira import FakeIssue, FakeJira, person, user_key
-from harness import register, resolve_links, sync
+from harness import register, sync
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from api.app import create_app
 from api.auth import SESSION_COOKIE
 from api.tokens import TokenStore
-from indexer.catalog.schema import users
-from indexer.identity.store import IdentityStore, linked_principals
+from indexer.catalog.schema import api_tokens, users
+from indexer.identity.store import IdentityStore
 from indexer.services import IndexServices
 from indexer.settings import Settings
 
@@ -93,15 +93,10 @@ class Owner:
 @dataclass
 class Token:
     label: str
-    person: str  # a name in PERSONS, or OUTSIDER
-    groups: list[str]  # IdP groups
-    admin: bool = False
-    full: bool = True  # every group the person has, linked in every realm (for the recall checks)
+    person: str  # a name in PERSONS, or OUTSIDER: a personal token of `sub-<person>`
+    admin: bool = False  # a service token of an admin instead
+    full: bool = True  # all the person's groups as IdP groups, linked in every realm (for the recall checks)
     secret: str = ""
-
-    @property
-    def user(self) -> str:
-        return f"sub-{self.person}"  # the OIDC subject
 
 
 @dataclass
@@ -114,6 +109,7 @@ class World:
     wiki: dict[str, FakeConfluence] = field(default_factory=dict)
     owners: dict[str, Owner] = field(default_factory=dict)  # marker → owner
     linked: dict[str, set[str]] = field(default_factory=dict)  # person → realms they are linked in (after passes)
+    idp_groups: dict[str, list[str]] = field(default_factory=dict)  # person → the groups their IdP gives
 
     def marker(self, owner: Owner) -> str:
         while True:
@@ -531,9 +527,14 @@ def enrol(world: World, identities: IdentityStore) -> None:
                 "confluence": lambda p: f"key-{p}"}
     for who in [*PERSONS, OUTSIDER]:
         verified = who != OUTSIDER and rng.random() < 0.8
+        groups = sorted(world.groups_of(who))
+        if groups and rng.random() < 0.3:  # the IdP gives part of them
+            groups = sorted(rng.sample(groups, rng.randint(0, len(groups) - 1)))
+        world.idp_groups[who] = groups
         with identities.engine.begin() as conn:
             conn.execute(insert(users).values(subject=f"sub-{who}", username=who, email=f"{who}@example.com",
-                                              email_verified=verified, created_at=now, last_login_at=now))
+                                              email_verified=verified, created_at=now, last_login_at=now,
+                                              groups=groups))
         if who == OUTSIDER:
             continue
         if rng.random() < 0.2:
@@ -547,21 +548,18 @@ def enrol(world: World, identities: IdentityStore) -> None:
 
 
 def mint(world: World, store: TokenStore) -> list[Token]:
-    """Every person with all their IdP groups; some with part of them or none; an outsider; an admin.
-    `full`: all groups and linked in every realm (what the passes and admins linked)."""
-    rng, tokens = world.rng, []
-    for n, who in enumerate(PERSONS):
-        groups = sorted(world.groups_of(who))
-        everywhere = world.linked.get(who, set()) >= set(REALMS.values())
-        tokens.append(Token(who, who, groups, full=everywhere))
-        if groups and n % 2 == 0:
-            part = rng.sample(groups, rng.randint(0, len(groups) - 1))
-            tokens.append(Token(f"{who}{part}", who, sorted(part), full=False))
-    tokens.append(Token("outsider", OUTSIDER, []))
-    tokens.append(Token("admin", "root", [], admin=True))
+    """A personal token for every person and the outsider (its row names its owner, as the Tokens page makes
+    them), and an admin's service token. `full`: all their groups, linked in every realm."""
+    tokens = [Token(who, who, full=world.linked.get(who, set()) >= set(REALMS.values())
+                    and set(world.idp_groups[who]) >= world.groups_of(who)) for who in PERSONS]
+    tokens.append(Token("outsider", OUTSIDER, full=False))
     for tok in tokens:
-        tok.secret = store.create(tok.user, tok.groups, admin=tok.admin)[0]
-    return tokens
+        tok.secret, info = store.create(f"sub-{tok.person}", [], name="randomized")
+        with store.engine.begin() as conn:
+            conn.execute(update(api_tokens).where(api_tokens.c.id == info.id).values(subject=f"sub-{tok.person}"))
+    admin = Token("admin", "root", admin=True, full=False)
+    admin.secret = store.create("root", [], admin=True)[0]
+    return [*tokens, admin]
 
 
 @contextlib.asynccontextmanager
@@ -756,7 +754,8 @@ def test_every_route_and_tool_serves_only_what_the_product_allows(seed, tmp_path
         server.server.start()
     # No timers: the test decides when syncs and permissions passes run.
     settings = Settings(data_dir=tmp_path / "data", sync_interval_seconds=0, permission_sync_interval_seconds=0,
-                        reconcile_interval_seconds=0, scheduler_tick_seconds=0, rate_limit_per_minute=0)
+                        reconcile_interval_seconds=0, scheduler_tick_seconds=0, rate_limit_per_minute=0,
+                        identity_cache_seconds=0)  # the checks right after the passes see their memberships
     services = IndexServices.open(settings, embedder=embedder)
     try:
         names = []
@@ -771,10 +770,7 @@ def test_every_route_and_tool_serves_only_what_the_product_allows(seed, tmp_path
         store = TokenStore(services.catalog.engine)
         identities = IdentityStore(services.catalog.engine)
         enrol(world, identities)
-        app = create_app(settings, services=services)
-        with serve(app) as url:
-            # a request's principals: the token's IdP groups + the person's links and their synced memberships
-            resolve_links(app, lambda p: linked_principals(identities, p.user, p.groups))
+        with serve(create_app(settings, services=services)) as url:
             admin = store.create("root", [], admin=True)[0]
             for name in names:  # memberships synced, accounts linked by email
                 job = run_pass(url, admin, name)
