@@ -83,6 +83,7 @@ class GitLabConnector(CheckpointedSync):
         self._unavailable: set[int] = set()  # projects seen this sync whose members could not be read
         self._missing: list[str] = []  # configured projects GitLab did not find this sync
         self._gone: set[str] = set()  # internal notes found deleted this sync (already yielded as Deletions)
+        self._users_client: gitlab.Gitlab | None = None
 
     # -- the Connector contract -----------------------------------------------------------------
 
@@ -273,7 +274,9 @@ class GitLabConnector(CheckpointedSync):
     def find_accounts(self, email: str) -> list[Account]:
         """`GET /users?search=<email>`: with an admin token GitLab searches and shows every user's primary
         email; only an exact match of that email counts (a public email, or a match on the name, does not)."""
-        gl = self._client()
+        if self._users_client is None:  # one client for all the look-ups of a pass
+            self._users_client = self._client()
+        gl = self._users_client
         try:
             found = [u.attributes for u in gl.users.list(search=email, iterator=True)]
         except GitlabAuthenticationError:

@@ -458,7 +458,8 @@ class JiraConnector(ScopedConnector):
         """Users whose email address is exactly `email`: Data Center `GET /rest/api/2/user/search?username=`
         (matches username, name and email), Cloud `GET /rest/api/3/user/search?query=` (Atlassian accounts
         only; a user whose profile hides the email cannot be matched)."""
-        self._open()
+        if self.client is None:  # opened once for all the look-ups of a pass
+            self._open()
         if self.config.cloud:
             path, params = "rest/api/3/user/search", {"query": email, "maxResults": 50}
         else:
