@@ -47,8 +47,8 @@ def intersect(a: Iterable[str], b: Iterable[str], org: str, members: Members) ->
         if wide and wide in b and wide not in a:
             return a
     out = set(a & b)
-    for p in a - out:
-        for q in b - out:
+    for p in sorted(a - out):  # in a fixed order: the same group is named when several cannot be read
+        for q in sorted(b - out):
             kp, kq = kind(p), kind(q)
             if kp == "user" and kq in SETS:
                 if p in members(q):
