@@ -121,6 +121,7 @@ class SkipReason(str, Enum):  # noqa: UP042 - StrEnum would change str() and for
     UNSAFE_PATH = "unsafe_path"
     UNDECODABLE = "undecodable"
     SECRET_FILE = "secret_file"  # .env, private keys, key stores... (indexer/secrets/files.py)
+    SECRET_PATH = "secret_path"  # a credential in the path itself; recorded under the redacted path
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,12 @@ def normalise_prefix(prefix: str) -> list[str]:
 # The index format version: bump it when stored chunks would differ for the same input.
 #
 # Changelog (newest first):
+#   4 — redaction measured on a labelled corpus (tests/indexer/redaction_corpus) and extended: passwords on
+#       command lines (mysql -p…, sshpass -p, curl -u user:…, --password=…), in auth calls and in
+#       sentences, JSON-escaped and fused-name assignments, more token formats; files with a credential in
+#       their path skipped (`secret_path`). The background rebuild re-screens every document (only chunks
+#       whose text changed are embedded again); documents' stored text, and the rows of files now
+#       skipped, are rewritten by the next full sync (`cairn reindex --all --full`).
 #   3 — full-text layout: one shared tantivy index for all sources (`fulltext/shared/`) instead of one
 #       per source; BM25 statistics become global. Chunks are unchanged, so the background rebuild
 #       re-embeds nothing (every vector comes from the embedding cache).
@@ -243,4 +250,4 @@ def normalise_prefix(prefix: str) -> list[str]:
 # A mismatch between this number (or the embedding model, or the chunk size settings) and what built the
 # serving index generation starts a background build of a new generation while the old one keeps
 # serving; it is swapped in when complete (indexer/generations/state.py, indexer/generations/build.py).
-INDEX_VERSION = 3
+INDEX_VERSION = 4
