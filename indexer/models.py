@@ -23,7 +23,8 @@ class AccessError(ValueError):
 
 # Namespaced principals name an account or group *of one identity realm*, so the same person is
 # recognized across systems: `gitlab:user:<numeric id>`, `gitlab:group:<full_path>`,
-# `atlassian:user:<Data Center user key | Cloud accountId>`, `atlassian:group:<name>`,
+# `atlassian:user:<Cloud accountId>`, `atlassian:group:<name>`, `jira:user:<Data Center user key>`,
+# `confluence:user:<Data Center userKey>` (each Data Center product keys its users its own way),
 # `idp:user:<OIDC sub>`, `idp:group:<IdP group>`. A realm is a lower-case word; an organization with two
 # GitLab instances gives the second its own realm (e.g. `gitlab-eu`) so numeric ids cannot collide.
 # `user:<name>` and `group:<name>` remain Cairn's own namespace (hand-made tokens, --access on git sources).

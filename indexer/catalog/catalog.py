@@ -211,6 +211,14 @@ class Catalog:
         """doc id → digest of the Access it was indexed with (drop changed ones from `known`)."""
         return self._document_column(source, documents.c.access_digest)
 
+    def acl_principals(self, source: str) -> set[str]:
+        """Every principal the ACLs of the source's indexed chunks name (whose memberships matter)."""
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for (acl,) in conn.execute(select(chunks.c.acl).where(chunks.c.source == source)):
+                out.update(json.loads(acl) if isinstance(acl, str) else acl or [])
+        return out
+
     def _document_column(self, source: str, column: Any) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(documents.c.id, column).where(documents.c.source == source))
