@@ -35,7 +35,7 @@ def run_demo(settings: Settings, path: Path, port: int | None, console: Console)
     settings = settings.for_serving()
     services = IndexServices.open(settings)
     services.catalog.upsert_source(name, "git", {"location": str(root), "ref": ""}, ["public"])
-    with SyncProgress(console) as progress:
+    with SyncProgress(console, pending=lambda: services.catalog.pending_chunk_count(name)) as progress:
         counts = run_sync_job(services, name, observe=progress.update)
     token, _ = TokenStore(services.catalog.engine).create("demo", ["demo"], admin=True, name="quick start")
     base = f"http://{settings.host}:{port}"
