@@ -21,6 +21,7 @@ from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
 from api.client import CairnClient
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
+from connectors.config import NAME_RULE
 from indexer.models import Access, Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
@@ -51,6 +52,7 @@ OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the da
 
 
 ADMINS_ONLY = "admins only"  # how an empty access list reads in tables
+NO_SOURCES = "no sources yet: `cairn index PATH_OR_URL` adds a git repository, `cairn sources add` others"
 
 
 @contextlib.contextmanager
@@ -94,7 +96,7 @@ ACCESS_HELP = ("Who may read it (repeatable): user:NAME, group:NAME or public. W
 
 @app.command()
 def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local repository path or clone URL."),
-          name: str | None = typer.Option(None, help="Source name (default: the repository's name)."),
+          name: str | None = typer.Option(None, help=f"Source name: {NAME_RULE} (default: the repository's name)."),
           ref: str | None = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
           access: list[str] = typer.Option([], "--access", help=ACCESS_HELP),
           full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
@@ -336,7 +338,7 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
 def print_sources(rows: list[dict]) -> None:
     """One line per source, 80 columns: who may read it, counts, when it last synced, where it comes from."""
     if not rows:
-        err.print("no sources yet: `cairn index PATH_OR_URL` adds a git repository, `cairn sources add` others")
+        err.print(NO_SOURCES, soft_wrap=True)
         return
     table = CompactTable(Col("name"), Col("kind", fixed=True), Col("state", fixed=True), Col("access"),
                          Col("docs", fixed=True, right=True), Col("chunks", fixed=True, right=True),
@@ -389,6 +391,8 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
     partial: list[str] = []
     with local_services(settings) as svc:
         names = [r.name for r in svc.catalog.list_sources()] if not name else [name]  # no name: --all
+        if not names:
+            fail(NO_SOURCES)
         for n in names:
             if svc.catalog.get_source(n) is None:
                 no_source(n)
@@ -495,7 +499,7 @@ def feedback_export(ctx: typer.Context,
         except ValueError:
             fail(f"--since {since!r} is not an ISO date or time (e.g. 2026-01-31 or 2026-01-31T12:00)", code=2)
     if not settings.database_url and not settings.data_dir.is_dir():
-        fail(f"no data directory at {settings.data_dir}")
+        fail(f"no data directory at {settings.data_dir}", hint="check CAIRN_DATA_DIR (or CAIRN_DATABASE_URL)")
     engine = make_engine(settings.catalog_url)
     stats = ExportStats()
     try:
@@ -684,10 +688,10 @@ def model_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
     from indexer.generations.state import generation_status
 
     settings: Settings = ctx.obj
-    url = settings.catalog_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        fail(f"no index in {settings.data_dir}")
-    status = generation_status(make_engine(settings.catalog_url))
+    url = existing_catalog(settings)
+    if url is None:
+        fail(f"no index in {settings.data_dir}", hint="check CAIRN_DATA_DIR, or index something first (`cairn index`)")
+    status = generation_status(make_engine(url))
     if as_json:
         print(json.dumps(status))
         return

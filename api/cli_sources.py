@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from api.cli_errors import USAGE, fail, no_source
-from connectors.config import SourceConfigError, load_sources, parse_source
+from connectors.config import NAME_RULE, SourceConfigError, load_sources, parse_source
 from connectors.webhooks import SECRET_KEY
 from indexer.settings import Settings
 
@@ -22,7 +22,7 @@ out = Console()
 err = Console(stderr=True)
 
 # Options every remote source takes, as (parameter, CLI help) → config keys of the same name.
-NAME = typer.Option(..., "--name", help="Source name (letters, digits, . _ -).")
+NAME = typer.Option(..., "--name", help=f"Source name: {NAME_RULE}.")
 URL = typer.Option(..., "--url", help="Base URL of the service (Confluence Cloud: https://SITE.atlassian.net/wiki).")
 TOKEN_ENV = typer.Option("", "--token-env", help="Environment variable holding the token (read at sync time).")
 TOKEN_FILE = typer.Option("", "--token-file", help="File holding the token (read at sync time).")
@@ -344,7 +344,9 @@ def webhook(ctx: typer.Context, name: str = typer.Argument(..., help="Source nam
         catalog = _store(settings, [])
         try:
             row, secret = make_secret(catalog, name, rotate)
-        except (NotFound, BadRequest) as exc:
+        except NotFound:
+            no_source(name)
+        except BadRequest as exc:
             _fail(str(exc), code=1)
         base = settings.public_url or f"http://{settings.host}:{settings.port}"
         shown = {"source": name, "kind": row.kind, "url": webhook_url(base, name, row.kind, secret),

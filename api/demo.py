@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from api.cli_errors import fail
 from api.progress import SyncProgress
 from api.tokens import TokenStore
 from indexer.services import IndexServices
@@ -20,7 +21,7 @@ def repository_root(path: Path) -> Path:
     proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
                           text=True, timeout=30, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"{path} is not inside a git repository")
+        fail(f"{path} is not inside a git repository", hint="give --path the folder of a git repository")
     return Path(proc.stdout.strip())
 
 
