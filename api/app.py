@@ -32,7 +32,10 @@ from api.oidc import provider_from
 from api.routes import router
 from api.sessions import SessionStore
 from api.tokens import TokenStore
+from api.users import router as users_router
 from indexer.generations.serving import GenerationReader
+from indexer.identity.resolver import IdentityResolver
+from indexer.identity.store import IdentityStore
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from indexer.stores.backends import vector_backend
@@ -148,9 +151,13 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         celery_app.configure(settings)
         celery_app.attach_services(svc)
         app.state.services = svc
-        app.state.tokens = TokenStore(svc.catalog.engine)
+        # A person's principals (links, synced memberships, IdP groups), resolved per request, briefly cached.
+        app.state.identity = IdentityResolver(IdentityStore(svc.catalog.engine), settings.admin_groups,
+                                              settings.identity_cache_seconds)
+        app.state.tokens = TokenStore(svc.catalog.engine, app.state.identity)
         app.state.sessions = SessionStore(svc.catalog.engine, app.state.tokens,
-                                          dt.timedelta(seconds=settings.session_max_age_seconds))
+                                          dt.timedelta(seconds=settings.session_max_age_seconds),
+                                          app.state.identity)
         app.state.audit = AuditLog(svc.catalog.engine, keep_query_text=settings.audit_query_text)
         # Sources whose access is too old to serve their restricted documents (fail closed), shared by
         # the searcher and the document routes, read from the catalog every few seconds.
@@ -199,7 +206,7 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.oidc = provider_from(settings)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
-    for routes in (router, documents_router, admin_router):
+    for routes in (router, documents_router, admin_router, users_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(context_router)  # resolves its caller itself: a refusal is an item for Continue
     app.include_router(metrics_router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,12 +15,14 @@ import typer
 from rich.console import Console
 
 from api.cli_backup import backup, restore
-from api.cli_errors import USAGE, VERBOSE, CairnGroup, configure_logging, fail, no_source
+from api.cli_errors import USAGE, VERBOSE, CairnGroup, fail, hide_tracebacks, no_source
 from api.cli_format import Col, CompactTable, human_time
 from api.cli_ids import resolve_id, short_ids
 from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
+from api.cli_users import users_app
 from api.client import CairnClient
+from api.log_setup import configure_logging
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
 from connectors.config import NAME_RULE
 from indexer.models import Access, Principal
@@ -41,6 +44,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
 sources_app.command("schedule")(schedule)
 feedback_app = typer.Typer(no_args_is_help=True, help="Export result feedback as a `cairn eval` query file.")
 app.add_typer(feedback_app, name="feedback")
@@ -52,6 +56,7 @@ OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the da
 
 
 ADMINS_ONLY = "admins only"  # how an empty access list reads in tables
+SERVING = ("serve", "demo")  # a server's log keeps its tracebacks: nobody reads its failures on a terminal
 NO_SOURCES = "no sources yet: `cairn index PATH_OR_URL` adds a git repository, `cairn sources add` others"
 
 
@@ -76,7 +81,9 @@ def remote(url: str | None, settings: Settings) -> CairnClient | None:
 def main_options(ctx: typer.Context, verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Log progress, and show the traceback of an error (anywhere on the line).")) -> None:
     ctx.meta[VERBOSE] = verbose
-    configure_logging(verbose)
+    configure_logging(logging.INFO if verbose else logging.WARNING)
+    if not verbose and ctx.invoked_subcommand not in SERVING:
+        hide_tracebacks()  # the command reports its failure itself, in one line
     ctx.obj = Settings()
 
 
@@ -518,10 +525,12 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
     from api.app import create_app
 
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
+    configure_logging(logging.INFO)  # a server logs at INFO: one line per request (api.observability)
     api = create_app(settings)
+    # No access log (it prints whole URLs: search text, a webhook's ?secret=; the request line of
+    # api.observability replaces it), and no logging config of uvicorn's own: its lines go through ours.
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
-                                           log_level="info", access_log=False,  # it logs whole URLs: queries,
-                                           # a webhook's ?secret= (the structured request line is issue 16)
+                                           log_level="info", access_log=False, log_config=None,
                                            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                            timeout_keep_alive=settings.keep_alive_seconds))
     # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy

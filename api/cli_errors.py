@@ -155,15 +155,11 @@ class _NoTracebacks(logging.Filter):
         return record.exc_info is None
 
 
-def configure_logging(verbose: bool) -> None:
-    """Warnings only (without tracebacks) by default; -v: progress logs and every traceback."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    if root.handlers:  # embedded (a test runner's capture): leave its handlers alone
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose
-                                           else "%(levelname)s: %(message)s"))
-    if not verbose:
-        handler.addFilter(_NoTracebacks())
-    root.addHandler(handler)
+def hide_tracebacks() -> None:
+    """Without -v, the command's own log handler (api.log_setup) prints no record carrying a traceback."""
+    from api.log_setup import QueryScrubber
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, QueryScrubber) and not any(isinstance(f, _NoTracebacks)
+                                                                    for f in handler.filters):
+            handler.addFilter(_NoTracebacks())

@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException
 
 from api.audit import FeedbackError
 from connectors.base import ConnectorError
+from indexer.identity.people import AmbiguousUser, UnknownUser
+from indexer.identity.store import LinkConflict
 from indexer.models import AccessError
 from indexer.stores import StoreError
 from retrieval.grep import PatternError
@@ -35,6 +37,7 @@ class Conflict(RuntimeError):
 STATUS: dict[type[Exception], int] = {
     QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400, PatternError: 400,
     NotFound: 404, FeedbackError: 404, Conflict: 409, StoreError: 503,
+    UnknownUser: 404, AmbiguousUser: 400, LinkConflict: 409,
 }
 
 

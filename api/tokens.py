@@ -1,4 +1,9 @@
-"""API tokens: created once and shown once, stored only as a SHA-256 hash, revocable, optionally expiring."""
+"""API tokens: created once and shown once, stored only as a SHA-256 hash, revocable, optionally expiring.
+
+A service token (`cairn tokens create`) acts as the user and groups typed when it was made. A personal
+token (its row names its owner, `subject`) acts as that person as they are when each request arrives
+(indexer/identity: links, memberships, the groups of their last sign-in); it stops working when the
+person is deactivated or unknown."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,6 +16,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from indexer.catalog.db import metadata
 from indexer.catalog.schema import api_tokens
+from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
 
 TOKEN_PREFIX = "cairn_"
@@ -44,8 +50,10 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 class TokenStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, identity: IdentityResolver | None = None) -> None:
+        """`identity` resolves personal tokens; without it (the CLI's listing) they resolve to nobody."""
         self.engine = engine
+        self.identity = identity
         metadata.create_all(engine, tables=[api_tokens])
 
     def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
@@ -86,6 +94,9 @@ class TokenStore:
         expires = _aware(row["expires_at"])
         if expires is not None and expires <= _now():
             return None
+        if row["subject"] is not None:  # a personal token: its owner as they are now, or nobody
+            owner = self.identity.person(row["subject"]) if self.identity is not None else None
+            return (row["id"], owner) if owner is not None else None
         return row["id"], Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
 
     def revoke(self, token_id: str) -> bool:

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
                                     "admins (JSON list).")
     session_max_age_seconds: int = Field(default=28800, ge=60, description="A web UI session ends this long "
                                          "after sign-in (signing out ends it at once).")
+    identity_cache_seconds: float = Field(default=30, ge=0, le=600, description="How long a person's linked "
+                                          "accounts and synced memberships are reused before being read again "
+                                          "(0 = read on every request); deactivation applies at once regardless.")
 
     def for_serving(self) -> Settings:
         """These settings for a long-lived server (`cairn serve`, `cairn demo`): an unset

@@ -159,3 +159,12 @@ def test_api_docs_need_a_token_and_load_nothing_from_the_internet(client, indexe
     asset = client.get("/docs/assets/swagger-ui-bundle.js")
     assert asset.status_code == 200 and len(asset.content) > 100_000
     assert client.get("/redoc").status_code == 404
+
+
+@pytest.mark.parametrize("language", ["python", "Python", "PY", ".py", " python3 "])
+def test_language_filters_are_case_insensitive_with_aliases(client, indexed, language):
+    body = {"query": "invoice", "limit": 20, "languages": [language]}
+    hits = client.post("/v1/search", json=body, headers=auth(token(indexed, groups=["eng"]))).json()["hits"]
+    assert [h["path"] for h in hits] == ["billing/invoice.py"]
+    body["languages"] = ["golang"]
+    assert client.post("/v1/search", json=body, headers=auth(token(indexed, groups=["eng"]))).json()["hits"] == []
