@@ -139,8 +139,9 @@ class CairnGroup(TyperGroup):
         except Exception as exc:  # noqa: BLE001 - the one place a failure becomes a message and an exit code
             verbose = bool(ctx.meta.get(VERBOSE))
             error = explain(exc)
-            if verbose and not isinstance(exc, CliError):
-                traceback.print_exception(exc, file=sys.stderr)
+            shown = (exc.__cause__ or exc.__context__) if isinstance(exc, CliError) else exc  # what went wrong
+            if verbose and shown is not None:
+                traceback.print_exception(shown, file=sys.stderr)
             if error is None:
                 error = CliError(f"unexpected {type(exc).__name__}: {exc}",
                                  "" if verbose else f"{TRACE_HINT}; if it looks like a bug in Cairn, report it")
