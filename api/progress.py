@@ -76,7 +76,7 @@ class SyncProgress:
         if self.to_embed is None:  # the files are all read: their line is complete, the chunks' total known
             self.progress.update(self.files, total=counts.files_seen)
             self.to_embed = self.pending() if self.pending else None
-            self.progress.update(self.chunks, visible=True, total=self.to_embed)
+            self.progress.reset(self.chunks, total=self.to_embed, visible=True)  # its clock starts now
         self.progress.update(self.chunks, completed=self._done(counts), detail=f"chunks written {counts.chunks_written}")
 
     def _done(self, counts: SyncCounts) -> int:
