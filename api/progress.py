@@ -26,14 +26,16 @@ class _Count(ProgressColumn):
 
 
 class _Time(ProgressColumn):
-    """`ETA 3m10s` once the total is known and the rate measured, else the time spent so far."""
+    """`ETA 3m10s` once the total is known and some of it done, else the time spent so far. The rate is the
+    average since the task started, as the server's job ETA (workers.jobs.JobMeter): embedding lands in
+    batches a minute apart on a busy machine, too far apart for rich's 30-second speed window."""
 
     def render(self, task: Task) -> Text:
-        if task.finished:
-            return Text(format_seconds(task.finished_time or task.elapsed or 0), style="progress.elapsed")
-        if task.total is not None and task.time_remaining is not None:
-            return Text(f"ETA {format_seconds(task.time_remaining)}", style="progress.remaining")
-        return Text(format_seconds(task.elapsed or 0), style="progress.elapsed")
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not task.finished and task.total is not None and task.completed > 0 and elapsed:
+            eta = elapsed * (task.total - task.completed) / task.completed
+            return Text(f"ETA {format_seconds(eta)}", style="progress.remaining")
+        return Text(format_seconds(elapsed or 0), style="progress.elapsed")
 
 
 class SyncProgress:
