@@ -26,16 +26,15 @@ class _Count(ProgressColumn):
 
 
 class _Time(ProgressColumn):
-    """`ETA 3m10s` once the total is known and some of it done, else the time spent so far. The rate is the
-    average since the task started, as the server's job ETA (workers.jobs.JobMeter): embedding lands in
-    batches a minute apart on a busy machine, too far apart for rich's 30-second speed window."""
+    """`ETA 3m10s`, counting down from the estimate made when progress last moved (`eta_at`, set by
+    SyncProgress), else the time spent so far."""
 
     def render(self, task: Task) -> Text:
-        elapsed = task.finished_time if task.finished else task.elapsed
-        if not task.finished and task.total is not None and task.completed > 0 and elapsed:
-            eta = elapsed * (task.total - task.completed) / task.completed
-            return Text(f"ETA {format_seconds(eta)}", style="progress.remaining")
-        return Text(format_seconds(elapsed or 0), style="progress.elapsed")
+        eta_at = task.fields.get("eta_at")
+        if not task.finished and eta_at is not None:
+            return Text(f"ETA {format_seconds(max(eta_at - time.monotonic(), 0))}", style="progress.remaining")
+        return Text(format_seconds((task.finished_time if task.finished else task.elapsed) or 0),
+                    style="progress.elapsed")
 
 
 class SyncProgress:
@@ -79,7 +78,13 @@ class SyncProgress:
             self.progress.update(self.files, total=counts.files_seen)
             self.to_embed = self.pending() if self.pending else None
             self.progress.reset(self.chunks, total=self.to_embed, visible=True)  # its clock starts now
-        self.progress.update(self.chunks, completed=self._done(counts), detail=f"chunks written {counts.chunks_written}")
+        done = self._done(counts)
+        task = self.progress.tasks[self.chunks]
+        if done != task.completed and done > 0 and task.total and task.elapsed:
+            # The average rate since the embedding started, as the server's job ETA (workers.jobs.JobMeter):
+            # batches land a minute apart on a busy machine, too far apart for rich's 30-second speed window.
+            self.progress.update(self.chunks, eta_at=time.monotonic() + task.elapsed * (task.total - done) / done)
+        self.progress.update(self.chunks, completed=done, detail=f"chunks written {counts.chunks_written}")
 
     def _done(self, counts: SyncCounts) -> int:
         """Chunks cleared from the pending queue (embedded, or found in the embedding cache)."""
