@@ -15,13 +15,23 @@ from connectors.http_policy import HttpPolicy
 from connectors.webhooks import SECRET_KEY
 from indexer.models import REALM_RE, RESERVED_REALMS, AccessError, parse_principal
 
+# The one rule for a source name, wherever a name comes in (API, CLI, sources file): it appears in URLs
+# (/v1/sources/{name}), document ids (`<name>:<path>`) and file names, so no `/`, `:` or spaces.
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _SECRET_KEYS = ("token", "password", "private_token", "api_token", "secret")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SourceConfigError(ValueError):
     """A sources file or source definition that cannot be used (the message says where and why)."""
+
+
+def check_source_name(name: str) -> str:
+    """The name, if it follows the rule every entry point shares; SourceConfigError otherwise."""
+    if not re.match(NAME, name):
+        raise SourceConfigError(f"{name!r} is not a valid source name: use {NAME_RULE}")
+    return name
 
 
 def read_token(source: str, token_env: str, token_file: str) -> str:

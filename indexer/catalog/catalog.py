@@ -521,6 +521,13 @@ class Catalog:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return _job_record(row) if row else None
 
+    def job_ids_starting(self, prefix: str, limit: int = 20) -> list[str]:
+        """Ids of jobs that start with `prefix` (people type the first characters of an id)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = select(jobs.c.id).where(jobs.c.id.like(f"{escaped}%", escape="\\")).order_by(jobs.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def list_jobs(self, source: str | None = None, limit: int = 50, state: str | Sequence[str] | None = None,
                   kind: str | None = None) -> list[JobRecord]:
         """Newest first; optionally of one source, in one state (or any of several), of one kind."""
