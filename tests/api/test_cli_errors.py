@@ -18,8 +18,7 @@ from api.cli import app
 from api.cli_format import human_time
 from api.cli_ids import short_ids
 from api.tokens import TokenStore
-from indexer.catalog import Catalog
-from indexer.catalog.db import make_engine
+from indexer.catalog import open_catalog
 from indexer.catalog.schema import api_tokens
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
@@ -49,7 +48,7 @@ def world(tmp_path_factory):
     queries.write_text('{"query": "x"}\n')
     data = root / "data"
     data.mkdir()
-    TokenStore(make_engine(f"sqlite:///{data / 'catalog.sqlite3'}")).create("alice", ["eng"])
+    TokenStore(open_catalog(f"sqlite:///{data / 'catalog.sqlite3'}").engine).create("alice", ["eng"])
     return {"root": root, "repo": repo, "data": data, "fresh": root / "fresh", "queries": queries}
 
 
@@ -136,9 +135,8 @@ def cli(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.delenv("CAIRN_URL", raising=False)
     (tmp_path / "data").mkdir()
-    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite3'}")
-    catalog = Catalog(engine)
-    catalog.create_all()
+    catalog = open_catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite3'}")
+    engine = catalog.engine
     runner = CliRunner()
 
     def invoke(*args: str, code: int = 0):
