@@ -259,7 +259,7 @@ def test_every_tool_is_titled_read_only_and_closed_world(url, corpus):
         assert tool["title"] and tool["annotations"]["title"] == tool["title"], tool["name"]
         assert tool["annotations"]["readOnlyHint"] is True and tool["annotations"]["openWorldHint"] is False
     budgeted = {t["name"] for t in tools if "max_tokens" in t["inputSchema"]["properties"]}
-    assert budgeted == {"search", "grep", "read_file"}
+    assert budgeted == {"search", "grep", "read_file", "find_references"}
 
 
 @pytest.mark.parametrize("name, arguments, same_as", [
