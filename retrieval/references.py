@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 
 from indexer.catalog import Catalog
-from indexer.chunking import Occurrence, module_name, occurrences
+from indexer.chunking import Occurrence, mentions, module_name, occurrences
 from indexer.identifiers import code_tokens
 from indexer.models import Principal
 from indexer.stores import FullTextIndex, LexicalQuery
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 MAX_SYMBOL_CHARS = 200
 MAX_CANDIDATES = 500  # chunks fetched from the index per lookup
 MAX_DOCUMENTS = 200  # documents parsed per lookup
+TIME_BUDGET_SECONDS = 2.0  # parsing stops here (best lexical candidates first) and the answer says truncated
 # Proximity tiers, best first.
 DEFINITION, SAME_FILE, SAME_DIRECTORY, IMPORTER, ELSEWHERE = range(5)
 # Import statements of the bundled languages, with Go's parenthesised block and CommonJS `require("…")`.
@@ -80,13 +82,19 @@ def symbol_name(name: str) -> tuple[str, str]:
 def _parsed(catalog: Catalog, fulltext: FullTextIndex, who: Principal, last: str, scope: Scope,
             stale: Collection[str], candidates: int) -> tuple[list[_Parsed], bool]:
     """The readable documents holding `last` (best lexical match first) with its occurrences, and
-    whether the candidate or document cap cut the list."""
+    whether the candidate cap, the document cap or the time budget cut the list."""
     query = LexicalQuery(terms=((code_tokens(last)[0], 1.0),), identifiers=(last,))
     ids = [s.chunk_id for s in fulltext.search(query, build_filter(who, scope, stale), candidates)]
     rows = catalog.get_chunks(ids)
-    doc_ids = list(dict.fromkeys(rows[i].doc_id for i in ids if i in rows))
+    # Only documents whose candidate chunks spell the name exactly (the index is case-insensitive and
+    # splits identifiers) are read and parsed.
+    doc_ids = list(dict.fromkeys(rows[i].doc_id for i in ids if i in rows and mentions(rows[i].content, last)))
     out: list[_Parsed] = []
-    for doc_id in doc_ids[:MAX_DOCUMENTS]:
+    deadline = time.monotonic() + TIME_BUDGET_SECONDS
+    for index, doc_id in enumerate(doc_ids[:MAX_DOCUMENTS]):
+        if time.monotonic() > deadline:
+            log.info("references of a symbol: time budget spent after %d of %d documents", index, len(doc_ids))
+            return out, True
         acl = catalog.document_acl(doc_id)
         doc = catalog.get_document(doc_id) if acl is not None else None
         if acl is None or doc is None or not readable(acl, doc.source, who, stale):

@@ -8,6 +8,7 @@ nodes chunking names) or a module-level variable binding; every other identifier
 after the innermost definition around it, the way chunks name their symbols (`module.Class.method`)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,67 +68,59 @@ def _bound_names(node: Node) -> Iterator[Node]:
         yield from (c for c in node.children_by_field_name("name") if c.type == "identifier")
 
 
-class _Walk:
-    """One pass over a parsed file collecting the occurrences of `name`."""
+class _Locate:
+    """Classifies the identifier leaves spelled like `name`: walking up from each (never over the whole
+    tree) finds the definitions around it, so a file costs its parse plus a few steps per match."""
 
     def __init__(self, grammar: Grammar, lines: list[str], name: str, module: str):
         self.grammar = grammar
         self.lines = lines
         self.name = name
         self.module = module
-        self.found: list[Occurrence] = []
 
-    def run(self, root: Node) -> list[Occurrence]:
-        for node in root.children:
-            self._top(node)
-        return self.found
-
-    def _top(self, node: Node) -> None:
-        """A module-level statement: a variable binding defines its names; anything else is walked."""
-        inner = node
-        while inner.type in self.grammar.wrappers and inner.named_children:
-            inner = inner.child_by_field_name("declaration") or inner.named_children[-1]
-        bound = [n for n in _bound_names(inner) if _text(n) == self.name]
-        for name_node in bound:
-            self._add(name_node, self._symbol(self.module, self.name), True, inner)
-        self._visit(node, self.module, frozenset(n.id for n in bound), top=True)
-
-    def _visit(self, node: Node, scope: str, skip: frozenset[int], top: bool) -> None:
-        """Depth first, keeping the innermost definition's symbol; `skip`: identifiers already counted."""
-        stack: list[tuple[Node, str, bool]] = [(node, scope, top)]
-        while stack:
-            current, where, at_top = stack.pop()
-            named = self._definition(current)
+    def occurrence(self, leaf: Node) -> Occurrence:
+        definitions = []  # (node, name) from the innermost out
+        current: Node | None = leaf
+        top = leaf
+        while current is not None and current.parent is not None:
+            named = self._named(current)
             if named is not None:
-                symbol = named[0] if at_top and self.grammar.file_is_type else f"{where}.{named[0]}"
-                name_node = named[1]
-                if name_node is not None and named[0].rsplit(".", 1)[-1] == self.name:
-                    self._add(name_node, symbol, True, current)
-                    skip = skip | {name_node.id}
-                where, at_top = symbol, False
-            elif _is_identifier(current) and current.id not in skip and _text(current) == self.name:
-                self._add(current, where, False, current)
-            stack.extend((child, where, at_top) for child in reversed(current.children))
+                definitions.append((current, named))
+            top = current
+            current = current.parent
+        names = [name for _, name in reversed(definitions)]
+        if names and not self.grammar.file_is_type:
+            names.insert(0, self.module)
+        symbol = ".".join(names) or self.module
+        if definitions and definitions[0][1].rsplit(".", 1)[-1] == self.name:
+            node, _ = definitions[0]
+            body = self.grammar.definitions[node.type](node)
+            naming = _naming_identifier(node, self.name, body[1] if body else None)
+            if naming is not None and naming.id == leaf.id:
+                return self._make(leaf, symbol, node)
+        if any(bound.id == leaf.id for bound in _bound_names(self._unwrapped(top))):
+            return self._make(leaf, ".".join(n for n in (self._module_prefix(), self.name) if n), top)
+        return self._make(leaf, symbol, None)
 
-    def _definition(self, node: Node) -> tuple[str, Node | None] | None:
-        """(name, the identifier naming it) when the node is a definition of the grammar's table."""
+    def _named(self, node: Node) -> str | None:
         rule = self.grammar.definitions.get(node.type)
         named = rule(node) if rule is not None else None
-        if named is None:
-            return None
-        last = named[0].rsplit(".", 1)[-1]
-        return named[0], _naming_identifier(node, last, named[1])
+        return named[0] if named is not None else None
 
-    def _symbol(self, module: str, name: str) -> str:
-        return name if self.grammar.file_is_type else f"{module}.{name}"
+    def _unwrapped(self, node: Node) -> Node:
+        while node.type in self.grammar.wrappers and node.named_children:
+            node = node.child_by_field_name("declaration") or node.named_children[-1]
+        return node
 
-    def _add(self, node: Node, symbol: str, definition: bool, span: Node) -> None:
+    def _module_prefix(self) -> str:
+        return "" if self.grammar.file_is_type else self.module
+
+    def _make(self, node: Node, symbol: str, definition: Node | None) -> Occurrence:
         row = node.start_point.row
         line = self.lines[row] if row < len(self.lines) else ""
-        start, end = (span.start_point.row, _last_row(span)) if definition else (row, row)
-        self.found.append(Occurrence(line=row + 1, symbol=symbol, definition=definition,
-                                     context=line.rstrip()[:MAX_CONTEXT_CHARS], start_line=start + 1,
-                                     end_line=end + 1))
+        start, end = (definition.start_point.row, _last_row(definition)) if definition is not None else (row, row)
+        return Occurrence(line=row + 1, symbol=symbol, definition=definition is not None,
+                          context=line.rstrip()[:MAX_CONTEXT_CHARS], start_line=start + 1, end_line=end + 1)
 
 
 def _last_row(node: Node) -> int:
@@ -152,6 +145,16 @@ def _naming_identifier(node: Node, name: str, body: Node | None) -> Node | None:
     return None
 
 
+def _spelled(name: str) -> re.Pattern[bytes]:
+    """The name as a whole word (`$` counts as a word character, as in JavaScript and PHP)."""
+    return re.compile(rb"(?<![\w$])" + re.escape(name.encode("utf-8", "surrogatepass")) + rb"(?![\w$])")
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether `name` occurs in `text` as a whole word: what a file needs before it is worth parsing."""
+    return _spelled(name).search(text.encode("utf-8", "surrogatepass")) is not None
+
+
 def occurrences(content: str, language: str, path: str, name: str) -> list[Occurrence] | None:
     """Every occurrence of the identifier `name` in the file, in order; None when the language has no
     grammar or the file is too large to parse here (the caller cannot tell code from text then)."""
@@ -159,11 +162,16 @@ def occurrences(content: str, language: str, path: str, name: str) -> list[Occur
     data = content.encode("utf-8", "surrogatepass")
     if grammar is None or len(data) > MAX_FILE_BYTES:
         return None
-    if name.encode("utf-8", "surrogatepass") not in data:
+    matches = [m.span() for m in _spelled(name).finditer(data)]
+    if not matches:
         return []
     root = thread_parser(grammar.parser).parse(data).root_node
     module = (grammar.package and package_name(root, grammar)) or module_name(path)
-    found = _Walk(grammar, content.split("\n"), name, module).run(root)
+    locate = _Locate(grammar, content.split("\n"), name, module)
+    leaves = (root.descendant_for_byte_range(start, end) for start, end in matches)
+    # A match inside a string or a comment lands on that node, not on an identifier.
+    found = [locate.occurrence(leaf) for leaf in leaves
+             if leaf is not None and _is_identifier(leaf) and _text(leaf) == name]
     # One use per line: `render(render(x))` is one line to read, and the context shows both.
     return sorted(set(found), key=lambda o: (o.line, not o.definition, o.symbol))
 

@@ -219,7 +219,8 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert texts(read) == LINE_16 + "\n\nLines 16-16 of 23: call read_file with start_line=17 for more."
     assert [d["line"] for d in symbol["structuredContent"]["result"]] == [16]
     assert texts(symbol) == "eng:pkg/retry.py:16-23 retry.backoff_delay (python), defined at line 16"
-    assert [(r["line"], r["definition"]) for r in references["structuredContent"]["references"]][0] == (16, True)
+    first = references["structuredContent"]["references"][0]
+    assert (first["line"], first["definition"]) == (16, True)
     assert texts(references).startswith(LINE_16.replace("16-16", "16-16 definition of retry.backoff_delay"))
     assert {s["name"] for s in sources["structuredContent"]["result"]} == {"eng", "web"}
 

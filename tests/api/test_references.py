@@ -70,7 +70,8 @@ AUDIT_PY = '''from billing.invoice import render_total
 def audit(order):
     return render_total(order)
 '''
-SOURCE_ERROR = "Error executing tool find_references: `sources` names a source you cannot read or that does not exist. The sources you can read are: "
+SOURCE_ERROR = ("Error executing tool find_references: `sources` names a source you cannot read or that does not "
+                "exist. The sources you can read are: ")
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +155,8 @@ def test_a_scope_naming_an_unreadable_source_is_the_usual_error(url, corpus):
     unknown = call(url, eng, "find_references", {"symbol": "render_total", "sources": "nope"})
     assert unreadable == unknown == (True, {}, SOURCE_ERROR + "app.")
     assert call(url, eng, "find_references", {"symbol": "render_total()"}) == (
-        True, {}, "Error executing tool find_references: give a symbol name such as `render_invoice` or "
-        "`Catalog.get_chunks`")
+        True, {}, ("Error executing tool find_references: give a symbol name such as `render_invoice` or "
+                   "`Catalog.get_chunks`"))
 
 
 def test_scope_limit_and_max_tokens_narrow_the_answer(url, corpus):
