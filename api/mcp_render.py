@@ -10,7 +10,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from api.continue_provider import LINE_KINDS, fence
-from api.mcp_schemas import Definition, SourceBrief
+from api.mcp_schemas import Definition, ReferenceOut, SourceBrief
 from api.schemas import DocumentOut, HitOut
 from indexer.languages import detect_language
 from retrieval.grep import GrepMatch
@@ -150,6 +150,33 @@ def definitions_text(definitions: Sequence[Definition]) -> str:
     lines = [f"{location(d.source, d.path, d.start_line, d.end_line)} {d.symbol} ({d.language or 'text'}), "
              f"defined at line {d.line}" for d in definitions]
     return "\n".join(lines) or "No definition found in the sources you can read."
+
+
+def references_within(refs: Sequence[ReferenceOut], max_tokens: int | None) -> tuple[list[ReferenceOut], bool]:
+    """The leading references whose rendered blocks fit `max_tokens`, and whether any were left out."""
+    if max_tokens is None:
+        return list(refs), False
+    used = 0
+    for index, ref in enumerate(refs):
+        used += estimate_tokens(_reference_block(ref)) + 1
+        if used > max_tokens:
+            return list(refs[:index]), True
+    return list(refs), False
+
+
+def references_text(refs: Sequence[ReferenceOut], truncated: bool, max_tokens: int | None) -> str:
+    """One block per reference, headed by its location and what it is: the definition, or the caller."""
+    parts = [_reference_block(r) for r in refs]
+    if truncated:
+        budget = f" or within max_tokens={max_tokens}" if max_tokens is not None else ""
+        parts.append(f"More references exist than were returned (limit{budget}): narrow with sources or "
+                     "path_prefix.")
+    return "\n\n".join(parts) or "No definition or use found in the sources you can read."
+
+
+def _reference_block(ref: ReferenceOut) -> str:
+    what = f"definition of {ref.symbol}" if ref.definition else f"in {ref.symbol or 'top-level code'}"
+    return code_block(f"{location(ref.source, ref.path, ref.line, ref.line)} {what}", ref.language, ref.context)
 
 
 def sources_text(sources: Sequence[SourceBrief]) -> str:

@@ -1,7 +1,10 @@
-"""The MCP tools' own result shapes (their outputSchema); search and read_file answer with the REST bodies."""
+"""The MCP tools' own result shapes (their outputSchema); search and read_file answer with the REST bodies,
+GET /v1/references with find_references' shape."""
 from __future__ import annotations
 
 from pydantic import BaseModel
+
+from retrieval.references import Reference
 
 
 class GrepLine(BaseModel):
@@ -27,6 +30,29 @@ class Definition(BaseModel):
     end_line: int
     language: str
     url: str
+
+
+class ReferenceOut(BaseModel):
+    """A definition (`definition` true, `symbol` the defined symbol) or a use (`symbol` the caller holding it)."""
+
+    document_id: str
+    source: str
+    path: str
+    line: int
+    symbol: str
+    definition: bool
+    context: str
+    language: str
+    url: str
+
+
+class ReferencesOut(BaseModel):
+    references: list[ReferenceOut]
+    truncated: bool
+
+
+def reference_out(ref: Reference) -> ReferenceOut:
+    return ReferenceOut(**{name: getattr(ref, name) for name in ReferenceOut.model_fields})
 
 
 class SourceBrief(BaseModel):

@@ -2,7 +2,6 @@
 # No `from __future__ import annotations`: the MCP SDK reads these tool signatures at runtime.
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
@@ -34,21 +33,22 @@ from api.mcp_render import (
     definitions_text,
     document_text,
     grep_text,
+    references_text,
+    references_within,
     reply,
     search_text,
     sources_text,
     within_budget,
 )
-from api.mcp_schemas import Definition, GrepLine, GrepOut, SourceBrief
+from api.mcp_schemas import Definition, GrepLine, GrepOut, ReferencesOut, SourceBrief, reference_out
 from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
 from indexer.catalog.schema import SourceRecord
-from indexer.identifiers import code_tokens
 from indexer.models import KINDS, Principal
-from indexer.stores import LexicalQuery
 from retrieval.grep import PatternError
 from retrieval.grep import grep as grep_index
-from retrieval.permissions import Scope, ScopeError, build_filter
+from retrieval.permissions import Scope, ScopeError
 from retrieval.query_analysis import QueryError
+from retrieval.references import find_definitions, find_references
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,9 @@ MCP_PATH = "/mcp"
 MAX_READ_LINES = 2000  # read_file without a range returns at most this many lines
 SYMBOL_CANDIDATES = 200
 INSTRUCTIONS = ("Cairn searches the organization's indexed code, docs and tickets that you may read. Use `search` "
-                "for questions, `grep` for exact strings, `find_symbol` for definitions, `read_file` to open a "
-                "result, `list_sources` to see what is indexed.")
+                "for questions, `grep` for exact strings, `find_symbol` for definitions, `find_references` for "
+                "uses and callers, `read_file` to open a result, `list_sources` to see what is indexed.")
 _ANTICIPATED = (NotFound, BadRequest, PatternError, ScopeError, QueryError, FeedbackError)
-# A line defining a name in most languages: optional modifiers, a definition keyword, the name.
-_MODIFIERS = r"(?:(?:export|pub(?:\([\w:]+\))?|public|private|protected|static|async|abstract|final|default)\s+)*"
-_KEYWORDS = r"(?:def|class|function|func|fn|struct|interface|type|enum|trait|impl|module|object|record)"
-_DEFINITION = r"^[ \t]*" + _MODIFIERS + _KEYWORDS + r"\s+(?:\([^)]*\)\s*)?"
 
 Limit = Annotated[int, Field(ge=1, le=100, description="How many results to return (1-100).")]
 Names = Annotated[list[str], Field(max_length=100)]
@@ -75,7 +71,8 @@ MaxTokens = Annotated[Annotated[int, Field(ge=100, le=100_000)] | None,
                       Field(description="Token budget (about 4 characters each, 100-100000) for the code returned.")]
 # Every tool only reads Cairn's own index: read-only, and a closed world (it reaches no outside system).
 TITLES = {"search": "Search code, docs and tickets", "grep": "Grep indexed text", "read_file": "Read a file",
-          "find_symbol": "Find a symbol's definition", "list_sources": "List sources"}
+          "find_symbol": "Find a symbol's definition", "find_references": "Find a symbol's references",
+          "list_sources": "List sources"}
 # Discovery, the tool list and the template list are the same for every caller and change only with a release.
 _HOUR_PUBLIC = CacheHint(ttl_ms=3_600_000, scope="public")
 CACHE_HINTS: dict[CacheableMethod, CacheHint] = {"server/discover": _HOUR_PUBLIC, "tools/list": _HOUR_PUBLIC,
@@ -173,30 +170,25 @@ class CairnTools:
 
     def find_symbol(self, who: Principal, name: str, limit: int, scope: Scope) -> CallToolResult:
         self.check_sources(who, scope.sources)
-        last = re.split(r"\.|::|#", name.strip())[-1]
-        tokens = code_tokens(last)
-        if not tokens:
-            raise BadRequest("give a symbol name such as `render_invoice` or `Catalog.get_chunks`")
         svc = self.app.state.services
-        query = LexicalQuery(terms=((tokens[0], 1.0),), identifiers=(last,))
-        ids = [s.chunk_id for s in svc.fulltext.search(query, build_filter(who, scope, self.app.state.stale_sources.current()),
-                                                    SYMBOL_CANDIDATES)]
-        rows = svc.catalog.get_chunks(ids)
-        definition = re.compile(_DEFINITION + re.escape(last) + r"\b", re.MULTILINE)
-        exact: list[Definition] = []
-        textual: list[Definition] = []
-        for row in (rows[i] for i in ids if i in rows):
-            named = row.symbol == name or row.symbol.endswith("." + name)
-            found = definition.search(row.content)
-            if named or found:
-                offset = row.content.count("\n", 0, found.start()) if found else 0
-                (exact if named else textual).append(Definition(
-                    document_id=row.doc_id, source=row.source, path=row.path, symbol=row.symbol if named else last,
-                    line=row.start_line + offset, start_line=row.start_line, end_line=row.end_line,
-                    language=row.language, url=row.url))
+        found = find_definitions(svc.catalog, svc.fulltext, who, name, scope, self.app.state.stale_sources.current(),
+                                 limit, candidates=SYMBOL_CANDIDATES)
         self.app.state.audit.record(who, "mcp.find_symbol", scope=scope, query_text=name)
-        definitions = (exact + textual)[:limit]
+        definitions = [Definition(document_id=d.document_id, source=d.source, path=d.path, symbol=d.symbol,
+                                  line=d.line, start_line=d.start_line, end_line=d.end_line, language=d.language,
+                                  url=d.url) for d in found]
         return reply(definitions, definitions_text(definitions))
+
+    def find_references(self, who: Principal, symbol: str, limit: int, scope: Scope,
+                        max_tokens: int | None) -> CallToolResult:
+        self.check_sources(who, scope.sources)
+        svc = self.app.state.services
+        found = find_references(svc.catalog, svc.fulltext, who, symbol, scope,
+                                self.app.state.stale_sources.current(), limit)
+        self.app.state.audit.record(who, "mcp.find_references", scope=scope, query_text=symbol)
+        refs, cut = references_within([reference_out(r) for r in found.references], max_tokens)
+        truncated = found.truncated or cut
+        return reply(ReferencesOut(references=refs, truncated=truncated), references_text(refs, truncated, max_tokens))
 
     def list_sources(self, who: Principal) -> CallToolResult:
         catalog = self.app.state.services.catalog
@@ -271,6 +263,17 @@ def _tools(tools: CairnTools) -> list[Tool]:
         with tools.call("find_symbol"):
             return tools.find_symbol(caller(ctx), name, limit, _scope(sources, "", languages, kinds))
 
+    def find_references(symbol: Annotated[str, Field(min_length=1, max_length=200, description="The name, e.g. "
+                                                     "`render_invoice` or `Invoice.render`.")],
+                        ctx: Context, limit: Limit = 50, sources: Sources = None, path_prefix: PathPrefix = "",
+                        max_tokens: MaxTokens = None) -> Annotated[CallToolResult, ReferencesOut]:
+        """Where a symbol is defined and used or called (`obj.method()` counts for `method`), from the
+        syntax tree: never text in strings or comments. Definitions first, then uses by proximity (same
+        file, same folder, files importing its module, the rest), each with its caller and line."""
+        with tools.call("find_references"):
+            return tools.find_references(caller(ctx), symbol, limit, _scope(sources, path_prefix, None, None),
+                                         max_tokens)
+
     def list_sources(ctx: Context) -> Annotated[CallToolResult, list[SourceBrief]]:
         """The indexed sources you may read, with their state and size."""
         with tools.call("list_sources"):
@@ -279,7 +282,7 @@ def _tools(tools: CairnTools) -> list[Tool]:
     return [CairnTool.from_function(fn, title=TITLES[fn.__name__],
                                     annotations=ToolAnnotations(title=TITLES[fn.__name__], read_only_hint=True,
                                                                 open_world_hint=False))
-            for fn in (search, grep, read_file, find_symbol, list_sources)]
+            for fn in (search, grep, read_file, find_symbol, find_references, list_sources)]
 
 
 def _register_resources(server: MCPServer, tools: CairnTools) -> None:

@@ -1,4 +1,4 @@
-"""REST routes: search, sources, reindex and jobs."""
+"""REST routes: search, references, sources, reindex and jobs."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import admin, principal
 from api.errors import BadRequest, Conflict, NotFound
+from api.mcp_schemas import ReferencesOut, reference_out
 from api.schemas import (
     HitOut,
     JobOut,
@@ -36,6 +37,7 @@ from indexer.models import Access, Principal
 from indexer.pipeline import Freshness, freshness
 from indexer.secrets.redaction_log import RedactionLog
 from retrieval.permissions import Scope
+from retrieval.references import find_references
 from workers.jobs import PERMISSIONS
 from workers.lifecycle import ACCESS_JOB, remove_source, run_access_job
 from workers.maintenance import SYNC_KINDS, intervals, run_pass_job, run_reconcile_job, set_interval
@@ -57,6 +59,20 @@ def search(body: SearchRequest, request: Request, who: Principal = Depends(princ
                    language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
     return SearchResponse(query_id=query_id, hits=hits, partial=list(result.partial),
                           timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
+
+
+@router.get("/references", response_model=ReferencesOut)
+def references(request: Request, symbol: str = Query(min_length=1, max_length=200),
+               sources: list[str] = Query(default=[], max_length=100), path_prefix: str = Query(default="",
+                                                                                           max_length=1000),
+               limit: int = Query(default=50, ge=1, le=100), who: Principal = Depends(principal)) -> ReferencesOut:
+    """Definitions and uses of `symbol` the caller may read (the MCP tool `find_references`)."""
+    scope = Scope(sources=tuple(sources), path_prefixes=(path_prefix,) if path_prefix else ())
+    svc = request.app.state.services
+    found = find_references(svc.catalog, svc.fulltext, who, symbol, scope, request.app.state.stale_sources.current(),
+                            limit)
+    request.app.state.audit.record(who, "references", scope=scope, query_text=symbol)
+    return ReferencesOut(references=[reference_out(r) for r in found.references], truncated=found.truncated)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

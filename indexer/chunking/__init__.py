@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from indexer.chunking.limits import ChunkLimits, Deadline, char_windows
 from indexer.chunking.markup import markdown_pieces, rst_pieces, ticket_pieces
+from indexer.chunking.occurrences import Occurrence, mentions, occurrences
 from indexer.chunking.pieces import Limits, Piece, line_ranges, trim
 from indexer.chunking.symbols import module_name, symbol_pieces
 from indexer.languages import detect_language, kind_for
@@ -19,7 +20,7 @@ from indexer.models import Chunk, Document
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChunkLimits", "chunk_document", "module_name"]
+__all__ = ["ChunkLimits", "Occurrence", "chunk_document", "mentions", "module_name", "occurrences"]
 
 TICKET_KINDS = frozenset({"issue", "merge_request", "page"})
 SNIFF_CHARS = 512

@@ -42,7 +42,7 @@ Found = tuple[Node, str, "Node | None"]  # definition node, name, body
 _parsers = threading.local()
 
 
-def _parser(name: str) -> Parser:
+def thread_parser(name: str) -> Parser:
     cache = _parsers.__dict__.setdefault("by_language", {})
     if name not in cache:
         cache[name] = get_parser(name)  # type: ignore[arg-type]
@@ -254,7 +254,7 @@ def _broken(root: Node, rows: int) -> bool:
     return covered > rows * ERROR_SHARE
 
 
-def _package(root: Node, grammar: Grammar) -> str:
+def package_name(root: Node, grammar: Grammar) -> str:
     for child in root.children:
         if child.type == grammar.package:
             names = [c for c in child.named_children if "identifier" in c.type]
@@ -286,11 +286,11 @@ def symbol_pieces(content: str, lines: Sequence[str], language: str, path: str, 
     deadline = deadline or Deadline(float("inf"))
     data = content.encode("utf-8", "surrogatepass")
     try:
-        root = _parse(_parser(grammar.parser), data, deadline)
+        root = _parse(thread_parser(grammar.parser), data, deadline)
         if _broken(root, len(lines)):
             log.debug("syntax errors cover most of %s (%s); using line chunks", path, language)
             return None
-        module = (grammar.package and _package(root, grammar)) or module_name(path)
+        module = (grammar.package and package_name(root, grammar)) or module_name(path)
         return _Layout(grammar, data, lines, limits, module, deadline).run(root, path)
     except ChunkingTimeout as exc:
         log.warning("symbol chunking of %s (%s) stopped: %s; using line chunks", path, language, exc)

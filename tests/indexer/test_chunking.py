@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from indexer.chunking import chunk_document
-from indexer.chunking.symbols import _parser
+from indexer.chunking.symbols import thread_parser
 from indexer.models import Access, Chunk, Document
 
 ACCESS = Access.of("group:dev", "user:ann")
@@ -361,8 +361,8 @@ def test_empty_or_blank_document_has_no_chunks(content: str) -> None:
 
 
 def test_parsers_are_cached_per_language() -> None:
-    assert _parser("python") is _parser("python")
-    assert _parser("python") is not _parser("go")
+    assert thread_parser("python") is thread_parser("python")
+    assert thread_parser("python") is not thread_parser("go")
 
 
 def test_thousand_line_file_is_fast() -> None:

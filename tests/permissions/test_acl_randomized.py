@@ -71,7 +71,7 @@ VOCAB = ["gateway", "ledger", "checkout", "rollout", "invoice", "latency", "refu
          "billing", "timeout", "cache", "quota", "replica", "backup", "deploy", "incident", "budget", "vendor"]
 SHARED = "handbook"  # in every document
 MARKER = re.compile(r"\bqz[a-z]{7}\b")
-MCP_TOOLS = {"search", "grep", "read_file", "find_symbol", "list_sources"}  # what api/mcp_server.py exposes
+MCP_TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources"}  # what api/mcp_server.py exposes
 ROLE_DEV, ROLE_ADMIN = "10002", "10003"  # the fake Jira's project roles (Developers, Administrators)
 GUEST, PLANNER, REPORTER, DEVELOPER = 10, 15, 20, 30
 
@@ -687,10 +687,12 @@ class Checker:
                 self.tool(tok, result, f"mcp grep {word!r}")
                 result = await s.call_tool("find_symbol", {"name": word, "limit": 20})
                 self.tool(tok, result, f"mcp find_symbol {word!r}")
+                result = await s.call_tool("find_references", {"symbol": word, "limit": 50})
+                self.tool(tok, result, f"mcp find_references {word!r}")
                 resource = await s.read_resource(f"cairn://search/{quote(q, safe='')}")
                 self.markers(tok, " ".join(getattr(c, "text", "") for c in resource.contents),
                              f"mcp resource {q!r}")
-                self.calls += 4
+                self.calls += 5
             for doc_id in sample:
                 result = await s.call_tool("read_file", {"document_id": doc_id})
                 if not result.is_error:
