@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from api.oidc import Identity
 from api.tokens import TokenStore
@@ -35,6 +36,8 @@ class SessionStore:
         self.engine = engine
         self.tokens = tokens
         self.max_age = max_age
+        # Called in the transaction that records a sign-in (api/provisioning.py ties SCIM-provisioned users).
+        self.on_sign_in: Callable[[Connection, Identity], None] | None = None
         metadata.create_all(engine, tables=[users, sessions, login_requests])
 
     # -- sessions
@@ -70,6 +73,17 @@ class SessionStore:
         if row["kind"] == "token":  # the token as it is now: revoked or expired ends the session
             return self.tokens.resolve_id(row["token_id"]) if row["token_id"] else None
         return Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
+
+    def owner(self, session_id: str) -> str | None:
+        """The subject (users.subject) of a live session opened by the IdP; None for any other session."""
+        if not session_id:
+            return None
+        where = sessions.c.id_hash == _hash(session_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions.c.kind, sessions.c.subject, sessions.c.expires_at).where(where)).first()
+        if row is None or row.kind != "oidc" or row.expires_at <= _now():
+            return None
+        return row.subject
 
     def close(self, session_id: str) -> str | None:
         """Sign-out: the session ends (its row is deleted); returns its kind (oidc, token), None if unknown."""
@@ -115,3 +129,5 @@ class SessionStore:
             updated = conn.execute(update(users).where(users.c.subject == who.subject).values(**values)).rowcount
             if not updated:
                 conn.execute(insert(users).values(subject=who.subject, created_at=now, **values))
+            if self.on_sign_in is not None:
+                self.on_sign_in(conn, who)
