@@ -99,6 +99,8 @@ def _plain(container: dict[str, Any], op: str, path: Path, value: Any) -> None:
             container[key] = [c for c in current if not any(_same(c, v) for v in value)]
         else:
             container.pop(key, None)
+    elif isinstance(current, dict) and isinstance(value, dict):  # a complex attribute: its sub-attributes merged
+        current.update(value)
     elif op == "add" and isinstance(current, list):
         for item in value if isinstance(value, list) else [value]:
             if not any(_same(c, item) for c in current):
