@@ -10,9 +10,10 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +23,7 @@ from api.scim_patch import apply_patch
 from api.scim_protocol import (
     ENTERPRISE,
     GROUP,
+    MAX_RESULTS,
     USER,
     ScimError,
     list_response,
@@ -185,11 +187,27 @@ def _project(resource: dict[str, Any], params: Any) -> dict[str, Any]:
             if (not wanted or k.lower() in wanted | keep) and (k.lower() not in dropped or k.lower() in keep)}
 
 
-def _listed(request: Request, everything: Callable[..., list], out: Callable[[Any, str], dict],
+@dataclass(frozen=True)
+class ListQuery:
+    """A list request's query (RFC 7644 §3.4.2), validated here so that errors keep SCIM's schema."""
+
+    filter: str | None = Query(None, description='e.g. userName eq "alice"')
+    start_index: str | None = Query(None, alias="startIndex", description="1-based")
+    count: str | None = Query(None, description=f"at most {MAX_RESULTS}")
+    attributes: str | None = Query(None, description="comma-separated: only these (with id, schemas, meta)")
+    excluded_attributes: str | None = Query(None, alias="excludedAttributes", description="comma-separated")
+
+    def params(self) -> dict[str, str]:
+        pairs = {"filter": self.filter, "startIndex": self.start_index, "count": self.count,
+                 "attributes": self.attributes, "excludedAttributes": self.excluded_attributes}
+        return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _listed(request: Request, query: ListQuery, everything: Callable[..., list], out: Callable[[Any, str], dict],
             indexed: tuple[str, ...]) -> dict[str, Any]:
     """A list request: a lone `attr eq "value"` on an indexed attribute is a lookup, any other filter a scan."""
-    params = request.query_params
-    start, count = paging(dict(params))
+    params = query.params()
+    start, count = paging(params)
     node = parse_filter(params["filter"]) if params.get("filter") else None
     simple = simple_equality(node)
     key = {"username": "user_name", "displayname": "display_name", "externalid": "external_id"}.get(
@@ -263,9 +281,9 @@ def _user(request: Request, user_id: str) -> ProvisionedUser:
 
 
 @router.get("/Users")
-def list_users(request: Request) -> JSONResponse:
+def list_users(request: Request, query: ListQuery = Depends()) -> JSONResponse:
     """`filter=userName eq "x"` (and any other filter), `startIndex`, `count`, `attributes`, `excludedAttributes`."""
-    return _answer(_listed(request, _directory(request).users, user_out, ("user_name", "external_id")))
+    return _answer(_listed(request, query, _directory(request).users, user_out, ("user_name", "external_id")))
 
 
 @router.post("/Users")
@@ -324,9 +342,9 @@ def _group(request: Request, group_id: str) -> ProvisionedGroup:
 
 
 @router.get("/Groups")
-def list_groups(request: Request) -> JSONResponse:
+def list_groups(request: Request, query: ListQuery = Depends()) -> JSONResponse:
     """`filter=displayName eq "x"` (and any other filter), paging and attribute selection as for Users."""
-    return _answer(_listed(request, _directory(request).groups, group_out, ("display_name", "external_id")))
+    return _answer(_listed(request, query, _directory(request).groups, group_out, ("display_name", "external_id")))
 
 
 @router.post("/Groups")

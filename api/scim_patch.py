@@ -149,7 +149,7 @@ def _apply(resource: dict[str, Any], op: str, path: Path, value: Any) -> None:
 
 def apply_patch(resource: dict[str, Any], body: Any) -> dict[str, Any]:
     """`resource` (not changed) with the PatchOp message's operations applied, in order."""
-    if not isinstance(body, dict) or PATCH_OP not in (body.get("schemas") or []):
+    if not isinstance(body, dict) or not isinstance(body.get("schemas"), list) or PATCH_OP not in body["schemas"]:
         raise ScimError(400, f"a PATCH body is a {PATCH_OP} message", "invalidSyntax")
     ops = body.get("Operations")
     if not isinstance(ops, list) or not ops:

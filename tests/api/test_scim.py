@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from api_harness import auth, serve
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, free_socket, signed_in
 from sqlalchemy import select
 
@@ -216,3 +218,40 @@ def test_deleting_a_user_deprovisions_them(site, corpus):
     # Provisioned again (the IdP re-adds her): tied to the same person, active again.
     again = scim.post("/Users", json=user_body("alice")).json()
     assert row(corpus, scim_users, id=again["id"])["subject"] == "alice" and row(corpus, users, subject="alice")["active"]
+
+
+FILTERS = st.sampled_from(['userName eq "a"', 'emails[type eq "work"]', "(", ')', 'a eq', 'not (', 'x[y[z eq 1]]',
+                           'members[value eq "x"].value', 'title gt 5', 'a eq "\\"', 'a pr or', "", " and "])
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=15)
+OPS = st.fixed_dictionaries({"op": st.sampled_from(["add", "replace", "remove", "Replace", "x"]) | JSON},
+                            optional={"path": st.sampled_from(["active", "emails[type eq \"work\"].value", "members",
+                                                               'members[value eq "x"]', f"{ENTERPRISE}:a.b",
+                                                               "name.givenName", "[", "a[b", "urn:x"]) | JSON,
+                                      "value": JSON})
+
+
+def test_fuzzed_scim_requests_never_get_a_server_error(site):
+    _url, scim = site
+    carol = scim.post("/Users", json=user_body("fuzz-carol")).json()
+    group = scim.post("/Groups", json={"displayName": "fuzz-group", "members": [{"value": carol["id"]}]}).json()
+
+    @settings(deadline=None, database=None, max_examples=150, suppress_health_check=list(HealthCheck))
+    @given(kind=st.sampled_from(["list", "post", "put", "patch"]), where=st.sampled_from(["Users", "Groups"]),
+           flt=FILTERS | st.text(max_size=40), body=JSON, ops=st.lists(OPS, max_size=3), keep=st.booleans())
+    def check(kind, where, flt, body, ops, keep) -> None:
+        target = carol["id"] if where == "Users" else group["id"]
+        if kind == "list":
+            resp = scim.get(f"/{where}", params={"filter": flt, "startIndex": flt[:3], "count": "5"})
+        elif kind == "post":
+            resp = scim.post(f"/{where}", json=body)
+        elif kind == "put":
+            resp = scim.put(f"/{where}/{target}", json=body)
+        else:
+            resp = scim.patch(f"/{where}/{target}", json={"schemas": [PATCH_OP] if keep else body, "Operations": ops})
+        assert resp.status_code < 500, (kind, where, flt, body, ops, resp.text[:300])
+        if resp.status_code >= 400:
+            assert resp.json()["schemas"] == [ERROR], resp.text[:300]
+
+    check()
