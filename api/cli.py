@@ -447,9 +447,14 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
     import uvicorn
 
     from api.app import create_app
+    from api.oidc import OIDCError
+    from api.scim import ScimConfigError
 
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
-    api = create_app(settings)
+    try:
+        api = create_app(settings)
+    except (OIDCError, ScimConfigError) as exc:  # an unreadable client secret or SCIM secret: say which
+        fail(str(exc))
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
                                            log_level="info", access_log=False,  # it logs whole URLs: queries,
                                            # a webhook's ?secret= (the structured request line is issue 16)

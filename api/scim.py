@@ -290,7 +290,7 @@ def list_users(request: Request, query: ListQuery = Depends()) -> JSONResponse:
 async def create_user(request: Request) -> JSONResponse:
     data = user_data(await _body(request))
     user = await run_in_threadpool(_write, lambda: _directory(request).create_user(data))
-    _audit(request, "scim.users.create", user.id)
+    await run_in_threadpool(_audit, request, "scim.users.create", user.id)
     return _answer(user_out(user, _base(request)), 201)
 
 
@@ -351,7 +351,7 @@ def list_groups(request: Request, query: ListQuery = Depends()) -> JSONResponse:
 async def create_group(request: Request) -> JSONResponse:
     data = group_data(await _body(request))
     group = await run_in_threadpool(_write, lambda: _directory(request).create_group(data))
-    _audit(request, "scim.groups.create", group.id)
+    await run_in_threadpool(_audit, request, "scim.groups.create", group.id)
     return _answer(group_out(group, _base(request)), 201)
 
 

@@ -3,7 +3,11 @@ on loopback): users and groups round trips, the bearer secret, and deprovisionin
 sessions and personal tokens at once."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -255,3 +259,15 @@ def test_fuzzed_scim_requests_never_get_a_server_error(site):
             assert resp.json()["schemas"] == [ERROR], resp.text[:300]
 
     check()
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"CAIRN_SCIM_TOKEN_FILE": "/nonexistent/cairn-scim"}, "cannot read CAIRN_SCIM_TOKEN_FILE"),
+    ({"CAIRN_SCIM_TOKEN_ENV": "CAIRN_TEST_SCIM_SECRET", "CAIRN_TEST_SCIM_SECRET": "short"}, "shorter than 16"),
+])
+def test_an_unusable_scim_secret_stops_serve_with_a_short_error(tmp_path, env, says):
+    cairn = str(Path(sys.executable).with_name("cairn"))
+    run = subprocess.run([cairn, "serve", "--port", "0"], capture_output=True, text=True, timeout=120, check=False,
+                         env={**os.environ, "CAIRN_DATA_DIR": str(tmp_path), **env})
+    assert run.returncode == 1 and says in run.stderr and "Traceback" not in run.stderr, run.stderr[-500:]
+    assert "short" not in run.stderr.replace("shorter", "")  # the secret itself is never printed
