@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from api.oidc import public_base
@@ -232,6 +233,9 @@ def _write(call: Callable[[], Any]) -> Any:
         raise ScimError(409, str(exc), "uniqueness") from exc
     except UnknownMember as exc:
         raise ScimError(400, str(exc), "invalidValue") from exc
+    except IntegrityError as exc:  # a concurrent request provisioned the same name first
+        raise ScimError(409, "a concurrent change provisioned the same userName, displayName or person",
+                        "uniqueness") from exc
 
 
 # -- discovery

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from api.app import create_app
 from api.tokens import TokenStore
 from indexer.catalog.schema import api_tokens
+from indexer.models import Principal
 
 UI = {"X-Cairn-UI": "1"}
 
@@ -122,3 +123,19 @@ def test_service_tokens_and_token_sessions_have_no_personal_tokens(site, corpus)
     # Admin revocation covers service tokens too.
     listed = {t["user"]: t for t in signed_in(url, "alice").get(url + "/v1/tokens").json()}
     assert listed["ci-bot"]["kind"] == "service" and listed["ci-bot"]["subject"] is None
+
+
+def test_token_store_keeps_people_apart(corpus):
+    store = TokenStore(corpus.catalog.engine)
+    carol = Principal(user="carol", groups=frozenset({"eng"}))
+    _tok, mine = store.create_personal("sub-carol", carol, "a", dt.timedelta(days=1))
+    _tok, theirs = store.create_personal("sub-dave", Principal(user="dave"), "b", dt.timedelta(days=1))
+    _svc, service = store.create("ci", ["eng"], name="ci")
+    with pytest.raises(ValueError):
+        store.create_personal("sub-carol", carol, "never", dt.timedelta(0))  # a personal token always expires
+    assert (mine.subject, mine.user, mine.groups, mine.admin) == ("sub-carol", "carol", ("eng",), False)
+    assert not store.revoke_own(theirs.id, "sub-carol") and not store.revoke_own(service.id, "sub-carol")
+    assert [i.id for i in store.list(subject="sub-carol")] == [mine.id]
+    assert store.revoke_all_of("sub-carol") == 1
+    states = {i.id: i.state() for i in store.list()}
+    assert (states[mine.id], states[theirs.id], states[service.id]) == ("revoked", "active", "active")
