@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import errors, scim, web, webhooks
+from api import apidocs, errors, scim, web, webhooks
 from api.admin_routes import router as admin_router
 from api.audit import AuditLog
 from api.auth import metadata_router
@@ -34,7 +34,10 @@ from api.provisioning import Directory
 from api.routes import router
 from api.sessions import SessionStore
 from api.tokens import TokenStore
+from api.users import router as users_router
 from indexer.generations.serving import GenerationReader
+from indexer.identity.resolver import IdentityResolver
+from indexer.identity.store import IdentityStore
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from indexer.stores.backends import vector_backend
@@ -150,10 +153,14 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         celery_app.configure(settings)
         celery_app.attach_services(svc)
         app.state.services = svc
-        app.state.tokens = TokenStore(svc.catalog.engine)
+        # A person's principals (links, synced memberships, IdP groups), resolved per request, briefly cached.
+        app.state.identity = IdentityResolver(IdentityStore(svc.catalog.engine), settings.admin_groups,
+                                              settings.identity_cache_seconds)
+        app.state.tokens = TokenStore(svc.catalog.engine, app.state.identity)
         app.state.sessions = SessionStore(svc.catalog.engine, app.state.tokens,
-                                          dt.timedelta(seconds=settings.session_max_age_seconds))
-        # People and groups the IdP provisions over SCIM; a first sign-in ties a provisioned user to its `sub`.
+                                          dt.timedelta(seconds=settings.session_max_age_seconds),
+                                          app.state.identity)
+        # People and groups the IdP provisions over SCIM; a sign-in ties a provisioned user to its `sub`.
         app.state.directory = Directory(svc.catalog.engine, app.state.tokens, settings.admin_groups)
         app.state.sessions.on_sign_in = app.state.directory.claim
         app.state.audit = AuditLog(svc.catalog.engine, keep_query_text=settings.audit_query_text)
@@ -190,7 +197,9 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
             if owned:
                 svc.close()
 
-    app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan,
+    # The schema and Swagger UI are served by api/apidocs.py: behind sign-in, with local assets.
+    app = FastAPI(title="Cairn", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description="Organization-wide context engine: hybrid code search under permissions.")
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -202,12 +211,14 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.oidc = provider_from(settings)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
-    for routes in (router, context_router, documents_router, admin_router, personal_tokens_router):
+    for routes in (router, documents_router, admin_router, users_router, personal_tokens_router):
         app.include_router(routes, dependencies=seen)
+    app.include_router(context_router)  # resolves its caller itself: a refusal is an item for Continue
     app.include_router(metrics_router)
     app.include_router(metadata_router)  # /.well-known/oauth-protected-resource (RFC 9728)
     scim.install(app, settings)  # /scim/v2: the IdP provisions and deprovisions (404 without a secret)
     app.include_router(webhooks.router)  # webhooks authenticate by the source's secret, admins by token
+    apidocs.install(app)  # /openapi.json and /docs (Swagger UI from local assets), behind sign-in
     web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)
     app.router.routes.append(MCPRoute(app))
     # Outermost last: the observer sees every answer, including 413 and 429.

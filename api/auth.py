@@ -3,7 +3,9 @@ require an admin token.
 
 A bearer token is either a Cairn API token (`cairn_…`) or, when an OpenID provider is configured, a JWT
 access token that provider issued for Cairn's resource (api/oidc.py). The cookie holds only the id of a
-server-side session (api/sessions.py). Answers 401 with `WWW-Authenticate: Bearer`, naming the protected
+server-side session (api/sessions.py). A person (a session, a JWT, a personal token) is resolved to
+their principals as they are when the request arrives (indexer/identity); a deactivated person gets 401
+whatever they present. Answers 401 with `WWW-Authenticate: Bearer`, naming the protected
 resource metadata (RFC 9728) when OAuth is available, so MCP clients can find the IdP."""
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from api.oidc import MCP_PATH, OIDCError, public_base
+from api.oidc import MCP_PATH, Identity, OIDCError, public_base
 from indexer.models import Principal
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,27 @@ def resolve_bearer(app: Any, token: str) -> tuple[Principal | None, str]:
     provider = getattr(app.state, "oidc", None)
     if provider is not None and token.count(".") == 2 and not token.startswith("cairn_"):
         try:
-            return provider.access_token_identity(token).principal(), ""
+            identity = provider.access_token_identity(token)
         except OIDCError as exc:
             log.info("refused a JWT access token: %s", exc)
             return None, f"invalid access token: {exc}"
+        return _jwt_person(app, identity)
     found = app.state.tokens.resolve(token)
-    return (found, "") if found is not None else (None, "invalid, expired or revoked token")
+    if found is None:
+        return None, "invalid, expired or revoked token, or its owner was deactivated"
+    return found, ""
+
+
+def _jwt_person(app: Any, identity: Identity) -> tuple[Principal | None, str]:
+    """The person a valid JWT names, with its groups claim (or, without one, their last sign-in's). A
+    person first seen this way (an MCP client signed them in at the IdP) is recorded as at a sign-in; a
+    deactivated one stays refused."""
+    groups = identity.groups if identity.groups_sent else None
+    who = app.state.identity.person(identity.subject, groups)
+    if who is None and app.state.identity.people.get(identity.subject) is None:
+        app.state.sessions.register(identity)
+        who = app.state.identity.person(identity.subject, groups)
+    return (who, "") if who is not None else (None, "this user is deactivated")
 
 
 def _cookie_session(request: Request) -> str:

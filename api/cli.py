@@ -18,7 +18,9 @@ from rich.table import Table
 from api.cli_backup import backup, restore
 from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
+from api.cli_users import users_app
 from api.client import CairnClient, RemoteError
+from api.log_setup import configure_logging
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
 from indexer.models import Access, Principal
 from indexer.services import IndexServices
@@ -38,6 +40,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
 sources_app.command("schedule")(schedule)
 feedback_app = typer.Typer(no_args_is_help=True, help="Export result feedback as a `cairn eval` query file.")
 app.add_typer(feedback_app, name="feedback")
@@ -72,8 +75,7 @@ def remote(url: str | None, settings: Settings) -> CairnClient | None:
 
 @app.callback()
 def main_options(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress.")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     ctx.obj = Settings()
 
 
@@ -451,13 +453,15 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
     from api.scim import ScimConfigError
 
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
+    configure_logging(logging.INFO)  # a server logs at INFO: one line per request (api.observability)
     try:
         api = create_app(settings)
     except (OIDCError, ScimConfigError) as exc:  # an unreadable client secret or SCIM secret: say which
         fail(str(exc))
+    # No access log (it prints whole URLs: search text, a webhook's ?secret=; the request line of
+    # api.observability replaces it), and no logging config of uvicorn's own: its lines go through ours.
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
-                                           log_level="info", access_log=False,  # it logs whole URLs: queries,
-                                           # a webhook's ?secret= (the structured request line is issue 16)
+                                           log_level="info", access_log=False, log_config=None,
                                            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                            timeout_keep_alive=settings.keep_alive_seconds))
     # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy

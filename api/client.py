@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -70,6 +71,20 @@ class CairnClient:
     def backup(self, path: str) -> dict:
         """A backup written by the server into `path` on its own disk (under its CAIRN_BACKUP_DIR)."""
         return self._call("POST", "/v1/admin/backup", json={"path": path}, timeout=3600.0)  # big indexes take a while
+
+    def users(self) -> list[dict]:
+        return self._call("GET", "/v1/users")
+
+    def user(self, name: str) -> dict:
+        """A user by subject, username or verified email: links and the principals they hold now."""
+        return self._call("GET", f"/v1/users/{quote(name, safe='')}")
+
+    def link_user(self, name: str, realm: str, account: str, display: str = "") -> dict:
+        return self._call("PUT", f"/v1/users/{quote(name, safe='')}/links/{quote(realm, safe='')}",
+                          json={"account": account, "display": display})
+
+    def unlink_user(self, name: str, realm: str) -> dict:
+        return self._call("DELETE", f"/v1/users/{quote(name, safe='')}/links/{quote(realm, safe='')}")
 
     def jobs(self, source: str | None = None, state: str | None = None, limit: int = 100) -> list[dict]:
         params = {k: v for k, v in {"source": source, "state": state, "limit": limit}.items() if v is not None}

@@ -6,7 +6,7 @@ import posixpath
 import re
 import uuid
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from api.auth import principal
 from api.schemas import MAX_QUERY_CHARS, ContextItem, ContextItemUri, ContextOptions, ContextRequest
@@ -112,11 +112,32 @@ def search_hits(searcher: HybridSearcher, text: str, who: Principal, scope: Scop
         return []
 
 
+AUTH_HELP = ("Put a valid Cairn token in Continue's config: under the `http` context provider, "
+             "`requestOptions: {headers: {Authorization: \"Bearer cairn_…\"}}`. Create one on Cairn's Tokens page "
+             "(or ask an admin for `cairn tokens create`); a revoked or expired token needs a new one.")
+
+
+def refusal_item(status: int, detail: str) -> ContextItem:
+    """Continue shows a non-200 answer as an empty item titled "HTTP Context Item"; a refused token is
+    answered with one item that says what is wrong and how to fix it instead."""
+    what = "Cairn did not accept the token" if status == 401 else "Cairn refused the request"
+    return ContextItem(name=f"{what} ({status})", description=f"{what}: {detail}",
+                       content=f"{what}: {detail}.\n\n{AUTH_HELP}")
+
+
 @router.post("/context", response_model=list[ContextItem], response_model_exclude_none=True)
-def context(body: ContextRequest, request: Request, response: Response,
-            who: Principal = Depends(principal)) -> list[ContextItem]:
+def context(body: ContextRequest, request: Request, response: Response) -> list[ContextItem]:
     """Continue's `http` context provider: searches `fullInput` (or `query`) and answers with an
-    array of context items whose total content stays within `context_token_budget` tokens."""
+    array of context items whose total content stays within `context_token_budget` tokens. A missing,
+    invalid or refused token answers 200 with one item explaining it (header X-Cairn-Error says which)."""
+    try:
+        who = principal(request)
+    except HTTPException as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        response.headers["X-Cairn-Error"] = str(exc.status_code)
+        return [refusal_item(exc.status_code, str(exc.detail))]
+    request.state.principal = who  # for the request log (api/observability.py)
     text = ((body.fullInput or "").strip() or (body.query or "").strip())[:MAX_QUERY_CHARS]
     options = body.options or ContextOptions()
     sources, possible = requested_sources(options, request.headers.get(SOURCES_HEADER))

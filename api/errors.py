@@ -1,14 +1,18 @@
 """Every error a client can cause, mapped to an HTTP status and a clear message in one place."""
 from __future__ import annotations
 
+import http
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from api.audit import FeedbackError
 from connectors.base import ConnectorError
+from indexer.identity.people import AmbiguousUser, UnknownUser
+from indexer.identity.store import LinkConflict
 from indexer.models import AccessError
 from indexer.stores import StoreError
 from retrieval.grep import PatternError
@@ -33,13 +37,28 @@ class Conflict(RuntimeError):
 STATUS: dict[type[Exception], int] = {
     QueryError: 400, ScopeError: 400, AccessError: 400, ConnectorError: 400, BadRequest: 400, PatternError: 400,
     NotFound: 404, FeedbackError: 404, Conflict: 409, StoreError: 503,
+    UnknownUser: 404, AmbiguousUser: 400, LinkConflict: 409,
 }
+
+
+def error_name(status: int) -> str:
+    """`Unauthorized`, `Forbidden`, `NotFound`... : the status's reason phrase as one word."""
+    try:
+        return http.HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+    except ValueError:
+        return "Error"
 
 
 def install(app: FastAPI) -> None:
     async def known(_request: Request, exc: Exception) -> JSONResponse:
         status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        # 401/403/404 raised by routes and dependencies (and Starlette's own 404/405) in the same shape
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": error_name(exc.status_code), "detail": exc.detail},
+                            status_code=exc.status_code, headers=exc.headers)
 
     async def invalid(_request: Request, exc: Exception) -> JSONResponse:
         # Starlette types every handler as taking Exception; this one is installed for validation errors only
@@ -55,5 +74,6 @@ def install(app: FastAPI) -> None:
 
     for cls in STATUS:
         app.add_exception_handler(cls, known)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)

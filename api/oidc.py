@@ -3,9 +3,9 @@ token names a key not seen yet), the authorization-code + PKCE exchange, and the
 and of JWT access tokens issued for Cairn's resource. Signatures are checked by PyJWT (with
 `cryptography`); only asymmetric algorithms are accepted, never `none` nor an HMAC.
 
-Who a token names becomes a Principal here: `user:<preferred_username or email>`, `group:<g>` for each
-group in the groups claim, admin when one of them is in `admin_groups`. (Interim: until identity linking,
-these are the IdP's names, matched as they are against the sources' ACLs.)"""
+Who a token names is an Identity here (subject, names, the groups claim); the Principal a request acts
+as is resolved from it when the request arrives (indexer/identity: linked accounts, synced memberships,
+the IdP's groups as `idp:group:<g>`)."""
 from __future__ import annotations
 
 import base64
@@ -22,7 +22,6 @@ from urllib.parse import quote, urlencode
 import httpx
 import jwt
 
-from indexer.models import Principal
 from indexer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,9 +126,7 @@ class Identity:
     email_verified: bool
     groups: tuple[str, ...]
     admin: bool
-
-    def principal(self) -> Principal:
-        return Principal(user=self.username, groups=frozenset(self.groups), admin=self.admin)
+    groups_sent: bool = True  # False: the token had no groups claim (the last sign-in's groups apply)
 
 
 class Provider:
@@ -285,13 +282,13 @@ class Provider:
         if not isinstance(username, str) or not username.strip():
             raise OIDCError("the identity provider sent neither preferred_username nor a verified email for "
                             "this user")
-        raw = claims.get(self.groups_claim, [])
+        raw = claims.get(self.groups_claim)
         groups = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
         names = tuple(sorted({g.strip() for g in groups if isinstance(g, str) and g.strip()}))
         email = claims.get("email") if isinstance(claims.get("email"), str) else ""
         return Identity(subject=str(claims["sub"]), username=username.strip(), email=email or "",
                         email_verified=claims.get("email_verified") is True, groups=names,
-                        admin=bool(self.admin_groups & set(names)))
+                        admin=bool(self.admin_groups & set(names)), groups_sent=self.groups_claim in claims)
 
     def sign_in(self, code: str, verifier: str, nonce: str) -> Identity:
         """The end of a sign-in: the code exchanged, the ID token validated, userinfo merged in."""

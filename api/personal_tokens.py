@@ -9,13 +9,10 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
 
 from api.auth import SESSION_COOKIE, admin, principal
 from api.errors import BadRequest, NotFound
-from api.oidc import OIDCError
 from api.tokens import TOKEN_PREFIX, TokenInfo
-from indexer.catalog.schema import users
 from indexer.models import Principal
 
 router = APIRouter(prefix="/v1")
@@ -38,36 +35,24 @@ class Me:
     signed_in: bool
 
 
-def caller_subject(request: Request) -> tuple[str | None, bool]:
-    """The IdP subject behind this (already authenticated) request and whether it is a sign-in: the web
-    session's, the IdP access token's `sub`, or a personal token's owner; None for service tokens and
-    sessions opened with a token."""
-    app = request.app
-    header = request.headers.get("authorization", "")
-    if not header:
-        return app.state.sessions.owner(request.cookies.get(SESSION_COOKIE, "")), True
-    token = header.partition(" ")[2].strip()
-    if token.startswith(TOKEN_PREFIX):
-        return app.state.tokens.owner(token), False
-    if app.state.oidc is not None:
-        try:
-            return app.state.oidc.access_token_identity(token).subject, True
-        except OIDCError:
-            return None, False
-    return None, False
+def caller_subject(request: Request, who: Principal) -> tuple[str | None, bool]:
+    """The person behind this (already authenticated) request and whether it is a sign-in: a web session
+    opened through the IdP or an IdP access token is; a personal token (or a web session opened with one)
+    names its owner but is not. Service tokens name nobody."""
+    if not request.headers.get("authorization"):
+        owner = request.app.state.sessions.owner(request.cookies.get(SESSION_COOKIE, ""))
+        return (owner, True) if owner else (who.subject, False)
+    token = request.headers["authorization"].partition(" ")[2].strip()
+    return who.subject, not token.startswith(TOKEN_PREFIX)
 
 
 def me(request: Request, who: Principal = Depends(principal)) -> Me:
-    """The signed-in person, or 403 for callers who are not one (service tokens, token sign-ins)."""
-    subject, signed_in = caller_subject(request)
+    """The person calling (active: a deactivated one never gets this far), or 403 for callers who are
+    not one (service tokens, web sessions opened with a service token)."""
+    subject, signed_in = caller_subject(request, who)
     if not subject:
         raise HTTPException(403, "personal tokens belong to people signed in through the identity provider; "
                                  "service tokens are managed with `cairn tokens`")
-    with request.app.state.services.catalog.engine.connect() as conn:
-        active = conn.execute(select(users.c.active).where(users.c.subject == subject)).scalar()
-    if not active:  # never signed in to Cairn (no users row), or deprovisioned
-        raise HTTPException(403, "sign in to Cairn's web UI through the identity provider first"
-                            if active is None else "this account is deactivated")
     return Me(subject=subject, who=who, signed_in=signed_in)
 
 

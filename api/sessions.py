@@ -1,6 +1,8 @@
 """Server-side web UI sessions. The browser's cookie holds only a random session id; the catalog holds its
-SHA-256 with the principal and an expiry, so signing out (deleting the row) ends the session everywhere,
-and a session opened with an API token ends when that token is revoked or expires.
+SHA-256 with an expiry, so signing out (deleting the row) ends the session everywhere. What a session
+may read is resolved on each request: a person's from their links and memberships as they are now
+(indexer/identity; deactivated = refused), a session opened with an API token from the token as it is
+now (revoked or expired ends it).
 
 Also kept here: OIDC sign-ins under way (state, nonce and PKCE verifier, bound to the browser by a
 short-lived cookie of their own, used once) and the users the IdP signed in (by `sub`)."""
@@ -13,11 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from api.oidc import Identity
 from api.tokens import TokenStore
 from indexer.catalog.db import metadata
 from indexer.catalog.schema import login_requests, sessions, users
+from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
 
 LOGIN_MAX_AGE = dt.timedelta(minutes=10)  # an OIDC sign-in must come back from the IdP within this
@@ -32,10 +36,11 @@ def _hash(secret: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, engine: Engine, tokens: TokenStore, max_age: dt.timedelta) -> None:
+    def __init__(self, engine: Engine, tokens: TokenStore, max_age: dt.timedelta, identity: IdentityResolver) -> None:
         self.engine = engine
         self.tokens = tokens
         self.max_age = max_age
+        self.identity = identity
         # Called in the transaction that records a sign-in (api/provisioning.py ties SCIM-provisioned users).
         self.on_sign_in: Callable[[Connection, Identity], None] | None = None
         metadata.create_all(engine, tables=[users, sessions, login_requests])
@@ -51,9 +56,13 @@ class SessionStore:
                                                  expires_at=now + self.max_age, **row))
         return session_id
 
-    def open_oidc(self, who: Identity) -> str:
-        """A session for a user the IdP signed in (recorded in `users`); returns the cookie's id."""
+    def open_oidc(self, who: Identity) -> str | None:
+        """A session for a user the IdP signed in (recorded in `users`); returns the cookie's id, or None
+        for a deactivated person. It keeps the groups of this sign-in; everything else about the person is
+        read per request."""
         self.remember(who)
+        if self.identity.person(who.subject, who.groups) is None:
+            return None
         return self._open(kind="oidc", subject=who.subject, token_id=None, user=who.username,
                           groups=list(who.groups), admin=who.admin)
 
@@ -72,7 +81,7 @@ class SessionStore:
             return None
         if row["kind"] == "token":  # the token as it is now: revoked or expired ends the session
             return self.tokens.resolve_id(row["token_id"]) if row["token_id"] else None
-        return Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
+        return self.identity.person(row["subject"], row["groups"]) if row["subject"] else None
 
     def owner(self, session_id: str) -> str | None:
         """The subject (users.subject) of a live session opened by the IdP; None for any other session."""
@@ -122,12 +131,31 @@ class SessionStore:
     # -- users
 
     def remember(self, who: Identity) -> None:
+        """A sign-in: the person's names and this sign-in's groups (which their personal tokens and JWTs
+        without a groups claim use) recorded. Never touches `active`: signing in does not undo a
+        deactivation."""
         now = _now()
         values = {"username": who.username, "email": who.email, "email_verified": who.email_verified,
-                  "last_login_at": now}
+                  "groups": list(who.groups), "admin": who.admin, "last_login_at": now}
         with self.engine.begin() as conn:
             updated = conn.execute(update(users).where(users.c.subject == who.subject).values(**values)).rowcount
             if not updated:
                 conn.execute(insert(users).values(subject=who.subject, created_at=now, **values))
             if self.on_sign_in is not None:
                 self.on_sign_in(conn, who)
+
+    def register(self, who: Identity) -> None:
+        """A person first seen through a JWT access token their IdP issued for Cairn (an MCP client signed
+        them in): recorded like a sign-in, unless they are known already (then nothing changes)."""
+        now = _now()
+        row = {"subject": who.subject, "username": who.username, "email": who.email,
+               "email_verified": who.email_verified, "groups": list(who.groups), "admin": who.admin,
+               "created_at": now, "last_login_at": now}
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(users.c.subject).where(users.c.subject == who.subject)).first() is None:
+                    conn.execute(insert(users).values(**row))
+                    if self.on_sign_in is not None:
+                        self.on_sign_in(conn, who)
+        except IntegrityError:
+            pass  # a concurrent request registered them first: the same person, nothing to add

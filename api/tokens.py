@@ -1,8 +1,10 @@
 """API tokens: created once and shown once, stored only as a SHA-256 hash, revocable, optionally expiring.
 
-Service tokens (`cairn tokens create`) carry a fixed user and groups. Personal tokens (the web UI's Tokens
-page, /v1/me/tokens) name their owner (`subject`: users.subject) and act as that person; they always
-expire, and only their owner or an admin can see or revoke them."""
+A service token (`cairn tokens create`) acts as the user and groups typed when it was made. A personal
+token (its row names its owner, `subject`) acts as that person as they are when each request arrives
+(indexer/identity: links, memberships, the groups of their last sign-in); it stops working when the
+person is deactivated or unknown. Personal tokens are made on the web UI's Tokens page (/v1/me/tokens),
+always expire, and only their owner or an admin sees or revokes them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,6 +17,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from indexer.catalog.db import metadata
 from indexer.catalog.schema import api_tokens
+from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
 
 TOKEN_PREFIX = "cairn_"
@@ -57,8 +60,10 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 class TokenStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, identity: IdentityResolver | None = None) -> None:
+        """`identity` resolves personal tokens; without it (the CLI's listing) they resolve to nobody."""
         self.engine = engine
+        self.identity = identity
         metadata.create_all(engine, tables=[api_tokens])
 
     def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
@@ -99,6 +104,9 @@ class TokenStore:
         expires = _aware(row["expires_at"])
         if expires is not None and expires <= _now():
             return None
+        if row["subject"] is not None:  # a personal token: its owner as they are now, or nobody
+            owner = self.identity.person(row["subject"]) if self.identity is not None else None
+            return (row["id"], owner) if owner is not None else None
         return row["id"], Principal(user=row["user"], groups=frozenset(row["groups"]), admin=bool(row["admin"]))
 
     def revoke(self, token_id: str) -> bool:

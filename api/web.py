@@ -15,10 +15,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from api.auth import SESSION_COOKIE, admin, principal
+from api.auth import SESSION_COOKIE, admin
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
 from api.highlight import highlight_lines, stylesheet, term_pattern
+from api.observability import remember_principal
 from api.oidc import OIDCError, pkce_pair, public_base
 from api.personal_tokens import expiry_choices
 from api.routes import search as api_search
@@ -51,8 +52,11 @@ def install(app: FastAPI) -> None:
 
 
 def _viewer(request: Request) -> Principal | None:
-    """The signed-in principal of a page request (its session cookie only), or None."""
-    return request.app.state.sessions.resolve(request.cookies.get(SESSION_COOKIE, ""))
+    """The signed-in principal of a page request (its session cookie only), or None (kept on the
+    request for its log line, as `remember_principal` does for the API)."""
+    who = request.app.state.sessions.resolve(request.cookies.get(SESSION_COOKIE, ""))
+    request.state.principal = who
+    return who
 
 
 # Our pages run only our own script and style, and may not be framed (clickjacking).
@@ -184,9 +188,12 @@ def signin_callback(request: Request, code: str = "", state: str = "", error: st
     except OIDCError as exc:
         log.warning("OIDC sign-in refused: %s", exc)
         return refuse(f"Sign-in failed: {exc}")
+    session_id = request.app.state.sessions.open_oidc(who)
+    if session_id is None:
+        return refuse("This account is deactivated in Cairn; ask an administrator.", 403)
     response = RedirectResponse(pending["next_path"], status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/signin", httponly=True, samesite="lax", secure=_secure(request))
-    _set_session(request, response, request.app.state.sessions.open_oidc(who))
+    _set_session(request, response, session_id)
     log.info("signed in through the identity provider: %s", who.username)
     return response
 
@@ -220,7 +227,7 @@ def search_page(request: Request) -> Response:
 
 
 @router.post("/ui/search")
-def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(principal)) -> dict:
+def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(remember_principal)) -> dict:
     """/v1/search (same audit, same query_id) plus each hit's snippet as highlighted HTML."""
     result = api_search(body, request, who)
     terms = term_pattern(body.query)

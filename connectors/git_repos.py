@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from connectors.base import Checkpoint, Connector, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
 from connectors.git_process import BlobReader, Git, GitRetry, MissingObject, redact
+from connectors.rendering.notebook import NotANotebook, notebook_to_text
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
 from indexer.models import Access, Deletion, Document, Skipped, SkipReason, SyncFailure
 
@@ -200,14 +201,16 @@ class GitRepoConnector(Connector):
         if skip is not None:
             return skip, False
         doc_id = document_id(self.name, entry.path)
-        if known.get(doc_id) == entry.sha:
+        if known.get(doc_id) == _version(entry):
             return None, True
         try:
             data = reader.read(entry.sha)
             reason = skip_reason_for_content(entry.path, data)
             if reason is not None:
                 return Skipped(self.name, entry.path, reason[0], reason[1]), False
-            return self._document(entry, decode_text(data), commit), True
+            if not _is_notebook(entry.path):
+                return self._document(entry, decode_text(data), commit), True
+            return self._notebook(entry, decode_text(data), commit)
         except MissingObject:
             return Skipped(self.name, entry.path, SkipReason.MISSING_OBJECT, f"blob {entry.sha}"), False
         except Exception as exc:  # noqa: BLE001 - one unreadable file must never stop the sync
@@ -223,14 +226,27 @@ class GitRepoConnector(Connector):
             return Skipped(self.name, entry.path, SkipReason.SUBMODULE, f"submodule at {entry.sha}")
         if entry.type != "blob":
             return Skipped(self.name, entry.path, SkipReason.UNSAFE_PATH, f"unexpected {entry.type} entry")
-        reason = skip_reason_for_path(entry.path, entry.size, self.max_file_bytes)
+        # a notebook's outputs (images, HTML) go: its raw size may be larger, the cells' text may not
+        limit = self.max_file_bytes * (NOTEBOOK_RAW_FACTOR if _is_notebook(entry.path) else 1)
+        reason = skip_reason_for_path(entry.path, entry.size, limit)
         return Skipped(self.name, entry.path, reason[0], reason[1]) if reason else None
 
-    def _document(self, entry: TreeEntry, text: str, commit: str) -> Document:
-        language = detect_language(entry.path, text[:HEAD_CHARS])
+    def _notebook(self, entry: TreeEntry, raw: str, commit: str) -> tuple[SyncItem, bool]:
+        """A notebook's cells as a script in its kernel's language (connectors/rendering/notebook.py)."""
+        try:
+            text, language = notebook_to_text(raw)
+        except NotANotebook as exc:
+            return Skipped(self.name, entry.path, SkipReason.UNDECODABLE, f"not a notebook ({exc})"), False
+        if len(text.encode()) > self.max_file_bytes:
+            return Skipped(self.name, entry.path, SkipReason.TOO_LARGE,
+                           f"cells of {len(text.encode())} bytes > {self.max_file_bytes}"), False
+        return self._document(entry, text, commit, language), True
+
+    def _document(self, entry: TreeEntry, text: str, commit: str, language: str = "") -> Document:
+        language = language or detect_language(entry.path, text[:HEAD_CHARS])
         url = f"{self.web_base}/{commit}/{quote(entry.path, safe='/')}" if self.web_base else ""
         return Document(id=document_id(self.name, entry.path), source=self.name, path=entry.path, content=text,
-                        version=entry.sha, access=self.access, kind=kind_for(language), language=language,
+                        version=_version(entry), access=self.access, kind=kind_for(language), language=language,
                         title=entry.path, url=url, metadata={"commit": commit})
 
     # -- repository access ----------------------------------------------------------------------
@@ -318,6 +334,19 @@ class GitRepoConnector(Connector):
         out = self.git.run([f"--git-dir={git_dir}", "ls-tree", "-r", "-z", "--long", "--full-tree", commit],
                            timeout=self.local_timeout)
         return parse_ls_tree(out)
+
+
+NOTEBOOK_RAW_FACTOR = 10  # a notebook file may be this many times max_file_bytes before its outputs go
+NOTEBOOK_VERSION = "cells1"  # in a notebook's version: a change of the rendering reads notebooks again
+
+
+def _is_notebook(path: str) -> bool:
+    return path.lower().endswith(".ipynb")
+
+
+def _version(entry: TreeEntry) -> str:
+    """A document's version: its blob hash, plus the rendering for notebooks (they are not the blob)."""
+    return f"{entry.sha}+{NOTEBOOK_VERSION}" if _is_notebook(entry.path) else entry.sha
 
 
 def _safe_name(name: str) -> str:

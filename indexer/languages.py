@@ -50,6 +50,27 @@ INTERPRETERS: dict[str, str] = {
     "php": "php", "lua": "lua", "rscript": "r", "scala": "scala", "groovy": "groovy", "elixir": "elixir",
 }
 
+# Names people type for a language filter, beyond the index's own names and file extensions.
+LANGUAGE_ALIASES: dict[str, str] = {
+    "golang": "go", "c#": "csharp", "cs": "csharp", "c++": "cpp", "objective-c": "objc", "objectivec": "objc",
+    "js": "javascript", "node": "javascript", "ecmascript": "javascript", "ts": "typescript",
+    "py": "python", "python3": "python", "rb": "ruby", "rs": "rust", "kt": "kotlin", "sh": "shell",
+    "bash": "shell", "zsh": "shell", "md": "markdown", "restructuredtext": "rst", "yml": "yaml",
+    "terraform": "hcl", "docker": "dockerfile", "makefile": "make", "tex": "latex", "txt": "text",
+}
+
+
+def canonical_language(name: str) -> str:
+    """The index's name for a language as a person types it: case-insensitive, with common aliases
+    and file extensions (`Python`, `py`, `.py` → python; `golang` → go). Unknown names come back
+    lower-cased, so a filter on them matches nothing rather than failing."""
+    key = name.strip().lower().lstrip(".")
+    if key in LANGUAGE_ALIASES:
+        return LANGUAGE_ALIASES[key]
+    known = set(EXTENSIONS.values()) | set(FILENAMES.values())
+    return key if key in known else EXTENSIONS.get(key, key)
+
+
 DOC_LANGUAGES = frozenset({"markdown", "rst", "text", "asciidoc", "org", "latex"})
 DATA_LANGUAGES = frozenset({"", "yaml", "json", "toml", "xml", "ini", "properties", "csv"})
 

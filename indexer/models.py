@@ -74,18 +74,33 @@ class Access:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking: a user with groups. Admins additionally hold the admin role. `linked` holds the
-    namespaced principals resolved for this person when the request arrived (IdP groups, linked accounts
-    in each realm and their synced memberships; see indexer/identity)."""
+    """Who is asking. Two kinds:
+
+    - a **service account** (a token made with `cairn tokens create`): `user` and `groups` are Cairn's own
+      names and it holds `user:<user>` and `group:<g>`, matched against `--access` lists as they are;
+    - a **person** the organization's IdP knows (`subject` = their OIDC `sub`): `user` is only a display
+      name. They hold `public` and `linked`: the namespaced principals resolved when the request arrived
+      (their `idp:` principals, their linked account in each realm and its synced memberships; see
+      indexer/identity). Never `user:`/`group:`: an IdP name that happens to equal a Cairn name grants
+      nothing (fail closed).
+
+    Admins of either kind additionally hold the admin role."""
 
     user: str
     groups: frozenset[str] = frozenset()
     admin: bool = False
     linked: frozenset[str] = frozenset()
+    subject: str | None = None
+
+    @property
+    def person(self) -> bool:
+        return self.subject is not None
 
     def principals(self) -> list[str]:
         """The principals a chunk's ACL must share with this caller (never empty)."""
-        out = {PUBLIC, f"user:{self.user}"} | {f"group:{g}" for g in self.groups} | set(self.linked)
+        out = {PUBLIC} | set(self.linked)
+        if not self.person:
+            out |= {f"user:{self.user}"} | {f"group:{g}" for g in self.groups}
         if self.admin:
             out.add(ADMINS)
         return sorted(out)

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
                                          "SCIM is off (404).")
     scim_token_env: str = Field(default="", description="NAME of an environment variable holding the SCIM "
                                 "bearer secret (instead of CAIRN_SCIM_TOKEN_FILE).")
+    identity_cache_seconds: float = Field(default=30, ge=0, le=600, description="How long a person's linked "
+                                          "accounts and synced memberships are reused before being read again "
+                                          "(0 = read on every request); deactivation applies at once regardless.")
 
     def for_serving(self) -> Settings:
         """These settings for a long-lived server (`cairn serve`, `cairn demo`): an unset

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from indexer.catalog import Catalog
+from indexer.languages import canonical_language
 from indexer.models import KINDS, PUBLIC, Principal
 from indexer.pipeline import stale_sources
 from indexer.stores import SearchFilter
@@ -45,8 +46,8 @@ def build_filter(principal: Principal | None, scope: Scope = Scope(), stale: Col
     principals = tuple(principal.principals()) if principal else ()
     return SearchFilter(principals=principals, sources=tuple(scope.sources),
                         path_prefixes=tuple(p for p in scope.path_prefixes if p.strip("/")),
-                        languages=tuple(scope.languages), kinds=tuple(scope.kinds),
-                        stale_sources=tuple(sorted(stale)))
+                        languages=tuple(dict.fromkeys(canonical_language(x) for x in scope.languages if x.strip())),
+                        kinds=tuple(scope.kinds), stale_sources=tuple(sorted(stale)))
 
 
 def readable(acl: Collection[str], source: str, who: Principal, stale: Collection[str]) -> bool:

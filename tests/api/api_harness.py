@@ -124,3 +124,15 @@ def build_corpus(root: Path, embedder) -> tuple[Settings, IndexServices]:
     services.pipeline.apply_lexical([doc])
     services.pipeline.embed_pending("web")
     return settings, services
+
+
+def index_document(services, source: str, path: str, content: str, access: list[str]) -> str:
+    """One document in source `source` (registered with `access` if new; never synced: its location is a
+    remote that does not exist) whose chunks carry `access`, indexed into both engines; returns its id."""
+    if services.catalog.get_source(source) is None:
+        services.catalog.upsert_source(source, "git", {"location": f"https://git.example.com/{source}.git"}, access)
+    doc = Document(id=f"{source}:{path}", source=source, path=path, content=content, version="1",
+                   access=Access.of(*access), language="python")
+    services.pipeline.apply_lexical([doc])
+    services.pipeline.embed_pending(source)
+    return doc.id

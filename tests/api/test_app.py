@@ -116,3 +116,55 @@ def test_admin_adds_a_source_and_watches_its_job_finish(client, indexed, make_re
                        headers=auth(token(indexed, groups=["eng"]))).json()["hits"]
     assert hits[0]["path"] == "queue/worker.py"
     assert client.post("/v1/sources/missing/reindex", json={}, headers=admin).status_code == 404
+
+
+def _v1_routes(app) -> list[tuple[str, str]]:
+    """(method, path with every parameter filled) of each /v1 route the app serves."""
+    out = []
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith("/v1/"):
+            filled = "/".join("x" if part.startswith("{") else part for part in path.split("/"))
+            out += [(method.upper(), filled) for method in sorted(operations)]
+    return out
+
+
+def test_every_error_has_the_documented_shape(client, indexed):
+    """401, 403 and 404 answer {"error", "detail"} like every other error (docs/api.md), on every /v1 route."""
+    routes = _v1_routes(client.app)
+    assert len(routes) > 15
+    user = auth(token(indexed, groups=["eng"]))
+    for method, path in routes:
+        if path == "/v1/context":  # Continue's route answers a refusal as an item (test_continue.py)
+            continue
+        resp = client.request(method, path)
+        assert resp.status_code == 401, (method, path)
+        assert resp.json()["error"] == "Unauthorized" and resp.json()["detail"], (method, path)
+        if not path.startswith("/v1/webhooks/"):  # webhooks authenticate by the source's secret
+            assert resp.headers.get("www-authenticate", "").startswith("Bearer"), (method, path)
+        resp = client.request(method, path, headers=user, json={})
+        if resp.status_code >= 400:
+            body = resp.json()
+            assert set(body) == {"error", "detail"} and body["error"] and body["detail"], (method, path, body)
+    assert client.post("/v1/sources/eng/reindex", headers=user).json()["error"] == "Forbidden"
+    assert client.get("/v1/no-such-route", headers=user).json() == {"error": "NotFound", "detail": "Not Found"}
+
+
+def test_api_docs_need_a_token_and_load_nothing_from_the_internet(client, indexed):
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/docs", follow_redirects=False).headers["location"] == "/signin?next=%2Fdocs"
+    user = auth(token(indexed, groups=["eng"]))
+    assert "/v1/search" in client.get("/openapi.json", headers=user).json()["paths"]
+    page = client.get("/docs", headers=user).text
+    assert "/docs/assets/swagger-ui-bundle.js" in page and "http://" not in page and "https://" not in page
+    asset = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
+    assert client.get("/redoc").status_code == 404
+
+
+@pytest.mark.parametrize("language", ["python", "Python", "PY", ".py", " python3 "])
+def test_language_filters_are_case_insensitive_with_aliases(client, indexed, language):
+    body = {"query": "invoice", "limit": 20, "languages": [language]}
+    hits = client.post("/v1/search", json=body, headers=auth(token(indexed, groups=["eng"]))).json()["hits"]
+    assert [h["path"] for h in hits] == ["billing/invoice.py"]
+    body["languages"] = ["golang"]
+    assert client.post("/v1/search", json=body, headers=auth(token(indexed, groups=["eng"]))).json()["hits"] == []

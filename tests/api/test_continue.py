@@ -112,10 +112,21 @@ def test_bad_requests_get_4xx_with_a_message(client, corpus, body):
     assert 400 <= resp.status_code < 500 and resp.json()["detail"]
 
 
-def test_empty_input_gives_an_empty_array_and_auth_is_required(client, corpus):
+def test_empty_input_gives_an_empty_array(client, corpus):
     assert items(client, {"query": "", "fullInput": "   "}, token(corpus, groups=["eng"])) == []
     assert items(client, {"query": "", "fullInput": "\ufeff\x00"}, token(corpus, groups=["eng"])) == []
-    assert client.post("/v1/context", json=CONTINUE_BODY).status_code == 401
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer cairn_not-a-real-token"},
+                                     {"Authorization": "Basic abc"}])
+def test_a_refused_token_is_one_item_that_says_how_to_fix_it(client, corpus, headers):
+    """Continue renders a non-200 answer as an empty "HTTP Context Item": the refusal is an item instead,
+    and nothing of the index is in it."""
+    resp = client.post("/v1/context", json=CONTINUE_BODY, headers=headers)
+    assert resp.status_code == 200 and resp.headers["X-Cairn-Error"] == "401"
+    [item] = resp.json()
+    assert "token" in item["name"] and "Authorization" in item["content"] and "Tokens page" in item["content"]
+    assert "def " not in item["content"] and "uri" not in item
 
 
 def test_context_queries_are_audited_with_a_query_id(client, corpus):

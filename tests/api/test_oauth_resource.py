@@ -18,7 +18,7 @@ import httpx
 import httpx2
 import jwt
 import pytest
-from api_harness import auth, serve, token
+from api_harness import ROLLOUT_PY, auth, index_document, serve, token
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, authorize, free_socket, new_key
 from mcp.client.auth import OAuthClientProvider
@@ -45,6 +45,7 @@ def site(corpus, tmp_path_factory, monkeypatch_module) -> Iterator[tuple[object,
         "oidc_scopes": "openid email profile groups", "admin_groups": ["cairn-admins"], "public_url": base,
         "rate_limit_per_minute": 0})
     app = create_app(settings, services=corpus)
+    index_document(corpus, "idp-ops", "runbook.py", ROLLOUT_PY, ["idp:group:ops"])
     try:
         with serve(app, sock) as url:
             yield app, url, idp
@@ -134,8 +135,8 @@ def test_jwt_access_tokens_are_refused_unless_issued_for_cairn_by_the_idp(site):
         for answer in (rest(url, bearer), mcp(url, bearer)):
             assert answer.status_code == 401, name
             assert 'error="invalid_token"' in answer.headers["www-authenticate"], name
-    good = idp.sign(claims(idp))  # the same claims, properly signed: accepted, as bob (group ops)
-    assert {s["name"] for s in rest(url, good).json()} == {"ops"}
+    good = idp.sign(claims(idp))  # the same claims, properly signed: accepted, as bob (idp:group:ops)
+    assert {s["name"] for s in rest(url, good).json()} == {"idp-ops"}
     assert mcp(url, good).status_code == 200
 
 
@@ -207,15 +208,17 @@ def test_an_mcp_sdk_client_signs_in_at_the_idp_and_calls_cairn_with_its_jwt(site
     seen = jwt.decode(access, options={"verify_signature": False})
     assert seen["aud"] == url + "/mcp" and seen["iss"] == idp.issuer and seen["sub"] == "alice"
     hits = found.structured_content["hits"]
-    assert hits and {h["source"] for h in hits} <= {"eng", "web", "ops"}
+    assert hits and {h["source"] for h in hits} <= {"eng", "web", "ops", "idp-ops"}
     # The same user as her web session: alice, an admin through her IdP group, sees every source.
-    assert {s["name"] for s in rest(url, access).json()} == {"eng", "ops", "web"}
-    assert app.state.oidc.access_token_identity(access).principal().user == "alice"
+    assert {s["name"] for s in rest(url, access).json()} == {"eng", "ops", "web", "idp-ops"}
+    assert app.state.oidc.access_token_identity(access).subject == "alice"
+    # Her first request with the JWT recorded her as a sign-in would (she never opened the web UI).
+    assert app.state.identity.people.get("alice").email == "alice@example.com"
 
 
 def test_an_unverified_email_never_names_a_user(tmp_path, monkeypatch):
-    """`user:<email>` is matched against sources' access lists: an email the IdP did not verify would let
-    anyone claim someone else's documents, so it names nobody (preferred_username still does)."""
+    """An email the IdP did not verify names nobody (preferred_username still does): accounts are linked by
+    verified email, so an unverified one must never stand for a person."""
     from api.oidc import OIDCError, Provider
     from indexer.settings import Settings
 

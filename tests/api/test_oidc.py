@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from api_harness import serve, token
+from api_harness import ROLLOUT_PY, index_document, serve, token
 from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, authorize, free_socket, new_key
 from sqlalchemy import select
 
@@ -32,6 +32,8 @@ def site(corpus, tmp_path_factory) -> Iterator[tuple[object, str, LocalIdP]]:
         "oidc_scopes": "openid email profile groups", "admin_groups": ["cairn-admins"], "public_url": base,
         "rate_limit_per_minute": 0})
     app = create_app(settings, services=corpus)
+    # People who sign in through the IdP hold `idp:group:<g>`, never Cairn's own `group:<g>` (fail closed).
+    index_document(corpus, "idp-ops", "runbook.py", ROLLOUT_PY, ["idp:group:ops"])
     try:
         with serve(app, sock) as url:
             yield app, url, idp
@@ -82,7 +84,7 @@ def test_sign_in_opens_a_server_side_session_and_sign_out_ends_it(site, corpus):
     page = browser.get(url + "/")
     assert page.status_code == 200 and ">alice<" in page.text
     assert browser.get(url + "/admin").status_code == 200  # admin through the IdP group
-    assert {s["name"] for s in browser.get(url + "/v1/sources").json()} == {"eng", "ops", "web"}  # admins: all
+    assert {s["name"] for s in browser.get(url + "/v1/sources").json()} == {"eng", "ops", "web", "idp-ops"}  # all
 
     out = browser.post(url + "/signout", headers={"Origin": url})
     assert out.status_code == 303
@@ -98,14 +100,15 @@ def test_sign_in_opens_a_server_side_session_and_sign_out_ends_it(site, corpus):
 
 
 def test_groups_come_from_the_idp_and_only_admin_groups_make_admins(site):
+    """bob's IdP group ops is `idp:group:ops`: the source shared with it, not the one shared with Cairn's
+    own `group:ops` (an IdP group that happens to share a name grants nothing)."""
     _app, url, idp = site
     browser, resp = sign_in(url, idp, "bob")
     assert resp.status_code == 303
     assert browser.get(url + "/admin").status_code == 403
-    sources = {s["name"] for s in browser.get(url + "/v1/sources").json()}
-    assert "ops" in sources and "eng" not in sources
+    assert {s["name"] for s in browser.get(url + "/v1/sources").json()} == {"idp-ops"}
     hits = browser.post(url + "/ui/search", json={"query": "rollout canary"}, headers={"X-Cairn-UI": "1"}).json()
-    assert hits["hits"] and {h["source"] for h in hits["hits"]} == {"ops"}
+    assert hits["hits"] and {h["source"] for h in hits["hits"]} == {"idp-ops"}
 
 
 def test_a_state_that_does_not_match_is_refused(site):

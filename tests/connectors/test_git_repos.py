@@ -327,3 +327,41 @@ def test_blob_reader_reads_large_blobs_and_restarts_after_a_crash(tmp_path: Path
         with pytest.raises(MissingObject):
             reader.read("0" * 40)
         assert reader.read(shas["big.txt"]).decode() == big
+
+
+def _notebook(cells: list[dict], language: str = "python") -> str:
+    import json
+    return json.dumps({"cells": cells, "metadata": {"kernelspec": {"language": language, "name": "k"},
+                                                    "widgets": {"state": {"model-1": {"big": "WIDGET_STATE"}}}},
+                       "nbformat": 4, "nbformat_minor": 5}, indent=1)
+
+
+def test_notebooks_are_indexed_as_cells_without_outputs(tmp_path: Path) -> None:
+    image = "iVBORw0KGgo" + "A" * 400_000  # a plotted figure, base64: larger than max_file_bytes on its own
+    nb = _notebook([
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Churn model\n", "Fits the *baseline*."]},
+        {"cell_type": "code", "execution_count": 3, "metadata": {}, "source": ["def fit_churn(df):\n", "    return df"],
+         "outputs": [{"output_type": "display_data", "data": {"image/png": image, "text/plain": ["OUTPUT_TEXT"]}}]},
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "source": "fit_churn(load())", "outputs": []},
+    ])
+    repo = new_repo(tmp_path / "repo", {"analysis/churn.ipynb": nb, "broken.ipynb": "{not json"})
+    conn = GitRepoConnector("demo", str(repo), access=ACCESS, max_file_bytes=100_000)
+    items = run(conn)
+    doc = by_type(items, Document)["analysis/churn.ipynb"]
+    assert doc.content == ("# %% [markdown]\n# # Churn model\n# Fits the *baseline*.\n\n"
+                           "# %%\ndef fit_churn(df):\n    return df\n\n# %%\nfit_churn(load())\n")
+    assert (doc.language, doc.kind) == ("python", "code")
+    assert "OUTPUT_TEXT" not in doc.content and "WIDGET_STATE" not in doc.content
+    assert by_type(items, Skipped)["broken.ipynb"].reason == SkipReason.UNDECODABLE
+    # unchanged: not read again; the version names the rendering, so a new rendering reads it once more
+    assert run(GitRepoConnector("demo", str(repo), access=ACCESS, max_file_bytes=100_000), versions(items)) == \
+        [by_type(items, Skipped)["broken.ipynb"]]
+    assert doc.version.endswith("+" + git_repos.NOTEBOOK_VERSION)
+
+
+def test_notebook_language_comes_from_its_kernel(tmp_path: Path) -> None:
+    nb = _notebook([{"cell_type": "code", "metadata": {}, "source": "fit <- lm(y ~ x)", "outputs": []},
+                    {"cell_type": "markdown", "metadata": {}, "source": "Notes"}], language="R")
+    repo = new_repo(tmp_path / "repo", {"model.ipynb": nb})
+    doc = by_type(run(GitRepoConnector("demo", str(repo), access=ACCESS)), Document)["model.ipynb"]
+    assert doc.language == "r" and doc.content == "# %%\nfit <- lm(y ~ x)\n\n# %% [markdown]\n# Notes\n"
