@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_harness import auth, serve
+from api_harness import REFUND_PY, auth, index_document, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, free_socket, signed_in
@@ -38,6 +38,7 @@ def site(corpus, tmp_path_factory) -> Iterator[tuple[str, httpx.Client]]:
         "oidc_issuer": idp.issuer, "oidc_client_id": WEB_CLIENT_ID, "oidc_client_secret_file": work / "client-secret",
         "oidc_scopes": "openid email profile groups", "admin_groups": ["cairn-admins"], "public_url": base,
         "rate_limit_per_minute": 0, "scim_token_file": work / "scim-secret"})
+    index_document(corpus, "billing", "refund.py", REFUND_PY, ["idp:group:billing-readers"])
     try:
         with serve(create_app(settings, services=corpus), sock) as url:
             yield url, httpx.Client(base_url=url + "/scim/v2", headers=auth(SECRET), timeout=30)
@@ -184,6 +185,19 @@ def test_group_membership_changes_reach_users_groups_at_once(site, corpus):
     assert scim.delete(f"/Groups/{admins['id']}").status_code == 204
     assert "ops-admins" not in row(corpus, users, subject="bob")["groups"]
     assert scim.get(f"/Groups/{admins['id']}").status_code == 404
+
+    # A personal token reads what the person's groups grant the moment SCIM changes them.
+    tok = signed_in(url, "bob").post(url + "/v1/me/tokens", json={"name": "t", "expires_in_days": 7},
+                                     headers=UI).json()["token"]
+    refund = {"query": "refund payment"}
+    sources = lambda: {h["source"] for h in httpx.post(url + "/v1/search", json=refund,  # noqa: E731
+                                                        headers=auth(tok), timeout=60).json()["hits"]}
+    assert "billing" not in sources()
+    readers = scim.post("/Groups", json={"displayName": "billing-readers", "members": [{"value": bob["id"]}]}).json()
+    assert "billing" in sources()
+    scim.patch(f"/Groups/{readers['id']}", json=patch({"op": "Remove", "path": "members",
+                                                       "value": [{"value": bob["id"]}]}))  # Entra ID's form
+    assert "billing" not in sources()
 
 
 def test_deactivation_ends_sessions_and_tokens_at_once(site, corpus):
