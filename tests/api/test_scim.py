@@ -14,7 +14,7 @@ import pytest
 from api_harness import REFUND_PY, auth, index_document, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, free_socket, signed_in
+from idp_harness import WEB_CLIENT_ID, WEB_CLIENT_SECRET, LocalIdP, authorize, free_socket, signed_in
 from sqlalchemy import select
 
 from api.app import create_app
@@ -233,6 +233,10 @@ def test_deleting_a_user_deprovisions_them(site, corpus):
     assert browser.get(url + "/v1/sources").status_code == 401
     assert httpx.get(url + "/v1/sources", headers=auth(made["token"])).status_code == 401
     assert not row(corpus, users, subject="alice")["active"]  # kept, inactive: a later sign-in is refused
+    browser = httpx.Client(timeout=30, follow_redirects=False)
+    start = browser.get(url + "/signin/oidc", params={"next": "/"}).headers["location"]
+    refused = browser.get(authorize(browser, start, "alice", url + "/signin/callback"))
+    assert refused.status_code == 403 and "deactivated" in refused.text and "cairn_session" not in browser.cookies
     # Provisioned again (the IdP re-adds her): tied to the same person, active again.
     again = scim.post("/Users", json=user_body("alice")).json()
     assert row(corpus, scim_users, id=again["id"])["subject"] == "alice" and row(corpus, users, subject="alice")["active"]
