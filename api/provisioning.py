@@ -18,7 +18,6 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, up
 
 from api.oidc import Identity
 from api.tokens import TokenStore
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import scim_group_members, scim_groups, scim_users, sessions, users
 
 
@@ -78,7 +77,6 @@ class Directory:
         self.engine = engine
         self.tokens = tokens
         self.admin_groups = frozenset(admin_groups)
-        metadata.create_all(engine, tables=[scim_users, scim_groups, scim_group_members])
 
     # -- reading
 

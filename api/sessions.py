@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 
 from api.oidc import Identity
 from api.tokens import TokenStore
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import login_requests, sessions, users
 from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
@@ -43,7 +42,6 @@ class SessionStore:
         self.identity = identity
         # Called in the transaction that records a sign-in (api/provisioning.py ties SCIM-provisioned users).
         self.on_sign_in: Callable[[Connection, Identity], None] | None = None
-        metadata.create_all(engine, tables=[users, sessions, login_requests])
 
     # -- sessions
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import api_tokens
 from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
@@ -64,7 +63,6 @@ class TokenStore:
         """`identity` resolves personal tokens; without it (the CLI's listing) they resolve to nobody."""
         self.engine = engine
         self.identity = identity
-        metadata.create_all(engine, tables=[api_tokens])
 
     def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
                expires_in: dt.timedelta | None = None, subject: str | None = None) -> tuple[str, TokenInfo]:
