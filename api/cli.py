@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from api.cli_backup import backup, restore
+from api.cli_errors import USAGE, VERBOSE, CairnGroup, fail, hide_tracebacks, no_source
+from api.cli_format import Col, CompactTable, human_time
+from api.cli_ids import resolve_id, short_ids
 from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
 from api.cli_users import users_app
-from api.client import CairnClient, RemoteError
+from api.client import CairnClient
 from api.log_setup import configure_logging
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
+from connectors.config import NAME_RULE
 from indexer.catalog import SchemaError
 from indexer.models import Access, Principal
 from indexer.services import IndexServices
@@ -32,8 +35,9 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Cairn: organization-wide context engine for AI coding assistants.")
+app = typer.Typer(cls=CairnGroup, no_args_is_help=True, add_completion=False,
+                  help="Cairn: organization-wide context engine for AI coding assistants. Ids (jobs, tokens) "
+                       "may be shortened to any unique start; -v shows progress logs and tracebacks.")
 model_app = typer.Typer(no_args_is_help=True, help="Prepare embedding models.")
 tokens_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API tokens.")
 app.add_typer(model_app, name="model")
@@ -52,9 +56,9 @@ err = Console(stderr=True)
 OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+ADMINS_ONLY = "admins only"  # how an empty access list reads in tables
+SERVING = ("serve", "demo")  # a server's log keeps its tracebacks: nobody reads its failures on a terminal
+NO_SOURCES = "no sources yet: `cairn index PATH_OR_URL` adds a git repository, `cairn sources add` others"
 
 
 @contextlib.contextmanager
@@ -62,7 +66,7 @@ def local_services(settings: Settings) -> Iterator[IndexServices]:
     try:
         services = IndexServices.open(settings)
     except StoreError as exc:
-        fail(f"{exc}\nIf a Cairn server owns this data directory, pass --url or set CAIRN_URL.")
+        fail(str(exc), hint="if a Cairn server owns this data directory, give --url (or set CAIRN_URL)")
     except SchemaError as exc:
         fail(str(exc))
     try:
@@ -77,8 +81,12 @@ def remote(url: str | None, settings: Settings) -> CairnClient | None:
 
 
 @app.callback()
-def main_options(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress.")) -> None:
+def main_options(ctx: typer.Context, verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log progress, and show the traceback of an error (anywhere on the line).")) -> None:
+    ctx.meta[VERBOSE] = verbose
     configure_logging(logging.INFO if verbose else logging.WARNING)
+    if not verbose and ctx.invoked_subcommand not in SERVING:
+        hide_tracebacks()  # the command reports its failure itself, in one line
     ctx.obj = Settings()
 
 
@@ -92,11 +100,15 @@ def _location(path_or_url: str) -> str:
     return str(path.resolve()) if path.exists() else path_or_url
 
 
+ACCESS_HELP = ("Who may read it (repeatable): user:NAME, group:NAME or public. Without it only admins can "
+               "read the source (a warning says so; `cairn sources set NAME --access ...` grants it later).")
+
+
 @app.command()
 def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local repository path or clone URL."),
-          name: str | None = typer.Option(None, help="Source name (default: the repository's name)."),
+          name: str | None = typer.Option(None, help=f"Source name: {NAME_RULE} (default: the repository's name)."),
           ref: str | None = typer.Option(None, help="Branch, tag or commit (default: HEAD / default branch)."),
-          access: list[str] = typer.Option([], "--access", help="Who may read it: user:X, group:Y or public."),
+          access: list[str] = typer.Option([], "--access", help=ACCESS_HELP),
           full: bool = typer.Option(False, help="Re-read everything, not only what changed."),
           token_env: str = typer.Option("", "--token-env", help="Environment variable holding the token for an "
                                         "http(s) clone URL (read at sync time, never stored)."),
@@ -105,37 +117,69 @@ def index(ctx: typer.Context, path_or_url: str = typer.Argument(..., help="Local
           url: str | None = typer.Option(None, help="A running server (default: CAIRN_URL).")) -> None:
     """Index (or re-index incrementally) a git repository. On an existing source, changed options (access,
     ref, location, token reference) are applied first, as `cairn sources set` does; options left out keep
-    their values. A private repository's token is given by reference: `--token-env VAR`, never in the URL."""
-    from connectors.config import SourceConfigError, git_config
+    their values. A private repository's token is given by reference: `--token-env VAR`, never in the URL.
+    Without --access only admins can read the source. A new source whose first sync cannot start (no such
+    repository, ref or host) is not kept."""
+    from connectors.config import SourceConfigError, check_source_name, git_config
 
     settings: Settings = ctx.obj
     location = _location(path_or_url)
     source = name or _source_name(location)
     try:
+        check_source_name(source)
         git_config(source, location, ref or "", token_env, token_file)
     except SourceConfigError as exc:
-        fail(str(exc))
+        fail(str(exc), USAGE, "" if name else "name the source with --name NAME")
     token = {k: v for k, v in (("token_env", token_env), ("token_file", token_file)) if v}
     principals = sorted(Access.of(*access).principals) if access else None
     client = remote(url, settings)
     if client:
-        counts = _index_remote(client, source, location, ref, principals, full, as_json, token)
-        partial = counts.pop("partial", None)
+        counts, partial, readers = _index_remote(client, source, location, ref, principals, full, as_json, token)
     else:
-        with local_services(settings) as svc:
-            _prepare_local(svc, source, location, ref, principals, as_json, token)
-            from workers.jobs import run_sync_job
-            from workers.outcome import SyncFailed
-
-            with SyncProgress(err, enabled=not as_json) as progress:
-                try:
-                    counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
-                except SyncFailed as exc:
-                    fail(str(exc))
-            last = svc.catalog.list_jobs(source=source, limit=1)
-            partial = last[0].error if last and last[0].state == "partial" else None
+        counts, partial, readers = _index_local(settings, source, location, ref, principals, full, as_json, token)
     _print_summary(source, counts, as_json)
+    _warn_admins_only(source, readers)  # after the sync: a source that failed to start is not kept
     _fail_if_partial(source, partial)
+
+
+def _index_local(settings: Settings, source: str, location: str, ref: str | None, principals: list[str] | None,
+                 full: bool, as_json: bool, token: dict[str, str]) -> tuple[dict, str | None, list[str]]:
+    """The sync in this process: counts, the error of a partial sync (or None), who may read the source."""
+    from connectors.base import ConnectorError
+    from workers.jobs import run_sync_job
+    from workers.outcome import SyncFailed
+
+    with local_services(settings) as svc:
+        created = _prepare_local(svc, source, location, ref, principals, as_json, token)
+        try:
+            with SyncProgress(err, enabled=not as_json, pending=_pending(svc, source)) as progress:
+                counts = run_sync_job(svc, source, full=full, observe=progress.update).as_dict()
+        except (ConnectorError, SyncFailed) as exc:
+            if created:
+                from workers.lifecycle import remove_source
+
+                remove_source(svc, source)
+            _sync_did_not_start(source, exc, created)
+        last = svc.catalog.list_jobs(source=source, limit=1)
+        row = svc.catalog.get_source(source)
+        return (counts, last[0].error if last and last[0].state == "partial" else None,
+                list(row.access) if row else [])
+
+
+def _pending(svc: IndexServices, source: str) -> Callable[[], int]:
+    """How many of the source's chunks still wait for embedding (the progress bar's total and ETA)."""
+    return lambda: svc.catalog.pending_chunk_count(source)
+
+
+def _sync_did_not_start(source: str, exc: Exception, created: bool) -> NoReturn:
+    """The first sync of a new source failed outright: it was not kept, so the same command can be run
+    again once the path, ref or token is right."""
+    from api.cli_errors import CliError, explain
+
+    known = explain(exc) or CliError(str(exc))
+    then = ("nothing was kept: fix it and run the same command again" if created
+            else f"or change the source: `cairn sources set {source} --location/--ref ...`")
+    raise CliError(known.message, f"{known.hint}; {then}" if known.hint else then)
 
 
 def _fail_if_partial(source: str, error: str | None) -> None:
@@ -163,13 +207,15 @@ def _changed_options(existing: dict[str, Any], location: str, ref: str | None, a
 
 def _warn_admins_only(source: str, access: list[str] | None) -> None:
     if not access:
-        err.print(f"[yellow]warning:[/yellow] source {source!r} has no access list: only admins will read it "
-                  f"(give --access group:NAME, or later `cairn sources set {source} --access ...`)")
+        err.print(f"[yellow]warning:[/yellow] source {source!r} has no access list: only admins will read it; "
+                  f"grant access with `cairn sources set {source} --access group:NAME` (or --access public)",
+                  soft_wrap=True, highlight=False)
 
 
 def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | None,
-                   access: list[str] | None, quiet: bool, token: dict[str, str]) -> None:
-    """Register a new source, or apply changed options to an existing one (its ACL rewrite runs here)."""
+                   access: list[str] | None, quiet: bool, token: dict[str, str]) -> bool:
+    """Register a new source (True), or apply changed options to an existing one (its ACL rewrite runs
+    here; False)."""
     from api.cli_sources import apply_change_here
 
     row = svc.catalog.get_source(source)
@@ -178,40 +224,41 @@ def _prepare_local(svc: IndexServices, source: str, location: str, ref: str | No
 
         svc.catalog.upsert_source(source, "git", git_config(source, location, ref or "", token.get("token_env", ""),
                                                              token.get("token_file", "")), access or [])
-        _warn_admins_only(source, access)
-        return
+        return True
     existing = {"name": row.name, "kind": row.kind, "access": list(row.access), "ref": row.config.get("ref") or "",
                 "location": row.config.get("location", ""), "token_env": row.config.get("token_env") or "",
                 "token_file": row.config.get("token_file") or ""}
     body = _changed_options(existing, location, ref, access, token)
-    _warn_admins_only(source, body.get("access", existing["access"]))
     if body:
         changed = apply_change_here(svc, source, body, quiet, sync=False)  # the sync follows
         err.print(f"source {source!r}: changed {', '.join(changed['changed'])}")
+    return False
 
 
 def _index_remote(client: CairnClient, source: str, location: str, ref: str | None, access: list[str] | None,
-                  full: bool, quiet: bool, token: dict[str, str]) -> dict:
+                  full: bool, quiet: bool, token: dict[str, str]) -> tuple[dict, str | None, list[str]]:
+    """The sync on the server: counts, the error of a partial sync (or None), who may read the source."""
     from api.cli_sources import change_remotely
 
-    try:
-        existing = next((s for s in client.sources() if s["name"] == source), None)
-        if existing is None:
-            client.add_source({"name": source, "kind": "git", "location": location, "ref": ref or "",
-                               "access": access or [], **token})
-            _warn_admins_only(source, access)
-        else:
-            body = _changed_options(existing, location, ref, access, token)
-            _warn_admins_only(source, body.get("access", existing.get("access")))
-            if body:
-                changed = change_remotely(client, source, body, quiet)
-                err.print(f"source {source!r}: changed {', '.join(changed['changed'])}")
-        job = watch_remote_job(client, client.reindex(source, full=full)["id"], err, enabled=not quiet)
-    except RemoteError as exc:
-        fail(str(exc))
+    existing = next((s for s in client.sources() if s["name"] == source), None)
+    if existing is None:
+        client.add_source({"name": source, "kind": "git", "location": location, "ref": ref or "",
+                           "access": access or [], **token})
+    else:
+        body = _changed_options(existing, location, ref, access, token)
+        if body:
+            changed = change_remotely(client, source, body, quiet)
+            err.print(f"source {source!r}: changed {', '.join(changed['changed'])}")
+    job = watch_remote_job(client, client.reindex(source, full=full)["id"], err, enabled=not quiet)
+    if job["state"] == "failed" and existing is None:
+        client.remove_source(source)  # a new source whose first sync failed is not kept (as in-process)
+        fail(f"job {job['id']} failed: {job.get('error')}", hint="nothing was kept: fix it and run the same "
+                                                                "command again")
     if job["state"] not in ("succeeded", "partial"):
-        fail(f"job {job['id']} {job['state']}: {job.get('error')}")
-    return job["counts"] | ({"partial": job.get("error") or ""} if job["state"] == "partial" else {})
+        fail(f"job {job['id']} {job['state']}: {job.get('error')}", hint=f"`cairn jobs show {job['id'][:8]}` "
+                                                                        "has the details")
+    readers = access if access is not None else (existing or {}).get("access") or []
+    return job["counts"], (job.get("error") or "") if job["state"] == "partial" else None, readers
 
 
 def _print_summary(source: str, counts: dict, as_json: bool) -> None:
@@ -221,7 +268,7 @@ def _print_summary(source: str, counts: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary))
     else:
-        out.print(" ".join(f"{k}={v}" for k, v in summary.items()))
+        out.print(" ".join(f"{k}={v}" for k, v in summary.items()), soft_wrap=True)
 
 
 @app.command()
@@ -239,10 +286,7 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
     settings: Settings = ctx.obj
     client = remote(url, settings)
     if client:
-        try:
-            body = client.search(query, limit, source, path_prefix=path, languages=language, kinds=kind)
-        except RemoteError as exc:
-            fail(str(exc))
+        body = client.search(query, limit, source, path_prefix=path, languages=language, kinds=kind)
         results = [{"source": h["source"], "path": h["path"], "start_line": h["start_line"],
                     "end_line": h["end_line"], "symbol": h["symbol"], "score": h["score"], "snippet": h["snippet"]}
                    for h in body["hits"]]
@@ -287,10 +331,7 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
     settings: Settings = ctx.obj
     client = remote(url, settings)
     if client:
-        try:
-            rows = client.sources()
-        except RemoteError as exc:
-            fail(str(exc))
+        rows = client.sources()
     else:
         with local_services(settings) as svc:
             rows = [{"name": r.name, "kind": r.kind, "state": r.state, "location": r.config.get("location", ""),
@@ -301,11 +342,33 @@ def sources(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("name", "kind", "state", "documents", "chunks", "last success", "location")
+    print_sources(rows)
+
+
+def print_sources(rows: list[dict]) -> None:
+    """One line per source, 80 columns: who may read it, counts, when it last synced, where it comes from."""
+    if not rows:
+        err.print(NO_SOURCES, soft_wrap=True)
+        return
+    table = CompactTable(Col("name"), Col("kind", fixed=True), Col("state", fixed=True), Col("access"),
+                         Col("docs", fixed=True, right=True), Col("chunks", fixed=True, right=True),
+                         Col("synced", fixed=True), Col("location"))
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["state"], str(r["documents"]), str(r["chunks"]),
-                      str(r.get("last_success_at") or "-"), r.get("location") or "-")
-    out.print(table)
+        table.add_row(r["name"], r["kind"], r["state"], describe_access(r), r["documents"], r["chunks"],
+                      human_time(r.get("last_success_at")), r.get("location") or "-")
+    table.print(out)
+
+
+def describe_access(source: dict) -> str:
+    """`admins only` for an empty access list (the easy mistake), `from source` where the source's own
+    permissions decide, else the principals; `-` when the caller may not see it."""
+    from connectors.registry import access_from_source
+
+    if source.get("access") is None:
+        return "-"
+    if access_from_source(source["kind"]):
+        return "from source"
+    return ", ".join(source["access"]) or ADMINS_ONLY
 
 
 @app.command()
@@ -338,10 +401,13 @@ def reindex(ctx: typer.Context, name: str | None = typer.Argument(None, help="So
     partial: list[str] = []
     with local_services(settings) as svc:
         names = [r.name for r in svc.catalog.list_sources()] if not name else [name]  # no name: --all
+        if not names:
+            fail(NO_SOURCES)
         for n in names:
             if svc.catalog.get_source(n) is None:
-                fail(f"no source named {n!r}")
-            with SyncProgress(err, enabled=not as_json) as progress, _interrupt_cancels() as stop:
+                no_source(n)
+            with SyncProgress(err, enabled=not as_json, pending=_pending(svc, n)) as progress, \
+                    _interrupt_cancels() as stop:
                 try:
                     counts = run_sync_job(svc, n, full=full, observe=progress.update, since=window,
                                           should_stop=stop).as_dict()
@@ -378,12 +444,9 @@ def _interrupt_cancels() -> Iterator[Callable[[], str | None]]:
 def _reindex_remote(client: CairnClient, names: list[str] | None, full: bool, since: str | None,
                     as_json: bool) -> None:
     """Submit every job first (a distributed deployment runs them side by side), then follow them all."""
-    try:
-        names = names or [s["name"] for s in client.sources()]
-        job_ids = [client.reindex(n, full=full, since=since)["id"] for n in names]
-        finished = watch_jobs(client.job, job_ids, err, enabled=not as_json)
-    except RemoteError as exc:
-        fail(str(exc))
+    names = names or [s["name"] for s in client.sources()]
+    job_ids = [client.reindex(n, full=full, since=since)["id"] for n in names]
+    finished = watch_jobs(client.job, job_ids, err, enabled=not as_json)
     for job in finished:
         _print_summary(job["source"], job["counts"], as_json)
     failed = [f"{j['source']}: job {j['id']} {j['state']} {j.get('error') or ''}".strip()
@@ -396,8 +459,12 @@ def _reindex_remote(client: CairnClient, names: list[str] | None, full: bool, si
 def evaluate(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, dir_okay=False,
                                                              help="JSONL of {query, source, expected_paths}."),
              limit: int = typer.Option(10, help="Results retrieved per query."),
-             as_json: bool = typer.Option(False, "--json")) -> None:
-    """Measure retrieval on your own queries: Recall@1/5/10, MRR and the misses."""
+             as_json: bool = typer.Option(False, "--json"),
+             url: str | None = typer.Option(None, help="A running server (default: CAIRN_URL); the queries then "
+                                                        "run as CAIRN_TOKEN's user.")) -> None:
+    """Measure retrieval on your own queries: Recall@1/5/10, MRR and the misses. In-process the queries run
+    as the operator (who reads everything); against a server, as the token's user."""
+    from api.client import RemoteSearcher
     from retrieval.evaluation import evaluate_queries, load_queries
     from retrieval.searcher import build_searcher
 
@@ -405,11 +472,18 @@ def evaluate(ctx: typer.Context, file: Path = typer.Argument(..., exists=True, d
     try:
         queries = load_queries(file)
     except ValueError as exc:
-        fail(str(exc), code=2)
-    with local_services(settings) as svc:
-        searcher = build_searcher(svc)
-        report = evaluate_queries(searcher, OPERATOR, queries, limit=max(limit, 10))
-        searcher.close()
+        fail(str(exc), USAGE, "give a JSONL file of {query, source, expected_paths} lines (`cairn feedback "
+                              "export` writes one)")
+    client = remote(url, settings)
+    if client:
+        report = evaluate_queries(RemoteSearcher(client), OPERATOR, queries, limit=max(limit, 10))
+    else:
+        with local_services(settings) as svc:
+            searcher = build_searcher(svc)
+            try:
+                report = evaluate_queries(searcher, OPERATOR, queries, limit=max(limit, 10))
+            finally:
+                searcher.close()
     if as_json:
         print(json.dumps(report.as_dict()))
         return
@@ -435,7 +509,7 @@ def feedback_export(ctx: typer.Context,
         except ValueError:
             fail(f"--since {since!r} is not an ISO date or time (e.g. 2026-01-31 or 2026-01-31T12:00)", code=2)
     if not settings.database_url and not settings.data_dir.is_dir():
-        fail(f"no data directory at {settings.data_dir}")
+        fail(f"no data directory at {settings.data_dir}", hint="check CAIRN_DATA_DIR (or CAIRN_DATABASE_URL)")
     engine = make_engine(settings.catalog_url)
     stats = ExportStats()
     try:
@@ -529,34 +603,58 @@ def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The us
         out.print(f"token (shown once): [bold]{token}[/bold]\nid: {info.id}")
 
 
-@tokens_app.command("list")
-def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List tokens (never the tokens themselves)."""
+def existing_catalog(settings: Settings) -> str | None:
+    """The catalog's URL, or None on a machine where nothing was ever indexed or created (no SQLite file):
+    read-only commands then say so instead of failing to open it."""
+    url = settings.catalog_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    return url
+
+
+def _token_store(settings: Settings) -> Any:
     from api.cli_jobs import local_catalog
     from api.tokens import TokenStore
 
-    rows = TokenStore(local_catalog(ctx.obj).engine).list()
+    return TokenStore(local_catalog(settings).engine) if existing_catalog(settings) else None
+
+
+@tokens_app.command("list")
+def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List tokens (never the tokens themselves); ids are shortened to a unique start, which `revoke` takes."""
+    store = _token_store(ctx.obj)
+    rows = store.list() if store else []
+    now = dt.datetime.now(dt.UTC)
     data: list[dict[str, Any]] = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
-             "expires_at": t.expires_at.isoformat() if t.expires_at else None, "revoked": t.revoked_at is not None}
+             "expires_at": t.expires_at.isoformat() if t.expires_at else None, "revoked": t.revoked_at is not None,
+             "expired": t.expires_at is not None and t.expires_at <= now}
             for t in rows]
     if as_json:
         print(json.dumps(data))
         return
-    table = Table("id", "user", "groups", "admin", "name", "expires", "revoked")
+    if not data:
+        err.print(f"no tokens in {ctx.obj.data_dir}: `cairn tokens create --user NAME` makes one", soft_wrap=True)
+        return
+    table = CompactTable(Col("id", fixed=True), Col("user"), Col("groups"), Col("admin", fixed=True), Col("name"),
+                         Col("expires", fixed=True), Col("state", fixed=True))
+    ids = short_ids(d["id"] for d in data)
     for d in data:
-        table.add_row(d["id"], d["user"], ",".join(d["groups"]), str(d["admin"]), d["name"],
-                      str(d["expires_at"] or "-"), str(d["revoked"]))
-    out.print(table)
+        state = "revoked" if d["revoked"] else "expired" if d["expired"] else "active"
+        table.add_row(ids[d["id"]], d["user"], ",".join(d["groups"]) or "-", "yes" if d["admin"] else "no",
+                      d["name"] or "-", human_time(d["expires_at"]) if d["expires_at"] else "never", state)
+    table.print(out)
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(...)) -> None:
-    """Revoke a token by its id."""
-    from api.cli_jobs import local_catalog
-    from api.tokens import TokenStore
-
-    if not TokenStore(local_catalog(ctx.obj).engine).revoke(token_id):
-        fail(f"no active token with id {token_id!r}")
+def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(
+        ..., help="The token's id, or any unique start of it (as `cairn tokens list` shows).")) -> None:
+    """Revoke a token by its id (or a unique start of it)."""
+    store = _token_store(ctx.obj)
+    if store is None:
+        fail(f"no tokens in {ctx.obj.data_dir}", hint="check CAIRN_DATA_DIR; `cairn tokens create` makes tokens")
+    token_id = resolve_id(token_id, [t.id for t in store.list()], "token", "cairn tokens list")
+    if not store.revoke(token_id):
+        fail(f"token {token_id} is already revoked")
     out.print(f"revoked {token_id}")
 
 
@@ -603,10 +701,10 @@ def model_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
     from indexer.generations.state import generation_status
 
     settings: Settings = ctx.obj
-    url = settings.catalog_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        fail(f"no index in {settings.data_dir}")
-    status = generation_status(make_engine(settings.catalog_url))
+    url = existing_catalog(settings)
+    if url is None:
+        fail(f"no index in {settings.data_dir}", hint="check CAIRN_DATA_DIR, or index something first (`cairn index`)")
+    status = generation_status(make_engine(url))
     if as_json:
         print(json.dumps(status))
         return

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.console import Console
 
-from api.client import CairnClient, RemoteError
+from api.cli_errors import fail as _fail
+from api.client import CairnClient
 from indexer.backup.restore import restore_backup
 from indexer.backup.snapshot import BackupError, create_backup
 from indexer.settings import Settings
@@ -21,11 +21,6 @@ from indexer.stores import StoreError
 
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 def _show(summary: dict, as_json: bool, verb: str) -> None:
@@ -49,10 +44,7 @@ def backup(ctx: typer.Context,
     if target:
         if not os.path.isabs(path):
             _fail("with a server, PATH must be an absolute path on the server's machine", code=2)
-        try:
-            _show(CairnClient(target, settings.token).backup(path), as_json, "backup written to")
-        except RemoteError as exc:
-            _fail(str(exc))
+        _show(CairnClient(target, settings.token).backup(path), as_json, "backup written to")
         return
     from indexer.services import IndexServices
 
@@ -60,7 +52,7 @@ def backup(ctx: typer.Context,
     try:
         services = IndexServices.open(settings)
     except StoreError as exc:
-        _fail(f"{exc}\nIf a Cairn server owns this data directory, pass --url or set CAIRN_URL.")
+        _fail(str(exc), hint="if a Cairn server owns this data directory, give --url (or set CAIRN_URL)")
     try:
         manifest = create_backup(services, destination)
     except BackupError as exc:

@@ -9,13 +9,16 @@ import contextlib
 import functools
 import json
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.client import CairnClient, RemoteError
+from api.cli_errors import USAGE, no_source
+from api.cli_errors import fail as _fail
+from api.cli_format import Col, CompactTable, human_time, job_duration
+from api.cli_ids import resolve_id, short_ids
+from api.client import CairnClient
 from api.progress import describe_rates, format_seconds, watch_jobs
 from indexer.catalog.catalog import JOB_STATES, Catalog
 from indexer.settings import Settings
@@ -25,11 +28,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Catalog database maintenance.")
 out = Console()
 err = Console(stderr=True)
 URL = typer.Option(None, "--url", help="A running server (default: CAIRN_URL).")
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+FULL_ID = 36  # a uuid: taken as it is, no prefix lookup
+JOB_ID = typer.Argument(..., help="The job's id, or any unique start of it (as `cairn jobs` shows).")
 
 
 def _client(url: str | None, settings: Settings) -> CairnClient | None:
@@ -53,15 +53,25 @@ def _local_job(catalog: Catalog, job_id: str) -> dict:
 
     job = catalog.get_job(job_id)
     if job is None:
-        _fail(f"no job {job_id!r}")
+        _fail(f"no job {job_id!r}", hint="`cairn jobs` lists them")
     return job_out(job).model_dump()
 
 
 def _remote(call, *args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except RemoteError as exc:
-        _fail(str(exc))
+    """A server call; its RemoteError is reported by the CLI's error handler (with what to do)."""
+    return call(*args, **kwargs)
+
+
+def job_id_of(given: str, client: CairnClient | None, catalog: Catalog | None) -> str:
+    """The full id of the job `given` names (any unique prefix), from the server or the local catalog."""
+    if len(given) == FULL_ID:
+        return given
+    if client is not None:
+        candidates = [j["id"] for j in client.jobs(limit=1000)]  # a prefix comes from a recent listing
+    else:
+        assert catalog is not None
+        candidates = catalog.job_ids_starting(given)
+    return resolve_id(given, candidates, "job", "cairn jobs")
 
 
 @jobs_app.callback(invoke_without_command=True)
@@ -73,7 +83,7 @@ def jobs(ctx: typer.Context, source: str | None = typer.Option(None, "--source",
     if ctx.invoked_subcommand is not None:
         return
     if state is not None and state not in JOB_STATES:
-        _fail(f"unknown state {state!r}; expected one of {', '.join(JOB_STATES)}", code=2)
+        _fail(f"unknown state {state!r}; expected one of {', '.join(JOB_STATES)}", USAGE)
     client = _client(url, ctx.obj)
     if client:
         rows = _remote(client.jobs, source=source, state=state, limit=limit)
@@ -85,23 +95,41 @@ def jobs(ctx: typer.Context, source: str | None = typer.Option(None, "--source",
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("id", "source", "kind", "state", "files seen/changed/skipped/failed", "embedded", "rate / ETA",
-                  "created")
-    table.columns[0].overflow = "fold"  # the whole id, even on a narrow terminal: it is what `cancel` takes
+    print_jobs(rows)
+
+
+def print_jobs(rows: list[dict]) -> None:
+    """id (shortest unique prefix), source, kind, state (and % done while running), files, how long, when."""
+    if not rows:
+        err.print("no jobs")
+        return
+    table = CompactTable(Col("id", fixed=True), Col("source"), Col("kind", fixed=True), Col("state", fixed=True),
+                         Col("files", fixed=True, right=True), Col("took", fixed=True, right=True),
+                         Col("created", fixed=True))
+    ids = short_ids(r["id"] for r in rows)
     for r in rows:
-        files = f"{r['files_seen']}/{r['files_changed']}/{r['files_skipped']}/{r['files_failed']}"
-        table.add_row(r["id"], r["source"], r["kind"], r["state"], files, str(r["chunks_embedded"]),
-                      describe_rates(r) or "-", (r["created_at"] or "-")[:19])
-    out.print(table)
+        table.add_row(ids[r["id"]], r["source"], r["kind"], _state(r), r.get("files_seen") or 0, job_duration(r),
+                      human_time(r.get("created_at")))
+    table.print(out)
+
+
+def _state(job: dict) -> str:
+    if job["state"] in ("running", "cancelling") and job.get("total"):
+        return f"{job['state']} {100 * (job.get('done') or 0) // job['total']}%"
+    return job["state"]
 
 
 @jobs_app.command("show")
-def jobs_show(ctx: typer.Context, job_id: str = typer.Argument(...),
+def jobs_show(ctx: typer.Context, job_id: str = JOB_ID,
               watch: bool = typer.Option(False, "--watch", help="Follow it live until it finishes."),
               as_json: bool = typer.Option(False, "--json"), url: str | None = URL) -> None:
-    """One job in full: counts, skip reasons, throughput, ETA, error."""
+    """One job in full: counts, skip reasons, throughput, ETA, how long it took, error."""
     client = _client(url, ctx.obj)
-    fetch = functools.partial(_remote, client.job) if client else functools.partial(_local_job, local_catalog(ctx.obj))
+    if client:
+        job_id, fetch = job_id_of(job_id, client, None), functools.partial(_remote, client.job)
+    else:
+        catalog = local_catalog(ctx.obj)
+        job_id, fetch = job_id_of(job_id, None, catalog), functools.partial(_local_job, catalog)
     job = watch_jobs(fetch, [job_id], err, enabled=not as_json)[0] if watch else fetch(job_id)
     if as_json:
         print(json.dumps(job))
@@ -112,7 +140,9 @@ def jobs_show(ctx: typer.Context, job_id: str = typer.Argument(...),
 def _print_job(job: dict) -> None:
     out.print(f"[bold]{job['id']}[/bold] {job['source']} {job['kind']} [bold]{job['state']}[/bold]")
     for key in ("created_at", "started_at", "finished_at"):
-        out.print(f"  {key}: {job.get(key) or '-'}")
+        out.print(f"  {key}: {human_time(job.get(key))}")
+    if job.get("started_at"):
+        out.print(f"  {'took' if job.get('finished_at') else 'running for'}: {job_duration(job)}")
     for key in ("files_seen", "files_changed", "files_skipped", "files_deleted", "files_failed", "chunks_embedded",
                 "pending_chunks"):
         out.print(f"  {key}: {job.get(key) if job.get(key) is not None else '-'}")
@@ -121,34 +151,33 @@ def _print_job(job: dict) -> None:
         out.print("  skipped by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     if describe_rates(job):
         out.print(f"  {describe_rates(job)}")
-    if job.get("counts", {}).get("seconds"):
-        out.print(f"  took {format_seconds(job['counts']['seconds'])}")
     if job.get("error"):
         out.print(f"  [red]error:[/red] {job['error']}", markup=True, highlight=False)
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(ctx: typer.Context, job_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
+def jobs_cancel(ctx: typer.Context, job_id: str = JOB_ID, as_json: bool = typer.Option(False, "--json"),
                 url: str | None = URL) -> None:
     """Stop a queued or running job after the batch it is applying."""
     client = _client(url, ctx.obj)
     if client:
-        job = _remote(client.cancel, job_id)
+        job = _remote(client.cancel, job_id_of(job_id, client, None))
     else:
         from indexer.catalog.catalog import FINISHED_JOB_STATES
 
         catalog = local_catalog(ctx.obj)
+        job_id = job_id_of(job_id, None, catalog)
         before = catalog.get_job(job_id)
         if before is None:
-            _fail(f"no job {job_id!r}")
+            _fail(f"no job {job_id!r}", hint="`cairn jobs` lists them")
         if before.state in FINISHED_JOB_STATES:
-            _fail(f"job {job_id} already {before.state}")
+            _fail(f"job {job_id} already {before.state}", hint="only a queued or running job can be cancelled")
         catalog.request_cancel(job_id)
         job = _local_job(catalog, job_id)
     if as_json:
         print(json.dumps(job))
     else:
-        out.print(f"job {job_id} {job['state']}")
+        out.print(f"job {job['id']} {job['state']}")
 
 
 @db_app.command("upgrade")
@@ -216,7 +245,7 @@ def reconcile(ctx: typer.Context, name: str | None = typer.Argument(None, help="
 
         with local_services(ctx.obj) as services:
             if name is not None and services.catalog.get_source(name) is None:
-                _fail(f"no source named {name!r}")
+                no_source(name)
             drifts = [d.as_dict() for d in reconcile_all(services, [name] if name else None, repair=not dry_run)]
     if as_json:
         print(json.dumps(drifts))
@@ -254,7 +283,7 @@ def _local_permissions(settings: Settings, name: str | None) -> list[dict]:
         catalog = services.catalog
         rows = [r for r in catalog.list_sources() if name is None or r.name == name]
         if name is not None and not rows:
-            _fail(f"no source named {name!r}")
+            no_source(name)
         if name is not None and not access_from_source(rows[0].kind):
             _fail(f"source {name!r} ({rows[0].kind}) takes its access from its settings: it has no permissions pass")
         finished = []
@@ -299,10 +328,10 @@ def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="Source na
         try:
             seconds = None if value is None else int(parse_duration(value).total_seconds())
         except ValueError as exc:
-            _fail(str(exc), code=2)
+            _fail(str(exc), USAGE)
         catalog = local_catalog(ctx.obj)
         if catalog.get_source(name) is None:
-            _fail(f"no source named {name!r}")
+            no_source(name)
         set_interval(catalog, name, seconds)
         seconds = ctx.obj.sync_interval_seconds if seconds is None else seconds
     out.print(f"source {name}: synced every {format_seconds(seconds)}" if seconds else f"source {name}: not scheduled")

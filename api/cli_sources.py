@@ -8,7 +8,8 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from connectors.config import SourceConfigError, load_sources, parse_source
+from api.cli_errors import USAGE, fail, no_source
+from connectors.config import NAME_RULE, SourceConfigError, load_sources, parse_source
 from connectors.webhooks import SECRET_KEY
 from indexer.settings import Settings
 
@@ -21,7 +22,7 @@ out = Console()
 err = Console(stderr=True)
 
 # Options every remote source takes, as (parameter, CLI help) → config keys of the same name.
-NAME = typer.Option(..., "--name", help="Source name (letters, digits, . _ -).")
+NAME = typer.Option(..., "--name", help=f"Source name: {NAME_RULE}.")
 URL = typer.Option(..., "--url", help="Base URL of the service (Confluence Cloud: https://SITE.atlassian.net/wiki).")
 TOKEN_ENV = typer.Option("", "--token-env", help="Environment variable holding the token (read at sync time).")
 TOKEN_FILE = typer.Option("", "--token-file", help="File holding the token (read at sync time).")
@@ -34,9 +35,8 @@ INTERVAL = typer.Option("", "--interval", help="How often the scheduler syncs it
                                               "default: CAIRN_SYNC_INTERVAL_SECONDS.")
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+def _fail(message: str, code: int = USAGE, hint: str = "") -> NoReturn:
+    fail(message, code, hint)
 
 
 def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: bool, interval: str = "") -> None:
@@ -83,7 +83,8 @@ def _sync(settings: Settings, name: str, as_json: bool) -> None:
 
     services = IndexServices.open(settings)
     try:
-        with SyncProgress(err, enabled=not as_json) as progress:
+        with SyncProgress(err, enabled=not as_json, pending=lambda: services.catalog.pending_chunk_count(name)) \
+                as progress:
             counts = run_sync_job(services, name, observe=progress.update).as_dict()
     finally:
         services.close()
@@ -198,7 +199,7 @@ def _services(settings: Settings) -> Any:
     try:
         return IndexServices.open(settings)
     except StoreError as exc:
-        _fail(f"{exc}\nIf a Cairn server owns this data directory, pass --url or set CAIRN_URL.", 1)
+        _fail(str(exc), 1, "if a Cairn server owns this data directory, give --url (or set CAIRN_URL)")
 
 
 def change_body(access: list[str], no_access: bool, ref: str | None, location: str | None, interval: str,
@@ -231,7 +232,9 @@ def apply_change_here(services: Any, name: str, body: dict[str, Any], as_json: b
 
     try:
         plan = plan_change(services.catalog, name, SourceChange(**body))
-    except (LookupError, BadRequest, AccessError) as exc:
+    except LookupError:
+        no_source(name)
+    except (BadRequest, AccessError) as exc:
         _fail(str(exc))
     apply_change(services.catalog, plan)
     result: dict[str, Any] = {"source": name, "changed": plan.changed}
@@ -239,22 +242,19 @@ def apply_change_here(services: Any, name: str, body: dict[str, Any], as_json: b
         job_id = services.catalog.create_job(None, name, ACCESS_JOB)
         result["access"] = run_access_job(services, name, job_id)
     if plan.sync and sync:
-        with SyncProgress(err, enabled=not as_json) as progress:
+        with SyncProgress(err, enabled=not as_json, pending=lambda: services.catalog.pending_chunk_count(name)) \
+                as progress:
             result["sync"] = run_sync_job(services, name, full=plan.sync == "full", observe=progress.update).as_dict()
     return result
 
 
 def change_remotely(client: Any, name: str, body: dict[str, Any], as_json: bool) -> dict[str, Any]:
     """PATCH on the server, then follow the jobs it started until they end (a failed one fails the command)."""
-    from api.client import RemoteError
     from api.progress import watch_jobs
 
-    try:
-        answer = client.change_source(name, body)
-        jobs = watch_jobs(client.job, [j["id"] for j in answer["jobs"]], err, enabled=not as_json) \
-            if answer["jobs"] else []
-    except RemoteError as exc:
-        _fail(str(exc), 1)
+    answer = client.change_source(name, body)
+    jobs = watch_jobs(client.job, [j["id"] for j in answer["jobs"]], err, enabled=not as_json) \
+        if answer["jobs"] else []
     failed = [j for j in jobs if j["state"] != "succeeded"]
     if failed:
         _fail(f"job {failed[0]['id']} ({failed[0]['kind']}) {failed[0]['state']}: {failed[0].get('error')}", 1)
@@ -298,15 +298,7 @@ def remove_source(ctx: typer.Context, name: str = typer.Argument(..., help="Sour
     if not yes and not typer.confirm(f"Remove source {name!r} and everything indexed from it?"):
         _fail("not removed", 1)
     client = _client(url, ctx.obj)
-    if client:
-        from api.client import RemoteError
-
-        try:
-            removed = client.remove_source(name)["removed"]
-        except RemoteError as exc:
-            _fail(str(exc), 1)
-    else:
-        removed = _remove_locally(ctx.obj, name)
+    removed = client.remove_source(name)["removed"] if client else _remove_locally(ctx.obj, name)
     if as_json:
         print(json.dumps({"source": name, "removed": removed}))
     else:
@@ -321,7 +313,7 @@ def _remove_locally(settings: Settings, name: str) -> dict[str, int]:
     try:
         catalog = services.catalog
         if catalog.get_source(name) is None:
-            _fail(f"no source named {name!r}", 1)
+            no_source(name)
         # No server owns this index (its stores opened here), so no job of the source can be running.
         for job in catalog.list_jobs(source=name, state=("queued", "running", "cancelling"), limit=10_000):
             catalog.update_job(job.id, state="cancelled", error="its source was removed")
@@ -336,23 +328,22 @@ def webhook(ctx: typer.Context, name: str = typer.Argument(..., help="Source nam
             url: str | None = typer.Option(None, "--url", help="A running server (default: CAIRN_URL)."),
             as_json: bool = AS_JSON) -> None:
     """Print the webhook URL to configure in GitLab, Jira or Confluence, and its secret once (kept hashed)."""
-    from api.client import CairnClient, RemoteError
+    from api.client import CairnClient
     from api.webhooks import make_secret, webhook_url
 
     settings: Settings = ctx.obj
     target = url or settings.url
     if target:
-        try:
-            shown = CairnClient(target, settings.token).webhook(name, rotate)
-        except RemoteError as exc:
-            _fail(str(exc), code=1)
+        shown = CairnClient(target, settings.token).webhook(name, rotate)
     else:
         from api.errors import BadRequest, NotFound
 
         catalog = _store(settings, [])
         try:
             row, secret = make_secret(catalog, name, rotate)
-        except (NotFound, BadRequest) as exc:
+        except NotFound:
+            no_source(name)
+        except BadRequest as exc:
             _fail(str(exc), code=1)
         base = settings.public_url or f"http://{settings.host}:{settings.port}"
         shown = {"source": name, "kind": row.kind, "url": webhook_url(base, name, row.kind, secret),

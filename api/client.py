@@ -2,16 +2,35 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from indexer.models import Principal
+from retrieval.permissions import Scope
+
 FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 
 
 class RemoteError(RuntimeError):
-    """The server answered with an error (its message is kept) or could not be reached."""
+    """The server answered with an error (its message is kept) or could not be reached (`status` 0).
+    `hint` says what to do about it, for the CLI's error line."""
+
+    def __init__(self, message: str, status: int = 0, hint: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.hint = hint
+
+
+# What to do about an answer, by status (the message already says what is wrong).
+HINTS = {
+    0: "is the server running there? Check --url / CAIRN_URL, or leave both unset to work on the local data "
+       "directory",
+    401: "check CAIRN_TOKEN: it is missing, mistyped, revoked or expired (`cairn tokens create` makes one)",
+    403: "this needs an admin token (`cairn tokens create --admin`)",
+}
 
 
 class CairnClient:
@@ -23,13 +42,13 @@ class CairnClient:
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach {self.http.base_url}: {exc}") from exc
+            raise RemoteError(f"cannot reach {self.http.base_url}: {exc}", 0, HINTS[0]) from exc
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
-            raise RemoteError(f"{resp.status_code}: {detail}")
+            raise RemoteError(f"{resp.status_code}: {detail}", resp.status_code, HINTS.get(resp.status_code, ""))
         return resp.json()
 
     def search(self, query: str, limit: int, sources: list[str], **scope: Any) -> dict:
@@ -101,3 +120,17 @@ class CairnClient:
             if job["state"] in FINISHED:
                 return job
             time.sleep(poll)
+
+
+class RemoteSearcher:
+    """`cairn eval --url`: the evaluation's searcher over a server. Searches run as the token's user (what
+    that user may read), not as the in-process operator; `principal` is ignored for that reason."""
+
+    MAX_LIMIT = 100  # the API's cap on one search
+
+    def __init__(self, client: CairnClient) -> None:
+        self.client = client
+
+    def search(self, text: str, principal: Principal | None, scope: Scope = Scope(), limit: int = 10) -> Any:
+        body = self.client.search(text, min(limit, self.MAX_LIMIT), list(scope.sources))
+        return SimpleNamespace(hits=[SimpleNamespace(**hit) for hit in body["hits"]])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from api.cli_errors import fail
 from api.progress import SyncProgress
 from api.tokens import TokenStore
 from indexer.services import IndexServices
@@ -20,7 +21,7 @@ def repository_root(path: Path) -> Path:
     proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True,
                           text=True, timeout=30, check=False)
     if proc.returncode != 0:
-        raise SystemExit(f"{path} is not inside a git repository")
+        fail(f"{path} is not inside a git repository", hint="give --path the folder of a git repository")
     return Path(proc.stdout.strip())
 
 
@@ -35,7 +36,7 @@ def run_demo(settings: Settings, path: Path, port: int | None, console: Console)
     settings = settings.for_serving()
     services = IndexServices.open(settings)
     services.catalog.upsert_source(name, "git", {"location": str(root), "ref": ""}, ["public"])
-    with SyncProgress(console) as progress:
+    with SyncProgress(console, pending=lambda: services.catalog.pending_chunk_count(name)) as progress:
         counts = run_sync_job(services, name, observe=progress.update)
     token, _ = TokenStore(services.catalog.engine).create("demo", ["demo"], admin=True, name="quick start")
     base = f"http://{settings.host}:{port}"

@@ -5,6 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from connectors.config import NAME as SOURCE_NAME
+from connectors.config import NAME_RULE
+
 MAX_QUERY_CHARS = 20_000
 
 
@@ -43,7 +46,7 @@ class SearchResponse(BaseModel):
 
 
 class SourceIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+    name: str = Field(min_length=1, max_length=64, pattern=SOURCE_NAME, description=f"Source name: {NAME_RULE}.")
     kind: Literal["git"] = "git"
     location: str = Field(min_length=1, max_length=2000, description="Repository path or clone URL, without "
                           "credentials (a URL with `user:token@` is refused: give token_env or token_file).")

@@ -211,6 +211,14 @@ class Catalog:
         """doc id → digest of the Access it was indexed with (drop changed ones from `known`)."""
         return self._document_column(source, documents.c.access_digest)
 
+    def acl_principals(self, source: str) -> set[str]:
+        """Every principal the ACLs of the source's indexed chunks name (whose memberships matter)."""
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for (acl,) in conn.execute(select(chunks.c.acl).where(chunks.c.source == source)):
+                out.update(json.loads(acl) if isinstance(acl, str) else acl or [])
+        return out
+
     def _document_column(self, source: str, column: Any) -> dict[str, str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(documents.c.id, column).where(documents.c.source == source))
@@ -512,6 +520,13 @@ class Catalog:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return _job_record(row) if row else None
+
+    def job_ids_starting(self, prefix: str, limit: int = 20) -> list[str]:
+        """Ids of jobs that start with `prefix` (people type the first characters of an id)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = select(jobs.c.id).where(jobs.c.id.like(f"{escaped}%", escape="\\")).order_by(jobs.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
 
     def list_jobs(self, source: str | None = None, limit: int = 50, state: str | Sequence[str] | None = None,
                   kind: str | None = None) -> list[JobRecord]:

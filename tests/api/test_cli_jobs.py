@@ -89,9 +89,12 @@ def test_jobs_local_reads_the_same_catalog_while_the_server_runs(deployment):
 def test_cancel_a_queued_job_local_and_remote_and_refuse_finished_ones(deployment):
     catalog = deployment["services"].catalog
     queued = [catalog.create_job(None, "beta", "index") for _ in range(2)]
-    remote = ok_json(cairn("jobs", "cancel", queued[0], "--json", env=deployment["remote"]))
-    local = ok_json(cairn("jobs", "cancel", queued[1], "--json", env=deployment["local"]))
-    assert remote["state"] == local["state"] == "cancelling"
+    # by the start of the id, as `cairn jobs` shows it (the server's job list resolves it)
+    remote = ok_json(cairn("jobs", "cancel", queued[0][:10], "--json", env=deployment["remote"]))
+    local = ok_json(cairn("jobs", "cancel", queued[1][:10], "--json", env=deployment["local"]))
+    assert remote["state"] == local["state"] == "cancelling" and [remote["id"], local["id"]] == queued
+    shown = ok_json(cairn("jobs", "show", queued[0][:10], "--json", env=deployment["remote"]))
+    assert shown["id"] == queued[0]
     done = catalog.list_jobs(state="succeeded", limit=1)[0].id
     refused = cairn("jobs", "cancel", done, env=deployment["remote"])
     assert refused.returncode != 0 and "409" in refused.stderr

@@ -61,7 +61,7 @@ def test_in_process_index_applies_changed_options_and_set_and_remove_work(cli, t
     assert readers(settings, embedder, "r", ["a", "b"]) == {"b"}
     assert "http(s) clone URLs only" in cli("sources", "set", "r", "--token-env", "TOKEN", code=2).output  # a local path
     assert "nothing to change" in cli("sources", "set", "r", code=2).output
-    assert "no source named" in cli("sources", "set", "nope", "--no-access", code=2).output
+    assert "no source named" in cli("sources", "set", "nope", "--no-access", code=1).output
     assert "not removed" in cli("sources", "remove", "r", stdin="n\n", code=1).output
     removed = json.loads(cli("sources", "remove", "r", "--yes", "--json").stdout)["removed"]
     assert removed["documents"] == 1 and removed["schedule"] == 1

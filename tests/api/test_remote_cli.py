@@ -42,3 +42,15 @@ def test_sources_over_http_and_a_bad_token(url, corpus):
     assert proc.returncode == 0 and [s["name"] for s in json.loads(proc.stdout)] == ["ops"]
     bad = cairn("search", "x", "--url", url, "--json", tok="cairn_revoked-or-forged")
     assert bad.returncode != 0 and "401" in bad.stderr
+
+
+def test_eval_through_a_server_runs_as_the_tokens_user(url, corpus, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"query": "backoff delay", "source": "eng", "expected_paths": ["pkg/retry.py"]})
+                       + "\n")
+    seen = cairn("eval", str(queries), "--json", tok=token(corpus, groups=["eng"]), url=url)
+    assert seen.returncode == 0, seen.stderr
+    report = json.loads(seen.stdout)
+    assert report["queries"] == 1 and report["metrics"]["recall@10"] == 1.0
+    blind = json.loads(cairn("eval", str(queries), "--url", url, "--json", tok=token(corpus, groups=["ops"])).stdout)
+    assert blind["metrics"]["recall@10"] == 0.0 and blind["misses"]  # eng is not ops's to read
