@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import apidocs, errors, web, webhooks
+from api import apidocs, errors, scim, web, webhooks
 from api.admin_routes import router as admin_router
 from api.audit import AuditLog
 from api.auth import metadata_router
@@ -29,6 +29,8 @@ from api.observability import (
     remember_principal,
 )
 from api.oidc import provider_from
+from api.personal_tokens import router as personal_tokens_router
+from api.provisioning import Directory
 from api.routes import router
 from api.sessions import SessionStore
 from api.tokens import TokenStore
@@ -158,6 +160,9 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         app.state.sessions = SessionStore(svc.catalog.engine, app.state.tokens,
                                           dt.timedelta(seconds=settings.session_max_age_seconds),
                                           app.state.identity)
+        # People and groups the IdP provisions over SCIM; a sign-in ties a provisioned user to its `sub`.
+        app.state.directory = Directory(svc.catalog.engine, app.state.tokens, settings.admin_groups)
+        app.state.sessions.on_sign_in = app.state.directory.claim
         app.state.audit = AuditLog(svc.catalog.engine, keep_query_text=settings.audit_query_text)
         # Sources whose access is too old to serve their restricted documents (fail closed), shared by
         # the searcher and the document routes, read from the catalog every few seconds.
@@ -206,11 +211,12 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
     app.state.oidc = provider_from(settings)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
-    for routes in (router, documents_router, admin_router, users_router):
+    for routes in (router, documents_router, admin_router, users_router, personal_tokens_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(context_router)  # resolves its caller itself: a refusal is an item for Continue
     app.include_router(metrics_router)
     app.include_router(metadata_router)  # /.well-known/oauth-protected-resource (RFC 9728)
+    scim.install(app, settings)  # /scim/v2: the IdP provisions and deprovisions (404 without a secret)
     app.include_router(webhooks.router)  # webhooks authenticate by the source's secret, admins by token
     apidocs.install(app)  # /openapi.json and /docs (Swagger UI from local assets), behind sign-in
     web.install(app)  # the web UI's pages and static files (not in the OpenAPI schema)

@@ -527,11 +527,16 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
 
     from api.app import create_app
     from api.cli_jobs import local_catalog
+    from api.oidc import OIDCError
+    from api.scim import ScimConfigError
 
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
     configure_logging(logging.INFO)  # a server logs at INFO: one line per request (api.observability)
     local_catalog(settings).engine.dispose()  # upgraded (embedded) or current, or a clear exit before binding
-    api = create_app(settings)
+    try:
+        api = create_app(settings)
+    except (OIDCError, ScimConfigError) as exc:  # an unreadable client secret or SCIM secret: say which
+        fail(str(exc))
     # No access log (it prints whole URLs: search text, a webhook's ?secret=; the request line of
     # api.observability replaces it), and no logging config of uvicorn's own: its lines go through ours.
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,

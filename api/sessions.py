@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.oidc import Identity
@@ -39,6 +40,8 @@ class SessionStore:
         self.tokens = tokens
         self.max_age = max_age
         self.identity = identity
+        # Called in the transaction that records a sign-in (api/provisioning.py ties SCIM-provisioned users).
+        self.on_sign_in: Callable[[Connection, Identity], None] | None = None
 
     # -- sessions
 
@@ -77,6 +80,17 @@ class SessionStore:
         if row["kind"] == "token":  # the token as it is now: revoked or expired ends the session
             return self.tokens.resolve_id(row["token_id"]) if row["token_id"] else None
         return self.identity.person(row["subject"], row["groups"]) if row["subject"] else None
+
+    def owner(self, session_id: str) -> str | None:
+        """The subject (users.subject) of a live session opened by the IdP; None for any other session."""
+        if not session_id:
+            return None
+        where = sessions.c.id_hash == _hash(session_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions.c.kind, sessions.c.subject, sessions.c.expires_at).where(where)).first()
+        if row is None or row.kind != "oidc" or row.expires_at <= _now():
+            return None
+        return row.subject
 
     def close(self, session_id: str) -> str | None:
         """Sign-out: the session ends (its row is deleted); returns its kind (oidc, token), None if unknown."""
@@ -125,6 +139,8 @@ class SessionStore:
             updated = conn.execute(update(users).where(users.c.subject == who.subject).values(**values)).rowcount
             if not updated:
                 conn.execute(insert(users).values(subject=who.subject, created_at=now, **values))
+            if self.on_sign_in is not None:
+                self.on_sign_in(conn, who)
 
     def register(self, who: Identity) -> None:
         """A person first seen through a JWT access token their IdP issued for Cairn (an MCP client signed
@@ -137,5 +153,7 @@ class SessionStore:
             with self.engine.begin() as conn:
                 if conn.execute(select(users.c.subject).where(users.c.subject == who.subject)).first() is None:
                     conn.execute(insert(users).values(**row))
+                    if self.on_sign_in is not None:
+                        self.on_sign_in(conn, who)
         except IntegrityError:
             pass  # a concurrent request registered them first: the same person, nothing to add

@@ -3,7 +3,8 @@
 A service token (`cairn tokens create`) acts as the user and groups typed when it was made. A personal
 token (its row names its owner, `subject`) acts as that person as they are when each request arrives
 (indexer/identity: links, memberships, the groups of their last sign-in); it stops working when the
-person is deactivated or unknown."""
+person is deactivated or unknown. Personal tokens are made on the web UI's Tokens page (/v1/me/tokens),
+always expire, and only their owner or an admin sees or revokes them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from indexer.catalog.schema import api_tokens
 from indexer.identity.resolver import IdentityResolver
@@ -39,6 +40,15 @@ class TokenInfo:
     created_at: dt.datetime
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    subject: str | None = None  # a personal token's owner; None for a service token
+
+    def state(self, now: dt.datetime | None = None) -> str:
+        """active, expired or revoked."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or _now()):
+            return "expired"
+        return "active"
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -55,7 +65,7 @@ class TokenStore:
         self.identity = identity
 
     def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
-               expires_in: dt.timedelta | None = None) -> tuple[str, TokenInfo]:
+               expires_in: dt.timedelta | None = None, subject: str | None = None) -> tuple[str, TokenInfo]:
         """Returns the clear token (shown once, never stored) and its record."""
         if not user.strip():
             raise ValueError("a token needs a user")
@@ -63,7 +73,7 @@ class TokenStore:
         row = {"id": str(uuid.uuid4()), "token_hash": hash_token(token), "user": user.strip(),
                "groups": sorted({g.strip() for g in groups if g.strip()}), "admin": admin, "name": name,
                "created_at": _now(), "expires_at": _now() + expires_in if expires_in else None,
-               "revoked_at": None}
+               "revoked_at": None, "subject": subject}
         with self.engine.begin() as conn:
             conn.execute(insert(api_tokens).values(**row))
         return token, self._info(row)
@@ -103,13 +113,60 @@ class TokenStore:
                                .values(revoked_at=_now()))
         return res.rowcount > 0
 
-    def list(self) -> list[TokenInfo]:
+    def list(self, subject: str | None = None) -> list[TokenInfo]:
+        """Every token, oldest first; with `subject`, only that person's personal tokens."""
+        query = select(api_tokens).order_by(api_tokens.c.created_at)
+        if subject is not None:
+            query = query.where(api_tokens.c.subject == subject)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at)).mappings().all()
+            rows = conn.execute(query).mappings().all()
         return [self._info(dict(r)) for r in rows]
+
+    # -- personal tokens
+
+    def create_personal(self, subject: str, who: Principal, name: str,
+                        expires_in: dt.timedelta) -> tuple[str, TokenInfo]:
+        """A personal token of the signed-in person `subject`, who is `who` now: it is never given more than
+        its owner holds (their own user, groups and admin flag at most), and it always expires."""
+        if not subject:
+            raise ValueError("a personal token needs its owner's subject")
+        if expires_in <= dt.timedelta(0):
+            raise ValueError("a personal token must expire")
+        return self.create(who.user, sorted(who.groups), admin=who.admin, name=name, expires_in=expires_in,
+                           subject=subject)
+
+    def owner(self, token: str) -> str | None:
+        """The owner (subject) of a valid personal token; None for a service token or an invalid one."""
+        found = self.resolve_with_id(token)
+        if found is None:
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(select(api_tokens.c.subject).where(api_tokens.c.id == found[0])).scalar()
+
+    def get(self, token_id: str) -> TokenInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).mappings().first()
+        return self._info(dict(row)) if row is not None else None
+
+    def revoke_own(self, token_id: str, subject: str) -> bool:
+        """Revoke a personal token of `subject`'s; another person's token (or a service token) is left alone."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.subject == subject,
+                                                        api_tokens.c.revoked_at.is_(None)).values(revoked_at=_now()))
+        return res.rowcount > 0
+
+    def revoke_all_of(self, subject: str, conn: Connection | None = None) -> int:
+        """Revoke every personal token of `subject` (deprovisioning); in `conn`'s transaction when given."""
+        stmt = (update(api_tokens).where(api_tokens.c.subject == subject, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=_now()))
+        if conn is not None:
+            return conn.execute(stmt).rowcount
+        with self.engine.begin() as own:
+            return own.execute(stmt).rowcount
 
     @staticmethod
     def _info(row: dict) -> TokenInfo:
         return TokenInfo(id=row["id"], user=row["user"], groups=tuple(row["groups"]), admin=bool(row["admin"]),
                          name=row["name"], created_at=row["created_at"].replace(tzinfo=dt.UTC),
-                         expires_at=_aware(row["expires_at"]), revoked_at=_aware(row["revoked_at"]))
+                         expires_at=_aware(row["expires_at"]), revoked_at=_aware(row["revoked_at"]),
+                         subject=row.get("subject"))

@@ -21,6 +21,7 @@ from api.errors import BadRequest, NotFound
 from api.highlight import highlight_lines, stylesheet, term_pattern
 from api.observability import remember_principal
 from api.oidc import OIDCError, pkce_pair, public_base
+from api.personal_tokens import expiry_choices
 from api.routes import search as api_search
 from api.schemas import SearchRequest
 from indexer.generations.state import generation_status, generation_summary
@@ -255,6 +256,23 @@ def document_page(doc_id: str, request: Request, line: int | None = Query(defaul
     first = line or 0
     last = max(first, end or first)
     return _page(request, "document.html", who, doc=doc, lines=lines, first=first, last=last, q=q)
+
+
+# -- personal access tokens ----------------------------------------------------------------------
+
+
+@router.get("/tokens", response_class=HTMLResponse)
+def tokens_page(request: Request) -> Response:
+    """The Tokens page: a person signed in through the IdP makes, lists and revokes their own tokens (the
+    page's script calls /v1/me/tokens); admins also see and revoke everyone's."""
+    who = _viewer(request)
+    if who is None:
+        return _to_signin(request)
+    settings = request.app.state.settings
+    personal = request.app.state.sessions.owner(request.cookies.get(SESSION_COOKIE, "")) is not None
+    return _page(request, "tokens.html", who, personal=personal, base=public_base(settings),
+                 choices=expiry_choices(settings.personal_token_max_days),
+                 max_days=settings.personal_token_max_days)
 
 
 # -- admin console -------------------------------------------------------------------------------

@@ -141,6 +141,13 @@ class Settings(BaseSettings):
                                     "admins (JSON list).")
     session_max_age_seconds: int = Field(default=28800, ge=60, description="A web UI session ends this long "
                                          "after sign-in (signing out ends it at once).")
+    personal_token_max_days: int = Field(default=365, ge=1, le=3650, description="The longest lifetime a "
+                                         "personal access token made on the Tokens page may have (days).")
+    scim_token_file: Path | None = Field(default=None, description="File holding the bearer secret SCIM "
+                                         "clients send (/scim/v2); with neither this nor CAIRN_SCIM_TOKEN_ENV, "
+                                         "SCIM is off (404).")
+    scim_token_env: str = Field(default="", description="NAME of an environment variable holding the SCIM "
+                                "bearer secret (instead of CAIRN_SCIM_TOKEN_FILE).")
     identity_cache_seconds: float = Field(default=30, ge=0, le=600, description="How long a person's linked "
                                           "accounts and synced memberships are reused before being read again "
                                           "(0 = read on every request); deactivation applies at once regardless.")

@@ -27,7 +27,7 @@ async function call(url, options = {}) {
     const body = await res.json().catch(() => null);
     throw new Error(`${res.status} ${typeof body?.detail === "string" ? body.detail : res.statusText}`);
   }
-  return res.json();
+  return res.status === 204 ? null : res.json();
 }
 
 function docHref(hit, query) {
@@ -296,5 +296,92 @@ function problemList(src) {
             items.length ? el("ul", {}, ...items) : el("p", { class: "hint", text: "No failures or skips." }));
 }
 
-const PAGES = { search: searchPage, document: documentPage, admin: adminPage };
+// -- personal access tokens --------------------------------------------------------------------------
+
+function tokensPage() {
+  const base = $("#tokens").dataset.base;
+  const form = $("#new-token"), status = $("#tokens-status"), allStatus = $("#all-status");
+  const stateCell = (t) => el("span", { class: `state ${t.state}`, text: t.state });
+  async function revoke(url, t, say) {
+    if (!confirm(`Revoke token “${t.name || t.id}”? Editors and agents using it stop working at once.`)) return;
+    try {
+      await call(url, { method: "DELETE" });
+      say(`Revoked “${t.name || t.id}”.`);
+    } catch (err) {
+      say(`Not revoked: ${err.message}`);
+    }
+    load();
+  }
+  const revokeButton = (url, t, say) => t.state !== "active" ? "" :
+    el("button", { type: "button", class: "remove revoke", "data-token": t.id, text: "Revoke",
+                   "aria-label": `Revoke token ${t.name || t.id}`, onclick: () => revoke(url, t, say) });
+  async function load() {
+    if (form) {
+      try {
+        const mine = await call("/v1/me/tokens");
+        $("#my-tokens tbody").replaceChildren(...(mine.length ? mine.map((t) => el("tr", { "data-token": t.id },
+          ...cells(t.name, when(t.created_at), when(t.expires_at), stateCell(t),
+                   revokeButton(`/v1/me/tokens/${encodeURIComponent(t.id)}`, t, (m) => { status.textContent = m; }))))
+          : [el("tr", {}, el("td", { colspan: "5", class: "hint", text: "No tokens yet." }))]));
+      } catch (err) {
+        status.textContent = `Could not list your tokens: ${err.message}`;
+      }
+    }
+    if ($("#all-tokens")) {
+      try {
+        const all = await call("/v1/tokens");
+        $("#all-tokens tbody").replaceChildren(...all.map((t) => el("tr", { "data-token": t.id },
+          ...cells(t.user, t.kind, t.name, when(t.created_at), t.expires_at ? when(t.expires_at) : "never", stateCell(t),
+                   revokeButton(`/v1/tokens/${encodeURIComponent(t.id)}`, t, (m) => { allStatus.textContent = m; })))));
+      } catch (err) {
+        allStatus.textContent = `Could not list tokens: ${err.message}`;
+      }
+    }
+  }
+  form?.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { name: form.elements.name.value.trim(), expires_in_days: Number(form.elements.expires_in_days.value) };
+    try {
+      showCreated(await call("/v1/me/tokens", { method: "POST", body: JSON.stringify(body) }), base);
+      status.textContent = `Created “${body.name}”.`;
+      form.reset();
+    } catch (err) {
+      status.textContent = `Not created: ${err.message}`;
+    }
+    load();
+  });
+  $("#copy-token")?.addEventListener("click", copyToken);
+  $("#created-done")?.addEventListener("click", () => {  // the token leaves the page for good
+    $("#new-token-value").textContent = $("#snippet-mcp").textContent = $("#snippet-continue").textContent = "";
+    $("#created").hidden = true;
+  });
+  load();
+}
+
+function showCreated(created, base) {
+  const tok = created.token;
+  $("#created-name").textContent = `“${created.name}”`;
+  $("#new-token-value").textContent = tok;
+  $("#snippet-mcp").textContent = JSON.stringify({ servers: { cairn: { type: "http", url: `${base}/mcp`,
+    headers: { Authorization: `Bearer ${tok}` } } } }, null, 2);
+  $("#snippet-continue").textContent = ["mcpServers:", "  - name: Cairn", "    type: streamable-http",
+    `    url: ${base}/mcp`, `    apiKey: ${tok}`, "context:", "  - provider: http", "    params:",
+    `      url: ${base}/v1/context`, "      title: cairn", "      displayTitle: Cairn", "      headers:",
+    `        Authorization: Bearer ${tok}`].join("\n");
+  $("#created").hidden = false;
+  $("#copy-token").focus();
+}
+
+async function copyToken() {
+  const tok = $("#new-token-value").textContent, say = (m) => { $("#copy-status").textContent = m; };
+  try {
+    await navigator.clipboard.writeText(tok);
+    say("Copied.");
+  } catch {  // no clipboard permission: select it so Ctrl+C works
+    getSelection().selectAllChildren($("#new-token-value"));
+    say("Selected: press Ctrl+C (⌘C) to copy.");
+  }
+}
+
+const PAGES = { search: searchPage, document: documentPage, admin: adminPage, tokens: tokensPage };
 document.addEventListener("DOMContentLoaded", () => PAGES[document.body.dataset.page]?.());

@@ -515,3 +515,39 @@ memberships = Table(
     Column("synced_at", UTCDateTime, nullable=False),
     Index("ix_memberships_account", "realm", "account"),
 )
+
+# -- SCIM 2.0 provisioning (api/scim.py, api/provisioning.py) ---------------------------------------------
+# A user the organization's IdP provisioned over SCIM, keyed by the id Cairn gave it. `subject` names the
+# `users` row (the OIDC `sub`) once known: at provisioning when the person already signed in (matched by
+# externalId = sub, userName = username, or a verified email), else at their first sign-in. `resource` keeps
+# the attributes as the IdP sent them (echoed back: IdPs compare them). Deactivating one ends the person's
+# sessions and revokes their personal tokens at once.
+scim_users = Table(
+    "scim_users", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subject", String(255), nullable=True, unique=True),
+    Column("user_key", String(255), nullable=False, unique=True),  # userName, lower case (caseExact false)
+    Column("email_key", String(320), nullable=True, index=True),  # the primary (else first) email, lower case
+    Column("external_id", String(255), nullable=True, index=True),
+    Column("active", Boolean, nullable=False),
+    Column("resource", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A group the IdP provisioned, and its members (scim_users ids). Its display name is the group name that
+# feeds `idp:group:<name>`: members' `users.groups` follow every membership change at once.
+scim_groups = Table(
+    "scim_groups", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("display_name", String(255), nullable=False, unique=True),
+    Column("external_id", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+scim_group_members = Table(
+    "scim_group_members", metadata,
+    Column("group_id", String(36), primary_key=True),
+    Column("user_id", String(36), primary_key=True, index=True),
+)

@@ -144,3 +144,13 @@ def authorize(browser: httpx.Client, url: str, user: str, stop_at: str) -> str:
         assert resp.is_redirect, (resp.status_code, resp.text[:300])
         url = urljoin(url, resp.headers["location"])
     raise AssertionError(f"the IdP never sent the browser to {stop_at}")
+
+
+def signed_in(cairn: str, user: str) -> httpx.Client:
+    """A fresh browser signed in to Cairn at `cairn` through the IdP as `user` (holding the session cookie)."""
+    browser = httpx.Client(timeout=30, follow_redirects=False)
+    start = browser.get(cairn + "/signin/oidc", params={"next": "/"})
+    assert start.status_code == 303, start.text[:300]
+    answer = browser.get(authorize(browser, start.headers["location"], user, cairn + "/signin/callback"))
+    assert answer.status_code == 303 and "cairn_session" in browser.cookies, answer.text[:300]
+    return browser
