@@ -23,6 +23,7 @@ from celery import Celery, signals
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from indexer.catalog.catalog import CatalogError
 from indexer.catalog.schema import task_leases
 from workers.context import WorkerContext
 from workers.distributed import finish_if_done
@@ -241,7 +242,12 @@ class StallSweeper:
             if crawl is None or crawl.state not in ("sent", "stopped"):
                 continue  # the crawl stops itself after its batch (or, dead, is redelivered and stops)
             dropped = self.state.drop_pending(job.id)
-            if finish_if_done(self.ctx, job.id):
+            try:
+                done = finish_if_done(self.ctx, job.id)
+            except CatalogError:  # its source was removed meanwhile (the removal records the job itself)
+                log.warning("cancelled job %s could not be finished", job.id, exc_info=True)
+                continue
+            if done:
                 log.warning("job %s cancelled: %d pending batches dropped", job.id, dropped)
                 finished += 1
         return finished
