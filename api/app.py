@@ -149,19 +149,21 @@ def start_index_consumer(settings: Settings, services: IndexServices, consume: b
     do. CAIRN_INDEX_QUEUE_CONSUMER=false always keeps this node out. The node consuming `index` also
     sweeps stalled tasks (workers/task_leases.py); after a takeover it first puts back the batches the
     previous owner held unacked."""
-    if not settings.celery_broker_url or not settings.index_queue_consumer or consume is False:
+    if not settings.celery_broker_url or consume is False:
         return IndexNodeThreads()
     from workers.context import WorkerContext
     from workers.index_queue import INDEX_QUEUE, IndexQueueConsumer
     from workers.task_leases import StallSweeper, redeliver
 
     ctx = WorkerContext.from_services(services)
+    sweeper = StallSweeper(celery_app.app, ctx, settings.task_stall_seconds).start()
+    if not settings.index_queue_consumer:  # a Qdrant server's API node: `-Q index` workers apply batches
+        return IndexNodeThreads(sweeper=sweeper)
     if vector_backend(settings).owner_writes:  # the only consumer of `index`: what is unacked, a dead owner held
         held = redeliver(celery_app.app, queue=INDEX_QUEUE)
         if held:
             log.warning("put back %d index-queue messages the previous index owner held", len(held))
-    return IndexNodeThreads(IndexQueueConsumer(celery_app.app, ctx, services.pipeline).start(),
-                            StallSweeper(celery_app.app, ctx, settings.task_stall_seconds).start())
+    return IndexNodeThreads(IndexQueueConsumer(celery_app.app, ctx, services.pipeline).start(), sweeper)
 
 
 def create_app(settings: Settings, services: IndexServices | None = None, consume_index: bool | None = None) -> FastAPI:

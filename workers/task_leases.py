@@ -23,8 +23,8 @@ from celery import Celery, signals
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from indexer.catalog.catalog import CatalogError
-from indexer.catalog.schema import task_leases
+from indexer.catalog.catalog import ACTIVE_JOB_STATES, CatalogError
+from indexer.catalog.schema import jobs, task_leases
 from workers.context import WorkerContext
 from workers.distributed import finish_if_done
 
@@ -211,7 +211,7 @@ class StallSweeper:
         return {"redelivered": len(restored), "stalled_jobs": stalled, "cancelled": self.finish_cancels()}
 
     def _finished(self, job_id: str) -> bool:
-        return self.catalog.job_state(job_id) not in ("queued", "running", "cancelling")
+        return self.catalog.job_state(job_id) not in ACTIVE_JOB_STATES
 
     def _note_stalls(self, stalled: list[TaskLease]) -> int:
         """`stalled: N batches awaiting redelivery since T` on each job with such tasks; cleared once none."""
@@ -219,7 +219,7 @@ class StallSweeper:
         for lease in stalled:
             if lease.job_id:
                 by_job.setdefault(lease.job_id, []).append(lease)
-        for job in self.catalog.list_jobs(state=("queued", "running", "cancelling"), limit=10_000):
+        for job in self.catalog.list_jobs(state=ACTIVE_JOB_STATES, limit=10_000):
             counts = dict(job.counts or {})
             mine = by_job.get(job.id)
             if mine:
@@ -227,11 +227,17 @@ class StallSweeper:
                 what = "batches" if any(lease.task == "cairn.embed_batch" for lease in mine) else "crawls"
                 note = f"stalled: {len(mine)} {what} awaiting redelivery since {since}"
                 if counts.get("stalled") != note:
-                    self.catalog.update_job(job.id, counts=counts | {"stalled": note})
+                    self._set_counts(job.id, counts | {"stalled": note})
             elif "stalled" in counts:
                 counts.pop("stalled")
-                self.catalog.update_job(job.id, counts=counts)
+                self._set_counts(job.id, counts)
         return len(by_job)
+
+    def _set_counts(self, job_id: str, counts: dict[str, Any]) -> None:
+        """Only while the job is unfinished: its final counts, written as it finished, are never replaced."""
+        with self.catalog.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_JOB_STATES))
+                         .values(counts=counts))
 
     def finish_cancels(self) -> int:
         """A cancelled distributed job whose crawl has stopped sending is finished now: its pending batches

@@ -12,7 +12,8 @@ from indexer.catalog import Catalog
 from indexer.catalog.db import make_engine
 from indexer.catalog.schema import index_leases
 from indexer.settings import Settings
-from workers.index_owner import IndexLease, LeaseKeeper, index_id, node_url
+from workers.celery_app import WorkerRuntime
+from workers.index_owner import IndexLease, LeaseKeeper, NotIndexOwner, index_id, node_url
 
 
 @pytest.fixture
@@ -90,3 +91,11 @@ def test_node_url(tmp_path):
     assert not node_url(settings, "0.0.0.0", 8001).startswith("http://0.0.0.0")
     assert node_url(settings.model_copy(update={"node_url": "http://api-0.cairn:8000/"}), "0.0.0.0", 1) \
         == "http://api-0.cairn:8000"
+
+
+def test_a_worker_never_opens_its_own_copy_of_an_index_the_owner_holds(tmp_path):
+    runtime = WorkerRuntime(settings=Settings(data_dir=tmp_path, celery_broker_url="redis://127.0.0.1:6379/15"))
+    assert runtime.owner_elsewhere()
+    with pytest.raises(NotIndexOwner, match="only the index owner"):
+        runtime.index_services()
+    assert not (tmp_path / "generations").exists()
