@@ -21,8 +21,9 @@ from workers.index_owner import IndexLease, LeaseRecord
 
 log = logging.getLogger(__name__)
 
+# Host is kept: the owner sees the address the caller used (the web UI's same-origin check, webhook URLs).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade", "host"})
+                        "transfer-encoding", "upgrade"})
 # A forwarded request may be a long MCP or SSE stream: reading is bounded generously, connecting tightly.
 FORWARD_TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=10.0)
 
