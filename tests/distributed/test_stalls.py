@@ -29,7 +29,7 @@ class Run:
     cluster: Cluster
     catalog: Catalog
     killed_batch: dict[str, Any]
-    stall_note: str
+    stall_note: str  # as GET /v1/jobs/{id} shows it
     stalled_after: float
     finished_after: float
     job: str
@@ -73,8 +73,10 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         out.killed_batch = wait_for(lambda: in_flight_on(state, out.job, "b"), 60, "a batch in flight on b")
         slow.kill9()
         killed = time.monotonic()
-        out.stall_note = wait_for(lambda: stall_note(catalog, out.job), 60, "the job to say it is stalled")
+        wait_for(lambda: stall_note(catalog, out.job), 60, "the job to say it is stalled")
         out.stalled_after = time.monotonic() - killed
+        with cluster.client(token) as client:  # what an admin sees
+            out.stall_note = client.get(f"/v1/jobs/{out.job}").json()["stalled"]
         spare = cluster.start_worker("b2", "embed")
         wait_for(lambda: catalog.job_state(out.job) in FINISHED, 120, "the stalled job to finish")
         out.finished_after = time.monotonic() - killed
