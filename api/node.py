@@ -18,8 +18,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from indexer.catalog import Catalog
-from indexer.catalog.db import make_engine
+from indexer.catalog import open_catalog
 from indexer.settings import Settings
 from indexer.stores.backends import vector_backend
 from workers.index_owner import IndexLease, LeaseKeeper, index_id, node_name, node_url
@@ -43,9 +42,7 @@ class ServeNode:
 
     def __init__(self, settings: Settings, host: str, port: int) -> None:
         self.settings = settings
-        catalog = Catalog(make_engine(settings.catalog_url))
-        catalog.create_all()  # as the app does at start: the lease is read before it
-        engine = catalog.engine
+        engine = open_catalog(settings.catalog_url).engine  # checked current (`cairn serve` checked it already)
         self.lease = IndexLease(engine, node_name(port), node_url(settings, host, port), settings.index_lease_seconds)
         self.keeper: LeaseKeeper | None = None
         self.server: uvicorn.Server | None = None
