@@ -46,6 +46,7 @@ FINGERPRINTS = (
     Fingerprint.of("0005"),  # data only: git clone-URL credentials moved out (idempotent, rerun after adoption)
     Fingerprint.of("0006", "identity_links memberships"),
     Fingerprint.of("0007", "api_tokens.subject users.groups users.admin users.active"),
+    Fingerprint.of("0010", "index_leases task_leases"),  # the index owner's lease, heartbeats of Celery tasks
 )
 
 
