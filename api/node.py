@@ -72,15 +72,14 @@ class ServeNode:
     def check_replica(self) -> None:
         """A replica must reach a live owner at start; raise NodeRefused saying why it cannot."""
         owner = self.lease.current()
-        why = "" if self.settings.index_queue_consumer else " (CAIRN_INDEX_QUEUE_CONSUMER=false: it never owns it)"
         if owner is None or not owner.live():
-            mine = self._copy(create=False)
-            other = owner is not None and owner.index_id != mine
-            raise NodeRefused(
-                f"no `cairn serve` node owns the index, and this node cannot{why}"
-                + (f": its data dir {self.settings.data_dir} does not hold the owner's copy of the index "
-                   f"(index-id {owner.index_id if owner else ''}); start the owner, or this node on the owner's "
-                   "data dir (a shared volume)" if other and not why else ""))
+            if not self.settings.index_queue_consumer:
+                reason = "CAIRN_INDEX_QUEUE_CONSUMER=false: it never owns the index"
+            else:
+                reason = (f"its data dir {self.settings.data_dir} does not hold the owner's copy of the index "
+                          f"(index-id {owner.index_id if owner else '?'}); start the owner, or this node on the "
+                          "owner's data dir (a shared volume)")
+            raise NodeRefused(f"no `cairn serve` node owns the index, and this node cannot take it ({reason})")
         try:
             httpx.get(f"{owner.url}/healthz", timeout=5.0).raise_for_status()
         except httpx.HTTPError as exc:
