@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI
 
@@ -131,20 +132,45 @@ def follow_generation_swap(app: FastAPI, services: IndexServices) -> None:
     retired.retire()
 
 
-def start_index_consumer(settings: Settings, services: IndexServices) -> object | None:
-    """With a broker this node applies the `index` queue: always with Qdrant Edge (it owns the index
-    writers); with a Qdrant server unless dedicated `-Q index` workers do (index_queue_consumer=false)."""
-    owner_writes = vector_backend(settings).owner_writes
-    if not settings.celery_broker_url or (not owner_writes and not settings.index_queue_consumer):
-        return None
+@dataclass
+class IndexNodeThreads:
+    """What a node applying the `index` queue runs beside the API: the consumer and the stall sweeper."""
+
+    consumer: object | None = None
+    sweeper: object | None = None
+
+    def stop(self) -> None:
+        for part in (self.sweeper, self.consumer):
+            if part is not None:
+                part.stop()  # type: ignore[attr-defined]
+
+
+def start_index_consumer(settings: Settings, services: IndexServices, consume: bool | None = None) -> IndexNodeThreads:
+    """With a broker this node may apply the `index` queue. With Qdrant Edge only the index owner does
+    (`consume`, decided by its lease: api/node.py); with a Qdrant server unless dedicated `-Q index` workers
+    do. CAIRN_INDEX_QUEUE_CONSUMER=false always keeps this node out. The node consuming `index` also
+    sweeps stalled tasks (workers/task_leases.py); after a takeover it first puts back the batches the
+    previous owner held unacked."""
+    if not settings.celery_broker_url or consume is False:
+        return IndexNodeThreads()
     from workers.context import WorkerContext
-    from workers.index_queue import IndexQueueConsumer
+    from workers.index_queue import INDEX_QUEUE, IndexQueueConsumer
+    from workers.task_leases import StallSweeper, redeliver
 
-    return IndexQueueConsumer(celery_app.app, WorkerContext.from_services(services), services.pipeline).start()
+    ctx = WorkerContext.from_services(services)
+    sweeper = StallSweeper(celery_app.app, ctx, settings.task_stall_seconds).start()
+    if not settings.index_queue_consumer:  # a Qdrant server's API node: `-Q index` workers apply batches
+        return IndexNodeThreads(sweeper=sweeper)
+    if vector_backend(settings).owner_writes:  # the only consumer of `index`: what is unacked, a dead owner held
+        held = redeliver(celery_app.app, queue=INDEX_QUEUE)
+        if held:
+            log.warning("put back %d index-queue messages the previous index owner held", len(held))
+    return IndexNodeThreads(IndexQueueConsumer(celery_app.app, ctx, services.pipeline).start(), sweeper)
 
 
-def create_app(settings: Settings, services: IndexServices | None = None) -> FastAPI:
-    """Build the app. Pass `services` to share an already open index (tests, `cairn demo`)."""
+def create_app(settings: Settings, services: IndexServices | None = None, consume_index: bool | None = None) -> FastAPI:
+    """Build the app. Pass `services` to share an already open index (tests, `cairn demo`); `consume_index`
+    says whether this node owns the index queue (None: it does whenever settings allow)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,7 +201,8 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
         app.state.jobs = JobRunner(svc, observe=app.state.metrics.job_finished)
         if not settings.celery_broker_url:  # with a broker, the workers' queues hold the jobs
             app.state.jobs.resume()
-        app.state.index_consumer = start_index_consumer(settings, svc)
+        app.state.index_node = start_index_consumer(settings, svc, consume_index)
+        app.state.index_consumer = app.state.index_node.consumer
         # Without a broker nothing else schedules syncs: this process does (a timer; beat does it otherwise).
         app.state.scheduler = EmbeddedScheduler(svc, app.state.jobs.submit, app.state.jobs.submit_call)
         if not settings.celery_broker_url:
@@ -188,8 +215,7 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
             if svc.generations is not None:
                 svc.generations.stop()  # resumes on the next start
             app.state.scheduler.stop()
-            if app.state.index_consumer is not None:
-                app.state.index_consumer.stop()
+            app.state.index_node.stop()
             app.state.jobs.shutdown()
             app.state.searcher.close()
             if app.state.oidc is not None:
@@ -229,6 +255,7 @@ def create_app(settings: Settings, services: IndexServices | None = None) -> Fas
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok"}
+        # A node of a deployment with one index owner says it is that owner (a replica says "replica").
+        return {"status": "ok", "role": "owner"} if consume_index else {"status": "ok"}
 
     return app

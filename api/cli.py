@@ -522,31 +522,51 @@ def feedback_export(ctx: typer.Context,
 
 @app.command()
 def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int | None = typer.Option(None)) -> None:
-    """Serve the API (and own the embedded index) until interrupted."""
+    """Serve the API (and own the embedded index) until interrupted. With a broker and Qdrant Edge the
+    node owns the index or is an API replica of the node that does (api/node.py)."""
     import uvicorn
 
     from api.app import create_app
     from api.cli_jobs import local_catalog
+    from api.node import NodeRefused, ServeNode, clustered
     from api.oidc import OIDCError
     from api.scim import ScimConfigError
 
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
     configure_logging(logging.INFO)  # a server logs at INFO: one line per request (api.observability)
     local_catalog(settings).engine.dispose()  # upgraded (embedded) or current, or a clear exit before binding
+    host, port = host or settings.host, port or settings.port
+
+    def build(api: FastAPI) -> uvicorn.Server:
+        # No access log (it prints whole URLs: search text, a webhook's ?secret=; the request line of
+        # api.observability replaces it), and no logging config of uvicorn's own: its lines go through ours.
+        server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info", access_log=False,
+                                               log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                                               timeout_keep_alive=settings.keep_alive_seconds))
+        # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy
+        # rejects assigning to a method, and a Callable type cannot name the `frame` keyword)
+        server.handle_exit = handler(_graceful_exit(server, api))  # type: ignore[method-assign,assignment]
+        return server
+
+    node = ServeNode(settings, host, port) if clustered(settings) else None
+    handler = node.on_signal if node is not None else _as_is
     try:
-        api = create_app(settings)
+        if node is None:
+            server = build(create_app(settings))
+            server.run()
+            started = server.started
+        else:
+            started = node.run(build)
+    except NodeRefused as refused:
+        fail(str(refused))
     except (OIDCError, ScimConfigError) as exc:  # an unreadable client secret or SCIM secret: say which
         fail(str(exc))
-    # No access log (it prints whole URLs: search text, a webhook's ?secret=; the request line of
-    # api.observability replaces it), and no logging config of uvicorn's own: its lines go through ours.
-    server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
-                                           log_level="info", access_log=False, log_config=None,
-                                           timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-                                           timeout_keep_alive=settings.keep_alive_seconds))
-    # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy
-    # rejects assigning to a method, and a Callable type cannot name the `frame` keyword)
-    server.handle_exit = _graceful_exit(server, api)  # type: ignore[method-assign,assignment]
-    server.run()
+    if not started:
+        raise typer.Exit(3)
+
+
+def _as_is(handle: Callable[[int, FrameType | None], None]) -> Callable[[int, FrameType | None], None]:
+    return handle
 
 
 def _graceful_exit(server: uvicorn.Server, api: FastAPI) -> Callable[[int, FrameType | None], None]:

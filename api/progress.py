@@ -143,6 +143,8 @@ class JobsView:
                   f"failed {job.get('files_failed', 0)} embedded {job.get('chunks_embedded', 0)}")
         rates = describe_rates(job)
         detail += f"  {rates}" if rates else ""
+        if job.get("stalled") and job["state"] not in FINISHED:
+            detail += f"  [yellow]{job['stalled']}[/yellow]"
         total = job.get("total") or None
         if job["id"] not in self.rows:
             self.rows[job["id"]] = self.progress.add_task(description, total=total, detail=detail)

@@ -277,9 +277,11 @@ def job_out(job) -> JobOut:
     counts = job.counts or {}
     live = {k: counts[k] for k in ("phase", "files_seen", "files_skipped", "skipped_by_reason", "files_changed",
                                    "chunks_embedded", "files_deleted", "files_failed", "pending_chunks",
-                                   "items_per_second", "chunks_per_second", "eta_seconds") if counts.get(k) is not None}
+                                   "items_per_second", "chunks_per_second", "eta_seconds", "stalled")
+            if counts.get(k) is not None}
     if job.state not in ("running", "cancelling"):
         live.pop("eta_seconds", None)
+        live.pop("stalled", None)
     return JobOut(id=job.id, source=job.source, kind=job.kind, state=job.state, counts=counts,
                   error=job.error, created_at=_iso(job.created_at), started_at=_iso(job.started_at),
                   finished_at=_iso(job.finished_at), params=getattr(job, "params", None) or {},

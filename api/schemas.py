@@ -177,6 +177,8 @@ class JobOut(BaseModel):
     items_per_second: float | None = None
     chunks_per_second: float | None = None
     eta_seconds: float | None = None
+    # Distributed: "stalled: N batches awaiting redelivery since T" while tasks of a dead worker wait.
+    stalled: str | None = None
     done: int = 0
     total: int = 0
 

@@ -94,7 +94,17 @@ class Settings(BaseSettings):
     queue_batch_docs: int = Field(default=32, ge=1, description="Documents per batch a distributed sync sends to `embed`.")
     quarantine_after: int = Field(default=3, ge=1, description="Attempts before a document that keeps failing is quarantined.")
     index_queue_consumer: bool = Field(
-        default=True, description="With a broker, `cairn serve` applies the `index` queue (false: `-Q index` workers do; qdrant only).")
+        default=True, description="With a broker, `cairn serve` applies the `index` queue (false: never; with "
+        "Qdrant Edge the node is then an API replica of the index owner, with a Qdrant server `-Q index` workers apply it).")
+    index_lease_seconds: int = Field(default=30, ge=3, description="Distributed with Qdrant Edge: the index "
+                                     "owner renews its lease in the catalog every third of this; another "
+                                     "`cairn serve` sharing its data dir takes over this long after it stops.")
+    node_url: str = Field(default="", description="The URL other `cairn serve` nodes reach this one at (an API "
+                          "replica forwards requests to the index owner's); empty = http://HOST:PORT, with this "
+                          "machine's name for a wildcard HOST.")
+    task_stall_seconds: int = Field(default=60, ge=5, description="Distributed: a Celery task whose heartbeat "
+                                    "(every sixth of this) is older than this died with its worker and is "
+                                    "redelivered at once, whatever the broker's visibility timeout.")
     sync_retry_seconds: int = Field(default=15, ge=1, description="A sync of a busy source is deferred this long, then tried again.")
     context_token_budget: int = Field(default=6000, ge=100, description="Token budget of one `/v1/context` answer.")
     rate_limit_per_minute: int = Field(default=600, ge=0, description="Requests per minute per token (0 = no limit).")

@@ -16,7 +16,9 @@ from celery import Celery, signals
 from indexer.catalog import Catalog, SchemaError, open_catalog
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from indexer.stores.backends import vector_backend
 from workers.context import WorkerContext
+from workers.index_owner import NotIndexOwner
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,9 @@ TASK_ROUTES = {
     "cairn.sync_source": {"queue": "sync"}, "cairn.index_batch": {"queue": "embed"},
     "cairn.delete_documents": {"queue": "embed"}, "cairn.embed_batch": {"queue": "embed"},
     "cairn.apply_batch": {"queue": "index"}, "cairn.permission_pass": {"queue": "index"},
-    **dict.fromkeys(("cairn.schedule_due", "cairn.permissions_due", "cairn.prune", "cairn.reconcile"), MAINTENANCE),
+    "cairn.index_maintenance": {"queue": "index"},
+    **dict.fromkeys(("cairn.schedule_due", "cairn.permissions_due", "cairn.prune", "cairn.reconcile",
+                     "cairn.optimize"), MAINTENANCE),
 }
 # Beat sends these (workers/maintenance.py): due syncs and due permissions passes every minute, pruning
 # hourly, reconciling daily.
@@ -65,8 +69,19 @@ class WorkerRuntime:
                 self._context = (services, ctx)
             return ctx
 
+    def owner_elsewhere(self) -> bool:
+        """Whether the index lives in another process: with a broker and a vector backend only the index
+        owner writes (Qdrant Edge), a worker must never open a copy of its own (it would read or "repair" an
+        index nothing else uses); work on the index is sent to the owner instead."""
+        settings = self.configured()
+        return bool(settings.celery_broker_url) and vector_backend(settings).owner_writes and self.services is None
+
     def index_services(self) -> IndexServices:
-        """The open index, reopened when another process swapped in a new generation."""
+        """The open index, reopened when another process swapped in a new generation. Raises NotIndexOwner
+        in a worker whose index the owner holds (owner_elsewhere)."""
+        if self.owner_elsewhere():
+            raise NotIndexOwner(f"with vector_backend={self.configured().vector_backend} and a broker only the index "
+                                "owner (`cairn serve`) opens the index; this process sends such work there")
         with self._lock:
             services = self.services
             if services is not None and not services.is_current():
@@ -98,7 +113,7 @@ class CairnCelery(Celery):
 
 def create_celery() -> CairnCelery:
     """The app with what never depends on settings: task modules, delivery guarantees, routes, beat."""
-    celery = CairnCelery("cairn", include=["workers.tasks", "workers.maintenance"])
+    celery = CairnCelery("cairn", include=["workers.tasks", "workers.maintenance", "workers.task_leases"])
     celery.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

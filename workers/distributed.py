@@ -185,6 +185,8 @@ def embed_and_forward(ctx: WorkerContext, dispatch: Dispatch, job_id: str, batch
     """Embed a batch and send its ready batch to `index`; documents that failed this time (below the
     quarantine limit) go back to `embed` later as a batch of their own, registered before the ready
     batch is sent so the job cannot finish without them."""
+    if ctx.state.batch_state(job_id, batch) == "dropped":  # its job was cancelled meanwhile
+        return {"batch": batch, "documents": 0, "quarantined": 0, "retry": 0, "chunks_embedded": 0}
     ctx.state.batch_started(job_id, batch, worker)
     outcome = embed_batch(ctx, job_id, batch, source, [document_from_json(d) for d in documents], rewrite)
     if outcome.retry:
@@ -205,6 +207,9 @@ def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch)
     A batch of a source removed since it was sent is dropped: nothing of a removed source comes back."""
     if ctx.catalog.get_source(ready.source) is None:
         log.warning("batch %s of job %s dropped: source %s was removed", ready.batch_id, ready.job_id, ready.source)
+        return False
+    if ctx.state.batch_state(ready.job_id, ready.batch_id) == "dropped":
+        log.info("batch %s of job %s not applied: its job was cancelled", ready.batch_id, ready.job_id)
         return False
     if ready.documents and ready.model != pipeline.embedder.model_name:
         ready = _reembedded(pipeline, ready)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 APPLY_TASK = "cairn.apply_batch"
 PERMISSION_TASK = "cairn.permission_pass"
+MAINTENANCE_TASK = "cairn.index_maintenance"  # workers/maintenance.py: reconcile, prune, optimize on the owner
 INDEX_QUEUE = "index"
 
 Resend = Callable[[dict, float], None]  # (ready batch JSON, delay in seconds)
@@ -132,6 +133,10 @@ class IndexQueueConsumer:
             self._permission_pass(body)
             message.ack()
             return
+        if task == MAINTENANCE_TASK:  # reconcile, prune or optimize, sent here by a maintenance worker
+            self._maintenance(body)
+            message.ack()
+            return
         if task != APPLY_TASK or not isinstance(body, (list, tuple)) or not body or not body[0]:
             log.error("dropping a message on the %s queue that is not a %s task: %r", self.queue, APPLY_TASK, task)
             message.ack()
@@ -164,6 +169,20 @@ class IndexQueueConsumer:
             run_permission_job(self.pipeline, self.ctx.settings, source, job_id)
         except Exception:  # noqa: BLE001 - recorded on the job and the source; the consumer goes on
             log.warning("permissions job %s of %s failed", job_id, source)
+
+    def _maintenance(self, body: Any) -> None:
+        from workers.celery_app import services_for
+        from workers.maintenance import run_maintenance
+
+        try:
+            action, job_id, params = body[0][0], body[0][1], dict(body[0][2])
+        except (IndexError, KeyError, TypeError, ValueError):
+            log.error("dropping a malformed %s message from the %s queue", MAINTENANCE_TASK, self.queue)
+            return
+        try:
+            run_maintenance(services_for(self.app), action, job_id, params)
+        except Exception:  # recorded on the job; the consumer goes on
+            log.warning("%s job %s failed", action, job_id, exc_info=True)
 
     def _send(self, payload: dict, delay: float, keep_not_before: bool = False) -> None:
         if not keep_not_before:

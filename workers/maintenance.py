@@ -25,9 +25,11 @@ from indexer.pipeline.reconcile import Drift, reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.celery_app import BEAT_SCHEDULE, app, runtime, services_for
+from workers.index_queue import MAINTENANCE_TASK
 from workers.jobs import PERMISSIONS, run_permission_job
 
 log = logging.getLogger(__name__)
+
 
 BEAT_PERIOD = cast(float, BEAT_SCHEDULE["permissions-due"]["schedule"])  # how often beat looks for due passes
 
@@ -205,20 +207,88 @@ def permissions_due(self: Any) -> list[str]:
     return sent
 
 
-@app.task(name="cairn.prune", bind=True)
-def prune_task(self: Any) -> dict[str, int]:
-    settings = _settings(self.app)
+# -- maintenance where the index is ----------------------------------------------------------------
+
+ALL_SOURCES = "*"  # the `source` of a maintenance job that is not about one source (prune, optimize)
+
+
+def run_prune_job(catalog: Catalog, settings: Settings, job_id: str | None = None) -> dict[str, int]:
+    """Prune old jobs and audit rows, recorded as a `prune` job whose counts say how many went."""
+    job_id = job_id or catalog.create_job(None, ALL_SOURCES, "prune")
+    if catalog.start_job(job_id) == "cancelled":
+        return {}
     audit_days = settings.audit_retention_days
-    return prune(_catalog(self.app), dt.timedelta(days=settings.job_retention_days),
-                 dt.timedelta(days=audit_days) if audit_days else None)
+    try:
+        pruned = prune(catalog, dt.timedelta(days=settings.job_retention_days),
+                       dt.timedelta(days=audit_days) if audit_days else None)
+    except Exception as exc:
+        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    catalog.update_job(job_id, state="succeeded", counts=pruned)
+    return pruned
+
+
+def run_optimize_job(services: IndexServices, job_id: str | None = None) -> dict[str, float]:
+    """Build the vector index over what syncs added (what a sync does at its end), as an `optimize` job."""
+    from workers.jobs import build_vector_index
+
+    catalog = services.catalog
+    job_id = job_id or catalog.create_job(None, ALL_SOURCES, "optimize")
+    if catalog.start_job(job_id) == "cancelled":
+        return {}
+    counts = {"seconds": round(build_vector_index(services), 3)}
+    catalog.update_job(job_id, state="succeeded", counts=counts)
+    return counts
+
+
+def run_maintenance(services: IndexServices, action: str, job_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One maintenance job sent to the index owner (`cairn.index_maintenance` on the `index` queue)."""
+    if action == "reconcile":
+        return run_reconcile_job(services, params["source"], bool(params.get("repair", True)), job_id).as_dict()
+    if action == "prune":
+        return run_prune_job(services.catalog, services.settings, job_id)
+    if action == "optimize":
+        return run_optimize_job(services, job_id)
+    services.catalog.update_job(job_id, state="failed", error=f"unknown maintenance action {action!r}")
+    raise ValueError(f"unknown maintenance action {action!r}")
+
+
+def send_to_owner(celery: Celery, action: str, source: str, params: dict[str, Any]) -> str:
+    """Record the job here and send it to the index owner, which runs it next to the index it owns."""
+    job_id = _catalog(celery).create_job(None, source, action, params=params)
+    celery.send_task(MAINTENANCE_TASK, args=[action, job_id, params], queue="index")
+    log.info("%s job %s sent to the index owner", action, job_id)
+    return job_id
+
+
+@app.task(name="cairn.prune", bind=True)
+def prune_task(self: Any) -> dict[str, Any]:
+    """Prune old jobs and audit rows: on the index owner when it lives elsewhere, else here."""
+    if runtime(self.app).owner_elsewhere():
+        return {"job_id": send_to_owner(self.app, "prune", ALL_SOURCES, {})}
+    return run_prune_job(_catalog(self.app), _settings(self.app))
+
+
+@app.task(name="cairn.optimize", bind=True)
+def optimize_task(self: Any) -> dict[str, Any]:
+    """Build the vector index: on the index owner when it lives elsewhere, else here."""
+    if runtime(self.app).owner_elsewhere():
+        return {"job_id": send_to_owner(self.app, "optimize", ALL_SOURCES, {})}
+    return run_optimize_job(services_for(self.app))
 
 
 @app.task(name="cairn.reconcile", bind=True)
 def reconcile_task(self: Any, source: str | None = None, repair: bool = True) -> list[dict]:
-    """Needs the index stores: run it where they can be opened (Qdrant server + shared tantivy volume,
-    or the index node)."""
-    services = services_for(self.app)
-    return [d.as_dict() for d in reconcile_all(services, [source] if source else None, repair=repair)]
+    """Reconcile the stores with the catalog, one `reconcile` job per source (sources being synced are left
+    for next time): on the index owner when it lives elsewhere (Qdrant Edge: a worker never opens a copy),
+    else here (a Qdrant server and a shared tantivy volume)."""
+    if not runtime(self.app).owner_elsewhere():
+        return [d.as_dict() for d in reconcile_all(services_for(self.app), [source] if source else None, repair=repair)]
+    catalog = _catalog(self.app)
+    busy = catalog.active_job_sources(SYNC_KINDS)
+    names = [source] if source else [r.name for r in catalog.list_sources()]
+    return [{"source": name, "job_id": send_to_owner(self.app, "reconcile", name, {"source": name, "repair": repair})}
+            for name in names if name not in busy]
 
 
 # -- the embedded node's timer ---------------------------------------------------------------------

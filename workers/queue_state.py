@@ -144,6 +144,21 @@ class QueueState:
             inserted = conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), [row]).rowcount
             return bool(inserted)
 
+    def batch_state(self, job_id: str, batch_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(queue_batches.c.state).where(
+                queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id)).scalar()
+
+    def drop_pending(self, job_id: str) -> int:
+        """A cancelled job stops waiting: its crawl counts as stopped and its pending batches are dropped
+        (a dropped batch that still arrives is not applied). Returns how many were dropped."""
+        with self.engine.begin() as conn:
+            conn.execute(update(queue_crawls).where(queue_crawls.c.job_id == job_id, queue_crawls.c.state == "sent")
+                         .values(state="stopped", updated_at=_now()))
+            return conn.execute(update(queue_batches).where(queue_batches.c.job_id == job_id,
+                                                            queue_batches.c.state == "sent")
+                                .values(state="dropped")).rowcount
+
     def progress(self, job_id: str) -> Progress:
         with self.engine.connect() as conn:
             rows = conn.execute(select(queue_batches.c.state, queue_batches.c.docs, queue_batches.c.counts)

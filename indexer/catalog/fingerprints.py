@@ -47,6 +47,7 @@ FINGERPRINTS = (
     Fingerprint.of("0006", "identity_links memberships"),
     Fingerprint.of("0007", "api_tokens.subject users.groups users.admin users.active"),
     Fingerprint.of("0008", "scim_users scim_groups scim_group_members"),
+    Fingerprint.of("0009", "index_leases task_leases"),  # the index owner's lease, heartbeats of Celery tasks
 )
 
 

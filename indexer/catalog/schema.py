@@ -335,7 +335,7 @@ queue_batches = Table(
     Column("source", String, nullable=False),
     Column("kind", String, nullable=False),  # "documents" (embed → index) or "deletions" (index only)
     Column("docs", Integer, nullable=False),
-    Column("state", String, nullable=False),  # "sent" → "applied"
+    Column("state", String, nullable=False),  # "sent" → "applied" (or "dropped": its job was cancelled)
     Column("counts", JSON, nullable=False),
     Column("started_by", String, nullable=False, default=""),  # worker that last began embedding it
     Column("started_at", UTCDateTime),
@@ -356,6 +356,34 @@ queue_crawls = Table(
     Column("checkpoint", JSON),  # the connector's next checkpoint, stored when the job finishes
     Column("started_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The index owner (workers/index_owner.py): the one `cairn serve` node that consumes `index` and owns the
+# Edge shard, for as long as it renews its lease. `index_id` names the copy of the index it serves (a file in
+# its data dir), so only a node holding that same copy (a shared volume) may take over.
+index_leases = Table(
+    "index_leases", metadata,
+    Column("name", String, primary_key=True),
+    Column("holder", String, nullable=False),
+    Column("url", String, nullable=False),
+    Column("index_id", String, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("renewed_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Tasks running on Celery workers, renewed by a heartbeat while they run (workers/task_leases.py): a task
+# whose heartbeat stopped died with its worker and is redelivered without waiting for the broker's
+# visibility timeout.
+task_leases = Table(
+    "task_leases", metadata,
+    Column("task_id", String, primary_key=True),
+    Column("task", String, nullable=False),
+    Column("worker", String, nullable=False),
+    Column("job_id", String, index=True),
+    Column("state", String, nullable=False),  # "running" → "redelivered" (its worker died)
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
 )
 
 # Processing attempts per document version, counted *before* processing so a batch that kills its

@@ -21,6 +21,33 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("CAIRN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+GIT_ENV = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "Test",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1"}
+FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
+
+
+def python_module(repo: str, n: int) -> str:
+    return (f'"""Module {n} of {repo}: helpers for the {repo} service."""\n\n\n'
+            f"def {repo}_helper_{n}(value: int) -> int:\n"
+            f'    """Scale a value for {repo} step {n}."""\n'
+            f"    total = value * {n + 1}\n    for step in range({n + 2}):\n        total += step\n"
+            f"    return total\n\n\n"
+            f"class {repo.title()}Worker{n}:\n    def run(self, items):\n"
+            f"        return [{repo}_helper_{n}(i) for i in items]\n\n"
+            f"    def describe(self) -> str:\n        return 'worker {n} of {repo}'\n")
+
+
+def fill_repo(root: Path, name: str, files: int, extra: dict[str, str] | None = None) -> Path:
+    """A real git repository with `files` Python modules, a README and `extra` files, committed."""
+    contents = {f"src/{name}_{n}.py": python_module(name, n) for n in range(files)}
+    contents["README.md"] = f"# {name}\n\nThe {name} service.\n\n## Usage\n\nRun `{name} serve`.\n"
+    for path, text in {**contents, **(extra or {})}.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    env = {**os.environ, **GIT_ENV}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
+        subprocess.run(["git", "-C", str(root), *args], check=True, env=env, capture_output=True)
+    return root
 
 
 def services_up() -> str | None:
@@ -55,6 +82,7 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    url: str = ""  # a `cairn serve` node's
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -152,14 +180,19 @@ class Cluster:
 
     def start_api(self, **extra: str) -> Proc:
         """`cairn serve`: the API/index node (Qdrant Edge, tantivy, the `index` queue consumer)."""
-        proc = self._spawn("api", [str(BIN / "cairn"), "serve", "--port", str(self.port)],
-                           self.env(self.root / "api", **extra))
-        wait_for(lambda: self._healthy() or self._dead(proc), 120, "the API to start")
+        return self.start_node("api", self.port, self.root / "api", **extra)
+
+    def start_node(self, name: str, port: int, data_dir: Path, wait: bool = True, **extra: str) -> Proc:
+        """A `cairn serve` node on its port and data dir (nodes sharing a data dir share one index copy)."""
+        proc = self._spawn(name, [str(BIN / "cairn"), "serve", "--port", str(port)], self.env(data_dir, **extra))
+        proc.url = f"http://127.0.0.1:{port}"
+        if wait:
+            wait_for(lambda: self._healthy(proc.url) or self._dead(proc), 120, f"{name} to start")
         return proc
 
-    def _healthy(self) -> bool:
+    def _healthy(self, url: str) -> bool:
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -181,5 +214,6 @@ class Cluster:
         wait_for(lambda: b"ready." in proc.log.read_bytes() or self._dead(proc), 120, f"worker {name} to start")
         return proc
 
-    def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    def client(self, token: str, url: str = "") -> httpx.Client:
+        """A client of the API (the first node's, or the node at `url`)."""
+        return httpx.Client(base_url=url or self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)

@@ -6,7 +6,6 @@ poisoned documents end quarantined while the rest of their source is indexed."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
 
-from cluster import Cluster, services_up, wait_for
+from cluster import FINISHED, Cluster, fill_repo, services_up, wait_for
 from fake_jira import FakeJira
 
 from api.tokens import TokenStore
@@ -36,35 +35,6 @@ QUARANTINE_AFTER = 3
 JIRA = {"name": "tickets", "kind": "jira", "deployment": "cloud", "projects": ["SHOP"],
         "token_env": "FAKE_JIRA_TOKEN", "username": "bot@example.com", "access": {"SHOP": ["group:shop"]},
         "retry_backoff_seconds": 0.05, "timeout_seconds": 5.0, "max_attempts": 5}
-FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
-GIT_ENV = {"GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "Test",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1"}
-
-
-def python_module(repo: str, n: int) -> str:
-    return (f'"""Module {n} of {repo}: helpers for the {repo} service."""\n\n\n'
-            f"def {repo}_helper_{n}(value: int) -> int:\n"
-            f'    """Scale a value for {repo} step {n}."""\n'
-            f"    total = value * {n + 1}\n    for step in range({n + 2}):\n        total += step\n"
-            f"    return total\n\n\n"
-            f"class {repo.title()}Worker{n}:\n    def run(self, items):\n"
-            f"        return [{repo}_helper_{n}(i) for i in items]\n\n"
-            f"    def describe(self) -> str:\n        return 'worker {n} of {repo}'\n")
-
-
-def fill_repo(root: Path, name: str, files: int, extra: dict[str, str] | None = None) -> Path:
-    """A real git repository with `files` Python modules, a README and `extra` files, committed."""
-    contents = {f"src/{name}_{n}.py": python_module(name, n) for n in range(files)}
-    contents["README.md"] = f"# {name}\n\nThe {name} service.\n\n## Usage\n\nRun `{name} serve`.\n"
-    for path, text in {**contents, **(extra or {})}.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text, encoding="utf-8")
-    env = {**os.environ, **GIT_ENV}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
-        subprocess.run(["git", "-C", str(root), *args], check=True, env=env, capture_output=True)
-    return root
-
-
 def fake_jira() -> FakeJira:
     fake = FakeJira(cloud=True)
     fake.server.start()
