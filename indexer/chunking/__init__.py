@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ChunkLimits", "chunk_document", "module_name"]
 
-TICKET_KINDS = frozenset({"issue", "merge_request", "page"})
+TICKET_KINDS = frozenset({"issue", "merge_request", "page", "commit"})
 SNIFF_CHARS = 512
 
 
