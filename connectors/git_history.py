@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from connectors.base import document_id
+from connectors.base import ConnectorError, document_id
 from connectors.git_process import Git
 
 COMMIT_KIND = "commit"
@@ -147,6 +147,16 @@ class HistoryReader:
                 out = self._run("log", "--no-walk=unsorted", "-z", "--name-only", "--no-renames", _LOG_FORMAT,
                                 "--end-of-options", *batch)
                 yield from parse_log(out)
+
+    def resolve(self, name: str) -> str:
+        """The full sha of the commit an abbreviated sha names ("" when none does, or it is ambiguous)."""
+        if not re.fullmatch(r"[0-9a-f]{4,64}", name):
+            return ""
+        try:
+            out = self._run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}")
+        except ConnectorError:
+            return ""
+        return out.decode("ascii").strip()
 
     def touching(self, commit: str, path: str, limit: int) -> list[str]:
         """Commits reachable from `commit` that changed `path` (a file, or everything under a folder), newest first."""
