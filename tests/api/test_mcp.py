@@ -24,7 +24,7 @@ from api.app import create_app
 from api.schemas import SearchResponse
 from retrieval.packing import estimate_tokens
 
-TOOLS = {"search", "grep", "read_file", "find_symbol", "list_sources"}
+TOOLS = {"search", "grep", "read_file", "find_symbol", "list_sources", "history", "related"}
 NEWEST = "2026-07-28"
 TS_CLIENT = Path(__file__).resolve().parents[1] / "mcp_client"
 
@@ -162,7 +162,9 @@ EVERY_TOOL = [("search", {"query": "backoff delay with jitter", "limit": 5}),
               ("grep", {"pattern": "def backoff_delay("}),
               ("read_file", {"source": "eng", "path": "pkg/retry.py", "start_line": 16, "end_line": 16}),
               ("find_symbol", {"name": "backoff_delay"}),
-              ("list_sources", {})]
+              ("list_sources", {}),
+              ("history", {"path": "pkg/retry.py"}),
+              ("related", {"item": "eng:pkg/retry.py"})]
 LINE_16 = "eng:pkg/retry.py:16-16\n```python\ndef backoff_delay(attempt, base=0.5):\n```"
 
 
@@ -209,7 +211,7 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert out["protocolVersion"] == version
     assert {t["name"] for t in out["tools"]} == TOOLS
     assert all(t["annotations"]["readOnlyHint"] is True for t in out["tools"])
-    search, grep, read, symbol, sources = out["results"]
+    search, grep, read, symbol, sources, history, related = out["results"]
     assert not any(r.get("isError") for r in out["results"]), [texts(r) for r in out["results"]]
     assert search["structuredContent"]["hits"][0]["path"] == "pkg/retry.py"
     assert texts(search).startswith("eng:pkg/retry.py:") and "\n```python\n" in texts(search)
@@ -219,6 +221,11 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert [d["line"] for d in symbol["structuredContent"]["result"]] == [16]
     assert texts(symbol) == "eng:pkg/retry.py:15-23 retry.backoff_delay (python), defined at line 16"
     assert {s["name"] for s in sources["structuredContent"]["result"]} == {"eng", "web"}
+    commits = history["structuredContent"]["commits"]
+    assert [c["message"] for c in commits] == ["corpus"] and "+def backoff_delay(" in commits[0]["hunks"]
+    assert texts(history).startswith("eng:commit:") and "\n```diff\n" in texts(history)
+    linked = [(i["kind"], i["document_id"], i["via"]) for i in related["structuredContent"]["items"]]
+    assert linked[0][0] == "commit" and linked[1:] == [("code", "eng:billing/invoice.py", f"changed by {linked[0][1][11:23]}")]
 
 
 def test_the_2026_wire_needs_no_handshake_but_its_routing_headers(url, corpus):
@@ -256,7 +263,7 @@ def test_every_tool_is_titled_read_only_and_closed_world(url, corpus):
         assert tool["title"] and tool["annotations"]["title"] == tool["title"], tool["name"]
         assert tool["annotations"]["readOnlyHint"] is True and tool["annotations"]["openWorldHint"] is False
     budgeted = {t["name"] for t in tools if "max_tokens" in t["inputSchema"]["properties"]}
-    assert budgeted == {"search", "grep", "read_file"}
+    assert budgeted == {"search", "grep", "read_file", "history"}
 
 
 @pytest.mark.parametrize("name, arguments, same_as", [
