@@ -61,7 +61,7 @@ def index(services: IndexServices, source: str, kind: str, path: str, doc_kind: 
 
 class World:
     def __init__(self, root: Path, embedder) -> None:
-        self.settings = Settings(data_dir=root / "data")
+        self.settings = Settings(data_dir=root / "data", history_commits=5000)
         self.services = IndexServices.open(self.settings, embedder=embedder)
         pay = new_repo(root / "pay")
         self.initial = commit(pay, {"billing/invoice.py": INVOICE_V1, "README.md": "# pay\n"}, "Initial import", 1)

@@ -221,11 +221,10 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert [d["line"] for d in symbol["structuredContent"]["result"]] == [16]
     assert texts(symbol) == "eng:pkg/retry.py:15-23 retry.backoff_delay (python), defined at line 16"
     assert {s["name"] for s in sources["structuredContent"]["result"]} == {"eng", "web"}
-    commits = history["structuredContent"]["commits"]
-    assert [c["message"] for c in commits] == ["corpus"] and "+def backoff_delay(" in commits[0]["hunks"]
-    assert texts(history).startswith("eng:commit:") and "\n```diff\n" in texts(history)
-    linked = [(i["kind"], i["document_id"], i["via"]) for i in related["structuredContent"]["items"]]
-    assert linked[0][0] == "commit" and linked[1:] == [("code", "eng:billing/invoice.py", f"changed by {linked[0][1][11:23]}")]
+    # the corpus indexes no history (tests/api/test_history.py does): empty answers, in the outputSchema's shape
+    assert history["structuredContent"] == {"commits": [], "truncated": False}
+    assert texts(history) == "No commits found in the history you can read."
+    assert related["structuredContent"] == {"subject": "eng:pkg/retry.py", "keys": [], "items": []}
 
 
 def test_the_2026_wire_needs_no_handshake_but_its_routing_headers(url, corpus):
