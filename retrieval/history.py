@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from connectors.base import ConnectorError
-from connectors.git_history import COMMIT_KIND, CommitText, commit_id, parse, split_patch
+from connectors.git_history import COMMIT_KIND, CommitText, HistoryReader, commit_id, parse, split_patch
 from connectors.git_repos import GitRepoConnector
 from connectors.registry import build_connector
 from indexer.catalog import Catalog
@@ -86,6 +86,7 @@ class HistoryIndex:
     fulltext: FullTextIndex
     settings: Settings
     screen: SecretScreen
+    _readers: dict[str, HistoryReader] = field(default_factory=dict)  # per source, for one request
 
     # -- documents the caller may read --------------------------------------------------------
 
@@ -118,8 +119,7 @@ class HistoryIndex:
         hits = []
         for row in self.sources(who, (), stale, kind="git"):
             try:
-                connector = self._git(row)
-                full = connector.history_reader(connector.history_git_dir()).resolve(sha)
+                full = self._reader(row).resolve(sha)
             except ConnectorError:
                 continue
             hit = self.commit(who, commit_id(row.name, full), stale) if full else None
@@ -161,9 +161,7 @@ class HistoryIndex:
             if not indexed:
                 continue
             try:
-                connector = self._git(row)
-                shas = connector.history_reader(connector.history_git_dir()).touching(indexed, path,
-                                                                                       limit + PATH_OVERFETCH)
+                shas = self._reader(row).touching(indexed, path, limit + PATH_OVERFETCH)
             except ConnectorError as exc:
                 log.warning("history of source %s unreadable: %s", row.name, type(exc).__name__)
                 continue
@@ -198,8 +196,7 @@ class HistoryIndex:
         row = self.catalog.get_source(hit.source)
         if row is None:
             return ""
-        connector = self._git(row)
-        patch = connector.history_reader(connector.history_git_dir()).diff(hit.sha, path)
+        patch = self._reader(row).diff(hit.sha, path)
         parts = []
         for name, part in split_patch(patch):
             doc = Document(id=f"{hit.source}:{name}", source=hit.source, path=name, content=part, version="",
@@ -209,11 +206,14 @@ class HistoryIndex:
                          if isinstance(screened, Skipped) else screened.content)
         return "\n".join(parts)
 
-    def _git(self, row: SourceRecord) -> GitRepoConnector:
-        connector = build_connector(row, self.settings)
-        if not isinstance(connector, GitRepoConnector):
-            raise ConnectorError(f"source {row.name!r} is not a git repository")
-        return connector
+    def _reader(self, row: SourceRecord) -> HistoryReader:
+        """The source's repository as the sync left it (never cloned or fetched here)."""
+        if row.name not in self._readers:
+            connector = build_connector(row, self.settings)
+            if not isinstance(connector, GitRepoConnector):
+                raise ConnectorError(f"source {row.name!r} is not a git repository")
+            self._readers[row.name] = connector.history_reader(connector.history_git_dir())
+        return self._readers[row.name]
 
 
 def commit_hit(doc: DocumentRecord) -> CommitHit | None:
