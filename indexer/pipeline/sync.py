@@ -6,7 +6,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar, Protocol
 
 from connectors.base import Checkpoint, Connector, SyncItem
@@ -15,6 +15,7 @@ from indexer.chunking.limits import ChunkLimits, oversize_skip
 from indexer.models import Access, Deletion, Document, Skipped, SyncFailure
 from indexer.pipeline.apply import BatchCounts, Pipeline
 from indexer.pipeline.prepare import Pending
+from indexer.secrets.screen import SecretScreen
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # batches cut and being prepared while the one before is written
@@ -102,10 +103,11 @@ class SyncLoop:
     `counts` and `failed` (items whose failure records stay) are readable after a stop or an error."""
 
     def __init__(self, catalog: Catalog, sink: BatchSink, limits: ChunkLimits, batch_docs: int = BATCH_DOCS,
-                 batch_bytes: int = BATCH_BYTES) -> None:
+                 batch_bytes: int = BATCH_BYTES, secrets: SecretScreen | None = None) -> None:
         self.catalog = catalog
         self.sink = sink
         self.limits = limits
+        self.secrets = secrets or SecretScreen()  # skip and failure records keep redacted paths only
         self.batch_docs = batch_docs
         self.batch_bytes = batch_bytes
         self.counts = SyncCounts()
@@ -164,10 +166,11 @@ class SyncLoop:
             elif isinstance(item, Skipped):
                 self.counts.files_seen += 1
                 self.counts.files_skipped += 1
-                self.catalog.record_skipped(item)
+                self.catalog.record_skipped(replace(item, path=self.secrets.safe_path(item.path)))
             elif isinstance(item, SyncFailure):
                 self.counts.files_seen += 1
                 self.counts.files_failed += 1
+                item = replace(item, item=self.secrets.safe_path(item.item))
                 self.catalog.record_failure(item)
                 self.failed.add(item.item)
                 log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
@@ -274,7 +277,8 @@ class SyncRunner:
         started_at = dt.datetime.now(dt.UTC)
         source = connector.name
         sink = PipelineSink(self.pipeline, rewrite=full, in_flight=self.in_flight)
-        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes)
+        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes,
+                        self.pipeline.secrets)
         counts = loop.run(connector, full, observe)
         if observe:
             observe("embedding", counts)  # everything changed is searchable by keyword from here on
@@ -291,7 +295,8 @@ class SyncRunner:
         source's checkpoint, skips and other failures are left as they are."""
         started = time.monotonic()
         sink = PipelineSink(self.pipeline, rewrite=False, in_flight=self.in_flight)
-        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes)
+        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes,
+                        self.pipeline.secrets)
         counts = loop.run_items(connector, items, observe)
         if observe:
             observe("embedding", counts)
