@@ -190,6 +190,10 @@ def test_related_from_a_commit_a_file_and_a_merge_request(url, world):
     from_mr = structured(call(url, eng, "related", {"item": "platform/billing!4"}))
     assert ("commit", f"pay:commit:{world.rounding}") in {(i["kind"], i["document_id"]) for i in from_mr["items"]}
     assert "jira:PAY-7" in {i["document_id"] for i in from_mr["items"]}
+    from_page = structured(call(url, eng, "related", {"item": "wiki:ENG/123"}))
+    assert {"jira:PAY-7", f"pay:commit:{world.rounding}", "pay:billing/invoice.py"} <= \
+        {i["document_id"] for i in from_page["items"]}
+    assert "wiki:ENG/123" not in {i["document_id"] for i in from_page["items"]}  # not linked to itself
 
 
 def test_a_caller_without_access_gets_nothing(url, world):
