@@ -10,7 +10,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from api.continue_provider import LINE_KINDS, fence
-from api.mcp_schemas import Definition, ReferenceOut, SourceBrief
+from api.mcp_schemas import Definition, HistoryOut, ReferenceOut, RelatedOut, SourceBrief
 from api.schemas import DocumentOut, HitOut
 from indexer.languages import detect_language
 from retrieval.grep import GrepMatch
@@ -183,3 +183,29 @@ def sources_text(sources: Sequence[SourceBrief]) -> str:
     lines = [f"{s.name} ({s.kind}, {s.state}): {s.documents} documents, {s.chunks} chunks, last synced "
              f"{s.last_success_at or 'never'}" for s in sources]
     return "\n".join(lines) or "No sources you can read."
+
+
+def history_text(out: HistoryOut, path: str, max_tokens: int) -> str:
+    """Each commit headed `source:commit:<sha>` with its date, author and link, its message fenced, the tickets and
+    merge requests it references, and (for a path) its diff of that path fenced as `diff`."""
+    parts = []
+    for c in out.commits:
+        head = " ".join(x for x in (f"{c.source}:commit:{c.sha[:12]}", c.date, c.author, c.url) if x)
+        if c.references:
+            head += f"\nReferences: {', '.join(c.references)}"
+        block = code_block(head, "text", c.message)
+        if c.hunks:
+            block += "\n" + code_block(f"{c.source}:{path} in {c.sha[:12]}", "diff", c.hunks)
+        parts.append(block)
+    if out.truncated:
+        parts.append(f"Diff hunks were cut to stay within max_tokens={max_tokens}: narrow the path or raise max_tokens.")
+    return "\n\n".join(parts) or "No commits found in the history you can read."
+
+
+def related_text(out: RelatedOut) -> str:
+    """One line per linked item: kind, location, title, why it is linked, link."""
+    lines = [f"{i.kind} {i.source}:{i.path} {i.title} ({i.via})" + (f" {i.url}" if i.url else "") for i in out.items]
+    if not lines:
+        return f"Nothing linked to {out.subject!r} in the sources you can read."
+    keys = f" (following {', '.join(out.keys)})" if out.keys else ""
+    return f"Linked to {out.subject}{keys}:\n" + "\n".join(lines)

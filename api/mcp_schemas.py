@@ -62,3 +62,37 @@ class SourceBrief(BaseModel):
     documents: int
     chunks: int
     last_success_at: str | None
+
+
+class CommitOut(BaseModel):
+    document_id: str
+    source: str
+    sha: str
+    date: str
+    author: str
+    message: str
+    url: str
+    references: list[str]
+    paths: list[str]
+    hunks: str  # the diff of the asked path in this commit ("" for a text query)
+
+
+class HistoryOut(BaseModel):
+    commits: list[CommitOut]
+    truncated: bool  # diff hunks were cut or left out to stay within max_tokens
+
+
+class LinkedOut(BaseModel):
+    kind: str
+    document_id: str
+    source: str
+    path: str
+    title: str
+    url: str
+    via: str
+
+
+class RelatedOut(BaseModel):
+    subject: str
+    keys: list[str]  # the Jira keys and merge requests followed
+    items: list[LinkedOut]

@@ -26,6 +26,7 @@ from api.auth import challenge, resolve_bearer
 from api.continue_provider import budgeted, candidates, to_item
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
+from api.history import history_answer, related_answer
 from api.limits import send_error
 from api.mcp_arguments import CairnTool
 from api.mcp_render import (
@@ -33,14 +34,25 @@ from api.mcp_render import (
     definitions_text,
     document_text,
     grep_text,
+    history_text,
     references_text,
     references_within,
+    related_text,
     reply,
     search_text,
     sources_text,
     within_budget,
 )
-from api.mcp_schemas import Definition, GrepLine, GrepOut, ReferencesOut, SourceBrief, reference_out
+from api.mcp_schemas import (
+    Definition,
+    GrepLine,
+    GrepOut,
+    HistoryOut,
+    ReferencesOut,
+    RelatedOut,
+    SourceBrief,
+    reference_out,
+)
 from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
 from indexer.catalog.schema import SourceRecord
 from indexer.models import KINDS, Principal
@@ -57,7 +69,9 @@ MAX_READ_LINES = 2000  # read_file without a range returns at most this many lin
 SYMBOL_CANDIDATES = 200
 INSTRUCTIONS = ("Cairn searches the organization's indexed code, docs and tickets that you may read. Use `search` "
                 "for questions, `grep` for exact strings, `find_symbol` for definitions, `find_references` for "
-                "uses and callers, `read_file` to open a result, `list_sources` to see what is indexed.")
+                "uses and callers, `read_file` to open a result, `history` for the commits behind a path or a "
+                "change, `related` for the tickets, merge requests, commits, pages and files linked to one of "
+                "them, `list_sources` to see what is indexed.")
 _ANTICIPATED = (NotFound, BadRequest, PatternError, ScopeError, QueryError, FeedbackError)
 
 Limit = Annotated[int, Field(ge=1, le=100, description="How many results to return (1-100).")]
@@ -72,7 +86,8 @@ MaxTokens = Annotated[Annotated[int, Field(ge=100, le=100_000)] | None,
 # Every tool only reads Cairn's own index: read-only, and a closed world (it reaches no outside system).
 TITLES = {"search": "Search code, docs and tickets", "grep": "Grep indexed text", "read_file": "Read a file",
           "find_symbol": "Find a symbol's definition", "find_references": "Find a symbol's references",
-          "list_sources": "List sources"}
+          "list_sources": "List sources", "history": "Commit history of a path or a text",
+          "related": "Linked tickets, MRs, commits, pages, files"}
 # Discovery, the tool list and the template list are the same for every caller and change only with a release.
 _HOUR_PUBLIC = CacheHint(ttl_ms=3_600_000, scope="public")
 CACHE_HINTS: dict[CacheableMethod, CacheHint] = {"server/discover": _HOUR_PUBLIC, "tools/list": _HOUR_PUBLIC,
@@ -200,6 +215,17 @@ class CairnTools:
                                    if row.last_success_at else None))
         return reply(out, sources_text(out))
 
+    def history(self, who: Principal, path: str, text: str, sources: list[str] | None, limit: int,
+                max_tokens: int | None) -> CallToolResult:
+        self.check_sources(who, sources or ())
+        out = history_answer(self.app.state, who, path, text, sources or (), limit, max_tokens)
+        return reply(out, history_text(out, path.strip().strip("/"), max_tokens or
+                                       self.app.state.settings.context_token_budget))
+
+    def related(self, who: Principal, item: str, limit: int) -> CallToolResult:
+        out = related_answer(self.app.state, who, item, limit)
+        return reply(out, related_text(out))
+
     def search_resource(self, who: Principal, query: str) -> str:
         """Markdown for the `cairn://search/{query}` resource: the same items as /v1/context."""
         state = self.app.state
@@ -279,10 +305,33 @@ def _tools(tools: CairnTools) -> list[Tool]:
         with tools.call("list_sources"):
             return tools.list_sources(caller(ctx))
 
+    def history(ctx: Context, path: Annotated[str, Field(max_length=1000, description=(
+                    "A file (`src/app.py`) or a folder (`src/`): the commits that changed it, with its diff in each."
+                ))] = "",
+                text: Annotated[str, Field(max_length=300, description=(
+                    "Text to find in commit messages, e.g. a ticket key or an error message."))] = "",
+                limit: Limit = 10, sources: Sources = None,
+                max_tokens: MaxTokens = None) -> Annotated[CallToolResult, HistoryOut]:
+        """Commits of the git sources you may read (up to the indexed commit) that touched `path` and/or whose
+        message contains `text`, newest first: message, date, author, link, the tickets and merge requests they
+        reference, and for a path its diff hunks (within max_tokens, 6000 by default). Give path, text or both."""
+        with tools.call("history"):
+            return tools.history(caller(ctx), path, text, sources, limit, max_tokens)
+
+    def related(item: Annotated[str, Field(min_length=1, max_length=300, description=(
+                    "A Jira key (`ABC-12`), a merge request (`group/project!3`), a commit sha, or a document id "
+                    "(`source:path`) of a ticket, merge request, commit, page or file."))],
+                ctx: Context, limit: Limit = 30) -> Annotated[CallToolResult, RelatedOut]:
+        """What is linked to a ticket, merge request, commit, page or file: the ticket a key names, merge
+        requests and pages mentioning it, commits referencing it, the files those commits changed, each with a
+        link and why it is linked. Only items you may read."""
+        with tools.call("related"):
+            return tools.related(caller(ctx), item, limit)
+
     return [CairnTool.from_function(fn, title=TITLES[fn.__name__],
                                     annotations=ToolAnnotations(title=TITLES[fn.__name__], read_only_hint=True,
                                                                 open_world_hint=False))
-            for fn in (search, grep, read_file, find_symbol, find_references, list_sources)]
+            for fn in (search, grep, read_file, find_symbol, find_references, list_sources, history, related)]
 
 
 def _register_resources(server: MCPServer, tools: CairnTools) -> None:

@@ -33,7 +33,7 @@ from workers.maintenance import intervals
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-KINDS = ("code", "issue", "merge_request", "page")
+KINDS = ("code", "issue", "merge_request", "page", "commit")
 LANGUAGES = ("python", "javascript", "typescript", "go", "java", "rust", "c", "cpp", "ruby", "markdown")
 LISTED = 20  # failures, skips and jobs shown per admin table
 

@@ -13,6 +13,17 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from connectors.base import Checkpoint, Connector, ConnectorError, RefNotFound, SourceNotFound, SyncItem, document_id
+from connectors.git_history import (
+    COMMIT_KIND,
+    HISTORY_VERSION,
+    CommitRecord,
+    HistoryReader,
+    commit_id,
+    commit_url,
+    is_commit_id,
+    references,
+    render,
+)
 from connectors.git_process import BlobReader, Git, GitRetry, MissingObject, redact
 from connectors.rendering.notebook import NotANotebook, notebook_to_text
 from indexer.languages import decode_text, detect_language, kind_for, skip_reason_for_content, skip_reason_for_path
@@ -133,7 +144,7 @@ class GitRepoConnector(Connector):
     def __init__(self, name: str, location: str, ref: str | None = None, access: Access | None = None,
                  workdir: Path | None = None, max_file_bytes: int = 1_000_000, timeout: float = 600.0,
                  token: Callable[[], str] | None = None, username: str = "",
-                 retry: GitRetry | None = None) -> None:
+                 retry: GitRetry | None = None, history_commits: int = 0) -> None:
         self.name = name
         self.location = location
         self.ref = ref
@@ -150,6 +161,7 @@ class GitRepoConnector(Connector):
         self.username = username or DEFAULT_USERNAME
         self.retry = retry or GitRetry()
         self.local_timeout = min(timeout, 120.0)
+        self.history_commits = history_commits  # commits indexed as documents (0: none)
         self._finished: tuple[str, set[str]] | None = None
 
     # -- the Connector contract -----------------------------------------------------------------
@@ -173,6 +185,9 @@ class GitRepoConnector(Connector):
                 tally[type(item).__name__ if item else "unchanged"] += 1
                 if item is not None:
                     yield item
+        for item in self._history(git_dir, commit, known, present):
+            tally[type(item).__name__] += 1
+            yield item
         for doc_id in sorted(set(known) - present):
             tally["Deletion"] += 1
             yield Deletion(doc_id)
@@ -189,8 +204,68 @@ class GitRepoConnector(Connector):
         if self._finished is not None:
             return set(self._finished[1])
         git_dir = self._prepare(fetch=False)
-        entries = self._tree(git_dir, self._resolve(git_dir))
-        return {document_id(self.name, e.path) for e in entries if self._path_skip(e) is None}
+        commit = self._resolve(git_dir)
+        entries = self._tree(git_dir, commit)
+        ids = {document_id(self.name, e.path) for e in entries if self._path_skip(e) is None}
+        if self.history_commits > 0:
+            ids |= {commit_id(self.name, sha) for sha in self.history_reader(git_dir).reachable(commit,
+                                                                                                self.history_commits)}
+        return ids
+
+    def history_git_dir(self) -> str:
+        """The git directory to read history from at query time: the local repository, or the clone a sync
+        made (never cloned or fetched here: a query must not move what was indexed)."""
+        if not self.remote:
+            return self._local_git_dir()
+        dest = self._clone_dir()
+        if not (dest.is_dir() and self._is_repo(dest)):
+            raise SourceNotFound(f"source {self.name!r} has no clone yet: sync it first")
+        return str(dest)
+
+    def history_reader(self, git_dir: str) -> HistoryReader:
+        return HistoryReader(self.git, git_dir, self.local_timeout)
+
+    # -- commit history -------------------------------------------------------------------------
+
+    def _history(self, git_dir: str, commit: str, known: Mapping[str, str], present: set[str]) -> Iterator[SyncItem]:
+        """Documents for the newest `history_commits` commits reachable from `commit` (never one after it)
+        that are not indexed yet; every one of them stays present. A commit's text never changes, so a
+        later sync reads only the commits that are new since (plus any indexed under another version)."""
+        if self.history_commits <= 0:
+            return
+        reader = self.history_reader(git_dir)
+        try:
+            shas = reader.reachable(commit, self.history_commits)
+        except ConnectorError as exc:
+            present.update(d for d in known if is_commit_id(self.name, d))  # kept until history reads again
+            yield SyncFailure(self.name, "commit history", self.git.clean(str(exc)))
+            return
+        ids = {sha: commit_id(self.name, sha) for sha in shas}
+        present.update(ids.values())
+        new = [sha for sha in shas if known.get(ids[sha]) != HISTORY_VERSION]
+        log.info("sync %s: %d commits in history, %d to read", self.name, len(shas), len(new))
+        try:
+            for record in reader.read(new):
+                yield self._commit_document(record)
+        except ConnectorError as exc:
+            yield SyncFailure(self.name, "commit history", self.git.clean(str(exc)))
+
+    def _commit_document(self, record: CommitRecord) -> Document:
+        refs = references(record.message, self._project_path())
+        subject = record.message.strip().split("\n", 1)[0]
+        return Document(id=commit_id(self.name, record.sha), source=self.name, path=f"commit:{record.sha}",
+                        content=render(record, refs), version=HISTORY_VERSION, access=self.access,
+                        kind=COMMIT_KIND, language="text", title=f"{record.sha[:12]} {subject}",
+                        url=commit_url(self.web_base, record.sha),
+                        metadata={"commit": record.sha, "date": record.date, "author": record.author,
+                                  "references": " ".join(refs)})
+
+    def _project_path(self) -> str:
+        """`group/project` of a web-hosted clone URL (what a bare `!12` in a message refers to), else ""."""
+        if not self.web_base:
+            return ""
+        path = urlsplit(self.web_base).path.strip("/")
+        return path.removesuffix("/-/blob").removesuffix("/blob")
 
     # -- one tree entry -------------------------------------------------------------------------
 
@@ -258,19 +333,22 @@ class GitRepoConnector(Connector):
         scheme = _SCHEME.match(self.location)
         if scheme and scheme.group(1).lower() not in URL_SCHEMES:
             raise SourceNotFound(f"unsupported clone URL scheme in {self.display}")
-        if self.workdir is None:
-            raise ConnectorError(f"source {self.name!r}: a workdir is needed to clone {self.display}")
         if self.token is not None and not self.credential_env:
             secret = self.token()
             self.git.hide(secret)
             self.credential_env = credential_env(self.username, secret)
-        dest = self.workdir / f"{_safe_name(self.name)}-{hashlib.sha256(self.display.encode()).hexdigest()[:10]}.git"
+        dest = self._clone_dir()
         if dest.is_dir() and self._is_repo(dest):
             if fetch:
                 self._fetch(dest)
         else:
             self._clone(dest)
         return str(dest)
+
+    def _clone_dir(self) -> Path:
+        if self.workdir is None:
+            raise ConnectorError(f"source {self.name!r}: a workdir is needed to clone {self.display}")
+        return self.workdir / f"{_safe_name(self.name)}-{hashlib.sha256(self.display.encode()).hexdigest()[:10]}.git"
 
     def _local_git_dir(self) -> str:
         path = Path(self.location).expanduser().resolve()

@@ -43,7 +43,7 @@ def _git(row: Any, settings: Settings) -> Connector:
     return GitRepoConnector(name=row.name, location=config["location"], ref=config.get("ref") or None,
                             access=Access.of(*row.access), workdir=Path(settings.data_dir) / "repos",
                             max_file_bytes=settings.max_file_bytes, token=token,
-                            username=config.get("username") or "")
+                            username=config.get("username") or "", history_commits=settings.history_commits)
 
 
 def _gitlab(row: Any, settings: Settings) -> Connector:

@@ -14,7 +14,7 @@ PUBLIC = "public"
 # engine filter as everybody else (there is no "skip ACL" switch anywhere).
 ADMINS = "role:admin"
 
-KINDS = ("code", "doc", "text", "issue", "merge_request", "page")
+KINDS = ("code", "doc", "text", "issue", "merge_request", "page", "commit")
 
 
 class AccessError(ValueError):

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     cross_encoder_model: str = Field(default="", description="fastembed cross-encoder name or ONNX directory.")
     max_file_bytes: int = Field(default=1_000_000, ge=1, description="Files larger than this are skipped "
                                 "(any source's documents: files, tickets and pages; recorded as too_large).")
+    history_commits: int = Field(default=5000, ge=0, description="Git sources: the newest this many commits "
+                                 "reachable from the indexed ref are indexed as `commit` documents (0 = none).")
     max_chunk_chars: int = Field(default=16_000, ge=1000, description="Chunks with more characters than this "
                                  "are split (a very long line is cut across several chunks).")
     index_workers: int = Field(default_factory=lambda: min(_usable_cpus(), 4), ge=0, description="Processes "

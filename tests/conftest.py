@@ -47,6 +47,16 @@ class GitRepo:
         return git(self.root, "rev-parse", "HEAD")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def history_off_unless_asked() -> Iterator[None]:
+    """Git sources index no commit history in tests unless a test asks for it (`Settings(history_commits=...)`,
+    as tests/api/test_history.py does): commit documents would change every other test's document and job
+    counts. Set in the environment, so `cairn` processes the tests start see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CAIRN_HISTORY_COMMITS", "0")
+        yield
+
+
 @pytest.fixture
 def make_repo(tmp_path: Path) -> Callable[[str], GitRepo]:
     def factory(name: str = "repo") -> GitRepo:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ChunkLimits", "Occurrence", "chunk_document", "mentions", "module_name", "occurrences"]
 
-TICKET_KINDS = frozenset({"issue", "merge_request", "page"})
+TICKET_KINDS = frozenset({"issue", "merge_request", "page", "commit"})
 SNIFF_CHARS = 512
 
 

@@ -59,7 +59,8 @@ def test_every_route_is_documented(tmp_path):
 def test_every_mcp_tool_is_documented(tmp_path):
     server = create_app(Settings(data_dir=tmp_path)).state.mcp
     tools = {tool.name for tool in asyncio.run(server.list_tools())}
-    assert tools == {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources"}
+    assert tools == {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history",
+                     "related"}
     mcp = _doc("mcp.md")
     assert all(f"| `{name}` |" in mcp for name in tools)
     assert "cairn://search/{query}" in mcp

@@ -24,7 +24,7 @@ from api.app import create_app
 from api.schemas import SearchResponse
 from retrieval.packing import estimate_tokens
 
-TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources"}
+TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history", "related"}
 NEWEST = "2026-07-28"
 TS_CLIENT = Path(__file__).resolve().parents[1] / "mcp_client"
 
@@ -163,7 +163,9 @@ EVERY_TOOL = [("search", {"query": "backoff delay with jitter", "limit": 5}),
               ("read_file", {"source": "eng", "path": "pkg/retry.py", "start_line": 16, "end_line": 16}),
               ("find_symbol", {"name": "backoff_delay"}),
               ("find_references", {"symbol": "backoff_delay"}),
-              ("list_sources", {})]
+              ("list_sources", {}),
+              ("history", {"path": "pkg/retry.py"}),
+              ("related", {"item": "eng:pkg/retry.py"})]
 LINE_16 = "eng:pkg/retry.py:16-16\n```python\ndef backoff_delay(attempt, base=0.5):\n```"
 
 
@@ -210,7 +212,7 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert out["protocolVersion"] == version
     assert {t["name"] for t in out["tools"]} == TOOLS
     assert all(t["annotations"]["readOnlyHint"] is True for t in out["tools"])
-    search, grep, read, symbol, references, sources = out["results"]
+    search, grep, read, symbol, references, sources, history, related = out["results"]
     assert not any(r.get("isError") for r in out["results"]), [texts(r) for r in out["results"]]
     assert search["structuredContent"]["hits"][0]["path"] == "pkg/retry.py"
     assert texts(search).startswith("eng:pkg/retry.py:") and "\n```python\n" in texts(search)
@@ -223,6 +225,10 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert (first["line"], first["definition"]) == (16, True)
     assert texts(references).startswith(LINE_16.replace("16-16", "16-16 definition of retry.backoff_delay"))
     assert {s["name"] for s in sources["structuredContent"]["result"]} == {"eng", "web"}
+    # the corpus indexes no history (tests/api/test_history.py does): empty answers, in the outputSchema's shape
+    assert history["structuredContent"] == {"commits": [], "truncated": False}
+    assert texts(history) == "No commits found in the history you can read."
+    assert related["structuredContent"] == {"subject": "eng:pkg/retry.py", "keys": [], "items": []}
 
 
 def test_the_2026_wire_needs_no_handshake_but_its_routing_headers(url, corpus):
@@ -260,7 +266,7 @@ def test_every_tool_is_titled_read_only_and_closed_world(url, corpus):
         assert tool["title"] and tool["annotations"]["title"] == tool["title"], tool["name"]
         assert tool["annotations"]["readOnlyHint"] is True and tool["annotations"]["openWorldHint"] is False
     budgeted = {t["name"] for t in tools if "max_tokens" in t["inputSchema"]["properties"]}
-    assert budgeted == {"search", "grep", "read_file", "find_references"}
+    assert budgeted == {"search", "grep", "read_file", "find_references", "history"}
 
 
 @pytest.mark.parametrize("name, arguments, same_as", [
