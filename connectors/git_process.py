@@ -6,6 +6,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -58,6 +59,12 @@ class MissingObject(ConnectorError):
     """The object store does not hold a blob the tree names (partial or damaged clone)."""
 
 
+# On Linux, git runs under `setpriv --pdeathsig KILL`: the kernel kills it when the thread that started it
+# dies, so a clone or fetch in flight ends with a server killed by SIGKILL instead of running on, orphaned.
+# (The thread waits for git, so it lives as long as git does; git's own helpers end when git does.)
+PARENT_DEATH = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+
+
 class Git:
     """Runs git with a clean environment, no prompts, a timeout, and credential-free errors."""
 
@@ -85,7 +92,7 @@ class Git:
         # group on timeout also ends helpers (ssh, git-remote-https) git started.
         verb = next((a for a in args if not a.startswith("-")), "")
         try:
-            proc = subprocess.Popen(["git", *args], cwd=cwd, env={**self.env, **(env or {})},
+            proc = subprocess.Popen([*PARENT_DEATH, "git", *args], cwd=cwd, env={**self.env, **(env or {})},
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)
         except OSError as exc:
