@@ -127,7 +127,7 @@ class CairnTools:
         hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
                        start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
                        language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
-        return SearchResponse(query_id=query_id, hits=hits,
+        return SearchResponse(query_id=query_id, hits=hits, abstained=result.abstained,
                               timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
 
     def grep(self, who: Principal, pattern: str, is_regex: bool, case_sensitive: bool, limit: int,

@@ -1,0 +1,30 @@
+"""The relevance floor's evidence: how the two engines' numbers combine, and editors' empty inputs."""
+from __future__ import annotations
+
+import pytest
+
+from retrieval.relevance import DENSE_HIGH, DENSE_LOW, Evidence, dense_evidence, is_empty_input
+
+
+@pytest.mark.parametrize("lexical, dense, relevance", [
+    (0.0, 0.0, 0.0),
+    (1.0, 0.0, 1.0),  # an identifier only BM25 knows is enough
+    (0.0, 0.8, 0.8),  # so is a paraphrase only the model gets
+    (0.2, 0.2, 0.25),  # weak evidence from both stays weak
+    (0.9, 0.9, 1.0),
+])
+def test_relevance_is_the_stronger_engine_plus_a_quarter_of_the_weaker(lexical, dense, relevance):
+    assert Evidence(lexical, dense).relevance == pytest.approx(relevance)
+
+
+def test_dense_evidence_maps_the_cosine_band_to_zero_one():
+    assert dense_evidence(DENSE_LOW - 0.1) == 0.0 and dense_evidence(DENSE_HIGH + 0.1) == 1.0
+    assert dense_evidence((DENSE_LOW + DENSE_HIGH) / 2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("text, empty", [
+    ("null", True), (" NULL ", True), ("undefined", True), ("[object Object]", True), ("None", True),
+    ("null pointer in send", False), ("nullable", False), ("keep_alive_seconds", False),
+])
+def test_editor_placeholders_count_as_empty(text, empty):
+    assert is_empty_input(text) is empty
