@@ -31,21 +31,27 @@ class Evidence:
 
     lexical: IDF-weighted share of the query's terms found verbatim in the top lexical hits (a term
     that none of them holds counts at the highest IDF, whatever the rest of the index holds).
-    dense: the best dense cosine, mapped from [DENSE_LOW, DENSE_HIGH] to [0, 1]."""
+    dense: the best dense cosine, mapped from [DENSE_LOW, DENSE_HIGH] to [0, 1].
+    code_shaped: the query names code (an identifier such as `get_adapter`, a dotted name, a path)."""
 
     lexical: float
     dense: float
+    code_shaped: bool = False
 
     @property
     def relevance(self) -> float:
-        """The stronger engine's evidence, plus a quarter of the weaker's: either engine alone can
-        vouch for a query (an identifier only BM25 knows, a paraphrase only the model gets)."""
-        high, low = max(self.lexical, self.dense), min(self.lexical, self.dense)
-        return min(1.0, high + 0.25 * low)
+        """A code-shaped query: the stronger engine plus a quarter of the weaker, since an identifier
+        found verbatim is evidence by itself (and the model often misses one typed alone). A query of
+        plain words: the dense evidence plus a quarter of the lexical, since every repository with
+        docs holds common English words ("helpful", "life", "price"), so finding them proves little."""
+        if self.code_shaped:
+            high, low = max(self.lexical, self.dense), min(self.lexical, self.dense)
+            return min(1.0, high + 0.25 * low)
+        return min(1.0, self.dense + 0.25 * self.lexical)
 
     def as_dict(self) -> dict[str, float]:
         return {"lexical": round(self.lexical, 4), "dense": round(self.dense, 4),
-                "relevance": round(self.relevance, 4)}
+                "code_shaped": float(self.code_shaped), "relevance": round(self.relevance, 4)}
 
 
 def is_empty_input(text: str) -> bool:

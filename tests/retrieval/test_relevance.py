@@ -6,15 +6,18 @@ import pytest
 from retrieval.relevance import DENSE_HIGH, DENSE_LOW, Evidence, dense_evidence, is_empty_input
 
 
-@pytest.mark.parametrize("lexical, dense, relevance", [
-    (0.0, 0.0, 0.0),
-    (1.0, 0.0, 1.0),  # an identifier only BM25 knows is enough
-    (0.0, 0.8, 0.8),  # so is a paraphrase only the model gets
-    (0.2, 0.2, 0.25),  # weak evidence from both stays weak
-    (0.9, 0.9, 1.0),
+@pytest.mark.parametrize("lexical, dense, code_shaped, relevance", [
+    (0.0, 0.0, True, 0.0),
+    (1.0, 0.0, True, 1.0),  # an identifier only BM25 knows is enough
+    (0.0, 0.8, True, 0.8),
+    (0.2, 0.2, True, 0.25),  # weak evidence from both stays weak
+    (0.9, 0.9, True, 1.0),
+    (1.0, 0.0, False, 0.25),  # plain words found somewhere are not enough alone
+    (0.0, 0.8, False, 0.8),  # a paraphrase only the model gets is
+    (0.8, 0.3, False, 0.5),
 ])
-def test_relevance_is_the_stronger_engine_plus_a_quarter_of_the_weaker(lexical, dense, relevance):
-    assert Evidence(lexical, dense).relevance == pytest.approx(relevance)
+def test_relevance_combines_the_engines_by_the_shape_of_the_query(lexical, dense, code_shaped, relevance):
+    assert Evidence(lexical, dense, code_shaped).relevance == pytest.approx(relevance)
 
 
 def test_dense_evidence_maps_the_cosine_band_to_zero_one():
