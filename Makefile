@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # pip never pulls the CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup idp browser demo test lint bench eval clean
+.PHONY: setup idp mcp-client browser demo test lint bench eval clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/cairn model prepare
 	touch $@
 
-setup: $(VENV)/.installed idp
+setup: $(VENV)/.installed idp mcp-client
 
 # The tests' OpenID provider (tests/idp: oidc-provider, pinned by its package-lock.json) on the machine's
 # Node.js; installed again only when the lock file changes. Without npm the tests that need it skip.
@@ -25,6 +25,14 @@ idp:
 		[ tests/idp/node_modules/.package-lock.json -nt tests/idp/package-lock.json ] || \
 			npm ci --prefix tests/idp --no-audit --no-fund; \
 	else echo "npm not found: the tests that need the test OpenID provider (tests/idp) will skip"; fi
+
+# The official MCP TypeScript SDK client the MCP tests drive (tests/mcp_client, pinned by its package-lock.json),
+# installed the same way.
+mcp-client:
+	@if command -v npm >/dev/null; then \
+		[ tests/mcp_client/node_modules/.package-lock.json -nt tests/mcp_client/package-lock.json ] || \
+			npm ci --prefix tests/mcp_client --no-audit --no-fund; \
+	else echo "npm not found: the MCP tests that drive the TypeScript SDK client (tests/mcp_client) will skip"; fi
 
 # Index this repository and serve it (the README's first command).
 demo: setup

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import audit_log, feedback
 from indexer.models import Principal
 from retrieval.permissions import Scope
@@ -69,7 +68,6 @@ class AuditLog:
     def __init__(self, engine: Engine, keep_query_text: bool = False) -> None:
         self.engine = engine
         self.keep_query_text = keep_query_text
-        metadata.create_all(engine, tables=[audit_log, feedback])
 
     def record(self, who: Principal, action: str, *, target: str = "", scope: Scope | None = None,
                result_ids: Sequence[str] = (), query_id: str | None = None, query_text: str | None = None) -> str:

@@ -20,7 +20,9 @@ from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
 from api.cli_sources import sources_app
 from api.cli_users import users_app
 from api.client import CairnClient, RemoteError
+from api.log_setup import configure_logging
 from api.progress import SyncProgress, watch_jobs, watch_remote_job
+from indexer.catalog import SchemaError
 from indexer.models import Access, Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
@@ -61,6 +63,8 @@ def local_services(settings: Settings) -> Iterator[IndexServices]:
         services = IndexServices.open(settings)
     except StoreError as exc:
         fail(f"{exc}\nIf a Cairn server owns this data directory, pass --url or set CAIRN_URL.")
+    except SchemaError as exc:
+        fail(str(exc))
     try:
         yield services
     finally:
@@ -74,8 +78,7 @@ def remote(url: str | None, settings: Settings) -> CairnClient | None:
 
 @app.callback()
 def main_options(ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress.")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     ctx.obj = Settings()
 
 
@@ -452,12 +455,16 @@ def serve(ctx: typer.Context, host: str | None = typer.Option(None), port: int |
     import uvicorn
 
     from api.app import create_app
+    from api.cli_jobs import local_catalog
 
     settings: Settings = ctx.obj.for_serving()  # vector work off the serving GIL (indexer/stores/edge_process.py)
+    configure_logging(logging.INFO)  # a server logs at INFO: one line per request (api.observability)
+    local_catalog(settings).engine.dispose()  # upgraded (embedded) or current, or a clear exit before binding
     api = create_app(settings)
+    # No access log (it prints whole URLs: search text, a webhook's ?secret=; the request line of
+    # api.observability replaces it), and no logging config of uvicorn's own: its lines go through ours.
     server = uvicorn.Server(uvicorn.Config(api, host=host or settings.host, port=port or settings.port,
-                                           log_level="info", access_log=False,  # it logs whole URLs: queries,
-                                           # a webhook's ?secret= (the structured request line is issue 16)
+                                           log_level="info", access_log=False, log_config=None,
                                            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                            timeout_keep_alive=settings.keep_alive_seconds))
     # uvicorn has no hook for its signal handling: its handler method is replaced on this instance (mypy
@@ -507,12 +514,10 @@ def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The us
                   expires_days: int | None = typer.Option(None, min=1, help="Expire after this many days."),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Create an API token. The token is printed once and only its hash is stored."""
+    from api.cli_jobs import local_catalog
     from api.tokens import TokenStore
-    from indexer.catalog.db import make_engine
 
-    settings: Settings = ctx.obj
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = TokenStore(make_engine(settings.catalog_url))
+    store = TokenStore(local_catalog(ctx.obj).engine)
     token, info = store.create(user, group, admin=admin, name=name,
                                expires_in=dt.timedelta(days=expires_days) if expires_days else None)
     if as_json:
@@ -525,10 +530,10 @@ def tokens_create(ctx: typer.Context, user: str = typer.Option(..., help="The us
 @tokens_app.command("list")
 def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """List tokens (never the tokens themselves)."""
+    from api.cli_jobs import local_catalog
     from api.tokens import TokenStore
-    from indexer.catalog.db import make_engine
 
-    rows = TokenStore(make_engine(ctx.obj.catalog_url)).list()
+    rows = TokenStore(local_catalog(ctx.obj).engine).list()
     data: list[dict[str, Any]] = [{"id": t.id, "user": t.user, "groups": list(t.groups), "admin": t.admin, "name": t.name,
              "expires_at": t.expires_at.isoformat() if t.expires_at else None, "revoked": t.revoked_at is not None}
             for t in rows]
@@ -545,10 +550,10 @@ def tokens_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 @tokens_app.command("revoke")
 def tokens_revoke(ctx: typer.Context, token_id: str = typer.Argument(...)) -> None:
     """Revoke a token by its id."""
+    from api.cli_jobs import local_catalog
     from api.tokens import TokenStore
-    from indexer.catalog.db import make_engine
 
-    if not TokenStore(make_engine(ctx.obj.catalog_url)).revoke(token_id):
+    if not TokenStore(local_catalog(ctx.obj).engine).revoke(token_id):
         fail(f"no active token with id {token_id!r}")
     out.print(f"revoked {token_id}")
 
@@ -568,7 +573,6 @@ def model_switch(ctx: typer.Context, name: str = typer.Argument(
         ..., help="A fastembed model name or a local directory holding model.onnx.")) -> None:
     """Re-embed the index with another model: the server builds a new index generation in the
     background when it (re)starts, keeps serving the current one, and swaps when the build is done."""
-    from indexer.catalog.db import make_engine
     from indexer.embedding import EmbeddingError
     from indexer.generations.state import read_generations, request_model
     from indexer.services import build_embedder
@@ -578,11 +582,9 @@ def model_switch(ctx: typer.Context, name: str = typer.Argument(
         model = build_embedder(settings, name).model_name  # loads it: a model that cannot load is refused here
     except EmbeddingError as exc:
         fail(str(exc))
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.catalog_url)
-    from indexer.catalog import Catalog
+    from api.cli_jobs import local_catalog
 
-    Catalog(engine).create_all()
+    engine = local_catalog(settings).engine
     request_model(engine, settings, name)
     active = read_generations(engine)[0]
     if active is not None and active.model == model:

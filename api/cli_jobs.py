@@ -37,13 +37,15 @@ def _client(url: str | None, settings: Settings) -> CairnClient | None:
     return CairnClient(target, settings.token) if target else None
 
 
-def _catalog(settings: Settings) -> Catalog:
-    from indexer.catalog.db import make_engine
+def local_catalog(settings: Settings) -> Catalog:
+    """The catalog for a local command: the embedded one upgraded, a PostgreSQL one only if current."""
+    from indexer.catalog import SchemaError, open_catalog
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(make_engine(settings.catalog_url))
-    catalog.create_all()
-    return catalog
+    try:
+        return open_catalog(settings.catalog_url)
+    except SchemaError as exc:
+        _fail(str(exc))
 
 
 def _local_job(catalog: Catalog, job_id: str) -> dict:
@@ -78,7 +80,7 @@ def jobs(ctx: typer.Context, source: str | None = typer.Option(None, "--source",
     else:
         from api.routes import job_out
 
-        catalog = _catalog(ctx.obj)
+        catalog = local_catalog(ctx.obj)
         rows = [job_out(j).model_dump() for j in catalog.list_jobs(source=source, state=state, limit=limit)]
     if as_json:
         print(json.dumps(rows))
@@ -99,7 +101,7 @@ def jobs_show(ctx: typer.Context, job_id: str = typer.Argument(...),
               as_json: bool = typer.Option(False, "--json"), url: str | None = URL) -> None:
     """One job in full: counts, skip reasons, throughput, ETA, error."""
     client = _client(url, ctx.obj)
-    fetch = functools.partial(_remote, client.job) if client else functools.partial(_local_job, _catalog(ctx.obj))
+    fetch = functools.partial(_remote, client.job) if client else functools.partial(_local_job, local_catalog(ctx.obj))
     job = watch_jobs(fetch, [job_id], err, enabled=not as_json)[0] if watch else fetch(job_id)
     if as_json:
         print(json.dumps(job))
@@ -135,7 +137,7 @@ def jobs_cancel(ctx: typer.Context, job_id: str = typer.Argument(...), as_json: 
     else:
         from indexer.catalog.catalog import FINISHED_JOB_STATES
 
-        catalog = _catalog(ctx.obj)
+        catalog = local_catalog(ctx.obj)
         before = catalog.get_job(job_id)
         if before is None:
             _fail(f"no job {job_id!r}")
@@ -152,16 +154,47 @@ def jobs_cancel(ctx: typer.Context, job_id: str = typer.Argument(...), as_json: 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: str = typer.Option("head", help="Target Alembic revision.")) -> None:
     """Migrate the catalog database (CAIRN_DATABASE_URL, or the SQLite catalog) to the current schema.
-    Safe to run again: at the target revision it changes nothing."""
+    Safe on any catalog: a fresh one, one an earlier version made without migrations (recognized by its
+    tables and stamped), an older or a current one; at the target revision it changes nothing."""
     from indexer.catalog.migrate import upgrade
 
     settings: Settings = ctx.obj
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     try:
-        upgrade(settings.catalog_url, revision)
+        state = upgrade(settings.catalog_url, revision)
     except Exception as exc:  # noqa: BLE001 - any failure is reported with its type, never a traceback
         _fail(f"upgrade failed: {type(exc).__name__}: {exc}")
-    out.print(f"catalog at revision {revision}")
+    out.print(f"catalog at revision {state.revision}" + ("" if state.current else f" (head: {state.head})"))
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the catalog's schema revision and the one this version needs; exit 1 unless they match
+    (an init container or a deploy script can wait on it). Changes nothing."""
+    from indexer.catalog.db import make_engine
+    from indexer.catalog.migrate import schema_state
+
+    settings: Settings = ctx.obj
+    url = settings.catalog_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        _fail(f"no catalog in {settings.data_dir}")
+    engine = make_engine(url)
+    try:
+        state = schema_state(engine)
+    except Exception as exc:  # noqa: BLE001 - an unreachable database is reported, never a traceback
+        _fail(f"cannot read the catalog: {type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+    found = {"revision": state.revision, "head": state.head, "current": state.current,
+             "matches": state.adopt.revision if state.adopt else None, "problem": state.problem()}
+    if as_json:
+        print(json.dumps(found))
+    else:
+        out.print(f"catalog revision: {state.revision or 'none (never stamped)'}; this version needs {state.head}")
+        if state.problem():
+            err.print(state.problem())
+    if not state.current:
+        raise typer.Exit(1)
 
 
 def reconcile(ctx: typer.Context, name: str | None = typer.Argument(None, help="Only this source."),
@@ -267,7 +300,7 @@ def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="Source na
             seconds = None if value is None else int(parse_duration(value).total_seconds())
         except ValueError as exc:
             _fail(str(exc), code=2)
-        catalog = _catalog(ctx.obj)
+        catalog = local_catalog(ctx.obj)
         if catalog.get_source(name) is None:
             _fail(f"no source named {name!r}")
         set_interval(catalog, name, seconds)

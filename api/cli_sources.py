@@ -64,12 +64,9 @@ def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: boo
 
 def _store(settings: Settings, configs: list[Any]) -> Any:
     """Write to the catalog only (no index stores), so this works while a server owns the index."""
-    from indexer.catalog import Catalog
-    from indexer.catalog.db import make_engine
+    from api.cli_jobs import local_catalog
 
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(make_engine(settings.catalog_url))
-    catalog.create_all()
+    catalog = local_catalog(settings)
     for config in configs:
         existing = catalog.get_source(config.name)
         if existing is not None and existing.kind != config.kind:

@@ -72,12 +72,12 @@ def _run(ctx: typer.Context, url: str | None, local: Callable[[Local], Any],
 
 def _local(settings: Settings) -> Local:
     from api.cli import OPERATOR
-    from indexer.catalog.db import make_engine
+    from api.cli_jobs import local_catalog
 
     url = settings.catalog_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         _fail(f"no index in {settings.data_dir} (set CAIRN_DATA_DIR, or --url for a running server)")
-    engine = make_engine(url)
+    engine = local_catalog(settings).engine  # upgraded (embedded) or checked current (PostgreSQL)
     return Local(IdentityResolver(IdentityStore(engine), settings.admin_groups, 0), AuditLog(engine), OPERATOR)
 
 

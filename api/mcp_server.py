@@ -4,16 +4,20 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 from urllib.parse import unquote
 
 import anyio.to_thread
+from mcp.server import CacheHint
 from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import BaseModel, Field
+from mcp.types import CallToolResult, ToolAnnotations
+from mcp_types.methods import CacheableMethod
+from pydantic import Field
 from starlette.routing import Match, Route
 from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
@@ -24,9 +28,22 @@ from api.continue_provider import budgeted, candidates, to_item
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
 from api.limits import send_error
+from api.mcp_arguments import CairnTool
+from api.mcp_render import (
+    budget_document,
+    definitions_text,
+    document_text,
+    grep_text,
+    reply,
+    search_text,
+    sources_text,
+    within_budget,
+)
+from api.mcp_schemas import Definition, GrepLine, GrepOut, SourceBrief
 from api.schemas import MAX_QUERY_CHARS, DocumentOut, HitOut, SearchResponse
+from indexer.catalog.schema import SourceRecord
 from indexer.identifiers import code_tokens
-from indexer.models import Principal
+from indexer.models import KINDS, Principal
 from indexer.stores import LexicalQuery
 from retrieval.grep import PatternError
 from retrieval.grep import grep as grep_index
@@ -47,42 +64,22 @@ _MODIFIERS = r"(?:(?:export|pub(?:\([\w:]+\))?|public|private|protected|static|a
 _KEYWORDS = r"(?:def|class|function|func|fn|struct|interface|type|enum|trait|impl|module|object|record)"
 _DEFINITION = r"^[ \t]*" + _MODIFIERS + _KEYWORDS + r"\s+(?:\([^)]*\)\s*)?"
 
-Limit = Annotated[int, Field(ge=1, le=100)]
+Limit = Annotated[int, Field(ge=1, le=100, description="How many results to return (1-100).")]
 Names = Annotated[list[str], Field(max_length=100)]
-
-
-class GrepLine(BaseModel):
-    document_id: str
-    source: str
-    path: str
-    line: int
-    text: str
-
-
-class GrepOut(BaseModel):
-    matches: list[GrepLine]
-    truncated: bool
-
-
-class Definition(BaseModel):
-    document_id: str
-    source: str
-    path: str
-    symbol: str
-    line: int
-    start_line: int
-    end_line: int
-    language: str
-    url: str
-
-
-class SourceBrief(BaseModel):
-    name: str
-    kind: str
-    state: str
-    documents: int
-    chunks: int
-    last_success_at: str | None
+Sources = Annotated[Names | None, Field(description="Only these sources (names from list_sources); all you can "
+                                                    "read when left out.")]
+Languages = Annotated[Names | None, Field(description='Only these languages, e.g. ["python", "go"].')]
+Kinds = Annotated[Names | None, Field(description=f"Only these kinds: {', '.join(KINDS)}.")]
+PathPrefix = Annotated[str, Field(max_length=1000, description="Only paths under this folder, e.g. `src/billing/`.")]
+MaxTokens = Annotated[Annotated[int, Field(ge=100, le=100_000)] | None,
+                      Field(description="Token budget (about 4 characters each, 100-100000) for the code returned.")]
+# Every tool only reads Cairn's own index: read-only, and a closed world (it reaches no outside system).
+TITLES = {"search": "Search code, docs and tickets", "grep": "Grep indexed text", "read_file": "Read a file",
+          "find_symbol": "Find a symbol's definition", "list_sources": "List sources"}
+# Discovery, the tool list and the template list are the same for every caller and change only with a release.
+_HOUR_PUBLIC = CacheHint(ttl_ms=3_600_000, scope="public")
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {"server/discover": _HOUR_PUBLIC, "tools/list": _HOUR_PUBLIC,
+                                                 "resources/templates/list": _HOUR_PUBLIC}
 
 
 def caller(ctx: Context) -> Principal:
@@ -118,7 +115,21 @@ class CairnTools:
         finally:
             self.app.state.metrics.tool_calls.labels(tool, outcome).inc()
 
-    def search(self, who: Principal, query: str, limit: int, scope: Scope) -> SearchResponse:
+    def readable_sources(self, who: Principal) -> list[SourceRecord]:
+        """The sources `list_sources` shows this caller: those whose access names one of their principals."""
+        mine = set(who.principals())
+        return [row for row in self.app.state.services.catalog.list_sources() if who.admin or mine & set(row.access)]
+
+    def check_sources(self, who: Principal, names: Sequence[str], argument: str = "sources") -> None:
+        """Refuses a source the caller cannot read, naming the ones they can. The message is the same for a
+        source that does not exist and one they may not read, so it tells them nothing about the others."""
+        readable = [row.name for row in self.readable_sources(who)] if names else []
+        if any(name not in readable for name in names):
+            raise BadRequest(f"`{argument}` names a source you cannot read or that does not exist. The sources you "
+                             f"can read are: {', '.join(readable) or 'none'}.")
+
+    def search(self, who: Principal, query: str, limit: int, scope: Scope, max_tokens: int | None) -> CallToolResult:
+        self.check_sources(who, scope.sources)
         state = self.app.state
         result = state.searcher.search(query, who, scope, limit=limit)
         query_id = str(uuid.uuid4())
@@ -127,22 +138,29 @@ class CairnTools:
         hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
                        start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
                        language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
-        return SearchResponse(query_id=query_id, hits=hits, abstained=result.abstained,
-                              timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
+        response = SearchResponse(query_id=query_id, hits=hits, abstained=result.abstained,
+                                  timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
+        budget = max_tokens or state.settings.context_token_budget
+        return reply(response, search_text(query_id, hits, candidates(state.services.catalog, result.hits), budget))
 
     def grep(self, who: Principal, pattern: str, is_regex: bool, case_sensitive: bool, limit: int,
-             scope: Scope) -> GrepOut:
+             scope: Scope, max_tokens: int | None) -> CallToolResult:
+        self.check_sources(who, scope.sources)
         svc = self.app.state.services
         found = grep_index(svc.catalog, svc.fulltext, who, pattern, scope, is_regex=is_regex,
                            case_sensitive=case_sensitive, limit=limit, stale=self.app.state.stale_sources.current())
         self.app.state.audit.record(who, "mcp.grep", scope=scope, result_ids=[], query_text=pattern)
-        return GrepOut(matches=[GrepLine(**vars(m)) for m in found.matches], truncated=found.truncated)
+        matches, cut = within_budget(found.matches, max_tokens)
+        truncated = found.truncated or cut
+        out = GrepOut(matches=[GrepLine(**vars(m)) for m in matches], truncated=truncated)
+        return reply(out, grep_text(matches, truncated, max_tokens))
 
     def read_file(self, who: Principal, document_id: str, source: str, path: str, start_line: int | None,
-                  end_line: int | None) -> DocumentOut:
+                  end_line: int | None, max_tokens: int | None) -> CallToolResult:
         if not document_id:
             if not (source and path):
                 raise BadRequest("give a document_id, or a source and a path")
+            self.check_sources(who, [source], argument="source")
             document_id = f"{source}:{path}"  # documents are keyed "<source>:<path>"
         if start_line is None and end_line is None:
             start_line, end_line = 1, MAX_READ_LINES
@@ -150,9 +168,11 @@ class CairnTools:
                             stale=self.app.state.stale_sources.current())
         if (source and doc.source != source) or (path and doc.path != path):
             raise NotFound(f"no document {path!r} in source {source!r}")
-        return doc
+        doc = budget_document(doc, max_tokens)
+        return reply(doc, document_text(doc))
 
-    def find_symbol(self, who: Principal, name: str, limit: int, scope: Scope) -> list[Definition]:
+    def find_symbol(self, who: Principal, name: str, limit: int, scope: Scope) -> CallToolResult:
+        self.check_sources(who, scope.sources)
         last = re.split(r"\.|::|#", name.strip())[-1]
         tokens = code_tokens(last)
         if not tokens:
@@ -175,19 +195,18 @@ class CairnTools:
                     line=row.start_line + offset, start_line=row.start_line, end_line=row.end_line,
                     language=row.language, url=row.url))
         self.app.state.audit.record(who, "mcp.find_symbol", scope=scope, query_text=name)
-        return (exact + textual)[:limit]
+        definitions = (exact + textual)[:limit]
+        return reply(definitions, definitions_text(definitions))
 
-    def list_sources(self, who: Principal) -> list[SourceBrief]:
+    def list_sources(self, who: Principal) -> CallToolResult:
         catalog = self.app.state.services.catalog
-        mine = set(who.principals())
         out = []
-        for row in catalog.list_sources():
-            if who.admin or mine & set(row.access):
-                counts = catalog.counts(row.name)
-                out.append(SourceBrief(name=row.name, kind=row.kind, state=row.state, documents=counts["documents"],
-                                       chunks=counts["chunks"], last_success_at=row.last_success_at.isoformat()
-                                       if row.last_success_at else None))
-        return out
+        for row in self.readable_sources(who):
+            counts = catalog.counts(row.name)
+            out.append(SourceBrief(name=row.name, kind=row.kind, state=row.state, documents=counts["documents"],
+                                   chunks=counts["chunks"], last_success_at=row.last_success_at.isoformat()
+                                   if row.last_success_at else None))
+        return reply(out, sources_text(out))
 
     def search_resource(self, who: Principal, query: str) -> str:
         """Markdown for the `cairn://search/{query}` resource: the same items as /v1/context."""
@@ -204,56 +223,63 @@ class CairnTools:
 def build_mcp(app: Any) -> MCPServer:
     """The MCP server for one app; tools reach the index through `app.state` at call time."""
     # The SDK calls logging.basicConfig; WARNING keeps Python's default when nothing configured logging yet.
-    server = MCPServer("cairn", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
     tools = CairnTools(app)
-    _register_tools(server, tools)
+    # No subscriptions/listen (2026-07-28): the tool and template lists never change while a server runs,
+    # and such a stream would stay open for ever on a stateless node (as GET would; see MCPGate).
+    server = MCPServer("cairn", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING",
+                       tools=_tools(tools), cache_hints=CACHE_HINTS, subscriptions=False)
     _register_resources(server, tools)
     return server
 
 
-def _register_tools(server: MCPServer, tools: CairnTools) -> None:
-    @server.tool()
+def _tools(tools: CairnTools) -> list[Tool]:
+    """The tools, each a CairnTool (forgiving arguments, short errors) with its title and read-only annotations."""
     def search(query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)], ctx: Context,
-               limit: Limit = 10, sources: Names | None = None, path_prefix: str = "",
-               languages: Names | None = None, kinds: Names | None = None) -> SearchResponse:
-        """Hybrid (keyword + semantic) search over code, docs and tickets you may read. Returns hits with
-        source, path, line span, symbol and a snippet, plus a query_id for feedback."""
+               limit: Limit = 10, sources: Sources = None, path_prefix: PathPrefix = "",
+               languages: Languages = None, kinds: Kinds = None,
+               max_tokens: MaxTokens = None) -> Annotated[CallToolResult, SearchResponse]:
+        """Hybrid (keyword + semantic) search over code, docs and tickets you may read. The text answer is
+        the best hits' code as fenced blocks headed `source:path:start-end`, within max_tokens (6000 by
+        default); the structured answer lists every hit with a snippet, plus a query_id."""
         with tools.call("search"):
-            return tools.search(caller(ctx), query, limit, _scope(sources, path_prefix, languages, kinds))
+            return tools.search(caller(ctx), query, limit, _scope(sources, path_prefix, languages, kinds), max_tokens)
 
-    @server.tool()
-    def grep(pattern: str, ctx: Context, regex: bool = False, case_sensitive: bool = True, limit: Limit = 50,
-             sources: Names | None = None, path_prefix: str = "", languages: Names | None = None,
-             kinds: Names | None = None) -> GrepOut:
+    def grep(pattern: Annotated[str, Field(description="The text to find, or a regex with regex=true.")],
+             ctx: Context, regex: bool = False, case_sensitive: bool = True, limit: Limit = 50,
+             sources: Sources = None, path_prefix: PathPrefix = "", languages: Languages = None,
+             kinds: Kinds = None, max_tokens: MaxTokens = None) -> Annotated[CallToolResult, GrepOut]:
         """Exact string (or regex with regex=true) search over indexed text, line by line. The pattern's
         longest literal word (whole identifier parts, at least 3 characters) narrows the search first."""
         with tools.call("grep"):
             return tools.grep(caller(ctx), pattern, regex, case_sensitive, limit,
-                              _scope(sources, path_prefix, languages, kinds))
+                              _scope(sources, path_prefix, languages, kinds), max_tokens)
 
-    @server.tool()
     def read_file(ctx: Context, document_id: str = "", source: str = "", path: str = "",
                   start_line: Annotated[int, Field(ge=1)] | None = None,
-                  end_line: Annotated[int, Field(ge=1)] | None = None) -> DocumentOut:
+                  end_line: Annotated[int, Field(ge=1)] | None = None,
+                  max_tokens: MaxTokens = None) -> Annotated[CallToolResult, DocumentOut]:
         """A document (by document_id, or source + path) or a 1-based inclusive line range of it.
         Without a range at most the first 2000 lines are returned; total_lines tells the length."""
         with tools.call("read_file"):
-            return tools.read_file(caller(ctx), document_id, source, path, start_line, end_line)
+            return tools.read_file(caller(ctx), document_id, source, path, start_line, end_line, max_tokens)
 
-    @server.tool()
     def find_symbol(name: Annotated[str, Field(min_length=1, max_length=300)], ctx: Context, limit: Limit = 20,
-                    sources: Names | None = None, languages: Names | None = None,
-                    kinds: Names | None = None) -> list[Definition]:
+                    sources: Sources = None, languages: Languages = None,
+                    kinds: Kinds = None) -> Annotated[CallToolResult, list[Definition]]:
         """Where a function, class or other symbol is defined, by name (`render_invoice`,
         `Catalog.get_chunks`)."""
         with tools.call("find_symbol"):
             return tools.find_symbol(caller(ctx), name, limit, _scope(sources, "", languages, kinds))
 
-    @server.tool()
-    def list_sources(ctx: Context) -> list[SourceBrief]:
+    def list_sources(ctx: Context) -> Annotated[CallToolResult, list[SourceBrief]]:
         """The indexed sources you may read, with their state and size."""
         with tools.call("list_sources"):
             return tools.list_sources(caller(ctx))
+
+    return [CairnTool.from_function(fn, title=TITLES[fn.__name__],
+                                    annotations=ToolAnnotations(title=TITLES[fn.__name__], read_only_hint=True,
+                                                                open_world_hint=False))
+            for fn in (search, grep, read_file, find_symbol, list_sources)]
 
 
 def _register_resources(server: MCPServer, tools: CairnTools) -> None:

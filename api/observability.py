@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -190,9 +192,17 @@ def remember_principal(request: Request, who: Principal = Depends(principal)) ->
     return who
 
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's X-Request-ID kept as given; else a new one
+
+
 class RequestObserver:
     """ASGI middleware: latency histogram per route template and one structured log line per request
-    (method, route, status, duration, user id; never the query, body or token)."""
+    (request id, method, route, status, duration, user id; never the query string, body or token).
+
+    The route is the matched template (`/documents/{doc_id:path}`, `/mcp`, `/static`), never the path a
+    client sent: paths name documents and a query string holds search text or a webhook's `?secret=`.
+    The request id (the caller's `X-Request-ID` when it is a plain token, else a new one) is sent back in
+    `X-Request-ID`, so a client's report can be matched to the line."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -205,10 +215,12 @@ class RequestObserver:
         started = time.perf_counter()
         status = [500]
         state = scope.setdefault("state", {})
+        state["request_id"] = request_id = _request_id(scope)
 
         async def observed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -221,9 +233,15 @@ class RequestObserver:
         self.metrics.requests.labels(scope["method"], route, str(status)).observe(seconds)
         who = state.get("principal")
         user = who.user if isinstance(who, Principal) else "-"
-        fields = {"method": scope["method"], "route": route, "status": status,
+        fields = {"request_id": state["request_id"], "method": scope["method"], "route": route, "status": status,
                   "duration_ms": round(seconds * 1000, 1), "user": user}
-        log.info("request method=%s route=%s status=%d duration_ms=%.1f user=%s", *fields.values(), extra=fields)
+        log.info("request id=%s method=%s route=%s status=%d duration_ms=%.1f user=%s", *fields.values(),
+                 extra=fields)
+
+
+def _request_id(scope: Scope) -> str:
+    given = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 metrics_router = APIRouter()

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 
 from api.oidc import Identity
 from api.tokens import TokenStore
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import login_requests, sessions, users
 from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
@@ -40,7 +39,6 @@ class SessionStore:
         self.tokens = tokens
         self.max_age = max_age
         self.identity = identity
-        metadata.create_all(engine, tables=[users, sessions, login_requests])
 
     # -- sessions
 

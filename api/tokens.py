@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select, update
 
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import api_tokens
 from indexer.identity.resolver import IdentityResolver
 from indexer.models import Principal
@@ -54,7 +53,6 @@ class TokenStore:
         """`identity` resolves personal tokens; without it (the CLI's listing) they resolve to nobody."""
         self.engine = engine
         self.identity = identity
-        metadata.create_all(engine, tables=[api_tokens])
 
     def create(self, user: str, groups: list[str], admin: bool = False, name: str = "",
                expires_in: dt.timedelta | None = None) -> tuple[str, TokenInfo]:

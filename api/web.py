@@ -15,10 +15,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from api.auth import SESSION_COOKIE, admin, principal
+from api.auth import SESSION_COOKIE, admin
 from api.documents import read_document
 from api.errors import BadRequest, NotFound
 from api.highlight import highlight_lines, stylesheet, term_pattern
+from api.observability import remember_principal
 from api.oidc import OIDCError, pkce_pair, public_base
 from api.routes import search as api_search
 from api.schemas import SearchRequest
@@ -50,8 +51,11 @@ def install(app: FastAPI) -> None:
 
 
 def _viewer(request: Request) -> Principal | None:
-    """The signed-in principal of a page request (its session cookie only), or None."""
-    return request.app.state.sessions.resolve(request.cookies.get(SESSION_COOKIE, ""))
+    """The signed-in principal of a page request (its session cookie only), or None (kept on the
+    request for its log line, as `remember_principal` does for the API)."""
+    who = request.app.state.sessions.resolve(request.cookies.get(SESSION_COOKIE, ""))
+    request.state.principal = who
+    return who
 
 
 # Our pages run only our own script and style, and may not be framed (clickjacking).
@@ -222,7 +226,7 @@ def search_page(request: Request) -> Response:
 
 
 @router.post("/ui/search")
-def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(principal)) -> dict:
+def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(remember_principal)) -> dict:
     """/v1/search (same audit, same query_id) plus each hit's snippet as highlighted HTML."""
     result = api_search(body, request, who)
     terms = term_pattern(body.query)

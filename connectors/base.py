@@ -1,7 +1,8 @@
 """The connector contract: a checkpointed sync yielding documents, deletions, skips and per-item failures."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from indexer.models import AccessChange, Deletion, Document, Skipped, SyncFailure
@@ -11,6 +12,27 @@ Checkpoint: TypeAlias = dict[str, Any]
 SyncItem: TypeAlias = Document | Deletion | Skipped | SyncFailure
 # What a permissions pass yields: access changes and deletions, never content.
 AccessItem: TypeAlias = AccessChange | Deletion | SyncFailure
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """`account` (an id of the connector's identity realm) holds the group or role principal `principal`
+    (`<realm>:group:<name>`, `<realm>:role:<name>`); `level`: GitLab's access level, else None."""
+
+    principal: str
+    account: str
+    level: int | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account of the connector's identity realm: its id as principals name it, and a readable name."""
+
+    account: str
+    display: str = ""
+
+
+MemberItem: TypeAlias = GroupMember | SyncFailure
 
 
 class ConnectorError(RuntimeError):
@@ -78,6 +100,23 @@ class Connector(Protocol):
         Default: nothing to do, for sources whose documents all carry the source row's access (git
         repositories: that access changes through the source's settings, not at the source)."""
         return iter(())
+
+    # The identity realm the principals this source writes belong to (`gitlab`, `atlassian`, ...; see
+    # indexer/models.py); "" for sources writing none (git repositories: their access is the source row's).
+    realm: str = ""
+
+    def memberships(self, principals: Collection[str]) -> Iterator[MemberItem]:
+        """The members, now, of each group or role principal of this source's realm that its ACLs name
+        (read on the permissions schedule, right after `access_pass`): a GroupMember per member, and a
+        SyncFailure for a principal whose members could not be read (it then grants nobody until a pass
+        reads it: fail closed). Principals of other realms are ignored. Raise ConnectorError when nothing
+        can be read at all."""
+        return iter(())
+
+    def find_accounts(self, email: str) -> list[Account] | None:
+        """The active accounts whose own email address is exactly `email` (lower-case), read through the
+        source's API to link Cairn users by their verified email; None: this source cannot look emails up."""
+        return None
 
     # True when `refresh` reads single items again (ticket and page sources); False: a change notice
     # (a webhook) is served by an incremental `sync` instead, which is already targeted (git: the diff).

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from connectors.base import AuthFailed
 from connectors.http_policy import HttpPolicy
 from connectors.webhooks import SECRET_KEY
-from indexer.models import AccessError, parse_principal
+from indexer.models import REALM_RE, RESERVED_REALMS, AccessError, parse_principal
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _SECRET_KEYS = ("token", "password", "private_token", "api_token", "secret")
@@ -105,6 +105,15 @@ def _principal_or_empty(value: str) -> str:
     return _principals([value])[0] if value.strip() else ""
 
 
+def _realm_or_empty(value: str) -> str:
+    """An identity realm (`gitlab`, `atlassian`, `gitlab-eu`): a lower-case word; "" = the kind's default."""
+    value = value.strip()
+    if value and (not REALM_RE.match(value) or value in RESERVED_REALMS):
+        raise ValueError(f"bad realm {value!r}: a lower-case word such as gitlab, atlassian or gitlab-eu "
+                         f"(not {', '.join(sorted(RESERVED_REALMS))})")
+    return value
+
+
 class SourceBase(BaseModel):
     """Settings every remote source shares: where, which credential, how politely, who may read."""
 
@@ -191,13 +200,28 @@ class GitLabSource(SourceBase):
     merge_requests: bool = True
     ref: str = Field(default="", description="Branch/tag to index; empty = each project's default branch.")
     internal_principal: str = Field(default="", description="Principal for every signed-in org user "
-                                    "(internal projects), e.g. group:org-all. Empty: members only.")
+                                    "(internal projects), e.g. idp:group:staff. Empty: members only.")
+    realm: str = Field(default="", description="Identity realm of the instance's accounts (principals "
+                       "`<realm>:user:<id>`); empty: gitlab. Give a second GitLab instance its own.")
     max_document_chars: int = Field(default=400_000, ge=1000)
 
     @field_validator("internal_principal")
     @classmethod
     def _internal(cls, value: str) -> str:
         return _principal_or_empty(value)
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, value: str) -> str:
+        return _realm_or_empty(value)
+
+    @property
+    def identity_realm(self) -> str:
+        return self.realm or "gitlab"
+
+    def identity_system(self) -> str:
+        """Whose accounts the realm's ids number: this instance (numeric ids mean nothing elsewhere)."""
+        return f"gitlab {self.url}"
 
     @model_validator(mode="after")
     def _scope(self) -> GitLabSource:
@@ -216,12 +240,36 @@ class AtlassianSource(SourceBase):
                                                      "product's permissions, falling back to `access`.")
     access: dict[str, list[str]] = Field(default_factory=dict, description="Project/space key → principals.")
     org_principal: str = Field(default="", description="Principal standing for every signed-in user.")
+    realm: str = Field(default="", description="Identity realm of the accounts (principals "
+                       "`<realm>:user:<key|accountId>`); empty: atlassian on Cloud, the product (jira, "
+                       "confluence) on Data Center.")
     max_document_chars: int = Field(default=400_000, ge=1000)
 
     @field_validator("org_principal")
     @classmethod
     def _org(cls, value: str) -> str:
         return _principal_or_empty(value)
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, value: str) -> str:
+        return _realm_or_empty(value)
+
+    @property
+    def identity_realm(self) -> str:
+        """Cloud: `atlassian` (an accountId is one Atlassian account, the same in Jira and Confluence and
+        on every site). Data Center: the product's name, because its user keys are the product instance's
+        own (Jira's `JIRAUSER10100` and Confluence's `8a7f80...` name the same person differently)."""
+        if self.realm:
+            return self.realm
+        return "atlassian" if self.cloud else str(getattr(self, "kind", "atlassian"))
+
+    def identity_system(self) -> str:
+        """Whose accounts and groups the realm's names mean: one Cloud site (accountIds are global, but group
+        names are the site's own; Jira and Confluence of one site share them), or this Data Center instance."""
+        if self.cloud:
+            return f"atlassian cloud {urlsplit(self.url).hostname}"
+        return f"{getattr(self, 'kind', 'atlassian')} {self.url}"
 
     @field_validator("access")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -12,17 +12,27 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from atlassian.confluence import ConfluenceServer
 
-from connectors.base import AccessItem, AuthFailed, Checkpoint, ConnectorError, SyncItem, document_id
+from connectors.base import (
+    AccessItem,
+    AuthFailed,
+    Checkpoint,
+    ConnectorError,
+    GroupMember,
+    MemberItem,
+    SyncItem,
+    document_id,
+)
 from connectors.checkpoints import item_version
 from connectors.config import ConfluenceSource
 from connectors.confluence_access import (
     MembersUnreadable,
+    Names,
     datacenter_space_readers,
     effective_access,
     read_restriction,
     space_readers,
-    user_principal,
 )
+from connectors.principal_sets import realm_sets
 from connectors.rendering import storage_to_markdown
 from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
 from indexer.models import Access, AccessChange, Deletion, Document, SyncFailure
@@ -55,10 +65,12 @@ class ConfluenceConnector(ScopedConnector):
     def __init__(self, config: ConfluenceSource, **kwargs: Any) -> None:
         super().__init__(config.name, config.overlap_minutes, config.reconcile_minutes, **kwargs)
         self.config = config
+        self.realm = config.identity_realm
+        self.names = Names(self.realm, config.cloud)
         self.client: ConfluenceServer | None = None
         self._restrictions: dict[str, set[str] | None] = {}
         self._members: dict[str, frozenset[str] | None] = {}
-        self._usernames: dict[str, str | None] = {}
+        self._keys: dict[str, str | None] = {}
         self._warnings: list[SyncFailure] = []
         self._warned: set[str] = set()
         try:
@@ -72,7 +84,7 @@ class ConfluenceConnector(ScopedConnector):
         self.client, token = atlassian_client(ConfluenceServer, self.config)
         self._secrets = [token]
         # Everything read about permissions is cached for one sync (or pass) only.
-        self._restrictions, self._members, self._usernames = {}, {}, {}
+        self._restrictions, self._members, self._keys = {}, {}, {}
         self._warnings, self._warned = [], set()
 
     @property
@@ -111,7 +123,7 @@ class ConfluenceConnector(ScopedConnector):
         if key in self.config.access:
             return set(self.config.access[key])
         # Whichever the server gives: Cloud answers `expand=permissions` (also behind a custom domain).
-        readers = space_readers(space, self.config.org_principal)
+        readers = space_readers(space, self.config.org_principal, self.names)
         why = "the space's `permissions` expansion is empty (the API user may not view them)"
         if readers is None and not self.config.cloud:
             try:
@@ -123,7 +135,7 @@ class ConfluenceConnector(ScopedConnector):
                 answer = None
             why = (f"`space/{key}/permissions` was refused or is missing (it needs a Data Center version "
                    "with that resource and an API user allowed to read the space's permissions)")
-            readers = datacenter_space_readers(answer, self._username)
+            readers = datacenter_space_readers(answer, self.names, self._user_key)
         if readers is None:
             self._warn(f"{key}/permissions", f"space permissions of {key} could not be read: "
                        f"{why}; its pages are admin-only until they can be read "
@@ -131,25 +143,25 @@ class ConfluenceConnector(ScopedConnector):
             return set()
         return readers
 
-    def _username(self, user_key: str) -> str | None:
-        """A Data Center user key as the username principals use (`GET user?key=`), cached."""
-        if user_key not in self._usernames:
+    def _user_key(self, username: str) -> str | None:
+        """A Data Center username's user key, which principals use (`GET user?username=`), cached."""
+        if username not in self._keys:
             try:
-                user = self._api.get("rest/api/user", params={"key": user_key}) or {}
-                self._usernames[user_key] = str(user.get("username") or user.get("name") or "") or None
+                user = self._api.get("rest/api/user", params={"username": username}) or {}
+                self._keys[username] = str(user.get("userKey") or "") or None
             except REMOTE_ERRORS as exc:
-                self._usernames[user_key] = None
-                self._warn(f"user-key:{user_key}", f"user {user_key} could not be looked up ({self.clean(exc)}); "
+                self._keys[username] = None
+                self._warn(f"user:{username}", f"user {username} could not be looked up ({self.clean(exc)}); "
                            "left out of the space's readers")
-        return self._usernames[user_key]
+        return self._keys[username]
 
     def _group_members(self, name: str) -> frozenset[str] | None:
-        """A group's members as `user:` principals (`group/{name}/member`, paged), cached; None: unreadable."""
+        """A group's members as user principals (`group/{name}/member`, paged), cached; None: unreadable."""
         if name not in self._members:
             members: set[str] = set()
             try:
                 for user in self._paged(f"rest/api/group/{quote(name, safe='')}/member", {}):
-                    principal = user_principal(user)
+                    principal = self.names.user(user)
                     if principal:
                         members.add(principal)
                 self._members[name] = frozenset(members)
@@ -226,16 +238,17 @@ class ConfluenceConnector(ScopedConnector):
         """Space readers ∩ the read restriction of each ancestor ∩ the page's own. When a group's members
         were needed and could not be read: admins only (fail closed), and a failure says why."""
         levels = [self._ancestor_restriction(str(a["id"])) for a in content.get("ancestors") or []]
-        levels.append(read_restriction(content.get("restrictions")))
+        levels.append(read_restriction(content.get("restrictions"), self.names))
         try:
-            return effective_access(spec.data["readers"], levels, self._group_members)
+            return effective_access(spec.data["readers"], levels, self._group_members, self.names,
+                                    self.config.org_principal)
         except MembersUnreadable:
             return Access()
 
     def _ancestor_restriction(self, page_id: str) -> set[str] | None:
         if page_id not in self._restrictions:
             answer = self._api.get(f"rest/api/content/{page_id}/restriction/byOperation/read") or {}
-            self._restrictions[page_id] = read_restriction(answer)
+            self._restrictions[page_id] = read_restriction(answer, self.names)
         return self._restrictions[page_id]
 
     def _fetch(self, page_id: str) -> dict[str, Any] | None:
@@ -280,7 +293,8 @@ class ConfluenceConnector(ScopedConnector):
                 yield SyncFailure(self.name, f"{spec.key}/", f"listing failed: {self.clean(exc)}")
                 continue
             # The space's own pages carry their restrictions: no request per ancestor.
-            self._restrictions.update({str(c["id"]): read_restriction(c.get("restrictions")) for c in listed})
+            self._restrictions.update({str(c["id"]): read_restriction(c.get("restrictions"), self.names)
+                                       for c in listed})
             present: set[str] = set()
             for content in listed:
                 doc_id = document_id(self.name, f"{spec.data['space']}/{content['id']}")
@@ -345,6 +359,24 @@ class ConfluenceConnector(ScopedConnector):
                 yield SyncFailure(self.name, f"{spec.key}/{page_id}", self.clean(exc))
             yield from self._drain()
         yield from self._drain()
+
+    # -- identities ------------------------------------------------------------------------------
+
+    def memberships(self, principals: Collection[str]) -> Iterator[MemberItem]:
+        """The members of each `<realm>:group:<name>` the ACLs name (`group/{name}/member`). Confluence has no
+        API to find a user by email: its accounts are linked by an admin, or on Cloud through a Jira Cloud
+        source of the same `atlassian` realm (an accountId is the same Atlassian account in both)."""
+        wanted = [p for p in realm_sets(principals, self.realm) if p.startswith(f"{self.realm}:group:")]
+        if not wanted:
+            return
+        self._open()
+        prefix = f"{self.realm}:user:"
+        for principal in wanted:
+            found = self._group_members(principal.split(":", 2)[2])
+            if found is None:
+                yield SyncFailure(self.name, principal, "reading the group's members failed")
+                continue
+            yield from (GroupMember(principal, p[len(prefix):]) for p in sorted(found) if p.startswith(prefix))
 
     # -- one page --------------------------------------------------------------------------------
 

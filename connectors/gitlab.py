@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +17,12 @@ from gitlab.exceptions import GitlabAuthenticationError, GitlabError, GitlabGetE
 
 from connectors.base import (
     AccessItem,
+    Account,
     AuthFailed,
     Checkpoint,
     ConnectorError,
+    GroupMember,
+    MemberItem,
     SourceNotFound,
     SyncItem,
     Unavailable,
@@ -30,6 +33,7 @@ from connectors.config import GitLabSource
 from connectors.git_process import redact
 from connectors.git_repos import GitRepoConnector
 from connectors.gitlab_access import (
+    GUEST,
     Member,
     ProjectAccess,
     Share,
@@ -47,6 +51,7 @@ from connectors.gitlab_tickets import (
     ticket_path,
 )
 from connectors.http_policy import PolicySession, quiet_client_loggers
+from connectors.principal_sets import realm_sets
 from indexer.models import Access, AccessChange, Deletion, Document, Skipped, SyncFailure
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,7 @@ class GitLabConnector(CheckpointedSync):
                  clock: Callable[[], float] = time.time) -> None:
         self.name = config.name
         self.config = config
+        self.realm = config.identity_realm
         self.workdir = Path(workdir)
         self.max_file_bytes = max_file_bytes
         self.clock = clock
@@ -77,6 +83,7 @@ class GitLabConnector(CheckpointedSync):
         self._unavailable: set[int] = set()  # projects seen this sync whose members could not be read
         self._missing: list[str] = []  # configured projects GitLab did not find this sync
         self._gone: set[str] = set()  # internal notes found deleted this sync (already yielded as Deletions)
+        self._users_client: gitlab.Gitlab | None = None
 
     # -- the Connector contract -----------------------------------------------------------------
 
@@ -202,7 +209,7 @@ class GitLabConnector(CheckpointedSync):
             state.seen |= {d for d in state.known if d.startswith(f"{self.name}:{path}/")}
             yield SyncFailure(self.name, f"{path}/", f"reading members failed: {self._clean(exc)}")
             return
-        access = project_access(project, members, self.config.internal_principal)
+        access = project_access(project, members, self.config.internal_principal, self.realm)
         self._projects[pid] = (project, access)
         if self.config.code and access.code is not None:
             yield from self._code(project, access.code, known, state, fetch)
@@ -212,22 +219,73 @@ class GitLabConnector(CheckpointedSync):
 
     def _members(self, gl: gitlab.Gitlab, project: Mapping[str, Any]) -> list[Member]:
         """The project's effective members: `members/all`, with the roles of those who come through a shared
-        group capped by the share (that listing does not cap them). A shared group whose members the token
-        cannot read caps everyone at the share's role (narrower than GitLab, never wider)."""
-        rows = parse_members(m.attributes for m in gl.projects.get(project["id"], lazy=True).members_all.list(
-            iterator=True))
+        group capped by the share (that listing does not cap them)."""
+        listed = gl.projects.get(project["id"], lazy=True).members_all.list(iterator=True)
+        return self._capped(gl, listed, project, f"project {project['id']}")
+
+    def _group_members(self, gl: gitlab.Gitlab, full_path: str) -> list[Member]:
+        """A group's effective members, as for a project: `members/all` (members of its ancestors included)
+        and the members of the groups it is shared with, capped by each share."""
+        group = gl.groups.get(full_path)
+        return self._capped(gl, group.members_all.list(iterator=True), group.attributes, f"group {full_path}")
+
+    def _capped(self, gl: gitlab.Gitlab, listed: Any, holder: Mapping[str, Any], what: str) -> list[Member]:
+        """`effective_members` of a `members/all` listing and the holder's shares. A shared group whose members
+        the token cannot read caps everyone at the share's role (narrower than GitLab, never wider)."""
+        rows = parse_members(m.attributes for m in listed)
         shared: dict[Share, list[Member]] = {}
-        for share in parse_shares(project):
+        for share in parse_shares(holder):
             try:
                 shared[share] = parse_members(m.attributes for m in gl.groups.get(
                     share.group_id, lazy=True).members_all.list(iterator=True))
             except GitlabGetError as exc:
                 if exc.response_code not in (403, 404):
                     raise
-                log.warning("source %s: members of group %s (shared with project %s) are not readable: "
-                            "every member capped at the share's role", self.name, share.full_path, project["id"])
+                log.warning("source %s: members of group %s (shared with %s) are not readable: "
+                            "every member capped at the share's role", self.name, share.full_path, what)
                 shared[share] = list(rows)
         return effective_members(rows, shared)
+
+    # -- identities: group memberships and accounts by email -----------------------------------
+
+    def memberships(self, principals: Collection[str]) -> Iterator[MemberItem]:
+        """Members of each `<realm>:group:<full_path>` the ACLs name (an org-wide principal or configured
+        access naming a GitLab group): Guest or more, inherited and through shared groups (capped)."""
+        wanted = [p for p in realm_sets(principals, self.realm) if p.startswith(f"{self.realm}:group:")]
+        if not wanted:
+            return
+        gl = self._client()
+        for principal in wanted:
+            path = principal.split(":", 2)[2]
+            try:
+                members = self._group_members(gl, path)
+            except GitlabAuthenticationError:
+                raise AuthFailed(f"source {self.name!r}: GitLab refused the token") from None
+            except GitlabGetError as exc:
+                if exc.response_code != 404:
+                    yield SyncFailure(self.name, principal, f"reading members failed: {self._clean(exc)}")
+                    continue
+                members = []  # the group is gone: nobody holds it
+            except REMOTE_ERRORS as exc:
+                yield SyncFailure(self.name, principal, f"reading members failed: {self._clean(exc)}")
+                continue
+            yield from (GroupMember(principal, str(m.id), m.level) for m in members if m.level >= GUEST)
+
+    def find_accounts(self, email: str) -> list[Account]:
+        """`GET /users?search=<email>`: with an admin token GitLab searches and shows every user's primary
+        email; only an exact match of that email counts (a public email, or a match on the name, does not)."""
+        if self._users_client is None:  # one client for all the look-ups of a pass
+            self._users_client = self._client()
+        gl = self._users_client
+        try:
+            found = [u.attributes for u in gl.users.list(search=email, iterator=True)]
+        except GitlabAuthenticationError:
+            raise AuthFailed(f"source {self.name!r}: GitLab refused the token") from None
+        except REMOTE_ERRORS as exc:
+            raise Unavailable(f"source {self.name!r}: user search failed: {self._clean(exc)}") from None
+        return [Account(str(u["id"]), str(u.get("username") or "")) for u in found
+                if str(u.get("email") or "").strip().lower() == email and u.get("state", "active") == "active"
+                and u.get("id") is not None]
 
     def _in_configured_scope(self, project: Mapping[str, Any]) -> bool:
         cfg, path = self.config, str(project.get("path_with_namespace", ""))
@@ -244,7 +302,7 @@ class GitLabConnector(CheckpointedSync):
                              known: Mapping[str, str]) -> Iterator[AccessItem]:
         path = project["path_with_namespace"]
         try:
-            access = project_access(project, self._members(gl, project), self.config.internal_principal)
+            access = project_access(project, self._members(gl, project), self.config.internal_principal, self.realm)
         except REMOTE_ERRORS as exc:
             yield SyncFailure(self.name, f"{path}/", f"reading members failed: {self._clean(exc)}")
             return
@@ -325,7 +383,7 @@ class GitLabConnector(CheckpointedSync):
             yield from (Deletion(d) for d in named)  # deleted, renamed or moved out of the source
             return
         try:
-            access = project_access(project, self._members(gl, project), self.config.internal_principal)
+            access = project_access(project, self._members(gl, project), self.config.internal_principal, self.realm)
         except REMOTE_ERRORS as exc:
             yield from (SyncFailure(self.name, d.split(":", 1)[1], f"reading members failed: {self._clean(exc)}")
                         for d in named)

@@ -2,6 +2,8 @@
 internal notes.
 
 GitLab's rules, as applied here (each narrower or equal to GitLab, never wider):
+- every user is named by their numeric id in the source's identity realm, `<realm>:user:<id>` (`gitlab:user:42`):
+  ids are never reused, usernames can be renamed and taken by someone else;
 - a member's role in a project is the highest of their direct role, their role in an ancestor group, and, for
   each group the project is shared with, the lower of their role in that group and the share's maximum role;
 - a feature (`repository`, `issues`, `merge_requests`) set to `enabled` reads like the project: public → everyone,
@@ -20,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from indexer.models import PUBLIC, Access
+from connectors.principal_sets import MembersUnreadable, intersect
+from indexer.models import PUBLIC, Access, realm_principal
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ INTERNAL_NOTE_ROLE = REPORTER  # reads internal notes
 
 @dataclass(frozen=True)
 class Member:
+    id: int  # the user's numeric id: what principals name
     username: str
     level: int
 
@@ -53,6 +57,7 @@ class ProjectAccess:
     merge_requests: Access | None
     confidential: frozenset[str]  # principals reading confidential issues (Planner+)
     note_readers: frozenset[str]  # principals reading internal notes (Reporter+)
+    realm: str = "gitlab"  # the identity realm user principals are named in
 
     def feature(self, name: str) -> Access | None:
         return {"repository": self.code, "code": self.code, "issues": self.issues,
@@ -66,7 +71,8 @@ class ProjectAccess:
         if not issue.get("confidential"):
             return self.issues
         people = [issue.get("author") or {}, *(issue.get("assignees") or [])]
-        users = {f"user:{p['username']}" for p in people if isinstance(p, Mapping) and p.get("username")}
+        users = {realm_principal(self.realm, "user", str(p["id"])) for p in people
+                 if isinstance(p, Mapping) and p.get("id") is not None}
         return Access(frozenset(self.confidential | {u for u in users if covers(self.issues, u)}))
 
     def for_ticket(self, kind: str, item: Mapping[str, Any]) -> Access | None:
@@ -90,13 +96,14 @@ def covers(access: Access, principal: str) -> bool:
 
 def parse_members(rows: Iterable[Mapping[str, Any]]) -> list[Member]:
     """Active members (blocked, awaiting or deactivated accounts read nothing); one row per user, highest role."""
-    best: dict[str, int] = {}
+    best: dict[int, Member] = {}
     for row in rows:
         state = row.get("state", "active")
-        if row.get("username") and state == "active":
-            name, level = str(row["username"]), int(row.get("access_level") or 0)
-            best[name] = max(level, best.get(name, 0))
-    return [Member(name, level) for name, level in sorted(best.items())]
+        if row.get("id") is not None and state == "active":
+            member = Member(int(row["id"]), str(row.get("username") or ""), int(row.get("access_level") or 0))
+            if member.id not in best or member.level > best[member.id].level:
+                best[member.id] = member
+    return [best[uid] for uid in sorted(best)]
 
 
 def parse_shares(project: Mapping[str, Any]) -> list[Share]:
@@ -115,19 +122,18 @@ def effective_members(all_members: list[Member], shared: Mapping[Share, list[Mem
     Users not in `members/all` are never added."""
     out = []
     for member in all_members:
-        through = [(m.level, share.level) for share, rows in shared.items() for m in rows
-                   if m.username == member.username]
+        through = [(m.level, share.level) for share, rows in shared.items() for m in rows if m.id == member.id]
         if not through or member.level > max(group_level for group_level, _ in through):
             out.append(member)
             continue
         level = max(min(group_level, cap) for group_level, cap in through)
         if level > 0:
-            out.append(Member(member.username, level))
+            out.append(Member(member.id, member.username, level))
     return out
 
 
-def _holders(members: list[Member], role: int) -> frozenset[str]:
-    return frozenset(f"user:{m.username}" for m in members if m.level >= role)
+def _holders(members: list[Member], role: int, realm: str) -> frozenset[str]:
+    return frozenset(realm_principal(realm, "user", str(m.id)) for m in members if m.level >= role)
 
 
 def _level(project: Mapping[str, Any], feature: str) -> str:
@@ -135,12 +141,12 @@ def _level(project: Mapping[str, Any], feature: str) -> str:
 
 
 def _feature(project: Mapping[str, Any], feature: str, members: list[Member], internal_principal: str,
-             role: int | None = None) -> Access | None:
+             realm: str, role: int | None = None) -> Access | None:
     level = _level(project, feature)
     if level == "disabled":
         return None
     visibility = project.get("visibility") or "private"
-    holders = _holders(members, FEATURE_ROLE[feature] if role is None else role)
+    holders = _holders(members, FEATURE_ROLE[feature] if role is None else role, realm)
     if level in ("enabled", "public") and visibility == "public":
         return Access(frozenset({PUBLIC}))
     if level in ("enabled", "public") and visibility == "internal":
@@ -151,29 +157,37 @@ def _feature(project: Mapping[str, Any], feature: str, members: list[Member], in
     return Access(holders)
 
 
-def _merge_requests(project: Mapping[str, Any], members: list[Member], internal_principal: str) -> Access | None:
-    """Merge requests show the repository's code: never wider than the repository feature."""
-    own = _feature(project, "merge_requests", members, internal_principal)
-    repository = _feature(project, "repository", members, internal_principal, role=FEATURE_ROLE["merge_requests"])
+def _no_groups(principal: str) -> frozenset[str]:
+    raise MembersUnreadable(principal)  # GitLab project access names users, `public` and the org principal
+
+
+def _merge_requests(project: Mapping[str, Any], members: list[Member], internal_principal: str,
+                    realm: str) -> Access | None:
+    """Merge requests show the repository's code: never wider than the repository feature (the shared
+    intersection: `public` ⊇ the internal principal ⊇ members)."""
+    own = _feature(project, "merge_requests", members, internal_principal, realm)
+    repository = _feature(project, "repository", members, internal_principal, realm,
+                          role=FEATURE_ROLE["merge_requests"])
     if own is None or repository is None:
         return None
-    if PUBLIC in own.principals:
-        return repository
-    if PUBLIC in repository.principals:
-        return own
-    return Access(own.principals & repository.principals)
+    try:
+        return Access(intersect(own.principals, repository.principals, internal_principal, _no_groups))
+    except MembersUnreadable:
+        return Access()
 
 
-def project_access(project: Mapping[str, Any], members: list[Member], internal_principal: str) -> ProjectAccess:
+def project_access(project: Mapping[str, Any], members: list[Member], internal_principal: str,
+                   realm: str = "gitlab") -> ProjectAccess:
     """Public → `public`; internal → the org-wide principal (never `public`); private, or a feature
-    limited to members → members with the feature's role as `user:<username>`. `members` are the
+    limited to members → members with the feature's role as `<realm>:user:<id>`. `members` are the
     project's effective members (see `effective_members`)."""
     if project.get("visibility") == "internal" and not internal_principal:
         log.warning("project %s is internal but no internal_principal is configured: members only",
                     project.get("id"))
-    code = None if project.get("empty_repo") else _feature(project, "repository", members, internal_principal)
+    code = None if project.get("empty_repo") else _feature(project, "repository", members, internal_principal,
+                                                           realm)
     return ProjectAccess(code=code,
-                         issues=_feature(project, "issues", members, internal_principal),
-                         merge_requests=_merge_requests(project, members, internal_principal),
-                         confidential=_holders(members, CONFIDENTIAL_ROLE),
-                         note_readers=_holders(members, INTERNAL_NOTE_ROLE))
+                         issues=_feature(project, "issues", members, internal_principal, realm),
+                         merge_requests=_merge_requests(project, members, internal_principal, realm),
+                         confidential=_holders(members, CONFIDENTIAL_ROLE, realm),
+                         note_readers=_holders(members, INTERNAL_NOTE_ROLE, realm), realm=realm)

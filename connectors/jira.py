@@ -3,17 +3,28 @@ under Jira's permissions; restricted comments are documents of their own."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from atlassian import Jira
 
-from connectors.base import AccessItem, AuthFailed, ConnectorError, SyncItem, Unavailable, document_id
+from connectors.base import (
+    AccessItem,
+    Account,
+    AuthFailed,
+    ConnectorError,
+    GroupMember,
+    MemberItem,
+    SyncItem,
+    Unavailable,
+    document_id,
+)
 from connectors.checkpoints import item_version
 from connectors.config import JiraSource
-from connectors.jira_access import IssueAccess, JiraPermissions
+from connectors.jira_access import IssueAccess, JiraPermissions, MembershipUnknown, account_of
+from connectors.principal_sets import realm_sets
 from connectors.rendering import adf_to_text, jira_wiki_to_text
 from connectors.scoped import REMOTE_ERRORS, Listed, ScopedConnector, ScopeSpec, atlassian_client
 from indexer.models import Access, AccessChange, Deletion, Document, SyncFailure
@@ -69,6 +80,7 @@ class JiraConnector(ScopedConnector):
     def __init__(self, config: JiraSource, **kwargs: Any) -> None:
         super().__init__(config.name, config.overlap_minutes, config.reconcile_minutes, **kwargs)
         self.config = config
+        self.realm = config.identity_realm
         self.client: Jira | None = None
         self.zone = ZoneInfo("UTC")
         self.perms: JiraPermissions | None = None
@@ -422,6 +434,48 @@ class JiraConnector(ScopedConnector):
                 return []
         spec = self._specs.get(project) or ScopeSpec(project, "", "", f"{self.name}:{project}-")
         return self._read_parts(spec, self._listed(issue, complete=True))
+
+
+    # -- identities: group members and accounts by email ------------------------------------------
+
+    def memberships(self, principals: Collection[str]) -> Iterator[MemberItem]:
+        """The active members of each `<realm>:group:<name>` the ACLs name (`group/member`, which lists
+        nested groups' members too). Project roles are not principals here: ACLs name their actors."""
+        wanted = [p for p in realm_sets(principals, self.realm) if p.startswith(f"{self.realm}:group:")]
+        if not wanted:
+            return
+        self._open()
+        for principal in wanted:
+            group = principal.split(":", 2)[2]
+            try:
+                accounts = list(self._perms.member_accounts(group))
+            except MembershipUnknown:
+                yield SyncFailure(self.name, principal, "reading the group's members failed")
+                continue
+            yield from (GroupMember(principal, account) for account in accounts)
+
+    def find_accounts(self, email: str) -> list[Account]:
+        """Users whose email address is exactly `email`: Data Center `GET /rest/api/2/user/search?username=`
+        (matches username, name and email), Cloud `GET /rest/api/3/user/search?query=` (Atlassian accounts
+        only; a user whose profile hides the email cannot be matched)."""
+        if self.client is None:  # opened once for all the look-ups of a pass
+            self._open()
+        if self.config.cloud:
+            path, params = "rest/api/3/user/search", {"query": email, "maxResults": 50}
+        else:
+            path, params = "rest/api/2/user/search", {"username": email, "includeInactive": "false",
+                                                      "maxResults": 50}
+        try:
+            found: Any = self._api.get(path, params=params) or []
+        except REMOTE_ERRORS as exc:
+            raise Unavailable(f"source {self.name!r}: user search failed: {self.clean(exc)}") from None
+        out = []
+        for user in found if isinstance(found, list) else []:
+            account = account_of(user, self.config.cloud)
+            if (account and user.get("active", True) and user.get("accountType", "atlassian") == "atlassian"
+                    and str(user.get("emailAddress") or "").strip().lower() == email):
+                out.append(Account(account, str(user.get("name") or user.get("displayName") or "")))
+        return out
 
 
 def _visibility(comment: Mapping[str, Any]) -> str:

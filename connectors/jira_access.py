@@ -1,15 +1,20 @@
-"""Who may read Jira issues and comments: permission schemes, issue security levels, comment visibility."""
+"""Who may read Jira issues and comments: permission schemes, issue security levels, comment visibility.
+
+Principals are named in the source's identity realm: `<realm>:user:<accountId>` on Cloud (one Atlassian
+account everywhere), `<realm>:user:<user key>` on Data Center (a key never changes and is never given to
+someone else; a username can be renamed and then taken), `<realm>:group:<name>`."""
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.config import JiraSource
+from connectors.principal_sets import MembersUnreadable, intersect
 from connectors.scoped import REMOTE_ERRORS
-from indexer.models import PUBLIC, Access
+from indexer.models import PUBLIC, Access, realm_principal
 
 log = logging.getLogger(__name__)
 
@@ -18,16 +23,14 @@ NOT_READABLE = (401, 403, 404)  # the API user may not read it (or the resource 
 PAGE = 50
 
 
-class MembershipUnknown(Exception):
-    """A group's members could not be read: the access that needed them is admins only."""
+MembershipUnknown = MembersUnreadable  # a group's members could not be read: what needed them is admins only
 
 
-def user_principal(user: Any) -> str:
-    """`user:<accountId>` on Cloud, `user:<name>` on Data Center; "" for no user."""
+def account_of(user: Any, cloud: bool) -> str:
+    """The account id principals use: the accountId on Cloud, the user key on Data Center; "" for none."""
     if not isinstance(user, Mapping):
         return ""
-    ident = user.get("accountId") or user.get("name") or user.get("key")
-    return f"user:{ident}" if ident else ""
+    return str(user.get("accountId") or "") if cloud else str(user.get("key") or "")
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ class IssueAccess:
     principals: frozenset[str]
     per_issue: frozenset[str] = frozenset()  # "reporter", "assignee"
 
-    def resolve(self, fields: Mapping[str, Any]) -> frozenset[str]:
-        people = {user_principal(fields.get(role)) for role in self.per_issue}
+    def resolve(self, fields: Mapping[str, Any], name: Callable[[Any], str]) -> frozenset[str]:
+        """The principals, with the issue's reporter/assignee named by `name` (a user object → principal)."""
+        people = {name(fields.get(role)) for role in self.per_issue}
         return frozenset(self.principals | {p for p in people if p})
 
     def digest(self) -> str:
@@ -61,6 +65,8 @@ class JiraPermissions:
 
     def __init__(self, client: Any, config: JiraSource, clean: Callable[[object], str]) -> None:
         self.client, self.config, self.clean = client, config, clean
+        self.realm, self.cloud = config.identity_realm, config.cloud
+        self._keys: dict[str, str] = {}  # Data Center username → user key
         self._projects: dict[str, IssueAccess] = {}
         self._roles: dict[str, dict[str, str]] = {}
         self._actors: dict[tuple[str, str], frozenset[str]] = {}
@@ -72,6 +78,31 @@ class JiraPermissions:
     def take_problems(self) -> list[str]:
         out, self.problems = self.problems, []
         return out
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def user_principal(self, user: Any) -> str:
+        """`<realm>:user:<accountId | user key>`; "" for no user. A Data Center user object without its
+        key (a role actor names the username) has the key looked up (`GET user?username=`)."""
+        account = account_of(user, self.cloud)
+        if not account and not self.cloud and isinstance(user, Mapping) and user.get("name"):
+            account = self.key_of(str(user["name"]))
+        return realm_principal(self.realm, "user", account) if account else ""
+
+    def group_principal(self, name: str) -> str:
+        return realm_principal(self.realm, "group", name)
+
+    def key_of(self, username: str) -> str:
+        """A Data Center username's user key (cached); "" when Jira does not know it. Transient errors raise."""
+        if username not in self._keys:
+            try:
+                found = self.client.get("rest/api/2/user", params={"username": username}) or {}
+            except REMOTE_ERRORS as exc:
+                if _status(exc) not in NOT_READABLE:
+                    raise
+                found = {}
+            self._keys[username] = str(found.get("key") or "")
+        return self._keys[username]
 
     # -- browse grants -------------------------------------------------------------------------
 
@@ -107,10 +138,11 @@ class JiraPermissions:
         kind, param = holder.get("type"), holder.get("parameter") or holder.get("value")
         if kind == "group":
             name = (holder.get("group") or {}).get("name") or holder.get("parameter")
-            return ({f"group:{name}"} if name else set()), set()
+            return ({self.group_principal(str(name))} if name else set()), set()
         if kind == "user":
-            fallback = {"accountId": param} if self.config.cloud else {"name": param}
-            principal = user_principal(holder.get("user") or fallback)
+            # Data Center stores a user grant's key in `parameter`; `expand=user` adds the user itself
+            fallback = {"accountId": param} if self.cloud else {"key": param}
+            principal = self.user_principal(holder.get("user") or fallback)
             return ({principal} if principal else set()), set()
         if kind == "projectRole" and param:
             return set(self.role_actors(key, str(param))), set()
@@ -119,7 +151,7 @@ class JiraPermissions:
         if kind in ("applicationRole", "loggedin") and self.config.org_principal:
             return {self.config.org_principal}, set()
         if kind == "projectLead":
-            lead = user_principal((self.client.project(key) or {}).get("lead"))
+            lead = self.user_principal((self.client.project(key) or {}).get("lead"))
             return ({lead} if lead else set()), set()
         if kind in ("reporter", "assignee"):
             return set(), {kind}
@@ -140,9 +172,9 @@ class JiraPermissions:
             for actor in actors.get("actors") or []:
                 if actor.get("type") == "atlassian-group-role-actor":
                     name = (actor.get("actorGroup") or {}).get("name") or actor.get("name")
-                    out.add(f"group:{name}" if name else "")
+                    out.add(self.group_principal(str(name)) if name else "")
                 else:
-                    out.add(user_principal(actor.get("actorUser") or actor))
+                    out.add(self.user_principal(actor.get("actorUser") or actor))
             self._actors[(key, role_id)] = frozenset(p for p in out if p)
         return self._actors[(key, role_id)]
 
@@ -214,8 +246,21 @@ class JiraPermissions:
             self._members[group] = self._read_members(group)
         found = self._members[group]
         if found is None:
-            raise MembershipUnknown(f"members of group {group!r} could not be read")
+            raise MembershipUnknown(self.group_principal(group))
         return found
+
+    def members_of(self, principal: str) -> frozenset[str]:
+        """The members of a group principal of this source's realm; any other set principal (another
+        realm's group, Cairn's own `group:`) cannot be resolved here: MembershipUnknown."""
+        prefix = f"{self.realm}:group:"
+        if not principal.startswith(prefix):
+            raise MembershipUnknown(principal)
+        return self.members(principal[len(prefix):])
+
+    def member_accounts(self, group: str) -> Iterator[str]:
+        """The accounts of a group's active members (for membership sync); MembershipUnknown when unreadable."""
+        prefix = f"{self.realm}:user:"
+        yield from sorted(p[len(prefix):] for p in self.members(group) if p.startswith(prefix))
 
     def _read_members(self, group: str) -> frozenset[str] | None:
         out: set[str] = set()
@@ -231,62 +276,44 @@ class JiraPermissions:
                 log.warning("jira group %r: members not readable: %s", group, self.clean(exc))
                 return None
             values = page.get("values") or []
-            out |= {user_principal(u) for u in values if u.get("active", True)}
+            out |= {self.user_principal(u) for u in values if u.get("active", True)}
             start += len(values)
             if not values or page.get("isLast") is True:
                 return frozenset(p for p in out if p)
 
     def intersect(self, a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
-        """Principals readable under both sets: `public` ⊇ the logged-in principal ⊇ any named user or
-        group; a user in one and a group in the other meet when the user is a member; two different
-        groups meet in their common members. MembershipUnknown when a needed group cannot be read."""
-        for wide in (PUBLIC, self.config.org_principal):
-            if wide and wide in a and wide not in b:
-                return b
-            if wide and wide in b and wide not in a:
-                return a
-        out = set(a & b)
-        only_a, only_b = a - b, b - a
-        if not only_a or not only_b:
-            return frozenset(out)
-        for one, other in ((only_a, only_b), (only_b, only_a)):
-            groups = [p for p in other if p.startswith("group:")]
-            for user in (p for p in one if p.startswith("user:")):
-                if any(user in self.members(g[6:]) for g in groups):
-                    out.add(user)
-        groups_a = [p[6:] for p in only_a if p.startswith("group:")]
-        groups_b = [p[6:] for p in only_b if p.startswith("group:")]
-        for ga in groups_a:
-            for gb in groups_b:
-                out |= self.members(ga) & self.members(gb)
-        return frozenset(out)
+        """Principals readable under both sets (connectors/principal_sets.py: `public` ⊇ the org principal
+        ⊇ any named user or group; users and groups meet through group members read from Jira).
+        MembershipUnknown when a needed group cannot be read."""
+        return intersect(a, b, self.config.org_principal, self.members_of)
 
     def narrowed(self, a: frozenset[str], b: frozenset[str], what: str) -> frozenset[str]:
         """`intersect`, failing closed: nobody but admins (and a problem recorded) when it cannot be told."""
         try:
             return self.intersect(a, b)
         except MembershipUnknown as exc:
-            self.problems.append(f"{what}: {exc}; admins only until it can be read")
+            self.problems.append(f"{what}: members of {exc.principal} could not be read; admins only until "
+                                 "they can be read")
             return frozenset()
 
     # -- issues and comments -------------------------------------------------------------------
 
     def issue_access(self, fields: Mapping[str, Any], key: str) -> Access:
         project = str((fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0])
-        readers = self.project(project).resolve(fields)
+        readers = self.project(project).resolve(fields, self.user_principal)
         security = fields.get("security")
         if not isinstance(security, Mapping) or (security.get("id") is None and security.get("name") is None):
             return Access(readers)
         members = self.level(project, security)
         if members is None:
             return Access()
-        return Access(self.narrowed(readers, members.resolve(fields), f"issue {key}"))
+        return Access(self.narrowed(readers, members.resolve(fields, self.user_principal), f"issue {key}"))
 
     def comment_access(self, issue: Access, visibility: Mapping[str, Any], project: str, where: str) -> Access:
         """A restricted comment: the issue's readers who hold the role or are in the group it names."""
         kind, value = visibility.get("type"), str(visibility.get("value") or "")
         if kind == "group" and value:
-            allowed: frozenset[str] | None = frozenset({f"group:{value}"})
+            allowed: frozenset[str] | None = frozenset({self.group_principal(value)})
         elif kind == "role" and value:
             allowed = self.role_by_name(project, value)
         else:

@@ -23,7 +23,8 @@ class AccessError(ValueError):
 
 # Namespaced principals name an account or group *of one identity realm*, so the same person is
 # recognized across systems: `gitlab:user:<numeric id>`, `gitlab:group:<full_path>`,
-# `atlassian:user:<Data Center user key | Cloud accountId>`, `atlassian:group:<name>`,
+# `atlassian:user:<Cloud accountId>`, `atlassian:group:<name>`, `jira:user:<Data Center user key>`,
+# `confluence:user:<Data Center userKey>` (each Data Center product keys its users its own way),
 # `idp:user:<OIDC sub>`, `idp:group:<IdP group>`. A realm is a lower-case word; an organization with two
 # GitLab instances gives the second its own realm (e.g. `gitlab-eu`) so numeric ids cannot collide.
 # `user:<name>` and `group:<name>` remain Cairn's own namespace (hand-made tokens, --access on git sources).
@@ -120,6 +121,7 @@ class SkipReason(str, Enum):  # noqa: UP042 - StrEnum would change str() and for
     UNSAFE_PATH = "unsafe_path"
     UNDECODABLE = "undecodable"
     SECRET_FILE = "secret_file"  # .env, private keys, key stores... (indexer/secrets/files.py)
+    SECRET_PATH = "secret_path"  # a credential in the path itself; recorded under the redacted path
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,12 @@ def normalise_prefix(prefix: str) -> list[str]:
 # The index format version: bump it when stored chunks would differ for the same input.
 #
 # Changelog (newest first):
+#   4 — redaction measured on a labelled corpus (tests/indexer/redaction_corpus) and extended: passwords on
+#       command lines (mysql -p…, sshpass -p, curl -u user:…, --password=…), in auth calls and in
+#       sentences, JSON-escaped and fused-name assignments, more token formats; files with a credential in
+#       their path skipped (`secret_path`). The background rebuild re-screens every document (only chunks
+#       whose text changed are embedded again); documents' stored text, and the rows of files now
+#       skipped, are rewritten by the next full sync (`cairn reindex --all --full`).
 #   3 — full-text layout: one shared tantivy index for all sources (`fulltext/shared/`) instead of one
 #       per source; BM25 statistics become global. Chunks are unchanged, so the background rebuild
 #       re-embeds nothing (every vector comes from the embedding cache).
@@ -242,4 +250,4 @@ def normalise_prefix(prefix: str) -> list[str]:
 # A mismatch between this number (or the embedding model, or the chunk size settings) and what built the
 # serving index generation starts a background build of a new generation while the old one keeps
 # serving; it is swapped in when complete (indexer/generations/state.py, indexer/generations/build.py).
-INDEX_VERSION = 3
+INDEX_VERSION = 4

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from indexer.catalog import Catalog
-from indexer.catalog.db import make_engine
+from indexer.catalog import Catalog, open_catalog
 from indexer.chunking.limits import chunk_limits
 from indexer.embedding import Embedder, EmbeddingError
 from indexer.embedding.cache import EmbeddingCache
@@ -84,9 +83,8 @@ class IndexServices:
         or the model chosen by `cairn model switch`)."""
         vector_backend(settings)  # an unknown kind fails before anything is created
         private_dir(Path(settings.data_dir))
-        engine = make_engine(settings.catalog_url)
-        catalog = Catalog(engine)
-        catalog.create_all()
+        catalog = open_catalog(settings.catalog_url)
+        engine = catalog.engine
         spec = wanted_model_spec(engine, settings)
         embedder = embedder or build_embedder(settings, spec)
         cache = EmbeddingCache(engine)

@@ -6,17 +6,19 @@ CAIRN_*), the process that owns the index attaches its IndexServices with `attac
 worker process opens its own on first use."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, signals
 
-from indexer.catalog import Catalog
-from indexer.catalog.db import make_engine
+from indexer.catalog import Catalog, SchemaError, open_catalog
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
 
 MAINTENANCE = {"queue": "maintenance"}
 TASK_ROUTES = {
@@ -82,7 +84,7 @@ class WorkerRuntime:
             if self.services is not None:
                 return self.services.catalog
             if self._catalog is None:
-                self._catalog = Catalog(make_engine(self.configured().catalog_url))
+                self._catalog = open_catalog(self.configured().catalog_url)
             return self._catalog
 
 
@@ -156,9 +158,23 @@ def services_for(celery: Celery) -> IndexServices:
 @signals.worker_init.connect
 @signals.beat_init.connect
 def _configure_from_environment(**_kwargs: object) -> None:
-    """A `celery worker`/`celery beat` process builds its settings from CAIRN_* once, at start-up."""
+    """A `celery worker`/`celery beat` process builds its settings from CAIRN_* once, at start-up, and
+    starts only on a catalog at this version's schema."""
     if app.runtime.settings is None:
         configure(Settings())
+    require_schema(app.runtime.settings)
+
+
+def require_schema(settings: Settings | None) -> None:
+    """Exit with what to run when the catalog is not migrated (PostgreSQL is never upgraded by a worker: one
+    `cairn db upgrade` does it; an embedded SQLite catalog is upgraded here like at every open)."""
+    if settings is None:
+        return
+    try:
+        open_catalog(settings.catalog_url).engine.dispose()
+    except SchemaError as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(f"cairn worker cannot start: {exc}") from None
 
 
 @signals.celeryd_after_setup.connect

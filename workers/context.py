@@ -7,8 +7,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from indexer.catalog import Catalog
-from indexer.catalog.db import make_engine
+from indexer.catalog import Catalog, open_catalog
 from indexer.chunking.limits import chunk_limits
 from indexer.embedding import ChunkEmbedder
 from indexer.embedding.cache import EmbeddingCache
@@ -40,8 +39,7 @@ class WorkerContext:
 
     @classmethod
     def open(cls, settings: Settings) -> WorkerContext:
-        catalog = Catalog(make_engine(settings.catalog_url))
-        catalog.create_all()
+        catalog = open_catalog(settings.catalog_url)
         chunking = ChunkingOptions(max_lines=settings.max_chunk_lines, min_lines=settings.min_chunk_lines,
                                    limits=chunk_limits(settings))
         secrets = SecretScreen(settings.secret_allowlist, settings.secret_allowlist_paths)

@@ -73,7 +73,7 @@ def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: s
     catalog.set_source_state(source, "syncing")
     log.info("job %s: crawling source %s (attempt %d)", job_id, source, attempt)
     loop = SyncLoop(catalog, QueueSink(ctx, dispatch, job_id, source, rewrite=full), ctx.chunking.limits,
-                    batch_docs=ctx.settings.queue_batch_docs)
+                    batch_docs=ctx.settings.queue_batch_docs, secrets=ctx.secrets)
     try:
         outcome = _run_connector(ctx, row, job_id, full, loop)
     except Exception as exc:

@@ -1,8 +1,9 @@
 """Runs a source's sync (or its permissions pass) as a recorded job: the one code path behind CLI, API
 and Celery tasks.
 
-A job records its state and counts in the catalog as it goes (at most once a second), with the
-throughput and ETA an admin sees. After every batch it checks whether it should stop (a cancel
+A job records its state and counts in the catalog as it goes: the counts after every batch written
+(so a job resumed after a crash or a shutdown adds to what it had done, `carried`), the throughput and
+ETA an admin sees at most once a second. After every batch it checks whether it should stop (a cancel
 request in the catalog, or the caller's `should_stop`); it then stops between batches, so the
 index never holds half a batch, and records why it stopped."""
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 Observer = Callable[[str, SyncCounts], None]
 StopCheck = Callable[[], "str | None"]  # returns the state to stop in ("cancelled", "interrupted") or None
 STOP_STATES = ("cancelled", "interrupted")
-WRITE_EVERY = 1.0  # seconds: the catalog is not a progress bar
+WRITE_EVERY = 1.0  # seconds between the derived figures (rates, pending chunks: queries): not a progress bar
 
 
 class JobStopped(Exception):
@@ -131,17 +132,23 @@ def run_sync_job(services: IndexServices, source: str, job_id: str | None = None
     catalog.set_source_state(source, "syncing")
     meter = JobMeter(catalog, source, dt.datetime.now(dt.UTC))
     stop = _stop_check(catalog, job_id, should_stop)
+    base = _carried(catalog, job_id)  # what an earlier run of this job (killed, or stopped) left done
     last_write = [0.0]
     extra: dict[str, Any] = {}
+    derived: dict[str, Any] = {}
+
+    def record(phase: str, counts: SyncCounts) -> dict[str, Any]:
+        return meter.snapshot(phase, counts) | extra | _cumulative(counts, base)
 
     def on_progress(phase: str, counts: SyncCounts) -> None:
         meter.mark(phase, counts)
         now = time.monotonic()
         if now - last_write[0] > WRITE_EVERY:
-            snapshot = meter.snapshot(phase, counts) | extra
-            done, total = meter.progress(snapshot)
-            catalog.update_job(job_id, counts=snapshot, done=done, total=total)
+            derived.update(meter.snapshot(phase, counts) | extra)
             last_write[0] = now
+        snapshot = derived | {"phase": phase} | _cumulative(counts, base)
+        done, total = meter.progress(snapshot)
+        catalog.update_job(job_id, counts=snapshot, done=done, total=total)
         if observe:
             observe(phase, counts)
         state = stop()
@@ -159,15 +166,15 @@ def run_sync_job(services: IndexServices, source: str, job_id: str | None = None
     except JobStopped as stopped:
         log.warning("job %s for source %s %s after a batch", job_id, source, stopped.state)
         catalog.release_source(source)  # before the job shows finished: whoever sees it done sees the source idle
-        catalog.update_job(job_id, state=stopped.state, counts=meter.snapshot("stopped", counts) | extra)
+        catalog.update_job(job_id, state=stopped.state, counts=record("stopped", counts))
         raise
     except Exception as exc:
         log.exception("job %s for source %s failed", job_id, source)
         catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
         catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}",
-                           counts=meter.snapshot("failed", counts) | extra)
+                           counts=record("failed", counts))
         raise
-    final = meter.snapshot("done", counts) | extra | {"seconds": counts.seconds, "eta_seconds": 0}
+    final = record("done", counts) | {"seconds": counts.seconds, "eta_seconds": 0}
     outcome = sync_outcome(catalog, source, meter.started_at, final)
     final |= outcome.counts
     catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)
@@ -200,6 +207,20 @@ def build_vector_index(services: IndexServices) -> float:
     except StoreError:  # the sync itself succeeded; the next one (or a restart) builds it
         log.exception("building the vector index after a sync failed")
     return time.perf_counter() - started
+
+
+def _carried(catalog: Catalog, job_id: str) -> dict[str, int]:
+    """The counts an earlier run of this job recorded as done for good (SyncCounts.carried), or none."""
+    job = catalog.get_job(job_id)
+    carried = (job.counts or {}).get("carried") if job is not None else None
+    return {k: v for k, v in carried.items() if isinstance(v, int)} if isinstance(carried, dict) else {}
+
+
+def _cumulative(counts: SyncCounts, base: dict[str, int]) -> dict[str, Any]:
+    """This run's counts plus what earlier runs of the job did (`base`), and what is now carried."""
+    own = {k: v + base.get(k, 0) for k, v in counts.as_dict().items() if k != "seconds"}
+    carried = {k: counts.carried.get(k, 0) + base.get(k, 0) for k in counts.carried.keys() | base.keys()}
+    return own | {"carried": carried}
 
 
 def _keeping(latest: SyncCounts, observe: Observer) -> Observer:

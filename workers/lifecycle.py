@@ -1,11 +1,12 @@
 """A source's lifecycle on a running index: its documents rewritten under a changed access list (no
-re-embedding) and the source removed from every store and the catalog. Both run where the index is
+re-embedding) and the source removed from every store and the catalog (with the memberships it synced). Both run where the index is
 written (the API's job runner thread in `cairn serve`, or the CLI's own process)."""
 from __future__ import annotations
 
 import logging
 
 from indexer.catalog.db import id_batches
+from indexer.identity.store import IdentityStore
 from indexer.models import Access
 from indexer.pipeline import BatchCounts
 from indexer.services import IndexServices
@@ -65,5 +66,6 @@ def remove_source(services: IndexServices, source: str) -> dict[str, int]:
         if dense:
             pipeline.vectors.delete(sorted(dense))
         removed = services.catalog.delete_source(source)
+        IdentityStore(services.catalog.engine).forget_source(source)  # its memberships grant nothing any more
     log.info("source %s removed: %d full-text and %d vector entries", source, len(lexical), len(dense))
     return {"fulltext_chunks": len(lexical), "vector_chunks": len(dense), **removed}

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from indexer.catalog.db import id_batches, metadata
+from indexer.catalog.db import id_batches
 from indexer.catalog.schema import (
     ChunkDiff,
     ChunkRecord,
@@ -58,6 +58,10 @@ FINISHED_JOB_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupt
 
 class CatalogError(RuntimeError):
     """A catalog operation referred to something that does not exist or cannot be stored."""
+
+
+class SchemaError(CatalogError):
+    """The catalog's schema is not the one this version of Cairn runs on (the message says what to do)."""
 
 
 def _now() -> datetime:
@@ -112,11 +116,12 @@ class Catalog:
         self.engine = engine
 
     def create_all(self) -> None:
-        """Create missing tables, and move any clone-URL credential out of the catalog (see credentials.py)."""
-        from indexer.catalog.credentials import move_out_credentials
+        """Create or upgrade the schema with the migrations, whatever the catalog holds (fresh, made by an
+        earlier version without `alembic_version`, stamped old, current). Servers and workers go through
+        `open_catalog`, which upgrades only the embedded catalog (indexer/catalog/migrate.py)."""
+        from indexer.catalog.migrate import upgrade_engine
 
-        metadata.create_all(self.engine)
-        move_out_credentials(self.engine)
+        upgrade_engine(self.engine)
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -205,6 +210,14 @@ class Catalog:
     def access_digests(self, source: str) -> dict[str, str]:
         """doc id → digest of the Access it was indexed with (drop changed ones from `known`)."""
         return self._document_column(source, documents.c.access_digest)
+
+    def acl_principals(self, source: str) -> set[str]:
+        """Every principal the ACLs of the source's indexed chunks name (whose memberships matter)."""
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for (acl,) in conn.execute(select(chunks.c.acl).where(chunks.c.source == source)):
+                out.update(json.loads(acl) if isinstance(acl, str) else acl or [])
+        return out
 
     def _document_column(self, source: str, column: Any) -> dict[str, str]:
         with self.engine.connect() as conn:

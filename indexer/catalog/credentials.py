@@ -1,8 +1,8 @@
 """Clone-URL credentials out of the catalog: `user:token@` is cut from stored git locations, and the
 source waits (state `error`, with how to fix it) for an admin to give the token by reference.
 
-Run by migration 0005 and by every catalog open (embedded catalogs are made by
-`create_all`, not Alembic). It never keeps the secret anywhere: SQLite is rewritten with
+Run by migration 0005 (again after a catalog made without migrations is recognized at an earlier
+revision and stamped: indexer/catalog/fingerprints.py). It never keeps the secret anywhere: SQLite is rewritten with
 `secure_delete` and vacuumed, PostgreSQL's `sources` table is vacuumed (no dead row keeps the old URL)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, select, text, update
 
 from indexer.catalog.schema import sources
 
@@ -49,6 +49,9 @@ def strip_credentials(conn: Connection) -> list[str]:
         conn.execute(update(sources).where(sources.c.name == name)
                      .values(config=new, state="error", last_error=HINT.format(name=name)))
         changed.append(name)
+    if changed:
+        log.warning("removed stored clone-URL credentials from %d git source(s): %s; each needs --token-env",
+                    len(changed), ", ".join(changed))
     return changed
 
 
@@ -59,15 +62,3 @@ def scrub_storage(conn: Connection) -> None:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     elif conn.dialect.name == "postgresql":
         conn.execute(text("VACUUM FULL sources"))
-
-
-def move_out_credentials(engine: Engine) -> list[str]:
-    """strip_credentials, then scrub_storage when something was cut (a no-op on a clean catalog)."""
-    with engine.begin() as conn:
-        changed = strip_credentials(conn)
-    if changed:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            scrub_storage(conn)
-        log.warning("removed stored clone-URL credentials from %d git source(s): %s; each needs --token-env",
-                    len(changed), ", ".join(changed))
-    return changed

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import users
 
 
@@ -47,7 +46,6 @@ def _person(row) -> Person:
 class People:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, tables=[users])
 
     def get(self, subject: str) -> Person | None:
         with self.engine.connect() as conn:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, delete, insert, or_, select, update
 
-from indexer.catalog.db import metadata
 from indexer.catalog.schema import identity_links, memberships, users
 from indexer.models import REALM_RE, RESERVED_REALMS, AccessError, parse_principal
 
@@ -52,7 +51,6 @@ def check_realm(realm: str) -> str:
 class IdentityStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, tables=[users, identity_links, memberships])
 
     # -- links
 

@@ -6,6 +6,9 @@ from the catalog's text under the new ACL (chunk ids carry the ACL; vectors come
 cache, nothing is embedded again), a deletion removes it from both stores and the catalog, a failing
 item is recorded and leaves the document as it was.
 
+Identities: after the ACLs, the pass syncs the source's group memberships and links accounts by email
+(pipeline/identities.py); a group whose members cannot be read counts as a failed item.
+
 Freshness: a source's access was last known good at its last successful sync or permissions pass,
 whichever is later. Past `max_staleness` its restricted documents (ACL without `public`) are not served."""
 from __future__ import annotations
@@ -20,6 +23,7 @@ from connectors.registry import access_from_source
 from indexer.catalog import Catalog
 from indexer.models import Access, AccessChange, Deletion, SyncFailure
 from indexer.pipeline.apply import BatchCounts, Pipeline
+from indexer.pipeline.identities import sync_identities
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ class PassCounts:
     chunks_written: int = 0
     chunks_deleted: int = 0
     chunks_embedded: int = 0
+    memberships: int = 0  # membership rows the source holds after the pass
+    linked: int = 0  # Cairn users linked to an account of the source's realm by email
 
     def add(self, counts: BatchCounts) -> None:
         self.chunks_written += counts.chunks_written
@@ -52,7 +58,8 @@ Progress = Callable[[PassCounts], None]
 
 def run_permission_pass(pipeline: Pipeline, connector: Connector, batch: int = PASS_BATCH,
                         progress: Progress | None = None) -> PassCounts:
-    """Apply one source's permissions pass; a connector that raises stops it (what was applied stays)."""
+    """Apply one source's permissions pass, then sync its memberships and links; a connector that raises
+    stops it (what was applied stays)."""
     catalog = pipeline.catalog
     known = catalog.access_digests(connector.name)
     counts = PassCounts(checked=len(known))
@@ -89,6 +96,9 @@ def run_permission_pass(pipeline: Pipeline, connector: Connector, batch: int = P
         if len(changes) + len(deletions) >= batch:
             flush()
     flush()
+    identities = sync_identities(catalog, connector)
+    counts.memberships, counts.linked = identities.memberships, identities.linked
+    counts.failed += identities.failed
     log.info("permissions pass of %s: %s", connector.name, counts.as_dict())
     return counts
 

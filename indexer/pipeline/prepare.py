@@ -5,7 +5,9 @@ that writes the index applies the batch before it (indexer/pipeline/sync.py keep
 flight and applies them strictly in order). The pool is one per process, made on first use with the
 "forkserver" start method (the API server is multi-threaded and must not be forked), kept for the
 process's lifetime and shut down at exit. A batch whose worker dies, or that fails to travel, is
-prepared again in-process: nothing is lost, and the pool is made again for later batches.
+prepared again in-process: nothing is lost, and the pool is made again for later batches. A worker exits
+when the process that made the pool dies, even by SIGKILL (`_exit_with`); the fork server and
+multiprocessing's resource tracker then see their last client gone and exit too.
 
 Workers log nothing themselves: what they would have logged travels back with the batch (secret
 findings as findings, logged by the writer through `SecretScreen.report`; other records as records).
@@ -19,7 +21,10 @@ import atexit
 import functools
 import logging
 import multiprocessing
+import os
+import select
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -164,8 +169,41 @@ def _executor(workers: int) -> ProcessPoolExecutor:
         if _pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])  # workers start with this module imported
-            _pool, _pool_size = ProcessPoolExecutor(max_workers=workers, mp_context=context), workers
+            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with,
+                                        initargs=(os.getpid(),))
+            _pool_size = workers
         return _pool
+
+
+def _exit_with(owner: int) -> None:
+    """Pool initializer: this worker exits once `owner` (the process that made the pool) is gone, however
+    it went. A worker's parent is the fork server, not the owner, and the fork server lives on while any
+    worker does (each holds its liveness pipe), so no parent-death signal or closed pipe would ever tell
+    the worker: after a SIGKILL of the server, workers, fork server and resource tracker stayed for good."""
+    threading.Thread(target=_watch_owner, args=(owner,), name="cairn-owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner: int) -> None:
+    try:
+        handle = os.pidfd_open(owner)  # readable once the owner exits (Linux 5.3+): no PID reuse to fear
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd here: poll
+        while _alive(owner):
+            time.sleep(1.0)
+        os._exit(0)
+    select.select([handle], [], [])
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _mark_warm(pool: ProcessPoolExecutor, future: Future) -> None:

@@ -6,8 +6,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar, Protocol
 
 from connectors.base import Checkpoint, Connector, SyncItem
 from indexer.catalog import Catalog
@@ -15,6 +15,7 @@ from indexer.chunking.limits import ChunkLimits, oversize_skip
 from indexer.models import Access, Deletion, Document, Skipped, SyncFailure
 from indexer.pipeline.apply import BatchCounts, Pipeline
 from indexer.pipeline.prepare import Pending
+from indexer.secrets.screen import SecretScreen
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # batches cut and being prepared while the one before is written
@@ -37,6 +38,13 @@ class SyncCounts:
     chunks_deleted: int = 0
     chunks_embedded: int = 0
     seconds: float = 0.0
+    # The part of these counts that a sync resumed after this one died will not do again (kept by the
+    # loop after every landed batch, and by the dense phase): a resumed job adds it to its own counts.
+    # Stays empty in a full sync, which a resumed full sync redoes from the start.
+    carried: dict[str, int] = field(default_factory=dict)
+
+    LANDED: ClassVar[tuple[str, ...]] = ("files_changed", "files_deleted", "chunks_written", "chunks_deleted",
+                                         "chunks_embedded", "secret_files")  # counted once written
 
     def absorb(self, batch: BatchCounts) -> None:
         self.files_changed += batch.docs_changed
@@ -49,7 +57,14 @@ class SyncCounts:
         self.secret_files += secret
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["carried"]
+        return out
+
+    def read_so_far(self) -> dict[str, int]:
+        """The counts made as items are read (not as batches land)."""
+        return {"files_seen": self.files_seen, "files_skipped": self.files_skipped - self.secret_files,
+                "files_failed": self.files_failed, "files_quarantined": self.files_quarantined}
 
 
 Observer = Callable[[str, SyncCounts], None]  # (phase, counts) after every batch; raising stops the sync
@@ -88,18 +103,22 @@ class SyncLoop:
     `counts` and `failed` (items whose failure records stay) are readable after a stop or an error."""
 
     def __init__(self, catalog: Catalog, sink: BatchSink, limits: ChunkLimits, batch_docs: int = BATCH_DOCS,
-                 batch_bytes: int = BATCH_BYTES) -> None:
+                 batch_bytes: int = BATCH_BYTES, secrets: SecretScreen | None = None) -> None:
         self.catalog = catalog
         self.sink = sink
         self.limits = limits
+        self.secrets = secrets or SecretScreen()  # skip and failure records keep redacted paths only
         self.batch_docs = batch_docs
         self.batch_bytes = batch_bytes
         self.counts = SyncCounts()
         self.failed: set[str] = set()
+        self.full = False
+        self.docs_landed = 0
 
     def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
         """Everything the sync yields, landed; the caller stores `connector.next_checkpoint()`."""
         source = connector.name
+        self.full = full
         checkpoint = None if full else self.catalog.get_checkpoint(source)
         known = {} if full else known_versions(self.catalog, source, connector)
         quarantined = self.catalog.quarantined(source)
@@ -140,22 +159,23 @@ class SyncLoop:
                 if len(batch) >= self.batch_docs or size >= self.batch_bytes:
                     # how far the connector got: this batch (stored once it landed, never before)
                     partial = connector.partial_checkpoint() if checkpoints else None
-                    self.sink.submit(batch, self._landed(source=connector.name, checkpoint=partial, observe=observe))
+                    self.sink.submit(batch, self._landed(connector.name, partial, observe, len(batch)))
                     batch, size = [], 0
             elif isinstance(item, Deletion):
                 deletions.append(item.doc_id)
             elif isinstance(item, Skipped):
                 self.counts.files_seen += 1
                 self.counts.files_skipped += 1
-                self.catalog.record_skipped(item)
+                self.catalog.record_skipped(replace(item, path=self.secrets.safe_path(item.path)))
             elif isinstance(item, SyncFailure):
                 self.counts.files_seen += 1
                 self.counts.files_failed += 1
+                item = replace(item, item=self.secrets.safe_path(item.item))
                 self.catalog.record_failure(item)
                 self.failed.add(item.item)
                 log.warning("sync %s: item %s failed: %s", item.source, item.item, item.error)
         if batch:
-            self.sink.submit(batch, self._landed(source=connector.name, checkpoint=None, observe=observe))
+            self.sink.submit(batch, self._landed(connector.name, None, observe, len(batch)))
 
     def _admitted(self, doc: Document, quarantined: Mapping[str, str],
                   deletions: list[str]) -> Document | Skipped | None:
@@ -171,14 +191,31 @@ class SyncLoop:
             return None
         return doc
 
-    def _landed(self, source: str, checkpoint: Checkpoint | None, observe: Observer | None) -> Landed:
+    def _landed(self, source: str, checkpoint: Checkpoint | None, observe: Observer | None, docs: int) -> Landed:
+        read_at_cut = self.counts.read_so_far()  # what was read up to this batch's end
+
         def landed(changed: BatchCounts) -> None:
             self.counts.absorb(changed)
+            self.docs_landed += docs
             if checkpoint is not None:
                 self.catalog.set_checkpoint(source, checkpoint)
+            self._carry(read_at_cut if checkpoint is not None else None)
             if observe:
                 observe(self.sink.phase, self.counts)
         return landed
+
+    def _carry(self, read_at_cut: dict[str, int] | None) -> None:
+        """After a batch landed: what a sync resumed from here would not do again. With a checkpoint stored
+        past the batch (`read_at_cut`), it starts after everything read up to the batch; without one it
+        reads the source again and finds the landed documents indexed already (skips and failures it
+        meets again). A full sync carries nothing: resumed, it reads and writes everything again."""
+        if self.full:
+            return
+        counts = self.counts
+        carried = {name: getattr(counts, name) for name in SyncCounts.LANDED}
+        read = read_at_cut or {"files_seen": self.docs_landed, "files_skipped": 0}
+        carried |= read | {"files_skipped": read["files_skipped"] + counts.secret_files}
+        counts.carried = carried
 
     def _gone(self, connector: Connector, source: str) -> list[str]:
         """After a full sync: documents the catalog holds that the source no longer lists."""
@@ -240,11 +277,12 @@ class SyncRunner:
         started_at = dt.datetime.now(dt.UTC)
         source = connector.name
         sink = PipelineSink(self.pipeline, rewrite=full, in_flight=self.in_flight)
-        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes)
+        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes,
+                        self.pipeline.secrets)
         counts = loop.run(connector, full, observe)
         if observe:
             observe("embedding", counts)  # everything changed is searchable by keyword from here on
-        self.pipeline.embed_pending(source, progress=self._embed_progress(counts, observe))
+        self.pipeline.embed_pending(source, progress=self._embed_progress(counts, observe, carry=not full))
         self.catalog.set_checkpoint(source, connector.next_checkpoint())
         self.catalog.clear_skipped(source, before=started_at)
         self._clear_resolved_failures(source, loop.failed)
@@ -257,7 +295,8 @@ class SyncRunner:
         source's checkpoint, skips and other failures are left as they are."""
         started = time.monotonic()
         sink = PipelineSink(self.pipeline, rewrite=False, in_flight=self.in_flight)
-        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes)
+        loop = SyncLoop(self.catalog, sink, self.pipeline.chunking.limits, self.batch_docs, self.batch_bytes,
+                        self.pipeline.secrets)
         counts = loop.run_items(connector, items, observe)
         if observe:
             observe("embedding", counts)
@@ -273,9 +312,12 @@ class SyncRunner:
                 self.catalog.clear_failure(source, failure.item)
 
     @staticmethod
-    def _embed_progress(counts: SyncCounts, observe: Observer | None) -> Callable[[int, int], None]:
+    def _embed_progress(counts: SyncCounts, observe: Observer | None,
+                        carry: bool = False) -> Callable[[int, int], None]:
         def progress(processed: int, embedded: int) -> None:
             counts.chunks_embedded += embedded
+            if carry:  # embedded chunks are marked indexed: a resumed sync does not embed them again
+                counts.carried["chunks_embedded"] = counts.chunks_embedded
             if observe:
                 observe("dense", counts)
         return progress

@@ -1,6 +1,7 @@
 """Secrets never reach the index: secret files become skips, credentials in text become `[REDACTED:rule]`.
 
-Contract: `SecretScreen.prepare(doc)` returns the redacted Document (or a Skipped for a secret file) and
+Contract: `SecretScreen.prepare(doc)` returns the redacted Document (or a Skipped for a secret file, or for
+a file with a credential in its path, recorded under the redacted path) and
 the findings; `SecretDetector` finds credentials in text; `RedactionLog` keeps per-document counts."""
 from indexer.secrets.detector import MARKER_PATTERN, Finding, SecretDetector
 from indexer.secrets.redaction_log import RedactionLog

@@ -1,16 +1,21 @@
 """Finds credentials in text and replaces them with `[REDACTED:rule]` markers, keeping every line in place.
 
 The rules here are Cairn's own: token formats with a fixed prefix (GitHub, GitLab, Slack, cloud keys...),
-private key blocks, passwords inside URLs and connection strings, and high-entropy values assigned to
-names that say "secret" (see `indexer.secrets.values` for what counts as a value worth redacting).
+private key blocks, passwords inside URLs and connection strings, and values assigned to names that say
+"secret" in any syntax (code, JSON, YAML, INI, XML, JSON-escaped notebook cells); `indexer.secrets.contexts`
+adds the credentials found by their place (command-line flags, auth calls, sentences). What counts as a
+value worth redacting is in `indexer.secrets.values`. Their recall and precision are measured on a labelled
+corpus (tests/indexer/test_redaction_corpus.py).
 A marker never carries the secret nor anything derived from it (no hash, no length)."""
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from indexer.secrets.contexts import CONTEXT_RULES, AuthCallRule, StatedRule
+from indexer.secrets.rules import Check, LineEnds, PatternRule, literal_hits, pattern_rule, token_check
 from indexer.secrets.values import (
     assignment_kind,
     connection_string_line,
@@ -21,9 +26,6 @@ from indexer.secrets.values import (
     plausible_token,
     plausible_url_password,
 )
-
-Check = Callable[[str, re.Match[str], str], bool]  # (secret, match, whole text) → redact?
-
 
 MARKER_PATTERN = re.compile(r"\[REDACTED:([a-z0-9-]{1,40})\]")
 
@@ -53,40 +55,13 @@ class Redaction:
         return dict(Counter(f.rule for f in self.findings))
 
 
-@dataclass(frozen=True)
-class PatternRule:
-    """A regex whose group `secret` is the credential; `hints` (lower case) must occur in the text first.
-
-    `lowered`: the regex runs on the lower-cased text (same offsets), instead of a slow IGNORECASE.
-    Every quantifier is bounded and possessive where it can be, so no input makes a rule quadratic."""
-
-    name: str
-    pattern: re.Pattern[str]
-    hints: tuple[str, ...]
-    check: Check
-    lowered: bool = False
-
-    def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
-        if self.hints and not any(h in lowered for h in self.hints):
-            return
-        for match in self.pattern.finditer(lowered if self.lowered else text):
-            start, end = match.span("secret")
-            if end > start and self.check(text[start:end], match, text):
-                yield start, end
-
-
-def _token(secret: str, match: re.Match[str], text: str) -> bool:
-    return plausible_token(secret)
-
-
-def _rule(name: str, pattern: str, hints: Sequence[str], check: Check = _token, lowered: bool = False) -> PatternRule:
-    return PatternRule(name, re.compile(pattern), tuple(hints), check, lowered)
+_rule = pattern_rule
 
 
 _WORD = r"A-Za-z0-9_\-"
 
 
-def _token_rule(name: str, lead: str, rest: str, hints: Sequence[str], check: Check = _token) -> PatternRule:
+def _token_rule(name: str, lead: str, rest: str, hints: Sequence[str], check: Check = token_check) -> PatternRule:
     """A token starting with the literal `lead`, neither continuing nor continued by a word. The
     lookbehind sits after the literal so the regex engine still skips ahead to the literal."""
     pattern = rf"(?P<secret>{re.escape(lead)}(?<![{_WORD}].{{{len(lead)}}}){rest})(?![{_WORD}])"
@@ -136,8 +111,8 @@ def _trim_newline(text: str, start: int, end: int) -> int:
 PREFIXED_RULES: tuple[PatternRule | PrivateKeyRule, ...] = (
     PrivateKeyRule(),
     *(_token_rule("aws-access-key-id", prefix, r"[A-Z0-9]{16}", [prefix.lower()]) for prefix in ("AKIA", "ASIA", "ABIA", "ACCA")),
-    _rule("aws-secret-key", r"aws[\w.\-]{0,20}?(?:secret|_sk\b)[\w.\-]{0,20}+[\"']?[ \t]*+(?::=|=>|=|:)[ \t]*+"
-                            r"[\"']?(?P<secret>[a-z0-9/+]{40})(?![a-z0-9/+=])", ["aws"], lowered=True),
+    _rule("aws-secret-key", r"aws[\w.\-]{0,20}?(?:secret|_sk\b)[\w.\-]{0,20}+(?:\\?[\"'])?[ \t]*+(?::=|=>|=|:)[ \t]*+"
+                            r"(?:\\?[\"'])?(?P<secret>[a-z0-9/+]{40})(?![a-z0-9/+=])", ["aws"], lowered=True),
     _rule("azure-storage-key", r"(?:accountkey|sharedaccesskey|sharedkey)[ \t]*+=[ \t]*+"
                                r"(?P<secret>[a-z0-9+/]{30,200}+={0,2})", ["accountkey", "sharedaccesskey", "sharedkey"],
           lowered=True),
@@ -152,8 +127,8 @@ PREFIXED_RULES: tuple[PatternRule | PrivateKeyRule, ...] = (
     _token_rule("slack-token", "xapp-", r"\d-[A-Za-z0-9\-]{20,255}+", ["xapp-"]),
     _rule("slack-webhook", r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9_/+\-]{20,200}+)",
           ["hooks.slack.com"]),
-    _token_rule("stripe-key", "sk_", r"(?:live|test)_[A-Za-z0-9]{16,247}+", ["sk_live_", "sk_test_"]),
-    _token_rule("stripe-key", "rk_", r"(?:live|test)_[A-Za-z0-9]{16,247}+", ["rk_live_", "rk_test_"]),
+    _token_rule("stripe-key", "sk_", r"(?:live|test)_[A-Za-z0-9]{16,247}+", ["sk_"]),
+    _token_rule("stripe-key", "rk_", r"(?:live|test)_[A-Za-z0-9]{16,247}+", ["rk_"]),
     _token_rule("stripe-key", "whsec_", r"[A-Za-z0-9]{24,255}+", ["whsec_"]),
     _token_rule("npm-token", "npm_", r"[A-Za-z0-9]{36}", ["npm_"]),
     _token_rule("pypi-token", "pypi-AgE", r"[A-Za-z0-9_\-]{50,1000}+", ["pypi-age"]),
@@ -166,6 +141,14 @@ PREFIXED_RULES: tuple[PatternRule | PrivateKeyRule, ...] = (
     _token_rule("shopify-token", "shp", r"(?:at|ss|ca|pa)_[a-fA-F0-9]{32}", ["shp"]),
     _token_rule("docker-token", "dckr_pat_", r"[A-Za-z0-9_\-]{27,255}+", ["dckr_pat_"]),
     _token_rule("atlassian-token", "ATATT3", r"[A-Za-z0-9_\-=]{150,400}+", ["atatt3"]),
+    _token_rule("mailgun-key", "key-", r"[0-9a-f]{32}", ["key-"]),
+    _token_rule("vault-token", "hv", r"[sb]\.[A-Za-z0-9_\-]{90,400}+", ["hv"]),
+    _token_rule("grafana-token", "glsa_", r"[A-Za-z0-9]{32}_[a-f0-9]{8}", ["glsa_"]),
+    _token_rule("google-client-secret", "GOCSPX-", r"[A-Za-z0-9_\-]{28}", ["gocspx-"]),
+    _token_rule("sonar-token", "sq", r"[uap]_[a-f0-9]{40}", ["sq"]),
+    _token_rule("databricks-token", "dapi", r"[a-f0-9]{32}(?:-\d)?", ["dapi"]),
+    _rule("azure-client-secret", r"(?<![A-Za-z0-9_~.\-])(?P<secret>[A-Za-z0-9_~.\-]{3}\dQ~[A-Za-z0-9_~.\-]{31,34})"
+                                 r"(?![A-Za-z0-9_~.\-])", ["q~"], one_line=True),
     _token_rule("jwt", "eyJ", r"[A-Za-z0-9_\-]{10,4096}+\.eyJ[A-Za-z0-9_\-]{4,8192}+\.[A-Za-z0-9_\-]{16,4096}+", ["eyj"],
                 lambda s, m, t: jwt_header_ok(s)),
 )
@@ -176,7 +159,7 @@ CREDENTIAL_RULES: tuple[PatternRule, ...] = (
           ["://"], lambda s, m, t: plausible_url_password(s, m.group("user"))),
     _rule("connection-string-password", r"p(?<![\w.]p)(?:assword|wd)[ \t]*+=[ \t]*+"
                                         r"(?P<secret>[^;\"'\s<>{}=]{1,200}+={0,2})(?=[ \t]*(?:;|\"|'|$))",
-          ["password=", "pwd=", "password =", "pwd ="],
+          ["password", "pwd"],
           lambda s, m, t: connection_string_line(m, t) and plausible_password(s, min_length=3), lowered=True),
     _rule("npm-auth", r"_(?<![\w]_)(?:authtoken|auth|password)[ \t]*+=[ \t]*+[\"']?(?P<secret>[^\s\"']{8,500}+)",
           ["_auth", "_password"], lambda s, m, t: plausible_password(s), lowered=True),
@@ -188,17 +171,28 @@ CREDENTIAL_RULES: tuple[PatternRule, ...] = (
 
 # `name = "value"`, `name: value`, `"name": "value"`, `NAME=value`, `name := "value"`, `:name => 'value'`...
 # Names are judged by `assignment_kind`; a bare value must end the statement (`x = f(...)` is code).
+_QUOTED = r"""(?P<q>\\?["'`])(?P<quoted>(?:(?!(?P=q))(?:\\.|[^\\\n])){1,500}+)(?P=q)"""  # \" inside JSON too
 _ASSIGNMENT = re.compile(
-    r"""(?<![\w.$@])(?P<q0>["']?)(?P<name>[A-Za-z_][\w.\-]{0,79})(?P=q0)"""
+    r"""(?:(?P<sub>\[[ \t]*)|(?<![\w.@/\-]))(?P<q0>(?:\\?["'])?)(?P<name>[A-Za-z_][\w.\-]{0,79})(?P=q0)(?(sub)[ \t]*\])"""
     r"""(?:[ \t]*:[ \t]*[A-Za-z_][\w\[\], .|]{0,40}?(?=[ \t]*=[^=]))?"""  # a type annotation
-    r"""[ \t]*+(?::=|=>|=(?!=)|:(?![:=/]))[ \t]*+"""
-    r"""(?:(?P<q>["'`])(?P<quoted>(?:\\.|(?!(?P=q))[^\\\n]){1,500}+)(?P=q)"""
-    r"""|(?P<bare>[^\s'"`,;&()\[\]{}<>=]{1,500}+={0,3})(?=[\s,;&)\]}<#]|$))"""
+    r"""[ \t]*+(?::=|=>|=(?!=)|:(?![:=/])|\|\||\?\?)[ \t]*+"""
+    rf"""(?:{_QUOTED}|(?P<bare>[^\s'"`,;&()\[\]{{}}<>\\]{{1,500}}+)(?=[\s,;&)\]}}<#"'\\]|$))"""
 )
 _XML_ELEMENT = re.compile(r"<(?P<name>[A-Za-z_][\w.\-]{0,60}+)>(?P<quoted>[^<\n]{1,500}+)</(?P=name)>")
+# ("DB_PASSWORD", "…") as in os.Setenv, props.put, define, getenv defaults; <add key="ApiKey" value="…" />
+# (the pair opens a call: a list, a set or a tuple of names is not a pair)
+_KEYED_PAIR = re.compile(rf"""(?<=\w\()[ \t]*(?P<q0>\\?["'])(?P<name>[A-Za-z_][\w.\-]{{0,79}}+)(?P=q0)[ \t]*,[ \t]*{_QUOTED}"""
+                         r"""(?=[ \t]*[,)])""")
+_XML_KEY_VALUE = re.compile(r"""(?:key|name)=(?P<q0>["'])(?P<name>[A-Za-z_][\w.\-:]{0,79}+)(?P=q0)[ \t]+"""
+                            r"""value=(?P<q>["'])(?P<quoted>[^"'\n]{1,500}+)(?P=q)""")
 # Where an assignment can be: a keyword in the lower-cased text (far faster than IGNORECASE), the rest
-# of the name, then an operator (or `>` closing an XML tag). Only those lines are parsed.
-_CANDIDATE = re.compile(r"(?:pass|pwd|secret|token|key|credential)[\w.\-]{0,40}+[\"']?[ \t]*+[=:>]")
+# of the name, then an operator (or `>` closing an XML tag, or the comma of a pair). Only those lines are parsed.
+_CANDIDATE_WORDS = ("pass", "pwd", "secret", "token", "key", "credential")
+_CANDIDATE = re.compile(r"""[\w.\-]{0,40}+(?:\\?["'])?\]?[ \t]*+[=:>,|?]""")  # after the word
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_OPENERS = "\"'\\[< \t"  # before a name: a quote (escaped in JSON), a subscript, an XML tag, a call's space
 
 
 class AssignmentRule:
@@ -207,27 +201,49 @@ class AssignmentRule:
     name = "secret-assignment"
 
     def find(self, text: str, lowered: str) -> Iterator[tuple[int, int]]:
-        pos = 0
-        while (hit := _CANDIDATE.search(lowered, pos)) is not None:
-            begin = lowered.rfind("\n", 0, hit.start()) + 1
-            end = text.find("\n", hit.end())
-            end = len(text) if end < 0 else end
-            yield from self._line(text, begin, end)
-            pos = end + 1  # each line is parsed once, however many keywords it holds
+        names: set[int] = set()  # `secret_key =` holds two words; its name is parsed once
+        line_end = LineEnds(text)
+        for word, at in literal_hits(lowered, _CANDIDATE_WORDS):
+            hit = _CANDIDATE.match(lowered, at + len(word))
+            if hit is None:
+                continue
+            name = at
+            while name > max(0, at - 80) and lowered[name - 1] in _NAME_CHARS:
+                name -= 1
+            if name in names:
+                continue
+            names.add(name)
+            anchor = name
+            while anchor > 0 and name - anchor < 3 and lowered[anchor - 1] in _OPENERS:
+                anchor -= 1
+            end = line_end(hit.end())
+            for pattern in self._patterns(lowered, hit, name, anchor):
+                yield from self._at(pattern, text, anchor, name, end)
 
     @staticmethod
-    def _line(text: str, begin: int, end: int) -> Iterator[tuple[int, int]]:
-        for pattern in (_ASSIGNMENT, _XML_ELEMENT):
-            for match in pattern.finditer(text, begin, end):
-                kind = assignment_kind(match.group("name"))
-                if kind is None:
-                    continue
-                group = "quoted" if match.group("quoted") is not None else "bare"
-                value = match.group(group)
-                ok = plausible_password(value, name=match.group("name"), bare=group == "bare") if kind == "password" \
-                    else plausible_token(value, name=match.group("name"), bare=group == "bare")
-                if ok:
-                    yield match.span(group)
+    def _patterns(lowered: str, hit: re.Match[str], name: int, anchor: int) -> tuple[re.Pattern[str], ...]:
+        """The forms this hit can be: a pair ends in a comma, an element opens with `<`, `key="…" value=`."""
+        if hit.group().endswith(","):
+            return (_KEYED_PAIR,)
+        if lowered.startswith("key=", name):
+            return (_XML_KEY_VALUE,)
+        return (_XML_ELEMENT,) if "<" in lowered[anchor:name] else (_ASSIGNMENT,)
+
+    @staticmethod
+    def _at(pattern: re.Pattern[str], text: str, anchor: int, name: int, end: int) -> Iterator[tuple[int, int]]:
+        """The assignment whose name starts at `name` (written from `anchor`, its opening quote or bracket)."""
+        for pos in range(anchor, name + 1):
+            match = pattern.match(text, pos, end)
+            if match is None:
+                continue
+            group = "quoted" if match.group("quoted") is not None else "bare"
+            name_text, value = match.group("name"), match.group(group)
+            kind = assignment_kind(name_text)
+            bare = group == "bare"
+            if kind is not None and (plausible_password(value, name=name_text, bare=bare) if kind == "password"
+                                     else plausible_token(value, name=name_text, bare=bare)):
+                yield match.span(group)
+            return
 
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
@@ -237,8 +253,8 @@ class SecretDetector:
     """Runs every rule over a text; `allow` regexes keep a match when they match its value or its line."""
 
     def __init__(self, allow: Sequence[str] = ()) -> None:
-        self.rules: tuple[PatternRule | PrivateKeyRule | AssignmentRule, ...] = (
-            *PREFIXED_RULES, *CREDENTIAL_RULES, AssignmentRule())
+        self.rules: tuple[PatternRule | PrivateKeyRule | AssignmentRule | AuthCallRule | StatedRule, ...] = (
+            *PREFIXED_RULES, *CREDENTIAL_RULES, AssignmentRule(), *CONTEXT_RULES)
         try:
             self.allow = tuple(re.compile(p) for p in allow)
         except re.error as exc:

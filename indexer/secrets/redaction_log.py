@@ -94,7 +94,8 @@ class RedactionLog:
         per_rule = select(r.source, r.rule, func.sum(r.count), func.count(r.doc_id)).select_from(live) \
             .group_by(r.source, r.rule)
         per_source = select(r.source, func.count(func.distinct(r.doc_id))).select_from(live).group_by(r.source)
-        secret = select(skipped.c.source, func.count()).where(skipped.c.reason == SkipReason.SECRET_FILE.value) \
+        secret = select(skipped.c.source, func.count()) \
+            .where(skipped.c.reason.in_([SkipReason.SECRET_FILE.value, SkipReason.SECRET_PATH.value])) \
             .group_by(skipped.c.source)
         if source is not None:
             per_rule, per_source = per_rule.where(r.source == source), per_source.where(r.source == source)

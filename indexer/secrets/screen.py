@@ -1,4 +1,5 @@
-"""Screens every document before it is chunked: secret files become skips, the rest is indexed redacted.
+"""Screens every document before it is chunked: secret files (and files with a credential in their path)
+become skips, the rest is indexed redacted.
 
 The pipeline calls `SecretScreen.screen` on each batch, whatever the connector, so tantivy, the vectors,
 the embedding cache and the catalog's stored text only ever see redacted text. The document keeps the
@@ -99,7 +100,18 @@ class SecretScreen:
             return Skipped(doc.source, doc.path, SkipReason.SECRET_FILE,
                            f"{SCAN_FAILED} ({type(exc).__name__}); not indexed"), ()
 
+    def safe_path(self, path: str) -> str:
+        """The path with any credential in it redacted: what a skip or failure record may keep."""
+        return self.detector.redact(path).text
+
     def _check(self, doc: Document) -> tuple[Document | Skipped, tuple[Finding, ...]]:
+        in_path = self.detector.findings(doc.path)
+        if in_path:
+            # A token in a file name would be in the document's id, path, title, chunk headers and every
+            # store's keys: the file is not indexed at all, and its record names only the redacted path.
+            rules = ", ".join(sorted({f.rule for f in in_path}))
+            return Skipped(doc.source, self.safe_path(doc.path), SkipReason.SECRET_PATH,
+                           f"a credential in the path ({rules}); not indexed"), ()
         reason = secret_file_reason(doc.path, doc.content)
         if reason is not None:
             return Skipped(doc.source, doc.path, SkipReason.SECRET_FILE, reason), ()
@@ -123,7 +135,9 @@ SCAN_FAILED = "secret scan failed"
 
 
 def _log_skip(doc_id: str, skip: Skipped) -> None:
-    if skip.detail.startswith(SCAN_FAILED):
+    if skip.reason == SkipReason.SECRET_PATH:  # the id holds the credential: name the redacted path only
+        log.info("skipping %s:%s: %s", skip.source, skip.path, skip.detail)
+    elif skip.detail.startswith(SCAN_FAILED):
         log.warning("%s of %s: %s", SCAN_FAILED, doc_id, skip.detail.removeprefix(SCAN_FAILED).strip())
     else:
         log.info("skipping %s: secret file (%s)", doc_id, skip.detail)

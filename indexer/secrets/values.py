@@ -15,6 +15,8 @@ from collections import Counter
 from urllib.parse import unquote
 
 PASSWORD_WORDS = frozenset({"password", "passwd", "pwd", "pass", "passphrase", "passcode", "passwort", "motdepasse"})
+# Long password words also end a fused name: PGPASSWORD, MYSQLPASSWORD, rootpassword (not "bypass", "compass").
+PASSWORD_SUFFIXES = ("password", "passwd", "passphrase", "passcode")
 SECRET_WORDS = frozenset({"secret", "secrets", "token", "apikey", "apitoken", "apisecret", "credential",
                           "credentials", "secretkey", "accesskey", "privatekey", "clientsecret", "authtoken",
                           "accesstoken", "refreshtoken", "sessionkey", "signingkey", "encryptionkey"})
@@ -34,10 +36,11 @@ NOT_SECRET_LAST = frozenset({
     "desc", "help", "title", "text", "key", "keys", "param", "parameter", "option", "flag", "arn", "ref",
     "location", "command", "cmd", "script", "template", "widget", "input", "form", "view", "page", "button",
     "reset", "change", "changed", "confirm", "confirmation", "strength", "rules", "rule", "check",
-    "storage", "cache", "lifetime", "age", "used", "usage", "created", "updated", "at", "date", "time"})
+    "storage", "cache", "lifetime", "age", "used", "usage", "created", "updated", "at", "date", "time", "stdin",
+    "program", "helper"})
 
 PLACEHOLDER_MARKERS = ("example", "sample", "placeholder", "changeme", "change_me", "change-me", "changeit",
-                       "your", "dummy", "fake", "redacted", "replace", "insert", "todo", "fixme", "xxx", "***",
+                       "your", "dummy", "fake", "redacted", "replace", "insert", "todo", "fixme", "xxxx", "***",
                        "...", "\u2026", "<", ">", "123456", "abcdef", "qwerty", "notreal", "not-real", "not_real")
 # Extra markers for named assignments (test code is full of `password="testpass1"`); not for prefixed tokens.
 ASSIGNMENT_MARKERS = ("test", "secret", "password", "passwd", "token", "mock", "demo", "local", "insecure")
@@ -48,12 +51,18 @@ WEAK_VALUES = frozenset({
     "notasecret", "abc123", "postgres", "mysql", "redis", "rabbitmq", "user", "username", "demo", "sa"})
 
 _TEMPLATE = re.compile(
-    r"\$\{|\{\{|\}\}|#\{|\$\(|%\(|<%|%>|\{%|%[sdr](?![A-Za-z0-9])|\{\d*\}|\{[A-Za-z_][\w.]*\}"
+    r"\$\{|\{\{|\}\}|#\{|\$\(|%\(|<%|%>|\{%|(?<![A-Za-z0-9%])%[sdr](?![A-Za-z0-9])|\{\d*\}|\{[A-Za-z_][\w.]*\}"
     r"|^\$[A-Za-z_]|^%[A-Za-z_]+%$|^@[A-Za-z_]+@$|^__\w+__$|^\[[^\]]*\]$|^:[a-z_]+$")
 _DELEET = str.maketrans("@4310$5!7", "aaeiossit")
-_REPEATS = re.compile(r"(.)\1{4,}")
+_REPEATS = re.compile(r"(.)\1{4,}|(.{3,12}?)\2{2,}|(..)\3{3,}")  # xxxxx, wrongwrongwrong, abcabcabc, abababab
 _IDENTIFIER_PATH = re.compile(r"[A-Za-z_$][\w$]*(?:(?:\.|::|->)[A-Za-z_$][\w$]*)+")  # obj.attr, Mod::Const
+# A part of such a path reads as a name: snake_case, UPPER_CASE or camelCase humps of two or more letters,
+# digits only at the end (`settings.DB_PASSWORD`, `appConfig.dbPass2`); `YMGjh5.pOgGv` is a password.
+_NAME_PART = re.compile(r"[$_]*(?:[a-z][a-z0-9_]*|[A-Z][A-Z0-9_]*|[A-Za-z][a-z]+(?:[A-Z][a-z]+)*[0-9]*)")
+_PATH_SEPARATORS = re.compile(r"\.|::|->")
 _LETTERS_ONLY = re.compile(r"[A-Za-z_\-]+")
+_SLUG = re.compile(r"[a-z]+(?:[-_./:][a-z]+)+")  # pydantic-mypy-metadata, prod/db/credentials: names of things
+_KWARG = re.compile(r"[a-z_]{3,}=(?:[A-Za-z_]+|\d+)")  # `reconnect=False` in a sentence is code
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _NUMBER = re.compile(r"[-+]?[\d_.,:]+[a-z]{0,2}")
 _PATH_LIKE = re.compile(r"^(?:/|\./|\.\./|~/|[A-Za-z]:\\)|://|^(?:arn|file|env|vault|secret|ref|projects):"
@@ -77,13 +86,24 @@ def name_parts(name: str) -> list[str]:
     return [p for p in parts if p]
 
 
+# `KAGGLE_KEY`, `MAPBOX_KEY`: an environment variable named <service>_KEY holds that service's credential,
+# unless the word before KEY says it is another kind of key.
+_ENV_KEY = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_KEY")
+NOT_SECRET_KEYS = frozenset({
+    "gpg", "pgp", "public", "pub", "ssh", "primary", "foreign", "sort", "cache", "partition", "routing", "idempotency",
+    "dedup", "group", "shard", "hash", "lookup", "map", "index", "row", "object", "bucket", "redis", "kv", "config",
+    "registry", "metric", "publishable", "site", "unique", "composite", "natural", "surrogate", "join", "hot", "short"})
+
+
 @functools.lru_cache(maxsize=4096)
 def assignment_kind(name: str) -> str | None:
     """`password` or `token` when the name says it holds a credential, else None."""
     parts = name_parts(name)
+    if _ENV_KEY.fullmatch(name.strip("\"':@$")) and len(parts) >= 2 and parts[-2] not in NOT_SECRET_KEYS:
+        return "token"
     if not parts or (parts[-1] in NOT_SECRET_LAST and not (len(parts) >= 2 and (parts[-2], parts[-1]) in SECRET_PAIRS)):
         return None
-    if any(p in PASSWORD_WORDS for p in parts):
+    if any(p in PASSWORD_WORDS or p.endswith(PASSWORD_SUFFIXES) for p in parts):
         return "password"
     if any(p in SECRET_WORDS for p in parts) or any(pair in SECRET_PAIRS for pair in itertools.pairwise(parts)):
         return "token"
@@ -104,21 +124,41 @@ def is_placeholder(value: str, name: str = "", assignment: bool = False) -> bool
     if assignment and any(m in lowered for m in ASSIGNMENT_MARKERS):
         return True
     norm = _normalised(value)
-    plain = _normalised(lowered.rstrip("0123456789!?.#*").translate(_DELEET))  # P@ssw0rd1! → password
+    core = lowered.rstrip("0123456789!?.#*")
+    plain = _normalised(core.translate(_DELEET))  # P@ssw0rd1! → password
     half = norm[:len(norm) // 2]
-    if norm in WEAK_VALUES or plain in WEAK_VALUES or (half in WEAK_VALUES and norm == half * 2):
+    if norm in WEAK_VALUES or (plain in WEAK_VALUES and _trivial_suffix(lowered[len(core):])) \
+            or (half in WEAK_VALUES and norm == half * 2):
         return True
     return bool(name) and norm in (_normalised(name), "".join(name_parts(name)))
 
 
+def _trivial_suffix(suffix: str) -> bool:
+    """What turns a weak word into a documentation default (`password1!`, `Passw0rd123`), not into a
+    password someone picked (`P@ssw0rd!2024`): at most three characters, or a run like 12345."""
+    return len(suffix) <= 3 or (suffix.isdigit() and suffix in "1234567890")
+
+
+def _identifier_path(value: str) -> bool:
+    return _IDENTIFIER_PATH.fullmatch(value) is not None \
+        and all(_NAME_PART.fullmatch(part) for part in _PATH_SEPARATORS.split(value))
+
+
 def _code_like(value: str, bare: bool) -> bool:
     """Identifiers, attribute paths, constants, numbers, paths and URLs: names of secrets, not secrets."""
-    if _IDENTIFIER_PATH.fullmatch(value) or _CONSTANT.fullmatch(value) or _NUMBER.fullmatch(value):
+    if _identifier_path(value) or _CONSTANT.fullmatch(value) or _NUMBER.fullmatch(value):
         return True
     if _PATH_LIKE.search(value):
         return True
-    # Bare YAML tags (!vault), anchors (&x), aliases (*x) and block markers are syntax, not values.
-    return bare and (bool(_LETTERS_ONLY.fullmatch(value)) or value[0] in "!&*|>")
+    # Bare YAML tags (!vault), anchors (&x), aliases (*x) and block markers are syntax, not values; a bare
+    # word or identifier is a name (a long mixed-case run of letters like base64 is not).
+    return bare and (_word(value) or value[0] in "!&*|>")
+
+
+def _word(value: str) -> bool:
+    if not _LETTERS_ONLY.fullmatch(value):
+        return False
+    return len(value) < 16 or value.islower() or value.isupper() or _NAME_PART.fullmatch(value) is not None
 
 
 def _classes(value: str) -> int:
@@ -137,6 +177,22 @@ def plausible_password(value: str, name: str = "", bare: bool = False, min_lengt
     return shannon_entropy(value) >= 2.0
 
 
+def typed_password(value: str) -> bool:
+    """A password given on a command line (`-p…`, `user:…`): plausible, and not a plain word or number
+    (`-u nobody:nogroup` names a group, `-p 8080:80` ports)."""
+    return plausible_password(value, name="password") and _classes(value) >= 2 and not value.isalpha()
+
+
+def stated_secret(value: str) -> bool:
+    """A credential written in a sentence ("the new password is …"): at least eight characters mixing
+    three classes, or a long random-looking string; words, numbers and placeholders are prose."""
+    if len(value) < 8 or _KWARG.fullmatch(value) or not plausible_password(value, name="password"):
+        return False
+    classes = _classes(value)
+    return classes >= 3 or (classes == 2 and any(c.isdigit() for c in value) and len(value) >= 16
+                            and shannon_entropy(value) >= 3.0)
+
+
 @functools.lru_cache(maxsize=4096)
 def plausible_token(value: str, name: str = "", bare: bool = False) -> bool:
     """A machine credential: for named assignments at least 16 characters of high entropy with a digit or
@@ -147,7 +203,7 @@ def plausible_token(value: str, name: str = "", bare: bool = False) -> bool:
     entropy = shannon_entropy(value)
     if not name:
         return entropy >= 3.0
-    if len(value) < 16 or len(value) > 1000 or _code_like(value, bare):
+    if len(value) < 16 or len(value) > 1000 or _code_like(value, bare) or _SLUG.fullmatch(value):
         return False
     mixed = _classes(value) >= 2 and any(not c.isalpha() for c in value)
     return (entropy >= 3.0 and mixed) or (entropy >= 4.0 and len(value) >= 24)

@@ -4,7 +4,13 @@ It keeps GitLab's state that decides who reads what (visibility, feature access 
 members inherited by projects, groups a project is shared with and the share's maximum role, blocked users,
 confidential issues, internal notes), answers `members/all` the way GitLab does (members of a shared group
 under their role in that group, not capped by the share; a direct project row preferred), and `can_read` is
-GitLab's rule written from the user's side, an oracle for tests independent of the connector's code."""
+GitLab's rule written from the user's side, an oracle for tests independent of the connector's code.
+
+Identity: every user has a numeric id that never changes (`user_id`) and a primary email (`<name>@example.com`
+unless `emails` says otherwise). `GET /users?search=` finds users by username, name or exact email, and shows
+the primary email only to an admin token (`admin`), as GitLab does. Groups can be shared with groups
+(`share_group`): `groups/:id/members/all` lists the invited group's members under their role in that group (not
+capped), and `group_role` is GitLab's rule for a group's effective members (capped by the share)."""
 from __future__ import annotations
 
 import base64
@@ -27,8 +33,15 @@ GUEST, PLANNER, REPORTER = 10, 15, 20
 FEATURE_ROLE = {"issues": GUEST, "merge_requests": REPORTER, "repository": REPORTER}
 
 
+_IDS: dict[str, int] = {}  # username → numeric id, stable for the process (ids are never reused)
+
+
+def user_id(username: str) -> int:
+    return _IDS.setdefault(username, 1000 + len(_IDS))
+
+
 def _user(username: str) -> dict[str, Any]:
-    return {"id": abs(hash(username)) % 10_000, "username": username, "name": username.title(), "state": "active",
+    return {"id": user_id(username), "username": username, "name": username.title(), "state": "active",
             "avatar_url": None, "web_url": f"https://gitlab.example/{username}"}
 
 
@@ -54,6 +67,9 @@ class FakeGitLab:
         self.groups: dict[str, int] = {}
         self.group_members: dict[str, dict[str, int]] = {}  # group full path → username → access level
         self.blocked: set[str] = set()  # usernames whose account is blocked
+        self.group_shares: dict[str, dict[str, int]] = {}  # group → invited group → the share's maximum role
+        self.emails: dict[str, str] = {}  # username → primary email (default <username>@example.com)
+        self.admin = True  # the token is an admin's: user search matches and shows primary emails
         self.now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
         self.max_per_page = 100  # GitLab's cap; tests lower it to page through few items
         self.server = FakeServer(Starlette(routes=self._routes()))
@@ -67,6 +83,13 @@ class FakeGitLab:
     def add_group(self, path: str, members: dict[str, int] | None = None) -> None:
         self.groups[path] = len(self.groups) + 1
         self.group_members[path] = dict(members or {})
+
+    def share_group(self, group: str, invited: str, level: int) -> None:
+        """Share `group` with `invited`: the invited group's members get up to `level` in it."""
+        self.group_shares.setdefault(group, {})[invited] = level
+
+    def email(self, username: str) -> str:
+        return self.emails.get(username, f"{username}@example.com")
 
     def add_project(self, path: str, visibility: str = "private", repo: Path | None = None,
                     members: dict[str, int] | None = None, shares: dict[str, int] | None = None) -> FakeProject:
@@ -121,6 +144,16 @@ class FakeGitLab:
 
     def _group_level(self, group: str, user: str) -> int:
         return max((self.group_members.get(g, {}).get(user, 0) for g in self._ancestors(group)), default=0)
+
+    def group_role(self, group: str, user: str) -> int:
+        """The user's effective role in a group: inherited from its ancestors, and through each group any of
+        them is shared with, capped by the share (an invited group's own shares are not followed)."""
+        if user in self.blocked:
+            return 0
+        levels = [self._group_level(group, user)]
+        levels += [min(self._group_level(invited, user), cap) for g in self._ancestors(group)
+                   for invited, cap in self.group_shares.get(g, {}).items()]
+        return max(levels)
 
     def role(self, project: FakeProject, user: str) -> int:
         """The user's role in the project: the highest of direct, inherited, and shared (capped by the share)."""
@@ -186,6 +219,8 @@ class FakeGitLab:
         return [
             Route(api + "/groups/{gid:path}/projects", self._group_projects),
             Route(api + "/groups/{gid:path}/members/all", self._group_members),
+            Route(api + "/groups/{gid:path}", self._group),
+            Route(api + "/users", self._users),
             Route(api + "/projects/{pid:path}/members/all", self._members),
             Route(api + "/projects/{pid:path}/{kind:str}/{iid:int}/notes", self._notes),
             Route(api + "/projects/{pid:path}/{kind:str}/{iid:int}", self._item),
@@ -236,16 +271,48 @@ class FakeGitLab:
         levels.update(project.members)
         return gitlab_paged(self.member_rows(levels), request)
 
-    async def _group_members(self, request: Request) -> Response:
+    def _group_path(self, request: Request) -> str | None:
         gid = request.path_params["gid"]
         path = next((p for p, i in self.groups.items() if gid in (p, str(i))), None)
-        if not self._authorised(request) or path is None:
+        return path if self._authorised(request) else None
+
+    async def _group(self, request: Request) -> Response:
+        """`GET /groups/:id`: the group with the groups it is shared with."""
+        path = self._group_path(request)
+        if path is None:
             return JSONResponse({"message": "404 Group Not Found"}, 404)
+        shares = [{"group_id": self.groups[g], "group_name": g.rsplit("/", 1)[-1], "group_full_path": g,
+                   "group_access_level": level} for g, level in self.group_shares.get(path, {}).items()]
+        return JSONResponse({"id": self.groups[path], "full_path": path, "path": path.rsplit("/", 1)[-1],
+                             "name": path.rsplit("/", 1)[-1], "visibility": "private", "shared_with_groups": shares})
+
+    async def _group_members(self, request: Request) -> Response:
+        """Members of the group and its ancestors, and of the groups they are shared with under their role
+        in that group (not capped by the share); the highest row per user."""
+        path = self._group_path(request)
+        if path is None:
+            return JSONResponse({"message": "404 Group Not Found"}, 404)
+        groups = self._ancestors(path)
+        groups += [g for a in self._ancestors(path) for invited in self.group_shares.get(a, {})
+                   for g in self._ancestors(invited)]
         levels: dict[str, int] = {}
-        for group in self._ancestors(path):
+        for group in groups:
             for user, level in self.group_members.get(group, {}).items():
                 levels[user] = max(level, levels.get(user, 0))
         return gitlab_paged(self.member_rows(levels), request)
+
+    async def _users(self, request: Request) -> Response:
+        """`GET /users?search=`: username or name containing the term, or the exact primary email (an admin's
+        search; others match public emails only, and no user here has one). `email` is shown to admins."""
+        if not self._authorised(request):
+            return JSONResponse({"message": "401 Unauthorized"}, 401)
+        term = request.query_params.get("search", "").strip().lower()
+        names = sorted({u for p in self.projects.values() for u in p.members}
+                       | {u for members in self.group_members.values() for u in members} | set(self.emails))
+        found = [u for u in names if term and (term in u.lower() or (self.admin and self.email(u).lower() == term))]
+        rows = [{**_user(u), "state": "blocked" if u in self.blocked else "active",
+                 **({"email": self.email(u)} if self.admin else {})} for u in found]
+        return gitlab_paged(rows, request)
 
     async def _items(self, request: Request) -> Response:
         kind = request.path_params["kind"]

@@ -26,9 +26,14 @@ class Seen:
     headers: dict[str, str]
 
 
+TRUNCATIONS = ("length", "chunked")
+
+
 @dataclass
 class Fault:
-    """Applied to the next requests matching `pattern`: an HTTP status, or a delay before answering."""
+    """Applied to the next requests matching `pattern`: an HTTP status, a delay before answering, or the
+    real answer cut short (`truncate`: "length", a body shorter than its Content-Length; "chunked", a
+    chunked body whose last chunk never comes), the connection then closed."""
 
     pattern: str
     status: int = 0
@@ -36,6 +41,7 @@ class Fault:
     retry_after: str | None = None
     times: int = 1
     method: str = "GET"
+    truncate: str = ""
 
 
 @dataclass
@@ -79,9 +85,12 @@ class FakeServer:
             self._thread.join(timeout=10)
 
     def fail(self, pattern: str, status: int = 0, *, times: int = 1, delay: float = 0.0,
-             retry_after: str | None = None, method: str = "GET") -> None:
-        """The next `times` requests whose path matches `pattern` answer `status` (after `delay`)."""
-        self.faults.append(Fault(pattern, status, delay, retry_after, times, method))
+             retry_after: str | None = None, method: str = "GET", truncate: str = "") -> None:
+        """The next `times` requests whose path matches `pattern` answer `status` (after `delay`), or
+        their real answer truncated (`truncate`: "length" or "chunked")."""
+        if truncate not in ("", *TRUNCATIONS):
+            raise ValueError(f"truncate must be one of {TRUNCATIONS}")
+        self.faults.append(Fault(pattern, status, delay, retry_after, times, method, truncate))
 
     def requests(self, pattern: str = "", method: str = "") -> list[Seen]:
         return [s for s in self.seen if re.search(pattern, s.path) and (not method or s.method == method)]
@@ -118,7 +127,35 @@ class _Recorder:
             await Response(f'{{"message": "fault {fault.status}"}}', status_code=fault.status, headers=headers,
                            media_type="application/json")(scope, receive, send)
             return
+        if fault and fault.truncate:
+            await _truncated(self.app, fault.truncate, scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+class CutShort(Exception):
+    """Raised after half an answer is sent: uvicorn closes the connection without finishing it."""
+
+
+async def _truncated(app: Any, how: str, scope: dict, receive: Any, send: Any) -> None:
+    """The app's real answer, its body cut in half: with its full Content-Length ("length"), or chunked
+    without the last chunk ("chunked"); then the connection closes, as a proxy or server dying mid-answer."""
+    start: dict = {}
+    body = bytearray()
+
+    async def keep(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        else:
+            body.extend(message.get("body", b""))
+
+    await app(scope, receive, keep)
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    if how == "length":
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": bytes(body[:len(body) // 2]), "more_body": True})
+    raise CutShort(f"answer to {scope['path']} cut short ({how})")
 
 
 def page_of(items: list[Any], request: Request, default_per_page: int = 20,

@@ -5,7 +5,13 @@ roles and their actors, users, reporter/assignee, anyone, logged-in users), issu
 levels have members (read through `/issuesecurityschemes/{id}/members` on Cloud; Data Center has no such
 resource and answers 404), comment visibility by role or group, group members, deleted issues (404),
 moved issues (the old key still resolves to the issue under its new key, as Jira does), issue links and
-remote links."""
+remote links.
+
+Identity as Jira's: on Data Center a user has a username (`name`) and a user key that never changes
+(`JIRAUSER<n>`, never the same as another user's); a permission scheme's user grant stores the key (the
+user object comes with `expand=user`), a role actor names the username. On Cloud a user is an accountId.
+`user/search` finds users by username, name or email (Data Center `?username=`, Cloud `?query=`) and shows
+`emailAddress` unless the user's profile hides it (Cloud, `hidden_emails`)."""
 from __future__ import annotations
 
 import base64
@@ -25,9 +31,21 @@ ZONE = ZoneInfo("Europe/Berlin")  # the API user's zone: JQL dates are read in i
 EMBEDDED_COMMENTS = 2  # a search returns the first comments only, like Jira does
 
 
+_KEYS: dict[str, str] = {}  # Data Center username → user key, stable for the process
+
+
+def user_key(name: str) -> str:
+    return _KEYS.setdefault(name, f"JIRAUSER{10100 + len(_KEYS)}")
+
+
 def person(name: str, cloud: bool) -> dict[str, Any]:
-    return {"accountId": f"acc-{name}", "displayName": name.title(), "active": True} if cloud else {
-        "name": name, "key": f"JIRAUSER{len(name)}", "displayName": name.title(), "active": True}
+    """A user as Jira shows one: Cloud's accountId (the test's `acc-<name>`), or Data Center's name and key."""
+    if cloud:
+        return {"accountId": name if name.startswith("acc-") else f"acc-{name}", "accountType": "atlassian",
+                "displayName": name.removeprefix("acc-").title(), "active": True,
+                "emailAddress": f"{name.removeprefix('acc-')}@example.com"}
+    return {"name": name, "key": user_key(name), "displayName": name.title(), "active": True,
+            "emailAddress": f"{name}@example.com"}
 
 
 def to_adf(text: str) -> dict[str, Any]:
@@ -67,6 +85,8 @@ class FakeJira:
         self.roles: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (project, role id) → actors
         self.role_names: dict[str, str] = {"10002": "Developers", "10003": "Administrators"}
         self.groups: dict[str, list[str]] = {}  # group name → member user names
+        self.hidden_emails: set[str] = set()  # Cloud: users whose profile hides their email (bare names)
+        self.emails: dict[str, str] = {}  # user name → email, where not <name>@example.com
         self.security: dict[str, dict[str, Any]] = {}  # project → {"id", "levels": {level id: {name, members}}}
         self.moved: dict[str, str] = {}  # old key → new key
         self.link_count = 0
@@ -85,6 +105,9 @@ class FakeJira:
             Route("/rest/api/2/project/{key}/role/{rid}", self._role),
             Route("/rest/api/2/project/{key}/role", self._roles),
             Route("/rest/api/2/group/member", self._group_members),
+            Route("/rest/api/2/user/search", self._user_search),
+            Route("/rest/api/3/user/search", self._user_search),
+            Route("/rest/api/2/user", self._user),
             Route("/rest/api/2/project/{key}", self._project),
         ]))
 
@@ -192,6 +215,28 @@ class FakeJira:
                                                     "permission": "BROWSE_PROJECTS"})
 
     # -- JSON -----------------------------------------------------------------------------------
+
+    def user_json(self, name: str) -> dict[str, Any]:
+        """`person`, with this instance's email (hidden on Cloud when the profile hides it)."""
+        bare = name.removeprefix("acc-")
+        user = {**person(name, self.cloud), "emailAddress": self.emails.get(bare, f"{bare}@example.com")}
+        if self.cloud and bare in self.hidden_emails:
+            user.pop("emailAddress")
+        return user
+
+    def known_users(self) -> list[str]:
+        """Every user name the instance knows of (bare names: `alice`, also on Cloud)."""
+        names = {m.removeprefix("acc-") for members in self.groups.values() for m in members} | set(self.emails)
+        names |= {str(a.get("name")) for actors in self.roles.values() for a in actors
+                  if a.get("type") == "atlassian-user-role-actor" and a.get("name")}
+        return sorted(names)
+
+    def holder_json(self, holder: dict[str, Any]) -> dict[str, Any]:
+        """A grant's holder as Jira shows it: a Data Center user grant stores the user key, with the user."""
+        if holder.get("type") == "user" and not self.cloud and holder.get("parameter"):
+            name = str(holder["parameter"])
+            return {**holder, "parameter": user_key(name), "user": person(name, False)}
+        return holder
 
     @staticmethod
     def stamp(when: datetime) -> str:
@@ -303,7 +348,8 @@ class FakeJira:
             return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
         if key not in self.grants:
             return JSONResponse({"errorMessages": ["You cannot view the permission scheme"]}, 403)
-        return JSONResponse({"id": 10000, "name": f"{key} scheme", "permissions": self.grants[key]})
+        return JSONResponse({"id": 10000, "name": f"{key} scheme", "permissions": [
+            {**grant, "holder": self.holder_json(grant["holder"])} for grant in self.grants[key]]})
 
     async def _remote_links(self, request: Request) -> Response:
         issue = self.resolve(request.path_params["key"]) if self._authorised(request) else None
@@ -333,10 +379,37 @@ class FakeJira:
             return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
         if name not in self.groups:
             return JSONResponse({"errorMessages": [f"Group {name!r} does not exist."]}, 404)
-        members = [person(n, self.cloud) for n in self.groups[name]]
+        members = [self.user_json(n) for n in self.groups[name]]
         start, size = int(q.get("startAt", 0)), min(int(q.get("maxResults", 50)), 2)
         return JSONResponse({"self": str(request.url), "maxResults": size, "startAt": start, "total": len(members),
                              "isLast": start + size >= len(members), "values": members[start:start + size]})
+
+    async def _user(self, request: Request) -> Response:
+        """Data Center `GET /rest/api/2/user?username=` (or `key=`)."""
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        q = request.query_params
+        name = q.get("username") or next((n for n, k in _KEYS.items() if k == q.get("key")), "")
+        if self.cloud or not name or name not in self.known_users():
+            return JSONResponse({"errorMessages": ["The user does not exist"]}, 404)
+        return JSONResponse(self.user_json(name))
+
+    async def _user_search(self, request: Request) -> Response:
+        """`user/search`: users whose username, display name or email starts with the term (Data Center
+        `?username=`, Cloud `?query=`), active only; Cloud answers with Atlassian accounts (its v3 path)."""
+        if not self._authorised(request):
+            return JSONResponse({"errorMessages": ["Unauthorized"]}, 401)
+        cloud_path = request.url.path.startswith("/rest/api/3/")
+        if cloud_path != self.cloud:
+            return JSONResponse({"errorMessages": ["Not found"]}, 404)
+        term = (request.query_params.get("query" if self.cloud else "username") or "").strip().lower()
+        found = []
+        for bare in self.known_users():
+            name = f"acc-{bare}" if self.cloud else bare
+            email = self.emails.get(bare, f"{bare}@example.com").lower()
+            if term and (bare.startswith(term) or email.startswith(term)):
+                found.append(self.user_json(name))
+        return JSONResponse(found)
 
     async def _security_scheme(self, request: Request) -> Response:
         key = request.path_params["key"]

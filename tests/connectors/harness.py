@@ -1,8 +1,9 @@
 """Helpers for connector tests: register a source, sync it, look at the index, search as someone, kill a sync."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -73,3 +74,40 @@ def interrupted_sync(services: Any, name: str, after: int, batch_docs: int = 2) 
     connector.sync = dying
     with pytest.raises(Interrupted):
         SyncRunner(services.pipeline, batch_docs=batch_docs).run(connector)
+
+
+def resolve_links(app: Any, linked: Callable[[Principal], Iterable[str]]) -> None:
+    """Give every Principal the app's tokens and sessions yield its namespaced principals (`linked`), as
+    request-time identity resolution does (indexer/identity: `linked_principals`). Call inside the app's
+    lifespan (its stores exist then)."""
+    def wrap(resolve: Callable[..., Any]) -> Callable[..., Any]:
+        def resolved(*args: Any) -> Any:
+            found = resolve(*args)
+            if isinstance(found, Principal):
+                return dataclasses.replace(found, linked=frozenset(linked(found)))
+            if isinstance(found, tuple) and len(found) == 2 and isinstance(found[1], Principal):
+                return found[0], dataclasses.replace(found[1], linked=frozenset(linked(found[1])))
+            return found
+        return resolved
+
+    for store, method in (("tokens", "resolve"), ("tokens", "resolve_with_id"), ("sessions", "resolve")):
+        target = getattr(app.state, store)
+        setattr(target, method, wrap(getattr(target, method)))
+
+
+REALMS = ("gitlab", "jira", "confluence", "atlassian")  # the default realms of the fakes' sources
+
+
+def fake_identities(who: Principal) -> set[str]:
+    """What the identity layer resolves for a test caller named alike on every fake: their account in each
+    realm (GitLab's numeric id, Jira's and Confluence's Data Center user keys, Atlassian Cloud's accountId,
+    which the fakes take as given: `acc-alice`, or `alice` itself) and their token's groups as the group of
+    that name in each realm."""
+    from fake_gitlab import user_id
+    from fake_jira import user_key
+
+    out = {f"{realm}:group:{g}" for realm in REALMS for g in who.groups}
+    if who.user.startswith("acc-"):
+        return out | {f"atlassian:user:{who.user}"}
+    return out | {f"gitlab:user:{user_id(who.user)}", f"jira:user:{user_key(who.user)}",
+                  f"confluence:user:key-{who.user}", f"atlassian:user:{who.user}"}

@@ -66,7 +66,12 @@ def doc_id(page):
 
 
 def as_user(fake, user):
-    return Principal(user, frozenset(fake.member_of(user)))
+    """A caller as the identity layer resolves one: their linked account (Cloud accountId, Data Center user
+    key) and the Confluence groups synced for it."""
+    realm = "atlassian" if fake.cloud else "confluence"
+    account = fake.user_json(user)["accountId" if fake.cloud else "userKey"]
+    return Principal(user, linked=frozenset({f"{realm}:user:{account}",
+                                             *(f"{realm}:group:{g}" for g in fake.member_of(user))}))
 
 
 def readable(services, fake, user, query="handbook"):
@@ -268,8 +273,9 @@ def test_datacenter_space_permissions_are_read_from_the_server(services, monkeyp
         seed(wiki)
         register(services, wiki_source(wiki))
         assert sync(services, "wiki").files_failed == 0
-        assert wiki.server.requests(r"/space/ENG/permissions$") and wiki.server.requests(r"/rest/api/user$")
+        assert wiki.server.requests(r"/space/ENG/permissions$")
         assert doc_id(wiki.runbook) in readable(services, wiki, "alice")  # a user grant (by user key)
+        assert "confluence:user:key-alice" in services.catalog.document_acl(doc_id(wiki.runbook))
         assert_exact(services, wiki)
         wiki.spaces["ENG"]["users"] = []  # alice's permission revoked on the server
         access_pass(services)
@@ -284,7 +290,7 @@ def test_datacenter_space_permissions_are_read_from_the_server(services, monkeyp
         assert counts.files_failed == 1 and [f.item for f in services.catalog.list_failures("wiki")] == \
             ["ENG/permissions"]
         # `access` for the space is an explicit override of the server's permissions
-        register(services, wiki_source(wiki, access={"ENG": ["group:leads"]}))
+        register(services, wiki_source(wiki, access={"ENG": ["confluence:group:leads"]}))
         assert sync(services, "wiki").files_failed == 0
         assert doc_id(wiki.runbook) in readable(services, wiki, "leo")
         assert doc_id(wiki.runbook) not in readable(services, wiki, "al")

@@ -56,7 +56,7 @@ def test_why_does_checkout_time_out_finds_code_ticket_and_page(services, setting
                         "username": "bot@example.com", "projects": ["PAY"], "token_env": "E2E_JIRA",
                         "org_principal": "group:staff"})
     register(services, {"name": "wiki", "kind": "confluence", "url": wiki.url, "spaces": ["ENG"],
-                        "username": "bot@example.com", "token_env": "E2E_WIKI"})
+                        "username": "bot@example.com", "token_env": "E2E_WIKI", "deployment": "cloud"})
     celery_app.configure(settings)  # no broker: the tasks run in-process, through the same code path
     celery_app.attach_services(services)
     try:
@@ -66,7 +66,9 @@ def test_why_does_checkout_time_out_finds_code_ticket_and_page(services, setting
     finally:
         celery_app.detach_services()
 
-    hits = search(services, "why does checkout time out", Principal("sally", frozenset({"staff"})), limit=6)
+    # sally holds the org-wide group (an IdP group here) and, synced from Confluence, its group staff
+    sally = Principal("sally", frozenset({"staff"}), linked=frozenset({"atlassian:group:staff"}))
+    hits = search(services, "why does checkout time out", sally, limit=6)
     top = {h.doc_id: h for h in hits[:4]}
     page = next(h.doc_id for h in hits if h.title == "Runbook: checkout timeouts")
     assert {"gitlab:shop/web/shop/checkout.py", "jira:PAY-7", page} <= set(top), [h.doc_id for h in hits]

@@ -7,8 +7,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from fake_gitlab import user_id
 from fastapi.testclient import TestClient
-from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, sync
+from harness import consistent, found_docs, indexed, interrupted_sync, register, resolve_links, same_documents, sync
 
 from api.app import create_app
 from api.tokens import TokenStore
@@ -51,6 +52,11 @@ def gitlab(gitlab_server, make_repo, monkeypatch):
     fake.add_item(fake.internal, "issues", "Payments ledger drift", "ledger totals drift nightly")
     fake.add_item(fake.private, "issues", "Vault rotation schedule", "rotate the vault keys monthly")
     return fake
+
+
+def person(user: str, groups: frozenset[str] = frozenset()) -> Principal:
+    """A caller as the identity layer resolves one: linked to their GitLab account (by numeric id)."""
+    return Principal(user, groups, linked=frozenset({f"gitlab:user:{user_id(user)}"}))
 
 
 def gitlab_source(fake, **extra):
@@ -173,43 +179,43 @@ def test_access_public_internal_private_confidential_and_feature_levels(services
     register(services, gitlab_source(gitlab))
     sync(services, "gl")
     query = "checkout ledger vault rotation breach refund"
-    stranger = found_docs(services, query, Principal("stranger"))
+    stranger = found_docs(services, query, person("stranger"))
     assert stranger and all(d.startswith("gl:platform/checkout/") for d in stranger)
     assert "gl:platform/checkout/-/issues/3" not in stranger  # confidential is never public
-    org_user = found_docs(services, query, Principal("olga", frozenset({"org-all"})))
+    org_user = found_docs(services, query, person("olga", frozenset({"org-all"})))
     assert "gl:platform/payments/-/issues/1" in org_user and not any("vault" in d for d in org_user)
-    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("gil"))  # guests read issues
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, person("gil"))  # guests read issues
     # The project is shared with platform/sre: its members read as their role there, capped by the share.
-    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("sam"))
-    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, Principal("gwen"))
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, person("sam"))
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, query, person("gwen"))
     # A group name alone grants nothing: GitLab's roles differ member by member inside the group.
-    assert not found_docs(services, query, Principal("x", frozenset({"platform/sre"}))) - stranger
+    assert not found_docs(services, query, person("x", frozenset({"platform/sre"}))) - stranger
     for reader in ("alice", "carla", "dina"):  # reporter+ member, author, assignee
-        assert "gl:platform/checkout/-/issues/3" in found_docs(services, query, Principal(reader))
-    assert "gl:platform/checkout/-/issues/3" not in found_docs(services, query, Principal("gus"))  # a guest
+        assert "gl:platform/checkout/-/issues/3" in found_docs(services, query, person(reader))
+    assert "gl:platform/checkout/-/issues/3" not in found_docs(services, query, person("gus"))  # a guest
 
 
 def test_permission_changes_are_applied_on_the_next_sync(services, gitlab):
     register(services, gitlab_source(gitlab))
     sync(services, "gl")
-    assert "gl:platform/vault/-/issues/1" in found_docs(services, "vault rotation", Principal("pat"))
+    assert "gl:platform/vault/-/issues/1" in found_docs(services, "vault rotation", person("pat"))
     del gitlab.private.members["pat"]
     gitlab.public.visibility = "private"
     gitlab.public.levels["issues"] = "private"
     counts = sync(services, "gl")
     assert counts.files_changed == 5  # every document of both projects, under its new access
-    assert "gl:platform/vault/-/issues/1" not in found_docs(services, "vault rotation", Principal("pat"))
-    assert not found_docs(services, "checkout deadline gateway", Principal("stranger"))
+    assert "gl:platform/vault/-/issues/1" not in found_docs(services, "vault rotation", person("pat"))
+    assert not found_docs(services, "checkout deadline gateway", person("stranger"))
     assert "gl:platform/checkout/cart/checkout.py" in found_docs(services, "checkout deadline gateway",
-                                                                 Principal("alice"))
+                                                                 person("alice"))
 
 
 def test_internal_without_an_org_principal_is_members_only(services, gitlab):
     register(services, gitlab_source(gitlab, internal_principal=""))
     sync(services, "gl")
-    assert "gl:platform/payments/-/issues/1" not in found_docs(services, "ledger drift", Principal("olga",
+    assert "gl:platform/payments/-/issues/1" not in found_docs(services, "ledger drift", person("olga",
                                                                                               frozenset({"org-all"})))
-    assert "gl:platform/payments/-/issues/1" in found_docs(services, "ledger drift", Principal("ivan"))
+    assert "gl:platform/payments/-/issues/1" in found_docs(services, "ledger drift", person("ivan"))
 
 
 def test_the_token_is_never_stored_logged_or_left_on_disk(services, gitlab, caplog, tmp_path):
@@ -357,21 +363,23 @@ def test_internal_notes_are_documents_of_their_own_for_reporters_only(services, 
     assert note.url.endswith("/platform/checkout/-/issues/1#note_2")
     # A public issue: everybody reads the ticket, only Reporter+ members its internal note.
     for who in ("alice", "rita"):
-        assert reads(services, NOTE, Principal(who))
-    for who in (Principal("gus"), Principal("stranger"), Principal("olga", frozenset({"org-all"}))):
+        assert reads(services, NOTE, person(who))
+    for who in (person("gus"), person("stranger"), person("olga", frozenset({"org-all"}))):
         assert not reads(services, NOTE, who) and reads(services, "gl:platform/checkout/-/issues/1", who)
     # A confidential issue: its assignee (a guest) reads the issue, never its internal note.
-    assert reads(services, "gl:platform/checkout/-/issues/3", Principal("gus"))
-    assert not reads(services, "gl:platform/checkout/-/issues/3#note-1", Principal("gus"))
-    assert not reads(services, "gl:platform/checkout/-/issues/3#note-1", Principal("carla"))  # the author
-    assert reads(services, "gl:platform/checkout/-/issues/3#note-1", Principal("rita"))
+    assert reads(services, "gl:platform/checkout/-/issues/3", person("gus"))
+    assert not reads(services, "gl:platform/checkout/-/issues/3#note-1", person("gus"))
+    assert not reads(services, "gl:platform/checkout/-/issues/3#note-1", person("carla"))  # the author
+    assert reads(services, "gl:platform/checkout/-/issues/3#note-1", person("rita"))
     # A private project: pat (Reporter) reads the note, gil (Guest) the issue only, sam (shared, Developer) both.
-    assert reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("pat"))
-    assert reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("sam"))
-    assert not reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("gil"))
-    assert not reads(services, "gl:platform/vault/-/issues/1#note-1", Principal("gwen"))  # a guest in sre
+    assert reads(services, "gl:platform/vault/-/issues/1#note-1", person("pat"))
+    assert reads(services, "gl:platform/vault/-/issues/1#note-1", person("sam"))
+    assert not reads(services, "gl:platform/vault/-/issues/1#note-1", person("gil"))
+    assert not reads(services, "gl:platform/vault/-/issues/1#note-1", person("gwen"))  # a guest in sre
     # The documents route answers the same: 404 for who may not read, exactly like a missing document.
     with TestClient(create_app(services.settings, services=services)) as client:
+        resolve_links(client.app, lambda p: {f"gitlab:user:{user_id(p.user)}"})
+
         def get(doc_id, user, groups=()):
             tok = TokenStore(services.catalog.engine).create(user, list(groups))[0]
             # `#` starts a URL's fragment: a note's id goes into the path as %23.
@@ -421,32 +429,32 @@ def test_an_idle_permissions_pass_changes_nothing_and_reads_little(services, git
 
 def _visibility(fake):
     fake.public.visibility = "private"
-    return [Principal("stranger"), Principal("gus", frozenset({"org-all"}))], "gl:platform/checkout/cart/checkout.py"
+    return [person("stranger"), person("gus", frozenset({"org-all"}))], "gl:platform/checkout/cart/checkout.py"
 
 
 def _member_removed(fake):
     del fake.private.members["pat"]
-    return [Principal("pat")], "gl:platform/vault/-/issues/1#note-1"
+    return [person("pat")], "gl:platform/vault/-/issues/1#note-1"
 
 
 def _shared_member_removed(fake):
     del fake.group_members["platform/sre"]["sam"]
-    return [Principal("sam")], "gl:platform/vault/-/issues/1"
+    return [person("sam")], "gl:platform/vault/-/issues/1"
 
 
 def _feature_private(fake):
     fake.public.levels["issues"] = "private"
-    return [Principal("stranger")], "gl:platform/checkout/-/issues/2"
+    return [person("stranger")], "gl:platform/checkout/-/issues/2"
 
 
 def _made_confidential(fake):
     fake.update_item(fake.public, "issues", 2, confidential=True)
-    return [Principal("stranger"), Principal("gus")], "gl:platform/checkout/-/issues/2"
+    return [person("stranger"), person("gus")], "gl:platform/checkout/-/issues/2"
 
 
 def _demoted(fake):
     fake.public.members["rita"] = GUEST
-    return [Principal("rita")], NOTE
+    return [person("rita")], NOTE
 
 
 TIGHTENINGS = {"visibility tightened": _visibility, "member removed": _member_removed,
@@ -506,9 +514,9 @@ def test_a_project_that_cannot_be_read_is_a_failure_and_keeps_its_access(service
     assert [type(i).__name__ for i in items] == ["SyncFailure"] and items[0].item == "platform/vault/"
 
 
-REFRESHED = {"member removed": ("gl:platform/vault/-/issues/1", [Principal("pat")]),
-             "issue made confidential": ("gl:platform/checkout/-/issues/2", [Principal("stranger"), Principal("gus")]),
-             "visibility tightened": ("gl:platform/checkout/-/issues/1", [Principal("stranger")])}
+REFRESHED = {"member removed": ("gl:platform/vault/-/issues/1", [person("pat")]),
+             "issue made confidential": ("gl:platform/checkout/-/issues/2", [person("stranger"), person("gus")]),
+             "visibility tightened": ("gl:platform/checkout/-/issues/1", [person("stranger")])}
 
 
 @pytest.mark.parametrize("change", list(REFRESHED))
@@ -545,7 +553,7 @@ def test_refresh_deletes_gone_tickets_and_notes_and_leaves_code_to_the_sync(serv
         "gl:platform/checkout/-/issues/3#note-1", "gl:platform/checkout/-/issues/3#note-2"}
     assert not gitlab.server.requests(r"\.git/")
     assert "gl:platform/checkout/cart/checkout.py" in indexed(services, "gl")
-    assert reads(services, "gl:platform/checkout/-/issues/3#note-2", Principal("rita"))
+    assert reads(services, "gl:platform/checkout/-/issues/3#note-2", person("rita"))
     assert connector_of(services).refreshes_items
 
 
@@ -603,8 +611,9 @@ def test_randomized_readers_never_see_more_than_gitlab_allows(services, gitlab, 
         docs = sorted(indexed(services, "gl"))
         store = TokenStore(services.catalog.engine)
         with TestClient(create_app(services.settings, services=services)) as client:
+            resolve_links(client.app, lambda p: {f"gitlab:user:{user_id(p.user)}"})
             for user, signed_in in who:
-                principal = Principal(user, frozenset({"org-all"}) if signed_in else frozenset())
+                principal = person(user, frozenset({"org-all"}) if signed_in else frozenset())
                 found = found_docs(services, "random checkout item note cart gateway", principal)
                 allowed = {d for d in docs if _oracle(gitlab, d, user, signed_in)}
                 assert found <= allowed, (user, signed_in, found - allowed, _state(gitlab))

@@ -5,7 +5,7 @@ import re
 from datetime import datetime, timedelta
 
 import pytest
-from fake_jira import ZONE, person
+from fake_jira import ZONE, person, user_key
 from harness import consistent, found_docs, indexed, interrupted_sync, register, same_documents, search, sync
 
 from api.documents import read_document
@@ -63,12 +63,24 @@ def jira_source(fake, **extra):
     deployment = "cloud" if fake.cloud else "datacenter"
     return {"name": "jira", "kind": "jira", "url": fake.server.url, "deployment": deployment,
             "projects": ["SHOP", "OPS"], "token_env": "FAKE_JIRA_TOKEN", "access": {"OPS": ["group:ops"]},
-            "security_levels": {"Staff": ["group:staff"]}, "custom_fields": {"customfield_10010": "Team"},
+            "security_levels": {"Staff": [f"{realm(fake)}:group:staff"]},
+            "custom_fields": {"customfield_10010": "Team"},
             **auth, **extra}
 
 
-def user(fake, name):
-    return f"acc-{name}" if fake.cloud else name
+def realm(fake):
+    """The source's identity realm: Atlassian Cloud's accountIds, or this Jira Data Center's user keys."""
+    return "atlassian" if fake.cloud else "jira"
+
+
+def account(fake, name):
+    return f"acc-{name}" if fake.cloud else user_key(name)
+
+
+def who(fake, name, *groups):
+    """A caller as the identity layer resolves one: their linked account and its synced Jira groups."""
+    r = realm(fake)
+    return Principal(name, linked=frozenset({f"{r}:user:{account(fake, name)}", *(f"{r}:group:{g}" for g in groups)}))
 
 
 def test_full_sync_renders_issues_with_all_comments(services, shop):
@@ -156,26 +168,26 @@ def test_access_follows_the_permission_scheme_security_levels_and_configuration(
     sync(services, "jira")
     query = "checkout refund card incident pods"
     assert found_docs(services, query, Principal("stranger")) == set()
-    devs = found_docs(services, query, Principal("sam", frozenset({"shop-devs"})))
+    devs = found_docs(services, query, who(shop, "sam", "shop-devs"))
     assert devs == {"jira:SHOP-1", "jira:SHOP-2"}  # not the issue under the Staff security level
-    assert found_docs(services, query, Principal(user(shop, "dora"))) == {"jira:SHOP-1", "jira:SHOP-2"}
-    assert found_docs(services, query, Principal(user(shop, "rita"))) == {"jira:SHOP-2"}  # reporter grant
+    assert found_docs(services, query, who(shop, "dora")) == {"jira:SHOP-1", "jira:SHOP-2"}
+    assert found_docs(services, query, who(shop, "rita")) == {"jira:SHOP-2"}  # reporter grant
     # the Staff level (configured for group:staff) narrows the browse grants: staff members who may browse
-    assert found_docs(services, query, Principal(user(shop, "sid"))) == {"jira:SHOP-3"}
-    sid = Principal(user(shop, "sid"), frozenset({"shop-devs", "staff"}))
+    assert found_docs(services, query, who(shop, "sid")) == {"jira:SHOP-3"}
+    sid = who(shop, "sid", "shop-devs", "staff")
     assert found_docs(services, query, sid) == {"jira:SHOP-1", "jira:SHOP-2", "jira:SHOP-3"}
-    assert found_docs(services, query, Principal(user(shop, "stan"), frozenset({"staff"}))) == set()
+    assert found_docs(services, query, who(shop, "stan", "staff")) == set()
     assert found_docs(services, query, Principal("oz", frozenset({"ops"}))) == {"jira:OPS-1"}  # configured
 
 
 def test_permission_changes_are_applied_on_the_next_sync(services, cloud_shop):
     register(services, jira_source(cloud_shop))
     sync(services, "jira")
-    assert "jira:SHOP-1" in found_docs(services, "checkout", Principal("acc-dora"))
+    assert "jira:SHOP-1" in found_docs(services, "checkout", who(cloud_shop, "dora"))
     cloud_shop.roles[("SHOP", "10002")] = []
     counts = sync(services, "jira")
     assert counts.files_changed == 2  # SHOP-1 and SHOP-2 under the new access (SHOP-3's level did not change)
-    assert "jira:SHOP-1" not in found_docs(services, "checkout", Principal("acc-dora"))
+    assert "jira:SHOP-1" not in found_docs(services, "checkout", who(cloud_shop, "dora"))
 
 
 def test_a_jql_source_follows_its_filter(services, cloud_shop):
@@ -236,10 +248,6 @@ def restricted_comments(fake):
     group = fake.comment("SHOP-2", GROUP_SECRET, visibility={"type": "group", "value": "shop-leads"})
     fake.comment("SHOP-2", "Open note: refunds resume tomorrow")
     return f"jira:SHOP-2#comment-{role}", f"jira:SHOP-2#comment-{group}"
-
-
-def who(fake, name, *groups):
-    return Principal(user(fake, name), frozenset(groups))
 
 
 def sees(services, principal, secret):
@@ -314,12 +322,13 @@ def test_security_level_members_are_read_from_the_scheme(services, shop):
                    security={"id": "10100", "name": "Leads"}, reporter=person("rita", shop.cloud))
     register(services, jira_source(shop))
     sync(services, "jira")
-    expected = ({f"user:{user(shop, 'sam')}", f"user:{user(shop, 'rita')}", "role:admin"} if shop.cloud
-                else {"role:admin"})
+    expected = ({f"atlassian:user:{account(shop, 'sam')}", f"atlassian:user:{account(shop, 'rita')}",
+                 "role:admin"} if shop.cloud else {"role:admin"})
     assert set(services.catalog.document_acl("jira:SHOP-4")) == expected
     assert readable(services, who(shop, "sam", "shop-devs"), "jira:SHOP-4") is shop.cloud
     assert not readable(services, who(shop, "sid", "shop-devs"), "jira:SHOP-4")  # browses, not in the level
-    register(services, jira_source(shop, security_levels={"Staff": ["group:staff"], "Leads": ["group:shop-devs"]}))
+    register(services, jira_source(shop, security_levels={"Staff": [f"{realm(shop)}:group:staff"],
+                                                                "Leads": [f"{realm(shop)}:group:shop-devs"]}))
     run_access_pass(services)  # the configured override: the level is shop-devs (narrowed by the browse grants)
     assert readable(services, who(shop, "sid", "shop-devs"), "jira:SHOP-4")
 
@@ -399,7 +408,9 @@ def test_unreadable_group_members_fail_closed(services, cloud_shop):
     assert counts.files_failed >= 1
     assert services.catalog.document_acl(group_doc) == ("role:admin",)
     assert not sees(services, who(cloud_shop, "sam", "shop-devs"), GROUP_SECRET)
-    assert any("shop-leads" in f.error for f in services.catalog.list_failures("jira"))
+    # the comment's readers needed the members of a group (shop-leads, or the issue's shop-devs): named
+    assert any(f.item == "SHOP-2 access" and "group:shop-" in f.error and "could not be read" in f.error
+               for f in services.catalog.list_failures("jira"))
     cloud_shop.server.faults.clear()
     run_access_pass(services)
     assert sees(services, who(cloud_shop, "sam", "shop-devs"), GROUP_SECRET)

@@ -112,7 +112,16 @@ class Cluster:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.database}"')
         self.root.mkdir(parents=True, exist_ok=True)
+        self.migrate()
         return self
+
+    def migrate(self) -> None:
+        """`cairn db upgrade`, as a deployment runs it before any server or worker starts (they refuse an
+        unmigrated PostgreSQL catalog)."""
+        proc = subprocess.run([str(BIN / "cairn"), "db", "upgrade"], env=self.env(self.root / "migrate"),
+                              capture_output=True, text=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"cairn db upgrade failed: {proc.stderr}")
 
     def destroy(self) -> None:
         import psycopg

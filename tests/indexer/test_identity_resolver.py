@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import insert, update
 
-from indexer.catalog.db import make_engine
+from indexer.catalog import open_catalog
 from indexer.catalog.schema import users
 from indexer.identity.people import AmbiguousUser, People, UnknownUser
 from indexer.identity.resolver import IdentityResolver
@@ -34,7 +34,7 @@ def add_user(engine, subject: str, username: str = "", email: str = "", verified
 
 @pytest.fixture
 def world(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    engine = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}").engine  # the migrations make its tables
     store = IdentityStore(engine)
     clock = Clock()
     resolver = IdentityResolver(store, ["cairn-admins"], ttl_seconds=30, clock=clock)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 import indexer.catalog.schema
 import indexer.embedding.cache  # noqa: F401
 from indexer.catalog.db import make_engine, metadata
-from indexer.catalog.migrate import MIGRATIONS, upgrade
+from indexer.catalog.migrate import MIGRATIONS, alembic_config, upgrade
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 VERSION_TABLE = "alembic_version"
@@ -91,9 +92,18 @@ def migrated(url: str) -> tuple[dict[str, Any], list[Any], str | None]:
         engine.dispose()
 
 
+def run_migrations(url: str) -> None:
+    """Every migration script from an empty database (`upgrade` would create_all a fresh catalog instead)."""
+    engine = make_engine(url)
+    try:
+        command.upgrade(alembic_config(url, engine), "head")
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_builds_the_same_schema_as_create_all(new_url: Callable[[], str]) -> None:
     url = new_url()
-    upgrade(url)
+    run_migrations(url)
     got, diffs, revision = migrated(url)
     want = created_schema(new_url())
     assert sorted(got) == sorted(metadata.tables)  # every declared table has a migration
@@ -104,7 +114,7 @@ def test_upgrade_builds_the_same_schema_as_create_all(new_url: Callable[[], str]
 
 def test_upgrade_twice_is_a_no_op(new_url: Callable[[], str]) -> None:
     url = new_url()
-    upgrade(url)
+    run_migrations(url)
     engine = make_engine(url)
     try:
         with engine.begin() as conn:

@@ -1,6 +1,9 @@
-"""The deployment files parse, name every service and role, and never hold a secret value."""
+"""The deployment files parse, name every service and role, never hold a secret value, name only real settings
+and commands, and run the catalog migration before anything else starts. Helm templates are rendered by
+tests/infra/helm_render.py (there is no helm binary here)."""
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -9,12 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
+from helm_render import Renderer
 
 INFRA = Path(__file__).parents[2] / "infra"
 COMPOSE = INFRA / "compose.yaml"
 CHART = INFRA / "helm" / "cairn"
-SERVICES = {"api", "worker-sync", "worker-embed", "worker-maintenance", "beat", "redis", "postgres", "qdrant"}
-CAIRN_SERVICES = {"api", "worker-sync", "worker-embed", "worker-maintenance", "beat"}
+SERVICES = {"migrate", "api", "worker-sync", "worker-embed", "worker-maintenance", "beat", "redis", "postgres",
+            "qdrant"}
+CAIRN_SERVICES = {"migrate", "api", "worker-sync", "worker-embed", "worker-maintenance", "beat"}
 # A value that looks like a credential: a password in a URL, or a secret-named key with a literal value.
 URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey)", re.IGNORECASE)
@@ -70,7 +75,8 @@ def test_compose_runs_one_worker_per_queue(queue: str) -> None:
 
 def test_compose_long_running_services_have_healthchecks() -> None:
     services = compose()["services"]
-    for name in SERVICES - {"beat", "qdrant"}:  # beat has no endpoint; the qdrant image has no client
+    for name in SERVICES - {"beat", "qdrant", "migrate"}:  # beat has no endpoint; the qdrant image has no
+        # client; migrate is a one-shot
         assert services[name].get("healthcheck"), name
 
 
@@ -140,7 +146,7 @@ def test_chart_templates_reference_only_declared_values() -> None:
 
 def test_chart_has_every_role_and_no_literal_secret() -> None:
     text = "\n".join(p.read_text(encoding="utf-8") for p in template_files())
-    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "ConfigMap"):
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "ConfigMap", "Job"):
         assert f"kind: {kind}" in text, kind
     assert "kind: Secret\n" not in text  # secrets are created outside the chart and only referenced
     assert "secretKeyRef" in text and "secretRef" in text
@@ -172,3 +178,182 @@ def test_helm_lint_and_template() -> None:
     for args in (["lint", str(CHART)], ["template", "cairn", str(CHART)]):
         proc = subprocess.run(["helm", *args], check=False, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- every file, every CAIRN_* name, the rendered chart ---------------------------------------------------
+
+# CAIRN_* names in infra/ that are not settings, and why.
+NOT_SETTINGS = {"CAIRN_IMAGE": "compose.yaml interpolation: the image every Cairn service runs"}
+CAIRN_NAME = re.compile(r"\bCAIRN_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def setting_names() -> set[str]:
+    from indexer.settings import Settings
+
+    return {f"CAIRN_{name.upper()}" for name in Settings.model_fields}
+
+
+def infra_files() -> list[Path]:
+    return sorted(p for p in INFRA.rglob("*") if p.is_file())
+
+
+def chart(values: dict[str, Any] | None = None) -> Renderer:
+    return Renderer(CHART, values)
+
+
+def manifests(renderer: Renderer) -> list[dict[str, Any]]:
+    """Every object the chart renders (each template through the renderer, then YAML)."""
+    docs: list[dict[str, Any]] = []
+    for path in template_files():
+        if path.suffix == ".yaml":
+            docs += [d for d in yaml.safe_load_all(renderer.render(path.name)) if d]
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def container_env(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in pod_spec["containers"][0].get("env", [])}
+
+
+def test_every_file_under_infra_is_read_by_these_tests() -> None:
+    """A new kind of file under infra/ needs a check here before it ships."""
+    read = {".yaml": "YAML or a rendered template", ".tpl": "template defines", ".txt": "NOTES, rendered",
+            ".md": "CAIRN_* names", ".example": "KEY=VALUE lines", "Dockerfile": "CAIRN_* names",
+            ".gitignore": "the local secret copies"}
+    for path in infra_files():
+        assert path.suffix in read or path.name in read, f"{path.relative_to(INFRA)} is checked by no test"
+        if path.suffix == ".example":
+            for line in path.read_text(encoding="utf-8").splitlines():
+                assert not line or line.startswith("#") or re.fullmatch(r"[A-Z][A-Z0-9_]*=\S*", line), line
+        if path.name == ".gitignore":  # the copies README.md tells operators to make never get committed
+            assert {"cairn.env", "secrets/"} <= set(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_every_cairn_name_in_infra_is_a_setting() -> None:
+    known = setting_names() | set(NOT_SETTINGS)
+    for path in infra_files():
+        unknown = set(CAIRN_NAME.findall(path.read_text(encoding="utf-8"))) - known
+        assert not unknown, f"{path.relative_to(INFRA)} names {sorted(unknown)}: not in indexer/settings.py"
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert set(values["settings"]) <= setting_names()  # the ConfigMap's keys
+
+
+def test_compose_runs_the_migration_before_every_cairn_service() -> None:
+    services = compose()["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["cairn", "db", "upgrade"] and migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in CAIRN_SERVICES - {"migrate"}:
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert match, duration
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def test_compose_gives_cairn_services_time_to_stop() -> None:
+    from indexer.settings import Settings
+
+    services = compose()["services"]
+    drain = Settings.model_fields["shutdown_grace_seconds"].default
+    for name in ("api", "worker-sync", "worker-embed", "worker-maintenance"):
+        assert _seconds(services[name]["stop_grace_period"]) > drain, name  # docker's default is 10 s
+    assert services["worker-embed"]["environment"]["CAIRN_EMBED_THREADS"] == "1"
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"beat": {"enabled": False}, "persistence": {"data": {"enabled": False}}},
+    {"secrets": {"qdrant": {"existingSecret": "qdrant-key"}, "connectors": {"existingSecret": "tokens"}},
+     "workers": {"embed": {"autoscaling": {"enabled": False}}}},
+], ids=["defaults", "no-beat-no-volume", "optional-secrets"])
+def test_chart_renders_kubernetes_objects(values: dict[str, Any]) -> None:
+    merged = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    _merge(merged, values)
+    docs = manifests(chart(merged))
+    for doc in docs:
+        assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"].startswith("cairn-cairn"), doc
+    deployments = by_kind(docs, "Deployment")
+    assert ("cairn-cairn-beat" in deployments) is merged["beat"]["enabled"]
+    assert ("cairn-cairn-data" in by_kind(docs, "PersistentVolumeClaim")) is merged["persistence"]["data"]["enabled"]
+    for name, deployment in deployments.items():
+        env = container_env(deployment["spec"]["template"]["spec"])
+        assert env["CAIRN_DATABASE_URL"]["secretKeyRef"]["name"] == "cairn-database", name
+        assert ("CAIRN_QDRANT_API_KEY" in env) is bool(merged["secrets"]["qdrant"]["existingSecret"]), name
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def test_chart_embed_workers_use_one_onnx_thread_per_pool_process() -> None:
+    docs = manifests(chart())
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))["workers"]
+    embed = by_kind(docs, "Deployment")["cairn-cairn-worker-embed"]["spec"]["template"]["spec"]
+    assert container_env(embed)["CAIRN_EMBED_THREADS"] == "1"
+    assert values["embed"]["concurrency"] <= int(values["embed"]["resources"]["requests"]["cpu"])
+    for queue in ("sync", "maintenance"):  # only embed is CPU-bound enough to need it
+        spec = by_kind(docs, "Deployment")[f"cairn-cairn-worker-{queue}"]["spec"]["template"]["spec"]
+        assert "CAIRN_EMBED_THREADS" not in container_env(spec)
+
+
+def test_chart_pods_roll_when_the_config_changes() -> None:
+    renderer = chart()
+    checksum = hashlib.sha256(renderer.render("configmap.yaml").encode()).hexdigest()
+    for name, deployment in by_kind(manifests(renderer), "Deployment").items():
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        assert annotations.get("checksum/config") == checksum, name
+        grace = deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        assert name.endswith("beat") or grace >= 60, name
+
+
+def test_chart_migrates_the_catalog_in_a_hook_before_the_pods() -> None:
+    job = by_kind(manifests(chart()), "Job")["cairn-cairn-migrate"]
+    hooks = job["metadata"]["annotations"]
+    assert set(hooks["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
+    spec = job["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["command"] == ["cairn", "db", "upgrade"] and spec["restartPolicy"] == "Never"
+    # A pre-install hook runs before the release's ConfigMap and volume exist: it may use neither.
+    assert "envFrom" not in container and "volumes" not in spec and "volumeMounts" not in container
+    assert container_env(spec)["CAIRN_DATABASE_URL"]["secretKeyRef"] == {"name": "cairn-database", "key": "database-url"}
+
+
+def _resolve(words: list[str]) -> None:
+    """Walk `cairn WORDS` through the real CLI: every subcommand and --option must exist."""
+    import typer
+
+    from api.cli import app
+
+    command: Any = typer.main.get_command(app)
+    for word in words:
+        if word.startswith("--"):
+            names = {opt for p in command.params for opt in getattr(p, "opts", [])}
+            assert word.split("=")[0] in names, f"cairn {' '.join(words)}: no option {word} on {command.name}"
+        elif hasattr(command, "commands"):  # a group (typer ships its own click classes)
+            assert word in command.commands, f"cairn {' '.join(words)}: no command {word!r}"
+            command = command.commands[word]
+
+
+def test_notes_and_readme_name_real_cairn_commands() -> None:
+    texts = [chart().render("NOTES.txt"), (INFRA / "README.md").read_text(encoding="utf-8")]
+    found = 0
+    for text in texts:
+        for line in text.splitlines():
+            # `cairn ...` at the start of a command line (after VAR=value), after `kubectl exec ... --`, in backticks
+            for match in re.finditer(r"(?:^\s*(?:[A-Z_]+=\S+\s+)*|-- |`)cairn ((?:[a-z][\w-]*|--[\w-]+)"
+                                     r"(?: (?:[a-z][\w-]*|--[\w-]+(?:=\S+)?|/\S+|<[^>]+>))*)", line):
+                words = [w for w in match.group(1).split() if not w.startswith(("/", "<"))]
+                _resolve(words)
+                found += 1
+    assert found >= 6

@@ -11,13 +11,18 @@ returned document, and every marker in any answer, must be readable by the calle
 made at the fakes, each source's permissions pass runs through `POST /v1/sources/{name}/permissions`, and the
 whole check runs again.
 
-Identity: one org directory (persons and groups) feeds every fake. A token names a person as GitLab and Data
-Center do (`alice`) or as Atlassian Cloud does (`acc-alice`) and lists (some of) the person's groups; the
-product's rule for that person, with all their real groups, is the upper bound of what the token may see."""
+Identity: one org directory (persons and groups) feeds every fake. Each person is a Cairn user (OIDC subject
+`sub-<name>`, maybe a verified email, all or some of their groups as IdP groups) calling with a personal
+token, resolved when each request arrives (indexer/identity/resolver.py); the permissions passes link
+them by email in each realm (GitLab, Jira Data Center, Atlassian Cloud) and sync every source's group
+memberships, and random admin links cover the rest (Confluence Data Center shows no emails, some Cloud
+profiles hide theirs, some emails are unverified). The product's rule for that person, with all their real
+groups, is the upper bound of what the token may see."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import random
 import re
@@ -33,14 +38,15 @@ from urllib.parse import quote
 import httpx
 import httpx2
 import pytest
+from sqlalchemy import insert, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))  # the fake servers and harness
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # serve(), git_repo()
 
 from api_harness import git_repo, serve
 from fake_confluence import FakeConfluence, FakePage
-from fake_gitlab import FakeGitLab
-from fake_jira import FakeIssue, FakeJira, person
+from fake_gitlab import FakeGitLab, user_id
+from fake_jira import FakeIssue, FakeJira, person, user_key
 from harness import register, sync
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -48,6 +54,8 @@ from mcp.client.streamable_http import streamable_http_client
 from api.app import create_app
 from api.auth import SESSION_COOKIE
 from api.tokens import TokenStore
+from indexer.catalog.schema import api_tokens, users
+from indexer.identity.store import IdentityStore
 from indexer.services import IndexServices
 from indexer.settings import Settings
 
@@ -56,7 +64,9 @@ pytestmark = pytest.mark.slow
 PERSONS = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivy", "lena"]  # lena: Jira's lead
 OUTSIDER = "outsider"  # no account anywhere: reads only what anonymous users may
 GROUPS = ["eng", "ops", "sec", "leads"]
-ORG = "org-all"  # every person: GitLab's internal_principal
+ORG = "org-all"  # every person: an IdP group, GitLab's internal_principal (`idp:group:org-all`)
+REALMS = {"gl": "gitlab", "jira-dc": "jira", "jira-cloud": "atlassian", "wiki-dc": "confluence",
+          "wiki-cloud": "atlassian"}
 VOCAB = ["gateway", "ledger", "checkout", "rollout", "invoice", "latency", "refund", "canary", "pager", "vault",
          "billing", "timeout", "cache", "quota", "replica", "backup", "deploy", "incident", "budget", "vendor"]
 SHARED = "handbook"  # in every document
@@ -83,16 +93,10 @@ class Owner:
 @dataclass
 class Token:
     label: str
-    person: str  # a name in PERSONS, or OUTSIDER
-    cloud: bool  # the identity form: `acc-<name>` (Atlassian Cloud) or `<name>`
-    groups: list[str]
-    admin: bool = False
-    full: bool = True  # every group the person has (for the recall checks)
+    person: str  # a name in PERSONS, or OUTSIDER: a personal token of `sub-<person>`
+    admin: bool = False  # a service token of an admin instead
+    full: bool = True  # all the person's groups as IdP groups, linked in every realm (for the recall checks)
     secret: str = ""
-
-    @property
-    def user(self) -> str:
-        return f"acc-{self.person}" if self.cloud else self.person
 
 
 @dataclass
@@ -104,6 +108,8 @@ class World:
     jira: dict[str, FakeJira] = field(default_factory=dict)  # source name → fake
     wiki: dict[str, FakeConfluence] = field(default_factory=dict)
     owners: dict[str, Owner] = field(default_factory=dict)  # marker → owner
+    linked: dict[str, set[str]] = field(default_factory=dict)  # person → realms they are linked in (after passes)
+    idp_groups: dict[str, list[str]] = field(default_factory=dict)  # person → the groups their IdP gives
 
     def marker(self, owner: Owner) -> str:
         while True:
@@ -496,7 +502,7 @@ def tighten(world: World) -> list[str]:
 def sources(world: World) -> list[dict[str, Any]]:
     fast = {"retry_backoff_seconds": 0.02, "timeout_seconds": 5.0}
     out: list[dict[str, Any]] = [{"name": "gl", "kind": "gitlab", "url": world.gitlab.server.url, "group": "corp",
-                                  "token_env": "FAKE_GITLAB_TOKEN", "internal_principal": f"group:{ORG}", **fast}]
+                                  "token_env": "FAKE_GITLAB_TOKEN", "internal_principal": f"idp:group:{ORG}", **fast}]
     for name, fake in world.jira.items():
         flavour = {"deployment": "cloud", "username": "bot@example.com"} if fake.cloud else {"deployment":
                                                                                                "datacenter"}
@@ -510,21 +516,50 @@ def sources(world: World) -> list[dict[str, Any]]:
     return out
 
 
-def mint(world: World, store: TokenStore) -> list[Token]:
-    """Every person in both identity forms with all their groups; some with part of them or none; an
-    outsider; an admin."""
-    rng, tokens = world.rng, []
-    for n, who in enumerate(PERSONS):
+def enrol(world: World, identities: IdentityStore) -> None:
+    """Every person a Cairn user: most with a verified email (linked by the passes where the product shows
+    it), some unverified; a few Cloud profiles hide their email; admins link the rest at random, and link
+    Confluence Data Center (no emails there) for most. Some persons end up linked everywhere, some partly."""
+    rng = world.rng
+    jira_cloud = world.jira["jira-cloud"]
+    now = dt.datetime.now(dt.UTC)
+    accounts = {"gitlab": lambda p: str(user_id(p)), "jira": user_key, "atlassian": lambda p: f"acc-{p}",
+                "confluence": lambda p: f"key-{p}"}
+    for who in [*PERSONS, OUTSIDER]:
+        verified = who != OUTSIDER and rng.random() < 0.8
         groups = sorted(world.groups_of(who))
-        tokens += [Token(f"{who}{'@cloud' if cloud else ''}", who, cloud, groups) for cloud in (False, True)]
-        if groups and n % 2 == 0:
-            part = rng.sample(groups, rng.randint(0, len(groups) - 1))
-            tokens.append(Token(f"{who}{part}", who, rng.random() < 0.5, sorted(part), full=False))
-    tokens.append(Token("outsider", OUTSIDER, False, []))
-    tokens.append(Token("admin", "root", False, [], admin=True))
+        if groups and rng.random() < 0.3:  # the IdP gives part of them
+            groups = sorted(rng.sample(groups, rng.randint(0, len(groups) - 1)))
+        world.idp_groups[who] = groups
+        with identities.engine.begin() as conn:
+            conn.execute(insert(users).values(subject=f"sub-{who}", username=who, email=f"{who}@example.com",
+                                              email_verified=verified, created_at=now, last_login_at=now,
+                                              groups=groups))
+        if who == OUTSIDER:
+            continue
+        if rng.random() < 0.2:
+            jira_cloud.hidden_emails.add(who)
+        everywhere = rng.random() < 0.6
+        for realm, account in accounts.items():
+            by_email = (verified and realm in ("gitlab", "jira")) or (
+                realm == "atlassian" and verified and who not in jira_cloud.hidden_emails)
+            if not by_email and (everywhere or rng.random() < 0.4):
+                identities.link(f"sub-{who}", realm, account(who), who, method="admin")
+
+
+def mint(world: World, store: TokenStore) -> list[Token]:
+    """A personal token for every person and the outsider (its row names its owner, as the Tokens page makes
+    them), and an admin's service token. `full`: all their groups, linked in every realm."""
+    tokens = [Token(who, who, full=world.linked.get(who, set()) >= set(REALMS.values())
+                    and set(world.idp_groups[who]) >= world.groups_of(who)) for who in PERSONS]
+    tokens.append(Token("outsider", OUTSIDER, full=False))
     for tok in tokens:
-        tok.secret = store.create(tok.user, tok.groups, admin=tok.admin)[0]
-    return tokens
+        tok.secret, info = store.create(f"sub-{tok.person}", [], name="randomized")
+        with store.engine.begin() as conn:
+            conn.execute(update(api_tokens).where(api_tokens.c.id == info.id).values(subject=f"sub-{tok.person}"))
+    admin = Token("admin", "root", admin=True, full=False)
+    admin.secret = store.create("root", [], admin=True)[0]
+    return [*tokens, admin]
 
 
 @contextlib.asynccontextmanager
@@ -630,7 +665,7 @@ class Checker:
         if tok.admin or not tok.full or tok.person == OUTSIDER:
             return
         mine = [(m, o) for m, o in sorted(self.world.owners.items())
-                if owner_allows(self.world, o, tok.person) and cloud_source(o.source) == tok.cloud]
+                if owner_allows(self.world, o, tok.person) and REALMS[o.source] in self.world.linked.get(tok.person, ())]
         for word, owner in self.world.rng.sample(mine, min(2, len(mine))):
             hits = api.post("/v1/search", json={"query": word, "limit": 10}).json()["hits"]
             got = any(word in h["snippet"] or word in (h["title"] or "") for h in hits) or any(
@@ -690,10 +725,6 @@ def context_doc(description: str) -> str:
     return f"{source}:{rest.split(': ', 1)[0]}"
 
 
-def cloud_source(source: str) -> bool:
-    return source.endswith("-cloud")
-
-
 def run_pass(url: str, admin: str, name: str) -> dict[str, Any]:
     """The real permissions pass engine, through its route; waits for the job."""
     headers = {"Authorization": f"Bearer {admin}"}
@@ -723,7 +754,8 @@ def test_every_route_and_tool_serves_only_what_the_product_allows(seed, tmp_path
         server.server.start()
     # No timers: the test decides when syncs and permissions passes run.
     settings = Settings(data_dir=tmp_path / "data", sync_interval_seconds=0, permission_sync_interval_seconds=0,
-                        reconcile_interval_seconds=0, scheduler_tick_seconds=0, rate_limit_per_minute=0)
+                        reconcile_interval_seconds=0, scheduler_tick_seconds=0, rate_limit_per_minute=0,
+                        identity_cache_seconds=0)  # the checks right after the passes see their memberships
     services = IndexServices.open(settings, embedder=embedder)
     try:
         names = []
@@ -736,14 +768,22 @@ def test_every_route_and_tool_serves_only_what_the_product_allows(seed, tmp_path
         assert {d.partition(":")[0] for d in before} == set(names)
         assert any("#note-" in d for d in before) and any("#comment-" in d for d in before)
         store = TokenStore(services.catalog.engine)
+        identities = IdentityStore(services.catalog.engine)
+        enrol(world, identities)
         with serve(create_app(settings, services=services)) as url:
+            admin = store.create("root", [], admin=True)[0]
+            for name in names:  # memberships synced, accounts linked by email
+                job = run_pass(url, admin, name)
+                assert job["state"] == "succeeded", (name, job)
+            world.linked = {who: {link.realm for link in identities.links(f"sub-{who}")} for who in PERSONS}
+            assert any(len(realms) == len(set(REALMS.values())) for realms in world.linked.values())
+            assert not identities.links(f"sub-{OUTSIDER}")
             checker = Checker(world, url, services)
             checker.check(mint(world, store), before)
             assert not checker.violations, "\n".join(checker.violations[:30])
             first = dict(checker.found), dict(checker.missed), dict(checker.doc_reads)
 
             done = tighten(world)
-            admin = store.create("root", [], admin=True)[0]
             for name in names:
                 job = run_pass(url, admin, name)
                 assert job["state"] == "succeeded", (name, job)

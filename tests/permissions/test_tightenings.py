@@ -31,7 +31,7 @@ from api_harness import auth, serve, token
 from fake_confluence import FakeConfluence
 from fake_gitlab import FakeGitLab
 from fake_jira import FakeJira, person
-from harness import register
+from harness import fake_identities, register, resolve_links
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -157,7 +157,9 @@ def open_site(services: IndexServices, settings: Settings, source: dict[str, Any
     register(services, source)
     counts = run_sync_job(services, source["name"])
     assert counts.files_failed == 0, services.catalog.list_failures(source["name"])
-    with serve(create_app(settings, services=services)) as url, httpx.Client(base_url=url, timeout=60) as http:
+    app = create_app(settings, services=services)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        resolve_links(app, fake_identities)  # each token's user and groups as the identity layer links them
         admin = auth(token(services, "root", admin=True))
         secret = http.post(f"/v1/sources/{source['name']}/webhook", headers=admin).json()["secret"]
         yield Site(services, http, url, source["name"], fake, secret, admin)
@@ -456,7 +458,7 @@ def jira_site(request, services, settings, monkeypatch) -> Iterator[Site]:
     source = {"name": "jira", "kind": "jira", "url": fake.server.url, "projects": ["SHOP", "OPS"],
               "token_env": "FAKE_JIRA_TOKEN", "deployment": request.param,
               **({"username": "bot@example.com"} if fake.cloud else
-                 {"security_levels": {"Staff": ["group:staff"]}})}  # Data Center has no API for a level's members
+                 {"security_levels": {"Staff": ["jira:group:staff"]}})}  # Data Center has no API for a level's members
     try:
         yield from open_site(services, settings, source, fake)
     finally:

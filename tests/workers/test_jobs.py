@@ -133,3 +133,48 @@ def test_list_jobs_filters_by_source_state_and_kind(services):
     assert [j.id for j in services.catalog.list_jobs(kind="reconcile")] == ["b"]
     assert services.catalog.active_job_sources() == {"one", "two"}
     assert services.catalog.active_job_sources(["index"]) == {"one"}
+
+
+class Crash(BaseException):
+    """The process dying mid-job: nothing after it runs (no except Exception), the job stays `running`."""
+
+
+@pytest.mark.parametrize(("phase", "at", "full"), [("lexical", 1, False), ("lexical", 2, False), ("dense", 2, False),
+                                                   ("lexical", 1, True)])
+def test_a_job_resumed_after_a_crash_counts_what_it_did_before(services, make_repo, small_batches, phase, at, full):
+    repo = many_files(make_repo, 10)
+    services.catalog.upsert_source("app", "git", {"location": str(repo.root)}, ["public"])
+    services.pipeline.embed_batch = 2
+    job_id = new_job(services, "app", params={"full": full})
+    reached = []
+
+    def crash(name, counts):
+        reached.extend([name] if name == phase else [])
+        if len(reached) == at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_sync_job(services, "app", job_id=job_id, full=full, observe=crash)
+    before = services.catalog.get_job(job_id)
+    assert before.state == "running" and before.counts["files_changed"] > 0  # left by the "dead" process
+    run_sync_job(services, "app", job_id=job_id, full=full)  # what JobRunner.resume does at the next start
+    job = services.catalog.get_job(job_id)
+    chunks = len(services.catalog.chunk_ids_of_source("app"))
+    assert job.state == "succeeded"
+    # The job's totals are those of one uninterrupted run: nothing done before the crash is lost, nothing
+    # read again is counted twice (a resumed full sync redoes everything, so carries nothing).
+    assert (job.counts["files_seen"], job.counts["files_changed"], job.counts["chunks_written"]) == (10, 10, chunks)
+    assert job.counts["chunks_embedded"] == chunks and job.counts["carried"].get("files_changed", 0) == (0 if full else 10)
+    stores_agree_with_catalog(services, "app")
+
+
+def test_a_job_interrupted_by_a_shutdown_resumes_with_its_counts(services, make_repo, small_batches):
+    repo = many_files(make_repo, 10)
+    services.catalog.upsert_source("app", "git", {"location": str(repo.root)}, ["public"])
+    job_id = new_job(services, "app")
+    with pytest.raises(JobStopped):
+        run_sync_job(services, "app", job_id=job_id, should_stop=lambda: "interrupted")
+    assert services.catalog.get_job(job_id).counts["files_changed"] == 3  # one batch, then the stop
+    run_sync_job(services, "app", job_id=job_id)
+    counts = services.catalog.get_job(job_id).counts
+    assert (counts["files_seen"], counts["files_changed"]) == (10, 10)

@@ -23,14 +23,19 @@ def run_offline(url: str) -> None:
 
 
 def run_online(url: str) -> None:
-    engine = make_engine(url)
+    given = context.config.attributes.get("engine")  # the caller's open engine (upgrade_engine); never disposed here
+    engine = given or make_engine(url)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=_target_metadata())
+            # One transaction per revision: a failed upgrade leaves the catalog at the last revision that
+            # completed (and stamped), never between two.
+            context.configure(connection=connection, target_metadata=_target_metadata(),
+                              transaction_per_migration=True)
             with context.begin_transaction():
                 context.run_migrations()
     finally:
-        engine.dispose()
+        if given is None:
+            engine.dispose()
 
 
 _url = context.config.get_main_option("sqlalchemy.url")

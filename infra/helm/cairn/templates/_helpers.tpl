@@ -34,11 +34,7 @@ envFrom:
       name: {{ . }}
   {{- end }}
 env:
-  - name: CAIRN_DATABASE_URL
-    valueFrom:
-      secretKeyRef:
-        name: {{ required "secrets.database.existingSecret is required" .Values.secrets.database.existingSecret }}
-        key: {{ .Values.secrets.database.key }}
+  {{- include "cairn.databaseUrl" . | nindent 2 }}
   {{- with .Values.secrets.qdrant.existingSecret }}
   - name: CAIRN_QDRANT_API_KEY
     valueFrom:
@@ -48,8 +44,31 @@ env:
   {{- end }}
 {{- end -}}
 
+{{/* CAIRN_DATABASE_URL from its Secret: every Cairn container, and the migration Job (which runs before
+the ConfigMap exists, so it takes nothing else). */}}
+{{- define "cairn.databaseUrl" -}}
+- name: CAIRN_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.database.existingSecret is required" .Values.secrets.database.existingSecret }}
+      key: {{ .Values.secrets.database.key }}
+{{- end -}}
+
 {{/* Pod-level settings and the data volume shared by every Cairn pod. */}}
 {{- define "cairn.podCommon" -}}
+{{ include "cairn.podPlacement" . }}
+volumes:
+  - name: data
+    {{- if .Values.persistence.data.enabled }}
+    persistentVolumeClaim:
+      claimName: {{ include "cairn.claimName" . }}
+    {{- else }}
+    emptyDir: {}
+    {{- end }}
+{{- end -}}
+
+{{/* Where and as whom a Cairn pod runs (the migration Job too, which mounts no volume). */}}
+{{- define "cairn.podPlacement" -}}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- with .Values.nodeSelector }}
@@ -64,12 +83,4 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-volumes:
-  - name: data
-    {{- if .Values.persistence.data.enabled }}
-    persistentVolumeClaim:
-      claimName: {{ include "cairn.claimName" . }}
-    {{- else }}
-    emptyDir: {}
-    {{- end }}
 {{- end -}}
