@@ -32,26 +32,29 @@ class Evidence:
     lexical: IDF-weighted share of the query's terms found verbatim in the top lexical hits (a term
     that none of them holds counts at the highest IDF, whatever the rest of the index holds).
     dense: the best dense cosine, mapped from [DENSE_LOW, DENSE_HIGH] to [0, 1].
-    code_shaped: the query names code (an identifier such as `get_adapter`, a dotted name, a path)."""
+    lexical_alone: BM25's evidence may vouch alone: the query names code (an identifier such as
+    `get_adapter`, a dotted name, a path), or one top hit holds every term of it (a ticket key, an
+    error code, a marker), or the dense engine gave nothing to weigh."""
 
     lexical: float
     dense: float
-    code_shaped: bool = False
+    lexical_alone: bool = False
 
     @property
     def relevance(self) -> float:
-        """A code-shaped query: the stronger engine plus a quarter of the weaker, since an identifier
-        found verbatim is evidence by itself (and the model often misses one typed alone). A query of
-        plain words: the dense evidence plus a quarter of the lexical, since every repository with
-        docs holds common English words ("helpful", "life", "price"), so finding them proves little."""
-        if self.code_shaped:
+        """With `lexical_alone`: the stronger engine plus a quarter of the weaker, since an identifier
+        or every word of the query found verbatim in one place is evidence by itself (and the model
+        often misses a name typed alone). Otherwise (plain words spread over several hits): the dense
+        evidence plus a quarter of the lexical, since every repository with docs holds common English
+        words ("price", "week", "prediction"), so finding them here and there proves little."""
+        if self.lexical_alone:
             high, low = max(self.lexical, self.dense), min(self.lexical, self.dense)
             return min(1.0, high + 0.25 * low)
         return min(1.0, self.dense + 0.25 * self.lexical)
 
     def as_dict(self) -> dict[str, float]:
         return {"lexical": round(self.lexical, 4), "dense": round(self.dense, 4),
-                "code_shaped": float(self.code_shaped), "relevance": round(self.relevance, 4)}
+                "lexical_alone": float(self.lexical_alone), "relevance": round(self.relevance, 4)}
 
 
 def is_empty_input(text: str) -> bool:
@@ -63,22 +66,26 @@ def dense_evidence(cosine: float) -> float:
     return min(1.0, max(0.0, (cosine - DENSE_LOW) / (DENSE_HIGH - DENSE_LOW)))
 
 
-def lexical_share(query: AnalysedQuery, candidates: Sequence[Candidate], fulltext: FullTextIndex) -> float:
-    """Σ weight x idf of the query terms found in the TOP_LEXICAL best lexical hits / Σ over all terms."""
+def lexical_share(query: AnalysedQuery, candidates: Sequence[Candidate], fulltext: FullTextIndex) -> tuple[float, bool]:
+    """(Σ weight x idf of the query terms found in the TOP_LEXICAL best lexical hits / Σ over all
+    terms, whether one of those hits holds every term)."""
     weights = _term_weights(query)
     if not weights:
-        return 0.0
+        return 0.0, False
     top = sorted((c for c in candidates if c.lexical_rank is not None), key=lambda c: c.lexical_rank or 0)
     seen: set[str] = set()
+    whole = False
     for cand in top[:TOP_LEXICAL]:
-        seen.update(code_tokens(f"{cand.path} {cand.symbol} {cand.content}"))
+        tokens = set(code_tokens(f"{cand.path} {cand.symbol} {cand.content}"))
+        whole = whole or tokens.issuperset(weights)
+        seen |= tokens
     found = [t for t in weights if t in seen]
     total_docs, freqs = fulltext.term_statistics(found) if found else (0, {})
     ceiling = _idf(0, total_docs)
     found_mass = sum(weights[t] * _idf(freqs.get(t, 0), total_docs) for t in found)
     missing_mass = sum(w for t, w in weights.items() if t not in seen) * ceiling
     total = found_mass + missing_mass
-    return found_mass / total if total > 0 else 0.0
+    return (found_mass / total if total > 0 else 0.0), whole
 
 
 def _term_weights(query: AnalysedQuery) -> dict[str, float]:

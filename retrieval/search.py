@@ -112,8 +112,9 @@ class HybridSearcher:
         floor then judges on BM25's evidence alone)."""
         t = time.perf_counter()
         best_cosine = max((s.score for s in dense), default=0.0)
-        evidence = Evidence(lexical=lexical_share(query, cands, self.fulltext), dense=dense_evidence(best_cosine),
-                            code_shaped=bool(query.identifiers or query.paths))
+        share, whole = lexical_share(query, cands, self.fulltext)
+        evidence = Evidence(lexical=share, dense=dense_evidence(best_cosine),
+                            lexical_alone=bool(query.identifiers or query.paths or whole or not dense))
         timings["relevance"] = time.perf_counter() - t
         return evidence
 

@@ -6,7 +6,7 @@ import pytest
 from retrieval.relevance import DENSE_HIGH, DENSE_LOW, Evidence, dense_evidence, is_empty_input
 
 
-@pytest.mark.parametrize("lexical, dense, code_shaped, relevance", [
+@pytest.mark.parametrize("lexical, dense, lexical_alone, relevance", [
     (0.0, 0.0, True, 0.0),
     (1.0, 0.0, True, 1.0),  # an identifier only BM25 knows is enough
     (0.0, 0.8, True, 0.8),
@@ -16,8 +16,8 @@ from retrieval.relevance import DENSE_HIGH, DENSE_LOW, Evidence, dense_evidence,
     (0.0, 0.8, False, 0.8),  # a paraphrase only the model gets is
     (0.8, 0.3, False, 0.5),
 ])
-def test_relevance_combines_the_engines_by_the_shape_of_the_query(lexical, dense, code_shaped, relevance):
-    assert Evidence(lexical, dense, code_shaped).relevance == pytest.approx(relevance)
+def test_relevance_combines_the_engines_by_the_shape_of_the_query(lexical, dense, lexical_alone, relevance):
+    assert Evidence(lexical, dense, lexical_alone).relevance == pytest.approx(relevance)
 
 
 def test_dense_evidence_maps_the_cosine_band_to_zero_one():
