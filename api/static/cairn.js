@@ -64,8 +64,7 @@ function searchPage() {
       if (mine !== seq) return;
       list.replaceChildren(...data.hits.map((hit) => renderHit(hit, data.query_id, query)));
       const n = data.hits.length;
-      status.textContent = n ? `${n} result${n === 1 ? "" : "s"} for “${query}”`
-        : data.abstained ? `Nothing indexed is relevant enough to “${query}”` : `No results for “${query}”`;
+      status.textContent = n ? `${n} result${n === 1 ? "" : "s"} for “${query}”` : `No results for “${query}”`;
     } catch (err) {
       if (mine === seq) status.textContent = `Search failed: ${err.message}`;
     }
