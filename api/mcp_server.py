@@ -217,7 +217,7 @@ class CairnTools:
         state.audit.record(who, "mcp.resource", result_ids=[c.chunk_id for c in packed], query_id=str(uuid.uuid4()),
                            query_text=text)
         items = [to_item(c) for c in packed]
-        return "\n\n".join(f"### {i.description}\n{i.content}" for i in items) or "No results."  # the query is not echoed: it may name what the caller cannot read
+        return "\n\n".join(f"### {i.description}\n{i.content}" for i in items) or "No results."
 
 
 def build_mcp(app: Any) -> MCPServer:
