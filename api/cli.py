@@ -290,6 +290,7 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
         results = [{"source": h["source"], "path": h["path"], "start_line": h["start_line"],
                     "end_line": h["end_line"], "symbol": h["symbol"], "score": h["score"], "snippet": h["snippet"]}
                    for h in body["hits"]]
+        abstained = bool(body.get("abstained"))
     else:
         from retrieval.searcher import build_searcher
 
@@ -299,22 +300,24 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
         with local_services(settings) as svc:
             searcher = build_searcher(svc)
             try:
-                hits = searcher.search(query, who, scope, limit=limit).hits
+                result = searcher.search(query, who, scope, limit=limit)
             except ValueError as exc:
                 fail(str(exc), code=2)
             finally:
                 searcher.close()
         results = [{"source": h.source, "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
-                    "symbol": h.symbol, "score": h.score, "snippet": h.snippet} for h in hits]
-    _print_results(results, as_json)
+                    "symbol": h.symbol, "score": h.score, "snippet": h.snippet} for h in result.hits]
+        abstained = result.abstained
+    _print_results(results, as_json, abstained)
 
 
-def _print_results(results: list[dict], as_json: bool) -> None:
+def _print_results(results: list[dict], as_json: bool, abstained: bool = False) -> None:
     if as_json:
-        print(json.dumps({"results": results}))
+        print(json.dumps({"results": results, "abstained": abstained}))
         return
     if not results:
-        out.print("no results")
+        out.print("no results: nothing indexed is relevant enough (CAIRN_RELEVANCE_FLOOR)" if abstained
+                  else "no results")
     for r in results:
         out.print(f"[bold]{r['source']}[/bold] {r['path']}:{r['start_line']}-{r['end_line']} "
                   f"[dim]{r['symbol']}[/dim] ({r['score']:.3f})")

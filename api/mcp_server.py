@@ -150,7 +150,7 @@ class CairnTools:
         hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
                        start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
                        language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
-        response = SearchResponse(query_id=query_id, hits=hits,
+        response = SearchResponse(query_id=query_id, hits=hits, abstained=result.abstained,
                                   timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
         budget = max_tokens or state.settings.context_token_budget
         return reply(response, search_text(query_id, hits, candidates(state.services.catalog, result.hits), budget))
@@ -235,7 +235,7 @@ class CairnTools:
         state.audit.record(who, "mcp.resource", result_ids=[c.chunk_id for c in packed], query_id=str(uuid.uuid4()),
                            query_text=text)
         items = [to_item(c) for c in packed]
-        return "\n\n".join(f"### {i.description}\n{i.content}" for i in items) or f"No results for {text!r}."
+        return "\n\n".join(f"### {i.description}\n{i.content}" for i in items) or "No results."
 
 
 def build_mcp(app: Any) -> MCPServer:

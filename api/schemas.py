@@ -43,6 +43,9 @@ class SearchResponse(BaseModel):
     # engines missing from this answer: ["dense"] when the vector index did not answer in time (the
     # hits then come from BM25 alone); empty normally
     partial: list[str] = Field(default_factory=list)
+    # true when nothing indexed is relevant enough to the query (below CAIRN_RELEVANCE_FLOOR, or an
+    # editor's empty-input placeholder such as `null`): the hits are then empty on purpose
+    abstained: bool = False
 
 
 class SourceIn(BaseModel):

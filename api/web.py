@@ -233,7 +233,7 @@ def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(re
     terms = term_pattern(body.query)
     hits = [{**h.model_dump(), "snippet_html": "\n".join(highlight_lines(h.snippet, h.language, h.path, terms))}
             for h in result.hits]
-    return {"query_id": result.query_id, "hits": hits, "timings_ms": result.timings_ms}
+    return {"query_id": result.query_id, "hits": hits, "timings_ms": result.timings_ms, "abstained": result.abstained}
 
 
 @router.get("/ui/highlight.css")

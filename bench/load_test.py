@@ -290,6 +290,8 @@ def main() -> int:
     ap.add_argument("--no-reindex", action="store_true", help="requests only (tells their memory from the reindex's)")
     ap.add_argument("--samples-out", type=Path, default=None,
                     help="write the memory samples [seconds, requests, rss_kb, anon_kb, file_kb] here as JSON")
+    ap.add_argument("--relevance-floor", type=float, default=None,
+                    help="the server's CAIRN_RELEVANCE_FLOOR (default: the setting's default; 0 = off)")
     ap.add_argument("--max-rss-growth-mb", type=float, default=64.0,
                     help="most the server's heap (RssAnon) may grow from warm-up to the end")
     a = ap.parse_args()
@@ -297,6 +299,8 @@ def main() -> int:
         data_dir = (a.data_dir or Path(tmp) / "data").absolute()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
         env.update(CAIRN_DATA_DIR=str(data_dir), CAIRN_RATE_LIMIT_PER_MINUTE="100000000")
+        if a.relevance_floor is not None:
+            env["CAIRN_RELEVANCE_FLOOR"] = str(a.relevance_floor)
         reader, admin = prepare(data_dir, a.repo, env)
         port = free_port()
         server = start_server(env, port, Path(tmp) / "server.log")

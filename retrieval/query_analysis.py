@@ -22,6 +22,7 @@ MAX_PATHS = 16
 MAX_PATH_CHARS = 300
 MAX_PHRASES = 8
 MAX_PHRASE_TOKENS = 8
+SEARCH_BOX_CHARS = 200  # a one-line query at most this long is typed into a search box, not pasted
 
 
 def _words(text: str) -> frozenset[str]:
@@ -105,6 +106,12 @@ class AnalysedQuery:
     lexical: LexicalQuery
     dense_text: str
     frame_paths: tuple[str, ...] = ()  # project files of traceback frames, innermost (where it failed) first
+    search_box: bool = False  # one short line: typed identifiers rank first, quoted text is required
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Quoted text every hit must hold (search-box queries only)."""
+        return self.lexical.required
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -149,10 +156,12 @@ def analyse(text: str, max_terms: int = 64) -> AnalysedQuery:
     phrases, quoted_words = _phrases(parsed.lines)
     identifiers = _unique(_identifiers(parsed) + quoted_words, MAX_IDENTIFIERS)
     terms = _weighted_terms(parsed.lines, identifiers, paths, max_terms)
-    lexical = LexicalQuery(terms=terms, phrases=phrases, identifiers=identifiers, paths=paths)
+    search_box = "\n" not in clean and len(clean) <= SEARCH_BOX_CHARS
+    required = _unique(phrases + tuple(quoted_words), MAX_PHRASES) if search_box else ()
+    lexical = LexicalQuery(terms=terms, phrases=phrases, identifiers=identifiers, paths=paths, required=required)
     frame_paths = _unique((p for path, _ in reversed(parsed.frames) if (p := _frame_path(path))), MAX_PATHS)
     return AnalysedQuery(text=clean, lexical=lexical, dense_text=_dense_text(clean, parsed, identifiers),
-                         frame_paths=frame_paths)
+                         frame_paths=frame_paths, search_box=search_box)
 
 
 def clean_text(text: str) -> str:

@@ -12,11 +12,13 @@ from indexer.embedding import Embedder
 from indexer.models import Principal
 from indexer.settings import Settings
 from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, VectorStore
+from retrieval.exact import exact_first, holds_phrases
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.hits import Candidate, Hit
 from retrieval.packing import cap_per_file, snippet
 from retrieval.permissions import Scope, StaleSources, build_filter
 from retrieval.query_analysis import AnalysedQuery, analyse
+from retrieval.relevance import Evidence, dense_evidence, is_empty_input, lexical_share
 from retrieval.rerank import Reranker
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,10 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     candidates: int = 0
     partial: tuple[str, ...] = ()  # engines whose results are missing (they did not answer in time)
+    # True when the query was answered with nothing because nothing indexed is relevant enough
+    # (below the relevance floor, or an empty editor input such as `null`)
+    abstained: bool = False
+    evidence: Evidence | None = None  # both engines' relevance evidence (measured when a floor is set)
 
 
 class HybridSearcher:
@@ -53,7 +59,8 @@ class HybridSearcher:
 
     def __init__(self, catalog: Catalog, fulltext: FullTextIndex, vectors: VectorStore, embedder: Embedder,
                  reranker: Reranker, candidates: int = 50, max_hits_per_file: int = 3,
-                 options: SearchOptions | None = None, stale: StaleSources | None = None) -> None:
+                 options: SearchOptions | None = None, stale: StaleSources | None = None,
+                 relevance_floor: float = 0.0) -> None:
         self.catalog = catalog
         # Sources whose restricted chunks are not served (stale access): part of every filter.
         self.stale = stale or StaleSources(catalog, DEFAULT_MAX_STALENESS)
@@ -64,6 +71,7 @@ class HybridSearcher:
         self.candidates = candidates
         self.max_hits_per_file = max_hits_per_file
         self.options = options or SearchOptions()
+        self.relevance_floor = relevance_floor  # 0 = answer every query (see retrieval/relevance.py)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-search")
         self._partial_log = _ThrottledWarning("search answered from BM25 alone", every=10.0)
 
@@ -71,6 +79,8 @@ class HybridSearcher:
                limit: int = 10) -> SearchResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        if is_empty_input(text):
+            return SearchResult([], {"total": time.perf_counter() - t0}, abstained=True)
         query = analyse(text)
         flt = build_filter(principal, scope or Scope(), self.stale.current())
         if flt.matches_nothing:
@@ -79,17 +89,34 @@ class HybridSearcher:
         fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]],
                                        weights=self.options.fusion_weights)
         t = time.perf_counter()
-        cands = self._hydrate(fused, lexical, dense)
+        cands = [c for c in self._hydrate(fused, lexical, dense) if holds_phrases(query.required, c)]
         timings["hydrate"] = time.perf_counter() - t
+        evidence = self._evidence(query, cands, dense, timings) if self.relevance_floor > 0 else None
+        if evidence is not None and evidence.relevance < self.relevance_floor:
+            timings["total"] = time.perf_counter() - t0
+            return SearchResult([], timings, candidates=len(cands), partial=partial, abstained=True,
+                                evidence=evidence)
         t = time.perf_counter()
         ranked = self.reranker.rerank(query, cands)
         if self.options.file_support > 0:
             ranked = support_by_file(ranked, self.options.file_support, self.options.support_chunks)
-        ranked = cap_per_file(ranked, self.max_hits_per_file)
+        ranked = cap_per_file(exact_first(query, ranked), self.max_hits_per_file)
         timings["rerank"] = time.perf_counter() - t
         hits = [self._hit(c, query) for c in ranked[:limit]]
         timings["total"] = time.perf_counter() - t0
-        return SearchResult(hits, timings, candidates=len(cands), partial=partial)
+        return SearchResult(hits, timings, candidates=len(cands), partial=partial, evidence=evidence)
+
+    def _evidence(self, query: AnalysedQuery, cands: list[Candidate], dense: list[ScoredId],
+                  timings: dict[str, float]) -> Evidence:
+        """Both engines' evidence; the dense half is 0 when the vector store did not answer (the
+        floor then judges on BM25's evidence alone)."""
+        t = time.perf_counter()
+        best_cosine = max((s.score for s in dense), default=0.0)
+        share, whole = lexical_share(query, cands, self.fulltext)
+        evidence = Evidence(lexical=share, dense=dense_evidence(best_cosine),
+                            lexical_alone=bool(query.identifiers or query.paths or whole or not dense))
+        timings["relevance"] = time.perf_counter() - t
+        return evidence
 
     def _retrieve(self, query: AnalysedQuery, flt: SearchFilter,
                   timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId], tuple[str, ...]]:

@@ -13,5 +13,5 @@ def build_searcher(services: IndexServices, stale: StaleSources | None = None) -
     options = {"model": s.cross_encoder_model} if s.reranker == "cross-encoder" else {}
     return HybridSearcher(services.catalog, services.fulltext, services.vectors, services.embedder,
                           build_reranker(s.reranker, **options), candidates=s.candidates,
-                          max_hits_per_file=s.max_hits_per_file,
+                          max_hits_per_file=s.max_hits_per_file, relevance_floor=s.relevance_floor,
                           stale=stale or StaleSources(services.catalog, s.permission_max_staleness))

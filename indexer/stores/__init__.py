@@ -121,6 +121,10 @@ class FullTextIndex(Protocol):
 
     def ids(self, source: str | None = None) -> set[str]: ...
 
+    def term_statistics(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """(chunks in the index, chunks whose content holds each token): the index-wide statistics BM25
+        itself scores with, for callers that weigh query terms by rarity."""
+
     @property
     def root(self) -> Path:
         """The directory holding the index's files."""
@@ -138,9 +142,11 @@ class LexicalQuery:
     """An analysed query for the full-text engine (built by retrieval.query_analysis).
 
     terms: lower-cased words and identifier parts with a weight each; phrases: exact sequences;
-    identifiers: whole identifiers as typed (matched against symbols and paths with a boost)."""
+    identifiers: whole identifiers as typed (matched against symbols and paths with a boost);
+    required: text every hit's content must hold as a token sequence (quoted in a search box)."""
 
     terms: tuple[tuple[str, float], ...]
     phrases: tuple[str, ...] = ()
     identifiers: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()

@@ -335,6 +335,16 @@ class TantivyIndex:
             out.update(term for term, _ in searcher.terms_with_prefix("chunk_id", "", filter_query=live))
         return out
 
+    def term_statistics(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """Chunks in the index and, per token, chunks whose content holds it (summed over shards)."""
+        total, freqs = 0, dict.fromkeys(tokens, 0)
+        for shard in self._shards_for(None):
+            searcher = self._searcher(shard)
+            total += searcher.num_docs
+            for token in freqs:
+                freqs[token] += searcher.doc_freq("content", token)
+        return total, freqs
+
     # -- query construction ---------------------------------------------------------------------
 
     def _term(self, field: str, token: str, boost: float) -> tantivy.Query:
@@ -348,7 +358,8 @@ class TantivyIndex:
 
     def _text_query(self, query: LexicalQuery) -> tantivy.Query | None:
         """SHOULD clauses (at least one must match): terms over every text field, identifiers,
-        phrases and paths. Terms are re-tokenized so raw identifiers still meet indexed tokens."""
+        phrases and paths, and a MUST clause per required text (its tokens in sequence in the
+        content). Terms are re-tokenized so raw identifiers still meet indexed tokens."""
         b = self.boosts
         clauses: list[tantivy.Query] = []
         for token, weight in term_weights(query.terms).items():
@@ -368,7 +379,12 @@ class TantivyIndex:
                 clauses.append(self._sequence("path", tokens, b.path))
         if not clauses:
             return None
-        return tantivy.Query.boolean_query([(tantivy.Occur.Should, c) for c in clauses])
+        should = tantivy.Query.boolean_query([(tantivy.Occur.Should, c) for c in clauses])
+        required = [self._sequence("content", tokens, b.phrase) for text in query.required
+                    if (tokens := code_tokens(text))]
+        if not required:
+            return should
+        return tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in [should, *required]])
 
     def _filter_clauses(self, flt: SearchFilter) -> list[tantivy.Query]:
         """ACL (any of the caller's principals) and scope, each a zero-score MUST clause.

@@ -45,6 +45,14 @@ def test_health_needs_no_token_everything_else_does(client):
     assert client.get("/v1/sources", headers=auth("cairn_not-a-real-token")).status_code == 401
 
 
+@pytest.mark.parametrize("query, abstained", [("render_invoice", False), ("write me a haiku about autumn", True),
+                                               ("null", True)])
+def test_search_says_when_it_abstained(client, indexed, query, abstained):
+    eng = auth(token(indexed, groups=["eng"]))
+    body = client.post("/v1/search", json={"query": query}, headers=eng).json()
+    assert body["abstained"] is abstained and bool(body["hits"]) is not abstained
+
+
 def test_search_returns_only_the_callers_sources(client, indexed):
     eng = token(indexed, groups=["eng"])
     body = client.post("/v1/search", json={"query": "invoice", "limit": 20}, headers=auth(eng)).json()

@@ -34,7 +34,9 @@ def test_index_and_search_json_shapes(tmp_path, make_repo):
     first = found["results"][0]
     assert set(first) == {"source", "path", "start_line", "end_line", "symbol", "score", "snippet"}
     assert (first["source"], first["path"], first["start_line"]) == ("shop", "cart/checkout.py", 1)
-    assert "checkout_timeout" in first["symbol"]
+    assert "checkout_timeout" in first["symbol"] and found["abstained"] is False
+    nothing = cairn(data, "search", "write me a haiku about autumn", "--source", "shop", "--json")
+    assert nothing == {"results": [], "abstained": True}
     vault = make_repo("vault")
     vault.write("keys.py", "def checkout_vault_rotation():\n    return 'rotate'\n")
     vault.commit()

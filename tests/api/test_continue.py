@@ -117,6 +117,13 @@ def test_empty_input_gives_an_empty_array(client, corpus):
     assert items(client, {"query": "", "fullInput": "\ufeff\x00"}, token(corpus, groups=["eng"])) == []
 
 
+@pytest.mark.parametrize("text", ["write me a haiku about autumn", "zzqxv flibbertigibbet quux", "null"])
+def test_off_topic_nonsense_and_null_inputs_give_an_empty_array(client, corpus, text):
+    tok = token(corpus, groups=["eng"])
+    assert items(client, {"query": "", "fullInput": text}, tok) == []
+    assert items(client, {"query": text, "fullInput": ""}, tok) == []
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer cairn_not-a-real-token"},
                                      {"Authorization": "Basic abc"}])
 def test_a_refused_token_is_one_item_that_says_how_to_fix_it(client, corpus, headers):

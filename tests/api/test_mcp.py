@@ -156,6 +156,17 @@ def test_get_is_refused_rather_than_opening_a_stream_that_never_ends(url, corpus
     assert resp.status_code == 405 and resp.headers["allow"] == "POST" and resp.json()["detail"]
 
 
+def test_an_empty_continue_input_and_off_topic_text_get_no_context(url, corpus):
+    """Continue sends an empty input as `cairn://search/null`: no chunk, and the search tool says it abstained."""
+    async def calls(s):
+        return [await s.read_resource("cairn://search/null"),
+                await s.read_resource("cairn://search/write%20me%20a%20haiku%20about%20autumn"),
+                await s.call_tool("search", {"query": "zzqxv flibbertigibbet quux"})]
+    null, haiku, nonsense = run(url, token(corpus, groups=["eng"]), calls)
+    assert null.contents[0].text == haiku.contents[0].text == "No results."
+    assert structured(nonsense)["hits"] == [] and structured(nonsense)["abstained"] is True
+
+
 # --- both official SDK clients, newest and older protocol versions ---------------------------------------------
 
 EVERY_TOOL = [("search", {"query": "backoff delay with jitter", "limit": 5}),

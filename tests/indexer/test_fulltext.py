@@ -226,6 +226,24 @@ def test_symbol_path_phrase_and_identifier_clauses(index):
     assert [h.chunk_id for h in found] == [in_path.id]
 
 
+def test_required_text_must_occur_in_every_hit(index):
+    both = make_chunk(0, "the rate limit reached for host", path="lib/a.py")
+    apart = make_chunk(1, "rate limit of a host; the budget was reached", path="lib/b.py")
+    index.upsert([both, apart])
+    index.commit()
+    query = LexicalQuery(terms=(("rate", 1.0), ("limit", 1.0), ("host", 1.0)), required=("rate limit reached",))
+    assert [h.chunk_id for h in index.search(query, public(), 10)] == [both.id]
+    assert {h.chunk_id for h in index.search(words("rate", "limit", "host"), public(), 10)} == {both.id, apart.id}
+    assert index.search(LexicalQuery(terms=(("rate", 1.0),), required=("limit exceeded",)), public(), 10) == []
+
+
+def test_term_statistics_count_chunks_holding_each_token(index):
+    index.upsert([make_chunk(0, "alpha bravo"), make_chunk(1, "alpha keepAliveSeconds"), make_chunk(2, "charlie")])
+    index.commit()
+    total, freqs = index.term_statistics(["alpha", "keepaliveseconds", "alive", "zulu"])
+    assert total == 3 and freqs == {"alpha": 2, "keepaliveseconds": 1, "alive": 1, "zulu": 0}
+
+
 def test_field_boosts_rank_symbol_matches_first(tmp_path):
     chunks = [make_chunk(0, "widget helper code"), make_chunk(1, "other code", symbol="ui.Widget")]
     for symbol_boost, winner in ((5.0, 1), (0.01, 0)):

@@ -49,6 +49,7 @@ def shop(make_repo, settings, embedder):
 def _ask(svc: IndexServices, audit: AuditLog, text: str, query_id: str) -> dict[str, str]:
     """Search like the API does and log it; returns chunk id by path of the hits shown."""
     searcher = build_searcher(svc)
+    searcher.relevance_floor = 0.0  # feedback on whatever was shown, even for a weak query ("readme typo")
     hits = searcher.search(text, ALICE, Scope(sources=("shop",)), limit=10).hits
     searcher.close()
     audit.record(ALICE, "search", scope=Scope(sources=("shop",)), result_ids=[h.chunk_id for h in hits],

@@ -14,6 +14,7 @@ from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.permissions import Scope
+from retrieval.query_analysis import analyse
 from retrieval.rerank_features import FeatureReranker, FeatureWeights
 from retrieval.search import HybridSearcher, SearchOptions
 from retrieval.searcher import build_searcher
@@ -117,3 +118,93 @@ def test_golden_set_tells_a_weaker_ranking_apart(golden_index):
     finally:
         weak.close()
     assert violations or mrr < MIN_MRR
+
+
+# -- exact first and abstention ---------------------------------------------------------------------
+
+def relevance_checks() -> list[tuple[str, bool]]:
+    """The abstention check set: (query, whether the golden repository answers it)."""
+    rows = [json.loads(line) for line in (GOLDEN / "relevance.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return [(r["query"], bool(r["answerable"])) for r in rows]
+
+
+def hit_texts(searcher: HybridSearcher, query: str) -> list[str]:
+    """Each hit's lines, read from the golden repository's files (not from the index)."""
+    files = repo_files((GOLDEN / "repo.txt").read_text(encoding="utf-8"))
+    hits = searcher.search(query, READER, Scope(sources=(SOURCE,)), limit=50).hits
+    return ["\n".join(files[h.path].split("\n")[h.start_line - 1:h.end_line]) for h in hits]
+
+
+@pytest.fixture
+def golden_searcher(golden_index):
+    searcher = build_searcher(golden_index)
+    yield searcher
+    searcher.close()
+
+
+def test_relevance_check_set_is_large_enough():
+    checks = relevance_checks()
+    assert sum(a for _, a in checks) >= 50 and sum(not a for _, a in checks) >= 50
+
+
+@pytest.mark.slow
+def test_floor_abstains_off_topic_and_answers_questions_about_the_code(golden_searcher):
+    """Right = an answerable query gets hits, an off-topic one at most one; >= 90 % of each kind."""
+    wrong = {True: [], False: []}
+    for query, answerable in relevance_checks():
+        result = golden_searcher.search(query, READER, Scope(sources=(SOURCE,)), limit=10)
+        if (len(result.hits) > 0) != answerable and (answerable or len(result.hits) > 1):
+            wrong[answerable].append(f"{query!r} ({len(result.hits)} hits, {result.evidence})")
+        assert result.abstained == (not result.hits)
+    checks = relevance_checks()
+    for kind in (True, False):
+        total = sum(a == kind for _, a in checks)
+        assert len(wrong[kind]) <= 0.1 * total, "\n".join(wrong[kind])
+
+
+@pytest.mark.slow
+def test_without_a_floor_off_topic_queries_get_hits(golden_searcher):
+    """The check set does tell: with the floor off most off-topic queries fill a result list."""
+    golden_searcher.relevance_floor = 0.0
+    filled = [q for q, answerable in relevance_checks()
+              if not answerable and len(golden_searcher.search(q, READER, Scope(sources=(SOURCE,))).hits) > 1]
+    assert len(filled) > 0.5 * sum(not a for _, a in relevance_checks())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["null", "undefined", "  NULL ", "[object Object]"])
+def test_editor_placeholders_for_an_empty_input_get_nothing(golden_searcher, query):
+    result = golden_searcher.search(query, READER, Scope(sources=(SOURCE,)))
+    assert result.hits == [] and result.abstained
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("identifier", ["keep_alive_seconds", "rate_limit_per_minute"])
+def test_files_holding_a_typed_identifier_rank_before_all_others(golden_searcher, identifier):
+    holding = {p for p, text in repo_files((GOLDEN / "repo.txt").read_text(encoding="utf-8")).items()
+               if identifier in text}
+    files = ranked_files(golden_searcher, identifier)
+    assert len(holding) >= 2 and set(files[:len(holding)]) == holding, files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query, phrase", [
+    ('"rate limit reached"', "rate limit reached"),
+    ('"positive number" of requests', "positive number"),
+    ('where are "idle connections" closed', "idle connections"),
+])
+def test_quoted_phrases_are_required(golden_searcher, query, phrase):
+    texts = hit_texts(golden_searcher, query)
+    assert texts and all(phrase in " ".join(t.lower().split()) for t in texts), texts
+
+
+@pytest.mark.slow
+def test_a_quoted_phrase_nothing_holds_gives_no_hits(golden_searcher):
+    assert hit_texts(golden_searcher, 'adapter "connection pool exhausted"') == []
+    assert hit_texts(golden_searcher, "adapter connection pool exhausted")  # unquoted: words are enough
+
+
+def test_a_pasted_report_keeps_quotes_as_boosts_not_requirements():
+    report = 'Uploads fail\n\nThe server says "payload too large" when I send a file with tinyhttp.post.'
+    assert analyse(report).required == () and not analyse(report).search_box
+    assert analyse('"payload too large" post').required == ("payload too large",)
