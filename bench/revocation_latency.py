@@ -53,12 +53,14 @@ sys.path.insert(0, str(ROOT / "tests" / "connectors"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fake_confluence import FakeConfluence  # noqa: E402
-from fake_gitlab import GUEST, FakeGitLab  # noqa: E402
+from fake_gitlab import GUEST, FakeGitLab, user_id  # noqa: E402
 from fake_jira import FakeJira, person  # noqa: E402
 from load_test import free_port, stop_server, wait_healthy  # noqa: E402
 
 from api.tokens import TokenStore  # noqa: E402
-from indexer.catalog.db import make_engine  # noqa: E402
+from indexer.catalog import open_catalog  # noqa: E402
+from indexer.catalog.schema import users  # noqa: E402
+from indexer.identity.store import IdentityStore  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
@@ -291,14 +293,16 @@ class Server:
             {"name": "jira", "kind": "jira", "url": org.jira.server.url, "deployment": "cloud",
              "username": "bot@example.com", "token_env": "BENCH_JIRA_TOKEN", "projects": ["PAY"]},
             {"name": "wiki", "kind": "confluence", "url": org.wiki.url, "deployment": "cloud",
-             "username": "bot@example.com", "token_env": "BENCH_WIKI_TOKEN", "spaces": ["ENG"]}]}
+             "username": "bot@example.com", "token_env": "BENCH_WIKI_TOKEN", "spaces": ["ENG"],
+             # the two fakes number one person differently (acc-victor, victor): realms of their own
+             "realm": "wiki"}]}
         path = self.data_dir.parent / "sources.json"  # YAML is a superset of JSON
         path.write_text(json.dumps(sources))
         self.cli("sources", "load", str(path))
 
     def tokens(self) -> TokenStore:
         """Tokens written into the server's catalog (the one `cairn sources load` made) before it starts."""
-        return TokenStore(make_engine(f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"))
+        return TokenStore(open_catalog(f"sqlite:///{self.data_dir / 'catalog.sqlite3'}").engine)
 
     def start(self) -> None:
         with open(self.log, "wb") as out:
@@ -478,6 +482,21 @@ def scheduler_report(all_jobs: list[dict], since: float) -> dict[str, dict]:
     return out
 
 
+def person_token(store: TokenStore, name: str, links: dict[str, str]) -> str:
+    """A personal token of the person `name` (a Cairn user linked to their accounts in each realm, as an admin's
+    `cairn users link` does): what they read comes from those accounts and the memberships the passes sync."""
+    subject = f"sub-{name}"
+    identities = IdentityStore(store.engine)
+    with store.engine.begin() as conn:
+        if conn.execute(users.select().where(users.c.subject == subject)).first() is None:
+            now = dt.datetime.now(dt.UTC)
+            conn.execute(users.insert().values(subject=subject, username=name, email=f"{name}@example.com",
+                                               email_verified=False, created_at=now, last_login_at=now, groups=[]))
+    for realm, account in links.items():
+        identities.link(subject, realm, account, name)
+    return store.create(name, [], name="revocation-bench", expires_in=dt.timedelta(days=1), subject=subject)[0]
+
+
 def make_sample(org: Org, store: TokenStore, product: str, kind: str, mode: str, victim: int) -> Sample:
     """Sample number `victim`: its own item (and for GitLab its own project and guest)."""
     items = org.items[product]
@@ -485,10 +504,10 @@ def make_sample(org: Org, store: TokenStore, product: str, kind: str, mode: str,
         project = org.projects[victim].path
         doc_id = next(d for d in items if d.startswith(f"gitlab:{project}/-/"))
         control = next(d for d in items if d.startswith(f"gitlab:{org.projects[-1].path}/-/"))
-        token, _ = store.create(f"guest{victim}", [], name="revocation-bench")
+        token = person_token(store, f"guest{victim}", {"gitlab": str(user_id(f"guest{victim}"))})
     else:
         doc_id, control = items[victim * 3 + 1], items[-1]
-        token, _ = store.create("acc-victor" if product == "jira" else "victor", ["staff"], name="revocation-bench")
+        token = person_token(store, "victor", {"atlassian": "acc-victor", "wiki": "victor"})
     apply, event = org.tighten(product, kind, doc_id, victim)
     return Sample(product, kind, mode, doc_id, org.words[doc_id], token, control, apply, event)
 

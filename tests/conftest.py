@@ -47,6 +47,11 @@ class GitRepo:
         return git(self.root, "rev-parse", "HEAD")
 
 
+# What the tests set in the environment for every process they start: helpers that start `cairn` with a
+# clean environment (no CAIRN_* of the caller's) keep these.
+KEPT_ENV = frozenset({"CAIRN_HISTORY_COMMITS"})
+
+
 @pytest.fixture(scope="session", autouse=True)
 def history_off_unless_asked() -> Iterator[None]:
     """Git sources index no commit history in tests unless a test asks for it (`Settings(history_commits=...)`,

@@ -15,6 +15,7 @@ from api_harness import auth, serve, token
 from api.admin_routes import backup_target
 from api.app import create_app
 from api.errors import Conflict
+from tests.conftest import KEPT_ENV
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
 
@@ -31,7 +32,7 @@ def url(corpus, backups):
 
 
 def cairn(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     return subprocess.run([CAIRN, *args], check=False, capture_output=True, text=True, env=clean | env, timeout=300)
 
 

@@ -20,6 +20,7 @@ from api.cli_ids import short_ids
 from api.tokens import TokenStore
 from indexer.catalog import open_catalog
 from indexer.catalog.schema import api_tokens
+from tests.conftest import KEPT_ENV
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
 
@@ -72,7 +73,7 @@ MISTAKES = [
 
 
 def run(args: list[str], data: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     return subprocess.run([CAIRN, *args], capture_output=True, text=True, timeout=300, check=False,
                           env=clean | {"CAIRN_DATA_DIR": str(data), "COLUMNS": "80"} | env)
 

@@ -21,6 +21,7 @@ from indexer.catalog.migrate import alembic_config
 from indexer.pipeline.reconcile import reconcile_source
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from tests.conftest import KEPT_ENV
 from workers.jobs import run_sync_job
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
@@ -28,7 +29,7 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def cairn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     return subprocess.run([CAIRN, *args], capture_output=True, text=True, env={**clean, **env}, timeout=300,
                           check=False)
 
@@ -244,7 +245,7 @@ def test_ctrl_c_cancels_a_local_reindex_cleanly_after_its_batch(tmp_path, embedd
     IndexServices.open(settings, embedder=embedder).close()  # create the catalog
     catalog = Catalog(make_engine(settings.catalog_url))
     catalog.upsert_source("big", "git", {"location": str(repo)}, ["public"])
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     proc = subprocess.Popen([CAIRN, "reindex", "big", "--json"], env={**clean, **env}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

@@ -21,6 +21,8 @@ from indexer.catalog.migrate import head
 sys.path.insert(0, str(Path(__file__).parents[1] / "indexer"))
 from test_schema_adoption import old_metadata  # the old eras' tables live with the indexer tests
 
+from tests.conftest import KEPT_ENV
+
 CELERY = str(Path(sys.executable).with_name("celery"))
 REDIS_URL = "redis://127.0.0.1:6379/13"
 
@@ -102,7 +104,7 @@ def test_the_first_command_on_an_old_embedded_data_dir_upgrades_it(tmp_path: Pat
 
 
 def _refused(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     return subprocess.run(argv, capture_output=True, text=True, env={**clean, **env}, timeout=120, check=False)
 
 

@@ -23,6 +23,7 @@ from api.oidc import Identity
 from api.tokens import TokenStore
 from indexer.catalog.schema import api_tokens, users
 from indexer.identity.store import Membership
+from tests.conftest import KEPT_ENV
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
 CACHE_SECONDS = 1.0
@@ -249,7 +250,7 @@ def test_admins_link_users_over_the_api(site, corpus, root, bob):
 
 
 def cairn(*args: str, data_dir: Path | None = None, url: str = "", tok: str = "") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     env.update({"CAIRN_DATA_DIR": str(data_dir)} if data_dir else {})
     env.update({"CAIRN_URL": url, "CAIRN_TOKEN": tok} if url else {})
     return subprocess.run([CAIRN, "users", *args], check=False, capture_output=True, text=True, env=env, timeout=120)

@@ -11,6 +11,7 @@ import pytest
 from api_harness import serve, token
 
 from api.app import create_app
+from tests.conftest import KEPT_ENV
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
 
@@ -22,7 +23,7 @@ def url(corpus):
 
 
 def cairn(*args: str, tok: str = "", url: str = "") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
     env.update({"CAIRN_TOKEN": tok} if tok else {})
     env.update({"CAIRN_URL": url} if url else {})
     return subprocess.run([CAIRN, *args], check=False, capture_output=True, text=True, env=env, timeout=120)

@@ -24,6 +24,7 @@ from indexer.services import IndexServices
 from indexer.settings import Settings
 from retrieval.permissions import Scope, build_filter
 from retrieval.query_analysis import analyse
+from tests.conftest import KEPT_ENV
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
 SOURCE = "big"
@@ -73,7 +74,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> Server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
         env.update(CAIRN_DATA_DIR=str(self.data_dir), CAIRN_PORT=str(self.port), CAIRN_SCHEDULER_TICK_SECONDS="0",
                    CAIRN_RECONCILE_INTERVAL_SECONDS="0", CAIRN_SHUTDOWN_GRACE_SECONDS="30")
         with self.log.open("ab") as out:

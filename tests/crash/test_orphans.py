@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from crash_harness import SOURCE, Server, seed, snapshot
 
-FILES = 400  # ~1 KB each: lexical batches big enough for the indexing workers (indexer/pipeline/prepare.py)
+FILES = 800  # ~1 KB each: lexical batches big enough for the indexing workers (indexer/pipeline/prepare.py)
 KINDS = {"vector process": "indexer.stores.edge_process", "fork server": "multiprocessing.forkserver",
          "resource tracker": "multiprocessing.resource_tracker", "git": "cat-file"}
 

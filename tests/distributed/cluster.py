@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import KEPT_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("CAIRN_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -162,7 +164,7 @@ class Cluster:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     def env(self, data_dir: Path, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") or k in KEPT_ENV}
         env.update({"CAIRN_DATA_DIR": str(data_dir), "CAIRN_DATABASE_URL": self.database_url,
                     "CAIRN_CELERY_BROKER_URL": self.broker_url, "PYTHONUNBUFFERED": "1"})
         env.update(self.settings)

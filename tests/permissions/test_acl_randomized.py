@@ -71,7 +71,8 @@ VOCAB = ["gateway", "ledger", "checkout", "rollout", "invoice", "latency", "refu
          "billing", "timeout", "cache", "quota", "replica", "backup", "deploy", "incident", "budget", "vendor"]
 SHARED = "handbook"  # in every document
 MARKER = re.compile(r"\bqz[a-z]{7}\b")
-MCP_TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources"}  # what api/mcp_server.py exposes
+MCP_TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history",
+             "related"}  # what api/mcp_server.py exposes
 ROLE_DEV, ROLE_ADMIN = "10002", "10003"  # the fake Jira's project roles (Developers, Administrators)
 GUEST, PLANNER, REPORTER, DEVELOPER = 10, 15, 20, 30
 
@@ -689,6 +690,8 @@ class Checker:
                 self.tool(tok, result, f"mcp find_symbol {word!r}")
                 result = await s.call_tool("find_references", {"symbol": word, "limit": 50})
                 self.tool(tok, result, f"mcp find_references {word!r}")
+                result = await s.call_tool("history", {"text": word, "limit": 20})
+                self.tool(tok, result, f"mcp history {word!r}")
                 resource = await s.read_resource(f"cairn://search/{quote(q, safe='')}")
                 self.markers(tok, " ".join(getattr(c, "text", "") for c in resource.contents),
                              f"mcp resource {q!r}")
@@ -698,6 +701,8 @@ class Checker:
                 if not result.is_error:
                     self.doc(tok, doc_id, "mcp read_file")
                 self.tool(tok, result, f"mcp read_file {doc_id}")
+                result = await s.call_tool("related", {"item": doc_id})
+                self.tool(tok, result, f"mcp related {doc_id}")
             result = await s.call_tool("list_sources", {})
             listed = {row["name"] for row in (result.structured_content or {}).get("result", [])}
             # Sources are listed by their source-level access: none of these has any, so admins only.
@@ -711,7 +716,9 @@ class Checker:
         self.markers(tok, text, where)
         if not result.is_error:
             rows = structured.get("result", structured)
-            rows = rows.get("hits") or rows.get("matches") or [] if isinstance(rows, dict) else rows
+            if isinstance(rows, dict):
+                rows = (rows.get("hits") or rows.get("matches") or rows.get("references") or rows.get("commits")
+                        or rows.get("items") or [])
             for row in rows:
                 if isinstance(row, dict) and "document_id" in row:
                     self.doc(tok, row["document_id"], where)
