@@ -34,7 +34,8 @@ def _kept(items: list[tuple[str, str]], drop: frozenset[str] = HOP_BY_HOP) -> li
 
 
 def unavailable(message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse({"error": "ServiceUnavailable", "detail": message}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def create_replica_app(settings: Settings, lease: IndexLease, watch: Callable[[], None] | None = None) -> FastAPI:

@@ -202,7 +202,8 @@ class HistoryIndex:
             doc = Document(id=f"{hit.source}:{name}", source=hit.source, path=name, content=part, version="",
                            access=Access())
             screened, _ = self.screen.check(doc)
-            parts.append(f"(the diff of {name} is withheld: {screened.reason.value})"
+            # the skip's path, not `name`: a credential in the file's name is redacted there
+            parts.append(f"(the diff of {screened.path} is withheld: {screened.reason.value})"
                          if isinstance(screened, Skipped) else screened.content)
         return "\n".join(parts)
 

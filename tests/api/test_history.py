@@ -242,3 +242,28 @@ def test_a_later_sync_reads_only_the_new_commit(world):
     versions = world.services.catalog.document_versions("pay")
     assert f"pay:commit:{later}" in versions and f"pay:commit:{world.initial}" in versions
     assert counts.files_changed == 2  # the new file and the new commit, nothing read again
+
+
+def test_a_withheld_diff_never_names_a_credential_in_its_path(tmp_path, monkeypatch):
+    """A file whose name holds a token is withheld from the hunks under its redacted path (the name itself
+    would hand the token out)."""
+    from indexer.catalog import open_catalog
+    from indexer.secrets.screen import SecretScreen
+    from retrieval.history import CommitHit, HistoryIndex
+
+    name = f"deploy/{GITLAB_TOKEN}.txt"
+    patch = (f"diff --git a/{name} b/{name}\nnew file mode 100644\n--- /dev/null\n+++ b/{name}\n@@ -0,0 +1 @@\n+x\n"
+             "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n")
+
+    class Reader:
+        def diff(self, sha: str, path: str) -> str:
+            return patch
+
+    catalog = open_catalog(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    catalog.upsert_source("pay", "git", {"location": str(tmp_path), "ref": ""}, ["group:eng"])
+    index = HistoryIndex(catalog, None, Settings(data_dir=tmp_path), SecretScreen())  # type: ignore[arg-type]
+    index._readers["pay"] = Reader()  # type: ignore[assignment]
+    hit = CommitHit(document_id="pay:commit:abc", source="pay", sha="abc", date="", author="", message="m",
+                    url="", references=[], paths=[])
+    shown = index._screened_patch(hit, "deploy")
+    assert GITLAB_TOKEN not in shown and "is withheld: secret_path" in shown and "+a = 2" in shown

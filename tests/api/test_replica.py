@@ -80,7 +80,7 @@ def test_requests_and_answers_pass_through_whole(tmp_path, catalog, owner):
 def test_without_a_live_reachable_owner_the_replica_answers_503(tmp_path, catalog):
     with replica(tmp_path, catalog) as client:
         none = client.get("/v1/sources")
-    assert none.status_code == 503 and "no index owner" in none.json()["detail"]
+    assert none.status_code == 503 and none.json()["error"] == "ServiceUnavailable" and "no index owner" in none.json()["detail"]
     lease = IndexLease(catalog.engine, "owner-node", "http://127.0.0.1:9", 30)  # nothing listens on port 9
     assert lease.try_take("copy")
     with replica(tmp_path, catalog) as client:
