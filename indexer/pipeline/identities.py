@@ -34,7 +34,7 @@ LINKING = "identity links"  # the failure item when looking accounts up failed
 @dataclass
 class IdentityCounts:
     memberships: int = 0  # membership rows the source holds now
-    failed: int = 0  # principals whose members could not be read (or a realm clash): the pass is partial
+    failed: int = 0  # unreadable members, a realm clash or failed email look-ups: the pass is partial
     linked: int = 0  # users linked by email in this pass
     ambiguous: int = 0  # users whose email matched several accounts (none linked)
 
@@ -122,6 +122,7 @@ def _link_by_email(catalog: Catalog, connector: Connector, store: IdentityStore,
     except ConnectorError as exc:
         catalog.record_failure(SyncFailure(connector.name, LINKING, f"looking accounts up by email failed: {exc}"))
         log.warning("source %s: looking accounts up by email failed: %s", connector.name, exc)
+        counts.failed += 1  # a recorded failure: the pass is partial, never succeeded
         return
     catalog.clear_failure(connector.name, LINKING)
     if counts.linked or counts.ambiguous:

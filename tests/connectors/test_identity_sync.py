@@ -313,3 +313,20 @@ def test_an_index_with_the_old_names_is_rewritten_by_one_pass_without_embedding(
         found = {h.chunk_id for h in services.pipeline.vectors.search(vector, SearchFilter(new_principals, **scoped), 100)}
         assert found == ids
         assert {h.chunk_id for h in services.pipeline.fulltext.search(terms, SearchFilter(new_principals, **scoped), 100)}
+
+
+def test_failed_email_lookups_make_the_pass_partial(services, world):
+    """Accounts that could not be looked up are a recorded failure: the pass says partial, not succeeded."""
+    store = IdentityStore(services.catalog.engine)
+    add_person(store, "sub-maya", "maya@example.com")
+    for data in sources(world):
+        register(services, data)
+        sync(services, data["name"])
+    world["jira-dc"].server.fail(r"/user/search$", 500, times=1000)
+    job = passes(services, ["jira-dc"])["jira-dc"]
+    assert job.state == "partial" and job.counts["failed"] >= 1
+    assert "identity links" in {f.item for f in services.catalog.list_failures("jira-dc")}
+    assert all(link.realm != "jira" for link in store.links("sub-maya"))
+    world["jira-dc"].server.faults.clear()
+    assert passes(services, ["jira-dc"])["jira-dc"].state == "succeeded"
+    assert any(link.realm == "jira" for link in store.links("sub-maya"))
