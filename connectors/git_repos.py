@@ -289,7 +289,9 @@ class GitRepoConnector(Connector):
         except MissingObject:
             return Skipped(self.name, entry.path, SkipReason.MISSING_OBJECT, f"blob {entry.sha}"), False
         except Exception as exc:  # noqa: BLE001 - one unreadable file must never stop the sync
-            log.warning("sync %s: reading %s failed: %s", self.name, doc_id, type(exc).__name__)
+            # the blob, not the path: a credential in a file's name must not reach the log (the failure record
+            # below carries the path, which the sync loop redacts before storing it)
+            log.warning("sync %s: reading blob %s failed: %s", self.name, entry.sha[:12], type(exc).__name__)
             return SyncFailure(self.name, entry.path, self.git.clean(f"{type(exc).__name__}: {exc}")), True
 
     def _path_skip(self, entry: TreeEntry) -> Skipped | None:
