@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from connectors.registry import build_connector
 from indexer.locks import source_lock
 from indexer.models import Document
 from indexer.pipeline.apply import BatchCounts, Pipeline, ReadyDocument
-from indexer.pipeline.sync import Landed, Observer, SyncCounts, SyncLoop
+from indexer.pipeline.sync import Landed, Observer, SyncCounts, SyncLoop, known_versions
 from workers.batches import ReadyBatch, batch_id, document_from_json, document_to_json, embed_batch
 from workers.context import WorkerContext
 from workers.outcome import sync_outcome
+from workers.queue_state import CrawlRecord, Progress
 from workers.window import rewind_for_job
 
 log = logging.getLogger(__name__)
@@ -69,16 +71,17 @@ def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: s
         return "finished"
     if catalog.start_job(job_id) == "cancelled":
         return "finished"
-    attempt = state.begin_crawl(job_id, source, full)
+    attempt = state.begin_crawl(job_id, source, full)  # `mine`: what an earlier attempt (killed) recorded
     catalog.set_source_state(source, "syncing")
     log.info("job %s: crawling source %s (attempt %d)", job_id, source, attempt)
     loop = SyncLoop(catalog, QueueSink(ctx, dispatch, job_id, source, rewrite=full), ctx.chunking.limits,
                     batch_docs=ctx.settings.queue_batch_docs, secrets=ctx.secrets)
+    crawl = CrawlCounts(loop)
     try:
-        outcome = _run_connector(ctx, row, job_id, full, loop)
+        outcome = _run_connector(ctx, row, job_id, full, crawl, mine)
     except Exception as exc:
         log.exception("job %s: crawl of %s failed", job_id, source)
-        state.save_crawl(job_id, state="failed", counts=loop.counts.as_dict(), failed_items=loop.failed)
+        state.save_crawl(job_id, state="failed", counts=crawl.record(), failed_items=loop.failed)
         catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}",
                            counts=job_counts(ctx, job_id) | {"phase": "failed"})
         catalog.set_source_state(source, "error", error=f"{type(exc).__name__}: {exc}")
@@ -108,26 +111,81 @@ class CrawlCancelled(Exception):
     """The job was asked to stop; the crawl stops after the batch it just sent."""
 
 
-def _run_connector(ctx: WorkerContext, row: Any, job_id: str, full: bool, loop: SyncLoop) -> str:
+class CrawlCounts:
+    """A crawl's read counts across its attempts. A crawl killed part-way is run again by its redelivered
+    task (attempt 2, ...), which must not count twice what it does not read again, nor forget it:
+
+    - from a partial checkpoint this job stored (ticket and page sources), the new attempt starts after
+      the items read up to it: their counts are carried (`resume`);
+    - otherwise it lists the source again and skips documents whose indexed version is current
+      (connectors.base): the documents this job wrote that the new attempt's `known` versions hold are
+      carried as seen. Skips and failures are met, and counted, again.
+
+    Stored in the crawl record: the cumulative counts, `base` (carried) and `resume` (the cumulative read
+    counts at the last checkpoint this job stored)."""
+
+    READ = ("files_seen", "files_skipped", "files_failed", "files_quarantined", "secret_files")
+
+    def __init__(self, loop: SyncLoop) -> None:
+        self.loop = loop
+        self.base: dict[str, int] = {}
+        self.resumed: dict[str, int] | None = None  # `resume` inherited from an earlier attempt
+
+    def restart(self, ctx: WorkerContext, earlier: CrawlRecord | None, source: str, full: bool,
+                known: Mapping[str, str]) -> None:
+        """Carry what the attempts before this one (if any) read and this one will not read again."""
+        if earlier is None or full:  # a first attempt, or a full crawl (it reads everything again)
+            return
+        resume = earlier.counts.get("resume")
+        if isinstance(resume, dict):
+            self.base = self.resumed = {k: int(v) for k, v in resume.items()}
+            return
+        written = ctx.state.written_since(source, earlier.started_at)
+        self.base = {"files_seen": sum(1 for doc_id, v in written.items() if known.get(doc_id) == v)}
+
+    def cumulative(self) -> dict[str, int]:
+        own = self.loop.counts.as_dict()
+        return {k: int(own.get(k, 0)) + self.base.get(k, 0) for k in self.READ}
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.cumulative() | {"base": self.base}
+        point = self.loop.resume_point
+        resume = ({k: self.base.get(k, 0) + point.get(k, 0) for k in self.READ} if point is not None
+                  else self.resumed)
+        if resume is not None:
+            out["resume"] = resume
+        return out
+
+
+def _run_connector(ctx: WorkerContext, row: Any, job_id: str, full: bool, crawl: CrawlCounts,
+                   earlier: CrawlRecord | None) -> str:
     connector = build_connector(row, ctx.settings)
     rewind_for_job(ctx.catalog, row, connector, job_id)  # `reindex --since`: re-read what changed in a window
+    loop = crawl.loop
     try:
-        loop.run(connector, full, observe=_crawl_observer(ctx, job_id, loop))
+        known = {} if full else known_versions(ctx.catalog, row.name, connector)
+        crawl.restart(ctx, earlier, row.name, full, known)
+        observe = _crawl_observer(ctx, job_id, crawl)
+        observe("crawling", loop.counts)  # the job shows its counts (and what a restart carried) at once
+        loop.run(connector, full, observe=observe, known=known)
     except CrawlCancelled:
         ctx.state.save_crawl(job_id, state="stopped")
         log.warning("job %s: cancelled during the crawl of %s", job_id, row.name)
         return "stopped"
-    ctx.state.save_crawl(job_id, state="sent", counts=loop.counts.as_dict(), failed_items=loop.failed,
+    ctx.state.save_crawl(job_id, state="sent", counts=crawl.record(), failed_items=loop.failed,
                          checkpoint=connector.next_checkpoint())
+    _report(ctx, job_id)  # everything is read: the job shows it (applying, with an ETA once a batch is)
     return "sent"
 
 
-def _crawl_observer(ctx: WorkerContext, job_id: str, loop: SyncLoop) -> Observer:
-    """After every batch sent: record the crawl's counts, and stop if the job is being cancelled."""
+def _crawl_observer(ctx: WorkerContext, job_id: str, crawl: CrawlCounts) -> Observer:
+    """After every batch sent: record the crawl's counts, show them on the job, and stop if the job is
+    being cancelled."""
     def observe(phase: str, counts: SyncCounts) -> None:
-        ctx.state.save_crawl(job_id, counts=counts.as_dict(), failed_items=loop.failed)
+        ctx.state.save_crawl(job_id, counts=crawl.record(), failed_items=crawl.loop.failed)
         if ctx.catalog.job_state(job_id) == "cancelling":
             raise CrawlCancelled(job_id)
+        _report(ctx, job_id)
     return observe
 
 
@@ -249,21 +307,39 @@ def _reembedded(pipeline: Pipeline, ready: ReadyBatch) -> ReadyBatch:
 
 
 def job_counts(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
-    """The job's counts across processes: the crawl's own, plus every applied batch counted once."""
+    """The job's counts across processes: the crawl's own, plus every applied batch counted once, and
+    the rates and ETA an admin sees (workers.jobs.JobMeter's for an embedded job)."""
     crawl = ctx.state.crawl(job_id)
     progress = ctx.state.progress(job_id)
     own = crawl.counts if crawl else {}
     applied = progress.counts
-    seconds = (dt.datetime.now(dt.UTC) - crawl.started_at).total_seconds() if crawl else 0.0
-    return {"files_seen": own.get("files_seen", 0), "files_changed": applied["files_changed"],
-            "files_deleted": applied["files_deleted"],
-            "files_skipped": own.get("files_skipped", 0) + applied["files_quarantined"],
-            "secret_files": own.get("secret_files", 0),
-            "files_failed": own.get("files_failed", 0),
-            "files_quarantined": own.get("files_quarantined", 0) + applied["files_quarantined"],
-            "chunks_written": applied["chunks_written"], "chunks_deleted": applied["chunks_deleted"],
-            "chunks_embedded": applied["chunks_embedded"], "batches_sent": progress.sent,
-            "batches_applied": progress.applied, "seconds": round(seconds, 3)}
+    now = dt.datetime.now(dt.UTC)
+    seconds = (now - crawl.started_at).total_seconds() if crawl else 0.0
+    counts = {"files_seen": own.get("files_seen", 0), "files_changed": applied["files_changed"],
+              "files_deleted": applied["files_deleted"],
+              "files_skipped": own.get("files_skipped", 0) + applied["files_quarantined"],
+              "secret_files": own.get("secret_files", 0),
+              "files_failed": own.get("files_failed", 0),
+              "files_quarantined": own.get("files_quarantined", 0) + applied["files_quarantined"],
+              "chunks_written": applied["chunks_written"], "chunks_deleted": applied["chunks_deleted"],
+              "chunks_embedded": applied["chunks_embedded"], "batches_sent": progress.sent,
+              "batches_applied": progress.applied, "seconds": round(seconds, 3)}
+    return counts | _rates(counts, progress, seconds, now, crawling=crawl is None or crawl.state == "crawling")
+
+
+def _rates(counts: dict[str, Any], progress: Progress, seconds: float, now: dt.datetime,
+           crawling: bool) -> dict[str, Any]:
+    """Files read per second over the crawl; chunks embedded per second since the first batch was sent
+    (the embed workers start then); once the crawl sent everything, the ETA: documents still in the
+    queues at the rate batches were applied so far (None before one was)."""
+    out: dict[str, Any] = {"items_per_second": round(counts["files_seen"] / seconds, 2) if seconds > 0 else None,
+                           "chunks_per_second": None, "eta_seconds": None}
+    embedding = (now - progress.first_sent).total_seconds() if progress.first_sent else 0.0
+    if embedding > 0.5:
+        out["chunks_per_second"] = round(counts["chunks_embedded"] / embedding, 2)
+        if not crawling and progress.docs_applied:
+            out["eta_seconds"] = round(progress.docs_pending * embedding / progress.docs_applied, 1)
+    return out
 
 
 def _report(ctx: WorkerContext, job_id: str) -> None:
@@ -297,6 +373,7 @@ def finish_if_done(ctx: WorkerContext, job_id: str) -> bool:
         if failure.item not in keep:
             catalog.clear_failure(source, failure.item)
     outcome = sync_outcome(catalog, source, crawl.started_at, counts)
+    counts |= {"eta_seconds": 0}
     catalog.update_job(job_id, state=outcome.state, counts=counts | outcome.counts | {"phase": "done"},
                        error=outcome.error or None, done=progress.counts["docs"], total=progress.docs_sent)
     catalog.set_source_state(source, outcome.source_state, error=outcome.error, listed_all=outcome.listed_all)

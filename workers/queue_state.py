@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from indexer.catalog.schema import document_attempts, queue_batches, queue_crawls
+from indexer.catalog.schema import document_attempts, documents, queue_batches, queue_crawls
 from indexer.models import Document
 
 APPLIED_COUNT_KEYS = ("files_changed", "files_deleted", "files_quarantined", "chunks_written",
@@ -55,6 +55,9 @@ class Progress:
     applied: int
     docs_sent: int
     counts: dict[str, int]  # summed over applied batches
+    docs_pending: int = 0  # in batches sent and not yet applied (nor dropped)
+    docs_applied: int = 0  # in applied batches, as they were sent
+    first_sent: datetime | None = None  # when the job's first batch was sent: its embedding started
 
 
 class QueueState:
@@ -160,17 +163,28 @@ class QueueState:
                                 .values(state="dropped")).rowcount
 
     def progress(self, job_id: str) -> Progress:
+        t = queue_batches.c
         with self.engine.connect() as conn:
-            rows = conn.execute(select(queue_batches.c.state, queue_batches.c.docs, queue_batches.c.counts)
-                                .where(queue_batches.c.job_id == job_id)).all()
+            rows = conn.execute(select(t.state, t.docs, t.counts, t.sent_at).where(t.job_id == job_id)).all()
         summed = dict.fromkeys(APPLIED_COUNT_KEYS, 0)
         applied = 0
-        for state, _docs, counts in rows:
+        for state, _docs, counts, _sent in rows:
             if state == "applied":
                 applied += 1
                 for key in APPLIED_COUNT_KEYS:
                     summed[key] += int((counts or {}).get(key, 0))
-        return Progress(sent=len(rows), applied=applied, docs_sent=sum(r.docs for r in rows), counts=summed)
+        stamps = [s.replace(tzinfo=UTC) if s.tzinfo is None else s for s in (r.sent_at for r in rows) if s]
+        return Progress(sent=len(rows), applied=applied, docs_sent=sum(r.docs for r in rows), counts=summed,
+                        docs_pending=sum(r.docs for r in rows if r.state == "sent"),
+                        docs_applied=sum(r.docs for r in rows if r.state == "applied"),
+                        first_sent=min(stamps, default=None))
+
+    def written_since(self, source: str, since: datetime) -> dict[str, str]:
+        """doc id → version of the source's documents written to the index at or after `since`."""
+        t = documents.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.id, t.version).where(t.source == source, t.indexed_at >= since))
+            return {r.id: r.version for r in rows}
 
     def batches(self, job_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -114,13 +114,19 @@ class SyncLoop:
         self.failed: set[str] = set()
         self.full = False
         self.docs_landed = 0
+        # The read counts up to the last partial checkpoint stored (a sync resumed from the source's
+        # checkpoint starts after these items), secret files included; None until one is stored.
+        self.resume_point: dict[str, int] | None = None
 
-    def run(self, connector: Connector, full: bool = False, observe: Observer | None = None) -> SyncCounts:
-        """Everything the sync yields, landed; the caller stores `connector.next_checkpoint()`."""
+    def run(self, connector: Connector, full: bool = False, observe: Observer | None = None,
+            known: Mapping[str, str] | None = None) -> SyncCounts:
+        """Everything the sync yields, landed; the caller stores `connector.next_checkpoint()`.
+        `known`: the indexed versions to compare with, when the caller read them (else read here)."""
         source = connector.name
         self.full = full
         checkpoint = None if full else self.catalog.get_checkpoint(source)
-        known = {} if full else known_versions(self.catalog, source, connector)
+        if known is None:
+            known = {} if full else known_versions(self.catalog, source, connector)
         quarantined = self.catalog.quarantined(source)
         deletions: list[str] = []
         try:
@@ -199,6 +205,9 @@ class SyncLoop:
             self.docs_landed += docs
             if checkpoint is not None:
                 self.catalog.set_checkpoint(source, checkpoint)
+                secret = self.counts.secret_files
+                self.resume_point = read_at_cut | {"files_skipped": read_at_cut["files_skipped"] + secret,
+                                                   "secret_files": secret}
             self._carry(read_at_cut if checkpoint is not None else None)
             if observe:
                 observe(self.sink.phase, self.counts)
