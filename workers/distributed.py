@@ -69,6 +69,8 @@ def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: s
     if row is None:
         catalog.update_job(job_id, state="failed", error=f"no source named {source!r}")
         return "finished"
+    if mine is None:  # a first attempt: the job shows its counts (none yet) from the moment it runs
+        catalog.update_job(job_id, counts=job_counts(ctx, job_id) | {"phase": "crawling"})
     if catalog.start_job(job_id) == "cancelled":
         return "finished"
     attempt = state.begin_crawl(job_id, source, full)  # `mine`: what an earlier attempt (killed) recorded
