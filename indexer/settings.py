@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     vector_backend: str = Field(default="edge", description="`edge` (Qdrant Edge, embedded) or `qdrant` (server).")
     qdrant_url: str = Field(default="", description="Qdrant server URL for vector_backend=qdrant (`:memory:` = local mode).")
     qdrant_api_key: str = Field(default="", description="API key for the Qdrant server, if it needs one.")
+    qdrant_connect_attempts: int = Field(default=30, ge=1, description="Tries to reach the Qdrant server when "
+                                         "a process opens the index, before it gives up with an error.")
+    qdrant_connect_delay_seconds: float = Field(default=2.0, ge=0, le=300, description="Seconds between two "
+                                                "tries to reach the Qdrant server.")
     collection: str = Field(default="cairn_chunks", description="Qdrant collection name (server backend).")
     embedding_model: str = Field(default=DEFAULT_MODEL,
                                  description="A fastembed model name or a local directory holding model.onnx.")

@@ -192,7 +192,9 @@ class GenerationStores:
 
             if not self.settings.qdrant_url:
                 raise StoreError("vector_backend=qdrant needs CAIRN_QDRANT_URL")
-            self._client = connect(self.settings.qdrant_url, self.settings.qdrant_api_key or None)
+            self._client = connect(self.settings.qdrant_url, self.settings.qdrant_api_key or None,
+                                   attempts=self.settings.qdrant_connect_attempts,
+                                   delay=self.settings.qdrant_connect_delay_seconds)
         return self._client
 
     def adopt_legacy_collection(self) -> str:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ApiException
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from indexer.stores import ScoredId, SearchFilter, StoreError, Vector, VectorPoint
 from indexer.stores.payload import KEYWORD_INDEXES, SCROLL_PAGE, UPSERT_BATCH, chunk_payload
@@ -31,11 +33,45 @@ def qdrant_filter(flt: SearchFilter) -> models.Filter:
     return models.Filter(must=must, must_not=[stale_restricted])
 
 
-def connect(url: str, api_key: str | None = None, timeout: int = 10) -> QdrantClient:
-    """A client for `url`; `:memory:` is qdrant-client's in-process local mode (tests, demos)."""
+def connect(url: str, api_key: str | None = None, timeout: int = 10, attempts: int = 1,
+            delay: float = 2.0) -> QdrantClient:
+    """A client for `url` that has answered; `:memory:` is qdrant-client's in-process local mode (tests,
+    demos). A server that does not answer is tried `attempts` times, `delay` seconds apart (it may still
+    be starting beside this process), then StoreError says which URL, how long, and the last error."""
     if url == ":memory:":
         return QdrantClient(location=":memory:")
-    return QdrantClient(url=url, api_key=api_key, timeout=timeout)
+    started = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        client = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
+        try:
+            version = client.info().version
+        except _CLIENT_ERRORS as exc:
+            client.close()
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, UnexpectedResponse) and 400 <= exc.status_code < 500:  # answered: no retry helps
+                raise StoreError(f"the Qdrant server at {_shown(url)} refused Cairn ({exc.status_code} "
+                                 f"{exc.reason_phrase}): check CAIRN_QDRANT_API_KEY and CAIRN_QDRANT_URL") from exc
+            if attempt == attempts:
+                message = (f"cannot reach the Qdrant server at {_shown(url)}: {attempts} attempt(s) over "
+                           f"{time.monotonic() - started:.1f} s, the last failed with {error}")
+                log.error("%s; check CAIRN_QDRANT_URL and that the server is up", message)
+                raise StoreError(message) from exc
+            log.warning("Qdrant server at %s not reachable (attempt %d of %d): %s; trying again in %.1f s",
+                        _shown(url), attempt, attempts, error, delay)
+            time.sleep(delay)
+            continue
+        log.info("connected to Qdrant %s at %s", version, _shown(url))
+        return client
+    raise StoreError("qdrant_connect_attempts must be at least 1")
+
+
+def _shown(url: str) -> str:
+    """The URL without credentials (a user:password@ part), as logs and errors may show it."""
+    parts = urlsplit(url)
+    if parts.hostname is None or "@" not in parts.netloc:
+        return url
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=host))
 
 
 class QdrantServerStore:
