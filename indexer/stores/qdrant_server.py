@@ -48,7 +48,7 @@ def connect(url: str, api_key: str | None = None, timeout: int = 10, attempts: i
         except _CLIENT_ERRORS as exc:
             client.close()
             error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, UnexpectedResponse) and 400 <= exc.status_code < 500:  # answered: no retry helps
+            if isinstance(exc, UnexpectedResponse) and 400 <= (exc.status_code or 0) < 500:  # answered: no retry helps
                 raise StoreError(f"the Qdrant server at {_shown(url)} refused Cairn ({exc.status_code} "
                                  f"{exc.reason_phrase}): check CAIRN_QDRANT_API_KEY and CAIRN_QDRANT_URL") from exc
             if attempt == attempts:

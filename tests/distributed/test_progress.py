@@ -5,7 +5,6 @@ the crawl runs again (its task redelivered after CAIRN_TASK_STALL_SECONDS)."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import pytest
