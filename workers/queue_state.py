@@ -34,7 +34,7 @@ class CrawlRecord:
     state: str
     attempt: int
     full: bool
-    counts: dict[str, int]
+    counts: dict[str, Any]  # read counts (cumulative over attempts), `base` and `resume` (workers.distributed)
     failed_items: list[str]
     checkpoint: dict[str, Any] | None
     started_at: datetime
