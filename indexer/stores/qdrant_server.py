@@ -1,6 +1,7 @@
 """Qdrant server (or cluster) vector store through qdrant-client, with the same payload and filter as Edge."""
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import time
 import warnings
@@ -9,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.common.version_check import is_compatible
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from indexer.stores import ScoredId, SearchFilter, StoreError, Vector, VectorPoint
@@ -47,7 +49,7 @@ def connect(url: str, api_key: str | None = None, timeout: int = 10, attempts: i
             version = client.info().version
         except _CLIENT_ERRORS as exc:
             client.close()
-            error = f"{type(exc).__name__}: {exc}"
+            error = _scrubbed(f"{type(exc).__name__}: {exc}", url)
             if isinstance(exc, UnexpectedResponse) and 400 <= (exc.status_code or 0) < 500:  # answered: no retry helps
                 raise StoreError(f"the Qdrant server at {_shown(url)} refused Cairn ({exc.status_code} "
                                  f"{exc.reason_phrase}): check CAIRN_QDRANT_API_KEY and CAIRN_QDRANT_URL") from exc
@@ -61,8 +63,17 @@ def connect(url: str, api_key: str | None = None, timeout: int = 10, attempts: i
             time.sleep(delay)
             continue
         log.info("connected to Qdrant %s at %s", version, _shown(url))
+        if not is_compatible(importlib.metadata.version("qdrant-client"), version):
+            log.warning("Qdrant server %s and qdrant-client %s differ by more than one minor version: calls may "
+                        "fail or behave differently", version, importlib.metadata.version("qdrant-client"))
         return client
     raise StoreError("qdrant_connect_attempts must be at least 1")
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """An error's text without the URL's password, should the transport have quoted the URL."""
+    password = urlsplit(url).password
+    return text.replace(url, _shown(url)).replace(password, "***") if password else text
 
 
 def _shown(url: str) -> str:

@@ -9,6 +9,7 @@ says what was verified where."""
 from __future__ import annotations
 
 import http.server
+import importlib.metadata
 import json
 import os
 import random
@@ -250,6 +251,9 @@ def test_credentials_in_the_url_never_reach_the_error():
         caught.value)
 
 
+CLIENT_VERSION = importlib.metadata.version("qdrant-client")
+
+
 class _Answers(http.server.BaseHTTPRequestHandler):
     """Answers `GET /` as a Qdrant server does (its version), or 401 when `refuse` is set."""
 
@@ -257,7 +261,7 @@ class _Answers(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # the http.server hook's name
         status, body = (401, {"status": {"error": "Unauthorized"}}) if self.refuse else (
-            200, {"title": "qdrant - vector search engine", "version": "1.12.0", "commit": None})
+            200, {"title": "qdrant - vector search engine", "version": CLIENT_VERSION, "commit": None})
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
