@@ -189,7 +189,7 @@ class Cluster:
         proc = self._spawn(name, [str(BIN / "cairn"), "serve", "--port", str(port)], self.env(data_dir, **extra))
         proc.url = f"http://127.0.0.1:{port}"
         if wait:
-            wait_for(lambda: self._healthy(proc.url) or self._dead(proc), 120, f"{name} to start")
+            self.wait_ready(proc)
         return proc
 
     def _healthy(self, url: str) -> bool:
@@ -204,8 +204,9 @@ class Cluster:
         return False
 
     def start_worker(self, name: str, queues: str, app: str = "workers.celery_app", concurrency: int = 1,
-                     pythonpath: str = "", **extra: str) -> Proc:
-        """`celery -A <app> worker -Q <queues>` with its own data dir (clones), sharing the catalog."""
+                     pythonpath: str = "", wait: bool = True, **extra: str) -> Proc:
+        """`celery -A <app> worker -Q <queues>` with its own data dir (clones), sharing the catalog;
+        `wait=False`: return at once (`wait_ready` later), so processes start side by side."""
         env = self.env(self.root / name, **extra)
         if pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH", "")]))
@@ -213,7 +214,16 @@ class Cluster:
                 "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "-l", "INFO"]
         proc = self._spawn(name, argv, env)
-        wait_for(lambda: b"ready." in proc.log.read_bytes() or self._dead(proc), 120, f"worker {name} to start")
+        if wait:
+            self.wait_ready(proc)
+        return proc
+
+    def wait_ready(self, proc: Proc) -> Proc:
+        """Until a worker started with wait=False says it is ready (or a node answers /healthz)."""
+        if proc.url:
+            wait_for(lambda: self._healthy(proc.url) or self._dead(proc), 120, f"{proc.name} to start")
+        else:
+            wait_for(lambda: b"ready." in proc.log.read_bytes() or self._dead(proc), 120, f"worker {proc.name} to start")
         return proc
 
     def client(self, token: str, url: str = "") -> httpx.Client:

@@ -41,14 +41,17 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         "CAIRN_EMBED_THREADS": "1", "CAIRN_SYNC_RETRY_SECONDS": "1"}).create()
     out = Run()
     try:
-        cluster.start_api()
+        started = [cluster.start_node("api", cluster.port, cluster.root / "api", wait=False),
+                   cluster.start_worker("s", "sync", CAIRN_TEST_CRAWL_DELAY="0.6", wait=False, **FAULTY),
+                   cluster.start_worker("e", "embed", CAIRN_TEST_CHUNK_DELAY="0.15", wait=False, **FAULTY)]
+        crawler = started[1]
+        for proc in started:  # side by side: the slowest start is all the test waits for
+            cluster.wait_ready(proc)
         catalog = Catalog(make_engine(cluster.database_url))
         state = QueueState(catalog.engine)
         token, _ = TokenStore(catalog.engine).create("admin", [], admin=True)
         location = fill_repo(root / "repos" / "north", "north", files=FILES)
         catalog.upsert_source("north", "git", {"location": str(location), "ref": ""}, ["group:eng"])
-        crawler = cluster.start_worker("s", "sync", CAIRN_TEST_CRAWL_DELAY="0.6", **FAULTY)
-        cluster.start_worker("e", "embed", CAIRN_TEST_CHUNK_DELAY="0.15", **FAULTY)
         out.samples = []
         with cluster.client(token) as client:
             job = client.post("/v1/sources/north/reindex", json={}).json()["id"]
