@@ -48,7 +48,7 @@ def search_page(request: Request) -> Response:
     who = viewer(request)
     if who is None:
         return to_signin(request)
-    facets = facet_counts(request.app.state.searcher.fulltext, None, who, Scope(),
+    facets = facet_counts(request.app.state.services.fulltext, None, who, Scope(),
                           request.app.state.stale_sources.current())
     return page(request, "search.html", who, sources=facets["source"], kinds=facets["kind"],
                 examples=EXAMPLES, recent_key=recent_key(who))
@@ -59,19 +59,36 @@ def ui_search(body: UISearchIn, request: Request, who: Principal = Depends(remem
     """One page of /v1/search (same permission filter, audit and query_id) with each hit's context lines
     as highlighted HTML, and the facet counts of the query."""
     first = (body.page - 1) * PER_PAGE
-    asked = SearchRequest(**body.model_dump(exclude={"page", "limit"}), limit=min(MAX_RESULTS, first + PER_PAGE + 1))
+    asked = SearchRequest(**body.model_dump(exclude={"page", "limit"}), limit=MAX_RESULTS)
     result = api_search(asked, request, who)
     shown = result.hits[first:first + PER_PAGE]
     terms = query_terms(body.query)
     chunks = request.app.state.services.catalog.get_chunks([h.id for h in shown])
     scope = Scope(sources=tuple(body.sources), path_prefixes=(body.path_prefix,) if body.path_prefix else (),
                   languages=tuple(body.languages), kinds=tuple(body.kinds))
-    facets = facet_counts(request.app.state.searcher.fulltext, body.query, who, scope,
-                          request.app.state.stale_sources.current())
+    facets = with_results(facet_counts(request.app.state.services.fulltext, body.query, who, scope,
+                                       request.app.state.stale_sources.current()), result.hits)
     return {"query_id": result.query_id, "abstained": result.abstained, "timings_ms": result.timings_ms,
             "page": body.page, "per_page": PER_PAGE, "first": first + 1,
             "has_more": len(result.hits) > first + PER_PAGE, "facets": facets,
             "hits": [_hit(h, chunks.get(h.id), body.query, terms) for h in shown]}
+
+
+def with_results(facets: dict[str, list[tuple[str, int]]], hits: list[HitOut]) -> dict[str, list[tuple[str, int]]]:
+    """The index's counts (chunks matching the query's words) raised to the results' own counts where
+    those are higher: a hit found by meaning alone still has its source, kind and language offered."""
+    out = {}
+    for field, counted in facets.items():
+        found: dict[str, int] = {}
+        for hit in hits:
+            value = getattr(hit, field)
+            if value:
+                found[value] = found.get(value, 0) + 1
+        merged = dict(counted)
+        for value, count in found.items():
+            merged[value] = max(count, merged.get(value, 0))
+        out[field] = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+    return out
 
 
 def document_href(doc_id: str, start: int, end: int, query: str) -> str:

@@ -121,8 +121,7 @@ function searchState(form) {
 function renderFacets(facets, form, rerun) {
   const groups = Object.entries(FACET_NAMES).map(([field, label]) => {
     const chosen = form.elements[field].value;
-    const values = facets[field].slice();
-    if (chosen && !values.some(([v]) => v === chosen)) values.unshift([chosen, 0]);
+    const values = facets[field];
     if (!values.length) return null;
     const items = values.map(([v, count]) => el("li", {}, el("button", {
       type: "button", class: "facet", "data-facet": field, "data-value": v, "aria-pressed": String(v === chosen),
@@ -133,6 +132,13 @@ function renderFacets(facets, form, rerun) {
       el("h2", { text: label }), el("ul", { class: "plain" }, ...items));
   });
   $("#facets").replaceChildren(...groups.filter(Boolean));
+  // The filters in force (as asked, even with no match left), each with a button that drops it.
+  const active = Object.keys(FACET_NAMES).filter((field) => form.elements[field].value).map((field) =>
+    el("button", { type: "button", class: "active-filter", "data-facet": field,
+                   "aria-label": `Remove filter ${field} ${form.elements[field].value}`,
+                   onclick: () => { form.elements[field].value = ""; rerun(); } },
+       `${field}: ${form.elements[field].value} ×`));
+  $("#active-filters").replaceChildren(...active);
 }
 
 function renderPager(data, go) {
