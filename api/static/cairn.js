@@ -97,8 +97,9 @@ function searchPage() {
   run(Boolean(value("q")));
 }
 
-function statusText(data, query) {
-  const n = data.hits.length;
+function statusText(data, full) {
+  const n = data.hits.length, line = full.split("\n")[0];  // a pasted traceback: its first line
+  const query = line.length > 80 || line !== full ? `${line.slice(0, 80)}…` : line;
   if (!n && data.abstained) return `Nothing relevant enough for “${query}”: try other words or an identifier.`;
   if (!n) return `No results for “${query}”`;
   const last = data.first + n - 1;
@@ -155,9 +156,8 @@ function renderHit(hit, queryId) {
   const lines = hit.start_line === hit.end_line ? `L${hit.start_line}` : `L${hit.start_line}–${hit.end_line}`;
   const title = hit.title && hit.title !== hit.path ? hit.title : hit.path;
   const feedback = el("span", { class: "feedback", role: "group", "aria-label": "Was this result useful?" },
-    el("button", { type: "button", class: "useful", text: "👍", title: "Useful", "aria-label": "Useful",
-                   onclick: (e) => sendFeedback(e, queryId, hit, true) }),
-    el("button", { type: "button", class: "not-useful", text: "👎", title: "Not useful", "aria-label": "Not useful",
+    el("button", { type: "button", class: "useful", text: "useful", onclick: (e) => sendFeedback(e, queryId, hit, true) }),
+    el("button", { type: "button", class: "not-useful", text: "not useful",
                    onclick: (e) => sendFeedback(e, queryId, hit, false) }));
   const code = el("div", { class: "snippet hl" }, ...hit.lines.map((line) => el("div", { class: "sline" },
     el("span", { class: "ln", text: String(line.n) }), el("code", { html: line.html }))));
@@ -407,7 +407,10 @@ function renderAdmin(state) {
     ...cells(job.source, job.kind, el("span", { class: `state ${job.state}`, text: job.state }), progress(job),
              job.eta_seconds == null ? "—" : seconds(job.eta_seconds), duration(job), countsText(job.counts),
              when(job.started_at), job.error || "", jobActions(job)))));
-  $("#problems").replaceChildren(...state.sources.map(problemList));
+  const troubled = state.sources.filter((src) => src.recent_failures.length || src.recent_skips.length ||
+                                                 Object.keys(src.redactions?.rules ?? {}).length);
+  $("#problems").replaceChildren(...(troubled.length ? troubled.map(problemList)
+    : [el("p", { class: "hint", text: "No failures or skips in any source." })]));
   $("#feedback tbody").replaceChildren(...state.feedback.map((f) => el("tr", {},
     ...cells(when(f.at), f.user, f.useful ? "useful" : "not useful", f.hit, f.comment))));
 }

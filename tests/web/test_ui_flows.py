@@ -196,7 +196,7 @@ def test_search_facets_paging_keys_and_recent_searches(site, browser):
         page.keyboard.type("ConnectionError: refused")
         assert page.input_value("#q") == trace + "\nConnectionError: refused"
         page.keyboard.press("Enter")
-        expect(page.locator("#status")).to_contain_text("for “Traceback")
+        expect(page.locator("#status")).to_contain_text("for “Traceback (most recent call last):…”")
         assert page.input_value("#q").count("\n") == 2
         assert (page.locator("#q").bounding_box() or {})["height"] > 50  # the box grew to show the lines
         expect(page.locator("#results .hit").first).to_contain_text("retry")
