@@ -249,7 +249,7 @@ def test_document_view_anchors_and_markdown(site, browser):
 
 
 def test_a_non_admin_sees_nothing_of_a_source_they_cannot_read(site, browser):
-    base, services, tokens, _root = site
+    base, _services, tokens, _root = site
     alice = Principal(user="alice", groups=frozenset({"eng"}))
     with watched_page(browser, allow=("404",), viewport={"width": 1280, "height": 900}) as page:
         sign_in(page, base, tokens["eng"])
