@@ -4,7 +4,7 @@ sources the caller may read."""
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -71,7 +71,7 @@ def ui_search(body: UISearchIn, request: Request, who: Principal = Depends(remem
     return {"query_id": result.query_id, "abstained": result.abstained, "timings_ms": result.timings_ms,
             "page": body.page, "per_page": PER_PAGE, "first": first + 1,
             "has_more": len(result.hits) > first + PER_PAGE, "facets": facets,
-            "hits": [_hit(h, chunks.get(h.id), body.query, terms) for h in shown]}
+            "hits": [_hit(h, chunks.get(h.id), terms) for h in shown]}
 
 
 def with_results(facets: dict[str, list[tuple[str, int]]], hits: list[HitOut]) -> dict[str, list[tuple[str, int]]]:
@@ -91,17 +91,18 @@ def with_results(facets: dict[str, list[tuple[str, int]]], hits: list[HitOut]) -
     return out
 
 
-def document_href(doc_id: str, start: int, end: int, query: str) -> str:
-    """The document view of a hit: its lines marked through the #L anchor, the query's terms marked."""
+def document_href(doc_id: str, start: int, end: int) -> str:
+    """The document view of a hit, its lines marked through the #L anchor (the page adds `?q=` so the query's
+    terms are marked there too: the answer never echoes the query)."""
     anchor = f"#L{start}" if start == end else f"#L{start}-L{end}"
-    return f"/documents/{quote(doc_id, safe='/:')}?{urlencode({'q': query})}{anchor}"
+    return f"/documents/{quote(doc_id, safe='/:')}{anchor}"
 
 
-def _hit(hit: HitOut, chunk: ChunkRecord | None, query: str, terms: frozenset[str]) -> dict:
+def _hit(hit: HitOut, chunk: ChunkRecord | None, terms: frozenset[str]) -> dict:
     return {"id": hit.id, "document_id": hit.document_id, "source": hit.source, "path": hit.path,
             "title": hit.title, "url": hit.url, "start_line": hit.start_line, "end_line": hit.end_line,
             "symbol": hit.symbol, "kind": hit.kind, "language": hit.language,
-            "href": document_href(hit.document_id, hit.start_line, hit.end_line, query),
+            "href": document_href(hit.document_id, hit.start_line, hit.end_line),
             "lines": context_lines(chunk, terms) if chunk is not None else []}
 
 

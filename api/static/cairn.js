@@ -69,7 +69,7 @@ function searchPage() {
       const data = await call("/ui/search", { method: "POST", body: JSON.stringify(body) });
       if (mine !== seq) return;
       showEmpty(false);
-      list.replaceChildren(...data.hits.map((hit) => renderHit(hit, data.query_id)));
+      list.replaceChildren(...data.hits.map((hit) => renderHit(hit, data.query_id, query)));
       renderFacets(data.facets, form, () => { page = 1; run(true); });
       renderPager(data, (to) => { page = to; run(); window.scrollTo(0, 0); });
       status.textContent = statusText(data, query);
@@ -152,7 +152,9 @@ function renderPager(data, go) {
   $("#page-label").textContent = `Page ${data.page}`;
 }
 
-function renderHit(hit, queryId) {
+function renderHit(hit, queryId, query) {
+  const [path, anchor] = hit.href.split("#");
+  const href = `${path}?${new URLSearchParams({ q: query })}#${anchor}`;  // the document marks the query's terms
   const lines = hit.start_line === hit.end_line ? `L${hit.start_line}` : `L${hit.start_line}–${hit.end_line}`;
   const title = hit.title && hit.title !== hit.path ? hit.title : hit.path;
   const feedback = el("span", { class: "feedback", role: "group", "aria-label": "Was this result useful?" },
@@ -161,10 +163,10 @@ function renderHit(hit, queryId) {
                    onclick: (e) => sendFeedback(e, queryId, hit, false) }));
   const code = el("div", { class: "snippet hl" }, ...hit.lines.map((line) => el("div", { class: "sline" },
     el("span", { class: "ln", text: String(line.n) }), el("code", { html: line.html }))));
-  return el("li", { class: "hit", tabindex: "-1", "data-id": hit.id, "data-href": hit.href },
+  return el("li", { class: "hit", tabindex: "-1", "data-id": hit.id, "data-href": href },
     el("div", { class: "hit-head" },
       el("span", { class: "source", text: hit.source }),
-      el("a", { href: hit.href, class: "open" }, title),
+      el("a", { href, class: "open" }, title),
       hit.symbol ? el("span", { class: "symbol", text: hit.symbol }) : null,
       el("span", { class: "lines", text: lines }),
       el("span", { class: "tags" }, hit.language ? el("span", { class: "chip", text: hit.language }) : null,
