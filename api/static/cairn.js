@@ -103,6 +103,7 @@ function statusText(data, full) {
   if (!n && data.abstained) return `Nothing relevant enough for “${query}”: try other words or an identifier.`;
   if (!n) return `No results for “${query}”`;
   const last = data.first + n - 1;
+  if (data.first === 1 && !data.has_more) return `${n} result${n === 1 ? "" : "s"} for “${query}”`;
   return `Results ${data.first}–${last}${data.has_more ? "" : ` of ${last}`} for “${query}”`;
 }
 
@@ -196,7 +197,8 @@ function renderRecent(recent, run) {
   const items = recent.list().map((s) => {
     const params = new URLSearchParams(s);
     const scope = ["source", "kind", "language", "path"].filter((f) => s[f]).map((f) => `${f}:${s[f]}`).join(" ");
-    return el("li", {}, el("a", { href: `/?${params}`, class: "recent-search" }, s.q.split("\n")[0]),
+    const text = s.q.includes("\n") ? `${s.q.split("\n")[0]} …` : s.q;  // a pasted traceback: its first line
+    return el("li", {}, el("a", { href: `/?${params}`, class: "recent-search" }, text),
               scope ? el("span", { class: "hint", text: ` ${scope}` }) : null);
   });
   $("#recent").replaceChildren(...items);
@@ -408,7 +410,7 @@ function renderAdmin(state) {
   $("#jobs tbody").replaceChildren(...state.jobs.map((job) => el("tr", { "data-job": job.id, "data-state": job.state },
     ...cells(job.source, job.kind, el("span", { class: `state ${job.state}`, text: job.state }), progress(job),
              job.eta_seconds == null ? "—" : seconds(job.eta_seconds), duration(job), countsText(job.counts),
-             when(job.started_at), job.error || "", jobActions(job)))));
+             job.started_at ? when(job.started_at) : "—", job.error || "", jobActions(job)))));
   const troubled = state.sources.filter((src) => src.recent_failures.length || src.recent_skips.length ||
                                                  Object.keys(src.redactions?.rules ?? {}).length);
   $("#problems").replaceChildren(...(troubled.length ? troubled.map(problemList)
@@ -472,7 +474,8 @@ function progress(job) {
 function countsText(counts) {
   const keys = ["files_seen", "files_changed", "files_skipped", "files_failed", "listings_failed", "items_failed",
                 "chunks_written", "chunks_embedded"];
-  return keys.filter((k) => counts[k] != null).map((k) => `${k.replace("_", " ")} ${counts[k]}`).join(", ");
+  const shown = (k) => counts[k] || (k === "files_seen" && counts[k] != null);  // other zeros left out
+  return keys.filter(shown).map((k) => `${k.replace("_", " ")} ${counts[k]}`).join(", ");
 }
 
 function problemList(src) {

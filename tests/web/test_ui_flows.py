@@ -156,6 +156,7 @@ def test_search_facets_paging_keys_and_recent_searches(site, browser):
         assert {"code", "issue"} <= set(facet_values(page, "kind"))
         page.click('.facet[data-facet="kind"][data-value="issue"]')
         expect(page.locator("#results .hit .open")).to_have_text(["Refunds fail"])
+        expect(page.locator("#status")).to_have_text("1 result for “refund payment”")
         expect(page.locator('.facet[data-facet="kind"][data-value="issue"]')).to_have_attribute("aria-pressed", "true")
         assert "kind=issue" in page.url
         shoot(page, "search-facet")
@@ -203,7 +204,7 @@ def test_search_facets_paging_keys_and_recent_searches(site, browser):
         shoot(page, "search-traceback")
 
         page.goto(base + "/")  # recent searches: this user's, newest first
-        expect(page.locator("#recent .recent-search").first).to_have_text("Traceback (most recent call last):")
+        expect(page.locator("#recent .recent-search").first).to_have_text("Traceback (most recent call last): …")
         expect(page.locator("#recent")).to_contain_text("ledger balance")
         shoot(page, "search-recent")
 
