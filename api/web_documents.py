@@ -2,8 +2,6 @@
 with line numbers and #L10-L20 anchors, or rendered from Markdown (docs, tickets, pages)."""
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
@@ -15,13 +13,14 @@ from api.web_pages import not_found, page, to_signin, viewer
 
 router = APIRouter(include_in_schema=False)
 
+VIEWS = ("source", "rendered")
 PROSE_KINDS = ("doc", "text", "issue", "merge_request", "page")  # long lines wrap in the source view
 
 
 @router.get("/documents/{doc_id:path}")
 def document_page(doc_id: str, request: Request, line: int | None = Query(default=None, ge=1),
                   end: int | None = Query(default=None, ge=1), q: str = Query(default="", max_length=20_000),
-                  view: Literal["", "source", "rendered"] = "") -> Response:
+                  view: str = "") -> Response:
     """`line`/`end` mark a range from the server (links older than the #L anchors); `view` picks the
     source or the rendered Markdown of a document that has both."""
     who = viewer(request)
@@ -33,7 +32,7 @@ def document_page(doc_id: str, request: Request, line: int | None = Query(defaul
     except (NotFound, BadRequest):
         return not_found(request, who, f"document {doc_id!r}")
     renderable = is_markdown(doc.kind, doc.language, doc.path)
-    shown = view or ("rendered" if renderable else "source")
+    shown = view if view in VIEWS else ("rendered" if renderable else "source")
     if shown == "rendered" and not renderable:
         shown = "source"
     terms = query_terms(q) if q else None

@@ -190,9 +190,12 @@ def test_search_facets_paging_keys_and_recent_searches(site, browser):
 
         page.goto(base + "/")  # a pasted traceback keeps its lines; Shift+Enter adds one, Enter searches
         trace = 'Traceback (most recent call last):\n  File "pkg/retry.py", line 30, in retry_with_backoff'
-        page.fill("#q", trace)
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+        page.evaluate("text => navigator.clipboard.writeText(text)", trace)
         page.focus("#q")
-        page.keyboard.press("End")
+        page.keyboard.press("Control+V")  # a real paste, as from a terminal
+        assert page.input_value("#q") == trace
+        page.keyboard.press("Control+End")
         page.keyboard.press("Shift+Enter")
         page.keyboard.type("ConnectionError: refused")
         assert page.input_value("#q") == trace + "\nConnectionError: refused"
