@@ -84,6 +84,7 @@ function searchPage() {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
   });
   box.addEventListener("paste", () => setTimeout(() => fitBox(box)));
+  addEventListener("resize", () => fitBox(box));  // a narrower window wraps more lines
   form.elements.path.addEventListener("input", later);
   form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(timer); page = 1; run(true); });
   for (const button of document.querySelectorAll(".example")) {
