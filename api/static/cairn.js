@@ -378,10 +378,13 @@ function adminPage() {
   refresh();
 }
 
-// Who may read the source (admins always may).
+// Who may read the source (admins always may). A git source's documents carry its access list; a GitLab,
+// Jira or Confluence source's items carry their own permissions, read from it (the list is its default_access).
 function readersCell(src) {
-  return el("span", { class: `readers${src.access.length ? "" : " admins-only"}`, "data-source": src.name,
-                      text: src.access.length ? src.access.join(", ") : "admins only" });
+  const list = src.access.length ? src.access.join(", ") : "admins only";
+  const text = src.kind === "git" ? list : `per item, from ${src.kind} (default: ${list})`;
+  return el("span", { class: `readers${src.access.length || src.kind !== "git" ? "" : " admins-only"}`,
+                      "data-source": src.name, text });
 }
 
 // What an admin can do to a source.
