@@ -1,6 +1,7 @@
 """Diversity and budget: cap hits per file, merge nearby hits into one item, pack for a token budget, snippets."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -126,6 +127,19 @@ class _Item:
         )
 
 
+def gap_documents(ranked: Sequence[Candidate], gap: int = MERGE_GAP) -> set[str]:
+    """Documents with two of these hits 1 to `gap` lines apart: those `merge_nearby` may read lines of."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for cand in ranked:
+        spans.setdefault(cand.doc_id, []).append((cand.start_line, cand.end_line))
+    out = set()
+    for doc_id, found in spans.items():
+        found.sort()
+        if any(0 < b[0] - a[1] - 1 <= gap for a, b in zip(found, found[1:])):
+            out.add(doc_id)
+    return out
+
+
 def _lines_of(cand: Candidate) -> dict[int, str]:
     return dict(enumerate(cand.content.split("\n"), start=cand.start_line))
 
@@ -203,6 +217,12 @@ def _longest_fitting(size: int, fits: Callable[[int], bool]) -> int:
     return low
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _line_tokens(line: str) -> frozenset[str]:
+    """A line's code tokens; the same lines come back query after query (bounded: a few MB at most)."""
+    return frozenset(code_tokens(line))
+
+
 def snippet(content: str, query_terms: Sequence[str], max_lines: int = 12) -> str:
     """The window of at most `max_lines` lines holding the most query-term hits (earliest on ties).
 
@@ -214,7 +234,7 @@ def snippet(content: str, query_terms: Sequence[str], max_lines: int = 12) -> st
     if len(lines) <= max_lines:
         return content
     terms = {t.lower() for t in query_terms}
-    hits = [len(terms.intersection(code_tokens(line))) for line in lines]
+    hits = [len(terms.intersection(_line_tokens(line))) if line.strip() else 0 for line in lines]
     window = sum(hits[:max_lines])
     best_start, best = 0, window
     for start in range(1, len(lines) - max_lines + 1):

@@ -7,6 +7,7 @@ candidate already has (a vendored copy, a file copied between packages) adds not
 Both are decided from the candidates' own text and paths, so indexes built before this stage get it too."""
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ _TS_STUB_FILES = (".d.ts", ".d.mts", ".d.cts")
 _PY_FILES = (".pyi", ".py")
 _TS_FILES = (*_TS_STUB_FILES, ".ts", ".tsx", ".mts", ".cts", ".js", ".jsx", ".mjs", ".cjs")
 
-_PY_DECORATOR = re.compile(r"^\s*@")
-_PY_OVERLOAD = re.compile(r"^\s*@\s*(?:[A-Za-z_][\w]*\s*\.\s*)*overload\s*(?:#.*)?$")
-_PY_DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)|^\s*class\s+([A-Za-z_]\w*)")
+# In order: decorators (an `@overload` in any spelling: `typing.overload`, `t.overload`), defs and classes.
+_PY_HEADS = re.compile(
+    r"^[ \t]*(?:(@[ \t]*(?:[A-Za-z_]\w*[ \t]*\.[ \t]*)*overload\b)|@|(?:async[ \t]+)?def[ \t]+([A-Za-z_]\w*)"
+    r"|class[ \t]+([A-Za-z_]\w*))", re.MULTILINE)
+# A return type ending a line without a body on it (`): str;`, `): Promise<T>`): maybe a signature.
+_TS_SIGNATURE_HINT = re.compile(r"\)[ \t]*:[^\n{]*$", re.MULTILINE)
 _TS_FUNCTION = re.compile(
     r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:declare[ \t]+)?(?:async[ \t]+)?function[ \t]*\*?[ \t]*"
     r"([A-Za-z_$][\w$]*)", re.MULTILINE)
@@ -52,6 +56,7 @@ class Declarations:
 NONE = Declarations(frozenset(), frozenset())
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def module_key(path: str) -> tuple[str, str] | None:
     """The module a file implements or declares, so `x.pyi` meets `x.py` and `x.d.ts` meets `x.js`:
     (family, path without its extension); None for other languages."""
@@ -65,6 +70,17 @@ def module_key(path: str) -> tuple[str, str] | None:
 
 def is_stub_file(path: str) -> bool:
     return path.lower().endswith(_PY_STUB_FILES + _TS_STUB_FILES)
+
+
+def may_declare(cand: Candidate) -> bool:
+    """A cheap necessary condition for `declarations(cand).only_declared`: a stub file, a Python chunk
+    naming `overload`, or a TypeScript/JavaScript one with a line ending in a return type."""
+    key = module_key(cand.path)
+    if key is None:
+        return False
+    if is_stub_file(cand.path):
+        return True
+    return "overload" in cand.content if key[0] == "py" else bool(_TS_SIGNATURE_HINT.search(cand.content))
 
 
 def declarations(cand: Candidate) -> Declarations:
@@ -81,21 +97,20 @@ def declarations(cand: Candidate) -> Declarations:
 
 
 def _python(text: str) -> Declarations:
-    """`def f` under an `@overload` (any spelling: `typing.overload`, `t.overload`) is a stub; any
-    other `def f` or `class f` implements f."""
-    if "def " not in text and "class " not in text:
-        return NONE
+    """`def f` under an `@overload` is a stub; any other `def f` or `class f` implements f. (Only
+    decorators and comments may stand between a decorator and its definition.)"""
     stubs: set[str] = set()
     done: set[str] = set()
     overloaded = False
-    for line in text.split("\n"):
-        if _PY_DECORATOR.match(line):
-            overloaded = overloaded or bool(_PY_OVERLOAD.match(line))
-            continue
-        found = _PY_DEF.match(line)
-        if found:
-            (stubs if overloaded and found.group(1) else done).add(found.group(1) or found.group(2))
-        if line.strip() and not line.lstrip().startswith("#"):
+    for match in _PY_HEADS.finditer(text):
+        overload, function, cls = match.groups()
+        if overload:
+            overloaded = True
+        elif function:
+            (stubs if overloaded else done).add(function)
+            overloaded = False
+        elif cls:
+            done.add(cls)
             overloaded = False
     return Declarations(frozenset(stubs), frozenset(done))
 
@@ -205,7 +220,7 @@ def implementations_first(ranked: Sequence[Candidate]) -> list[Candidate]:
             groups.setdefault((cand.source, key), []).append(index)
     below: dict[int, int] = {}  # stub index → index of the implementation it must follow
     for indexes in groups.values():
-        if len(indexes) > 1:
+        if len(indexes) > 1 and any(may_declare(ranked[i]) for i in indexes):
             below.update(_stub_moves(ranked, indexes))
     if not below:
         return list(ranked)

@@ -15,7 +15,7 @@ from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, 
 from retrieval.exact import exact_first, holds_phrases
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.hits import Candidate, Hit
-from retrieval.packing import cap_per_file, merge_nearby, snippet
+from retrieval.packing import cap_per_file, gap_documents, merge_nearby, snippet
 from retrieval.permissions import Scope, StaleSources, build_filter
 from retrieval.query_analysis import AnalysedQuery, analyse
 from retrieval.redundancy import duplicates_last, implementations_first
@@ -105,7 +105,8 @@ class HybridSearcher:
         ranked = cap_per_file(ranked, self.max_hits_per_file)
         timings["rerank"] = time.perf_counter() - t
         t = time.perf_counter()
-        items = merge_nearby(ranked, limit, _StoredLines(self.catalog).read)
+        stored = _StoredLines(self.catalog, gap_documents(ranked[:limit * self.max_hits_per_file]))
+        items = merge_nearby(ranked, limit, stored.read)
         timings["merge"] = time.perf_counter() - t
         hits = [self._hit(c, query) for c in items]
         timings["total"] = time.perf_counter() - t0
@@ -183,16 +184,18 @@ class HybridSearcher:
 
 
 class _StoredLines:
-    """Line ranges of stored documents for one search, each document read (and decompressed) once."""
+    """Line ranges of stored documents for one search: the documents the merge may need are read
+    together up front (`gap_documents` of the hits that can be returned); any other, once, on demand."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, doc_ids: set[str]) -> None:
         self.catalog = catalog
-        self._lines: dict[str, list[str] | None] = {}
+        texts = catalog.document_texts(doc_ids) if doc_ids else {}
+        self._lines: dict[str, list[str] | None] = {d: texts[d].split("\n") if d in texts else None for d in doc_ids}
 
     def read(self, doc_id: str, first: int, last: int) -> list[str] | None:
         if doc_id not in self._lines:
-            doc = self.catalog.get_document(doc_id)
-            self._lines[doc_id] = doc.content.split("\n") if doc is not None else None
+            text = self.catalog.document_texts([doc_id]).get(doc_id)
+            self._lines[doc_id] = text.split("\n") if text is not None else None
         lines = self._lines[doc_id]
         if lines is None or first < 1 or last > len(lines):
             return None
