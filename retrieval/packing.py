@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -135,7 +136,7 @@ def gap_documents(ranked: Sequence[Candidate], gap: int = MERGE_GAP) -> set[str]
     out = set()
     for doc_id, found in spans.items():
         found.sort()
-        if any(0 < b[0] - a[1] - 1 <= gap for a, b in zip(found, found[1:])):
+        if any(0 < b[0] - a[1] - 1 <= gap for a, b in itertools.pairwise(found)):
             out.add(doc_id)
     return out
 

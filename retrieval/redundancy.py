@@ -26,17 +26,19 @@ _TS_FILES = (*_TS_STUB_FILES, ".ts", ".tsx", ".mts", ".cts", ".js", ".jsx", ".mj
 _PY_HEADS = re.compile(
     r"^[ \t]*(?:(@[ \t]*(?:[A-Za-z_]\w*[ \t]*\.[ \t]*)*overload\b)|@|(?:async[ \t]+)?def[ \t]+([A-Za-z_]\w*)"
     r"|class[ \t]+([A-Za-z_]\w*))", re.MULTILINE)
-# A return type ending a line without a body on it (`): str;`, `): Promise<T>`): maybe a signature.
-_TS_SIGNATURE_HINT = re.compile(r"\)[ \t]*:[^\n{]*$", re.MULTILINE)
+# A line ending in a return type (`): str;`, `): Promise<T>`) or a function head without a body on it
+# (`function f(a);`): maybe a signature.
+_TS_SIGNATURE_HINT = re.compile(r"\)[ \t]*:[^\n{]*$|\bfunction\b[^\n{]*\)[ \t]*;?[ \t]*$", re.MULTILINE)
 _TS_FUNCTION = re.compile(
     r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:declare[ \t]+)?(?:async[ \t]+)?function[ \t]*\*?[ \t]*"
     r"([A-Za-z_$][\w$]*)", re.MULTILINE)
 _TS_METHOD = re.compile(
     r"^[ \t]*(?:(?:public|private|protected|static|async|override|readonly|abstract|declare)[ \t]+)*"
     r"([A-Za-z_$][\w$]*)[ \t]*\??[ \t]*(?=[<(])", re.MULTILINE)
-_TS_NOT_METHODS = frozenset(
-    "if for while switch catch return new typeof await yield super this do else function with void delete throw "
-    "case in of instanceof".split())
+_TS_NOT_METHODS = frozenset({
+    "if", "for", "while", "switch", "catch", "return", "new", "typeof", "await", "yield", "super", "this", "do",
+    "else", "function", "with", "void", "delete", "throw", "case", "in", "of", "instanceof",
+})
 _TS_DECLARED = re.compile(r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:declare[ \t]+)?(?:abstract[ \t]+)?"
                           r"(?:class|interface|enum|type|namespace|module)[ \t]+([A-Za-z_$][\w$]*)", re.MULTILINE)
 
@@ -74,7 +76,8 @@ def is_stub_file(path: str) -> bool:
 
 def may_declare(cand: Candidate) -> bool:
     """A cheap necessary condition for `declarations(cand).only_declared`: a stub file, a Python chunk
-    naming `overload`, or a TypeScript/JavaScript one with a line ending in a return type."""
+    naming `overload`, or a TypeScript/JavaScript one with a line ending in a return type or a bodiless
+    function head."""
     key = module_key(cand.path)
     if key is None:
         return False

@@ -4,6 +4,7 @@ expected file past its bound, or lowers the set's MRR, fails here; the last test
 does tell a weaker ranking apart, so passing it means something."""
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -233,7 +234,7 @@ def test_nearby_hits_come_as_one_item_holding_the_files_own_lines(golden_searche
             spans.setdefault(h.path, []).append((h.start_line, h.end_line))
         for path, found in spans.items():
             lines = files[path].split("\n")
-            for (_, end), (start, _) in zip(sorted(found), sorted(found)[1:]):
+            for (_, end), (start, _) in itertools.pairwise(sorted(found)):
                 between = lines[end:start - 1]
                 assert len(between) > 3 or any(line.strip() for line in between), (query, path, found)
     assert merged >= 5

@@ -204,3 +204,11 @@ def test_of_equal_copies_the_shortest_path_stays_first():
 def test_without_copies_nothing_moves():
     cands = ranked(cand("a.py", "x = 1", 0.0), cand("b.py", "x = 2", 0.0))
     assert duplicates_last(cands) == cands
+
+
+@pytest.mark.parametrize("signatures", ["function f(a);\nfunction f(a, b);", "function f(a)\nfunction f(a, b)"])
+def test_untyped_signatures_are_seen_too(signatures):
+    stub = cand("a.ts", signatures, 0.0)
+    impl = cand("a.ts", "function f(a, b) {\n  return a\n}", 0.0, start=3)
+    assert may_declare(stub) and declarations(stub).only_declared == {"f"}
+    assert order(implementations_first(ranked(stub, impl))) == [impl.chunk_id, stub.chunk_id]
