@@ -152,9 +152,10 @@ def _has_body(text: str, pos: int, typed: bool) -> bool | None:
     pos = _skip_generics(text, pos)
     if pos >= len(text) or text[pos] != "(":
         return None
-    pos = _closing(text, pos)
-    if pos is None:
+    closed = _closing(text, pos)
+    if closed is None:
         return None
+    pos = closed
     rest = text[pos:].lstrip()
     if rest.startswith("{"):
         return True
