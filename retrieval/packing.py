@@ -73,14 +73,11 @@ class _Item:
     def __init__(self, best: Candidate) -> None:
         self.members = [best]
         self.lines = _lines_of(best)
+        self.start, self.end = best.start_line, best.end_line
 
-    @property
-    def start(self) -> int:
-        return min(self.lines)
-
-    @property
-    def end(self) -> int:
-        return max(self.lines)
+    def _cover(self, lines: dict[int, str]) -> None:
+        self.lines.update(lines)
+        self.start, self.end = min(self.start, min(lines)), max(self.end, max(lines))
 
     def accepts(self, cand: Candidate, gap: int, read_lines: LineReader | None) -> bool:
         """Whether `cand` can join: same document, at most `gap` lines away, agreeing on shared lines,
@@ -99,16 +96,16 @@ class _Item:
         between = _blank_between(read_lines, cand.doc_id, first, last, {**self.lines, **own})
         if between is None:
             return False
-        self.lines.update(between)
+        self._cover(between)
         return True
 
     def add(self, cand: Candidate) -> None:
         self.members.append(cand)
-        self.lines.update(_lines_of(cand))
+        self._cover(_lines_of(cand))
 
     def absorb(self, other: _Item) -> None:
         self.members.extend(other.members)
-        self.lines.update(other.lines)
+        self._cover(other.lines)
 
     def candidate(self) -> Candidate:
         best = self.members[0]
