@@ -77,7 +77,7 @@ class _Item:
 
     def _cover(self, lines: dict[int, str]) -> None:
         self.lines.update(lines)
-        self.start, self.end = min(self.start, min(lines)), max(self.end, max(lines))
+        self.start, self.end = min(self.start, *lines), max(self.end, *lines)
 
     def accepts(self, cand: Candidate, gap: int, read_lines: LineReader | None) -> bool:
         """Whether `cand` can join: same document, at most `gap` lines away, agreeing on shared lines,
