@@ -1,4 +1,4 @@
-"""Continue's `http` context provider at POST /v1/context: search, merge, pack for a budget, render items."""
+"""Continue's `http` context provider at POST /v1/context: search, pack for a budget, render items."""
 from __future__ import annotations
 
 import logging
@@ -10,10 +10,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from api.auth import principal
 from api.schemas import MAX_QUERY_CHARS, ContextItem, ContextItemUri, ContextOptions, ContextRequest
-from indexer.catalog import Catalog
 from indexer.models import Principal
 from retrieval.hits import Candidate, Hit
-from retrieval.packing import estimate_tokens, merge_adjacent, pack
+from retrieval.packing import estimate_tokens, pack
 from retrieval.permissions import Scope
 from retrieval.query_analysis import QueryError
 from retrieval.search import HybridSearcher
@@ -79,26 +78,19 @@ def to_item(cand: Candidate) -> ContextItem:
                        uri=ContextItemUri(type="url", value=uri) if uri else None)
 
 
-def candidates(catalog: Catalog, hits: list[Hit]) -> list[Candidate]:
-    """Hits with their chunks' full text (hits carry only a snippet)."""
-    rows = catalog.get_chunks([h.chunk_id for h in hits])
-    out = []
-    for h in hits:
-        row = rows.get(h.chunk_id)
-        if row is not None:
-            out.append(Candidate(chunk_id=h.chunk_id, doc_id=h.doc_id, source=h.source, path=h.path,
-                                 start_line=h.start_line, end_line=h.end_line, content=row.content, symbol=h.symbol,
-                                 kind=h.kind, language=h.language, title=h.title, url=h.url, score=h.score))
-    return out
+def candidates(hits: list[Hit]) -> list[Candidate]:
+    """Hits with their whole text (the search merged nearby hits of one file into one item already)."""
+    return [Candidate(chunk_id=h.chunk_id, doc_id=h.doc_id, source=h.source, path=h.path, start_line=h.start_line,
+                      end_line=h.end_line, content=h.content, symbol=h.symbol, kind=h.kind, language=h.language,
+                      title=h.title, url=h.url, score=h.score, members=h.chunk_ids) for h in hits]
 
 
 def budgeted(cands: list[Candidate], token_budget: int) -> list[Candidate]:
-    """Merge touching chunks of one file, then pack so the rendered contents fit the budget."""
-    merged = merge_adjacent(cands)
-    if not merged:
+    """Pack the items so their rendered contents (each fenced) fit the budget."""
+    if not cands:
         return []
-    overhead = max(estimate_tokens(fence(c.path, "")) for c in merged) + 1
-    return pack(merged, token_budget, lambda text: estimate_tokens(text) + overhead)
+    overhead = max(estimate_tokens(fence(c.path, "")) for c in cands) + 1
+    return pack(cands, token_budget, lambda text: estimate_tokens(text) + overhead)
 
 
 def search_hits(searcher: HybridSearcher, text: str, who: Principal, scope: Scope, limit: int) -> list[Hit]:
@@ -147,7 +139,7 @@ def context(body: ContextRequest, request: Request, response: Response) -> list[
     response.headers["X-Cairn-Query-Id"] = query_id
     app = request.app
     hits = search_hits(app.state.searcher, text if possible else "", who, scope, options.limit or DEFAULT_LIMIT)
-    packed = budgeted(candidates(app.state.services.catalog, hits), app.state.settings.context_token_budget)
+    packed = budgeted(candidates(hits), app.state.settings.context_token_budget)
     app.state.audit.record(who, "context", scope=scope, result_ids=[c.chunk_id for c in packed],
                            query_id=query_id, query_text=text)
     log.info("context query %s: %d hits, %d items", query_id, len(hits), len(packed))

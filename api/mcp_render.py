@@ -15,7 +15,7 @@ from api.schemas import DocumentOut, HitOut
 from indexer.languages import detect_language
 from retrieval.grep import GrepMatch
 from retrieval.hits import Candidate
-from retrieval.packing import estimate_tokens, merge_adjacent, pack, truncate
+from retrieval.packing import estimate_tokens, pack, truncate
 
 
 def reply(structured: BaseModel | Sequence[BaseModel], text: str) -> CallToolResult:
@@ -38,7 +38,7 @@ def code_block(head: str, language: str, content: str) -> str:
 
 
 def search_text(query_id: str, hits: Sequence[HitOut], cands: Sequence[Candidate], max_tokens: int) -> str:
-    """The hits' whole chunks (touching ones merged) as code blocks, best first, while they fit `max_tokens`;
+    """The hits' whole text (nearby hits of a file come merged) as code blocks, best first, while they fit `max_tokens`;
     the hits left out are still named by location, so nothing is dropped without a word."""
     if not hits:
         return f"No results. (query_id {query_id})"
@@ -107,11 +107,10 @@ def document_text(doc: DocumentOut) -> str:
 
 def _pack_blocks(cands: Sequence[Candidate], max_tokens: int) -> list[Candidate]:
     """The retrieval packer over the rendered blocks: each costs its content plus its header and fences."""
-    merged = merge_adjacent(cands)
-    if not merged:
+    if not cands:
         return []
-    overhead = max(estimate_tokens(code_block(_head(c), c.language, "")) for c in merged) + 1
-    return pack(merged, max_tokens, lambda text: estimate_tokens(text) + overhead)
+    overhead = max(estimate_tokens(code_block(_head(c), c.language, "")) for c in cands) + 1
+    return pack(cands, max_tokens, lambda text: estimate_tokens(text) + overhead)
 
 
 def _head(cand: Candidate) -> str:

@@ -149,11 +149,12 @@ class CairnTools:
                            query_id=query_id, query_text=query)
         hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
                        start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
-                       language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
+                       language=h.language, score=h.score, snippet=h.snippet, chunk_ids=list(h.chunk_ids))
+                for h in result.hits]
         response = SearchResponse(query_id=query_id, hits=hits, abstained=result.abstained,
                                   timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
         budget = max_tokens or state.settings.context_token_budget
-        return reply(response, search_text(query_id, hits, candidates(state.services.catalog, result.hits), budget))
+        return reply(response, search_text(query_id, hits, candidates(result.hits), budget))
 
     def grep(self, who: Principal, pattern: str, is_regex: bool, case_sensitive: bool, limit: int,
              scope: Scope, max_tokens: int | None) -> CallToolResult:
@@ -231,7 +232,7 @@ class CairnTools:
         state = self.app.state
         text = unquote(query)[:MAX_QUERY_CHARS]
         hits = state.searcher.search(text, who, Scope(), limit=10).hits
-        packed = budgeted(candidates(state.services.catalog, hits), state.settings.context_token_budget)
+        packed = budgeted(candidates(hits), state.settings.context_token_budget)
         state.audit.record(who, "mcp.resource", result_ids=[c.chunk_id for c in packed], query_id=str(uuid.uuid4()),
                            query_text=text)
         items = [to_item(c) for c in packed]

@@ -56,7 +56,8 @@ def search(body: SearchRequest, request: Request, who: Principal = Depends(princ
                                    query_id=query_id, query_text=body.query)
     hits = [HitOut(id=h.chunk_id, document_id=h.doc_id, source=h.source, path=h.path, title=h.title, url=h.url,
                    start_line=h.start_line, end_line=h.end_line, symbol=h.symbol, kind=h.kind,
-                   language=h.language, score=h.score, snippet=h.snippet) for h in result.hits]
+                   language=h.language, score=h.score, snippet=h.snippet, chunk_ids=list(h.chunk_ids))
+            for h in result.hits]
     return SearchResponse(query_id=query_id, hits=hits, partial=list(result.partial), abstained=result.abstained,
                           timings_ms={k: round(v * 1000, 2) for k, v in result.timings.items()})
 

@@ -34,6 +34,8 @@ class HitOut(BaseModel):
     language: str
     score: float
     snippet: str
+    # the chunks this hit shows, `id` first: several when hits of a file at most 3 lines apart were merged
+    chunk_ids: list[str] = Field(default_factory=list)
 
 
 class SearchResponse(BaseModel):

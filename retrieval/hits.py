@@ -27,6 +27,13 @@ class Candidate:
     dense_score: float = 0.0
     score: float = 0.0  # the current stage's score (fusion, then reranker)
     features: dict[str, float] = field(default_factory=dict, compare=False)
+    # the chunks a merged item holds, best first (retrieval.packing.merge_nearby); () for a single chunk
+    members: tuple[str, ...] = ()
+
+    @property
+    def chunk_ids(self) -> tuple[str, ...]:
+        """Every chunk whose text this candidate shows, best first."""
+        return self.members or (self.chunk_id,)
 
     def with_score(self, score: float) -> Candidate:
         return replace(self, score=score)
@@ -60,3 +67,6 @@ class Hit:
     language: str = ""
     title: str = ""
     url: str = ""
+    # The item's whole text: its chunk's, or for nearby hits merged into one item the union of their lines
+    content: str = field(default="", repr=False)
+    chunk_ids: tuple[str, ...] = ()  # the chunks this item shows, best (`chunk_id`) first

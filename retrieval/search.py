@@ -15,9 +15,10 @@ from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, 
 from retrieval.exact import exact_first, holds_phrases
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.hits import Candidate, Hit
-from retrieval.packing import cap_per_file, snippet
+from retrieval.packing import cap_per_file, gap_documents, merge_nearby, snippet
 from retrieval.permissions import Scope, StaleSources, build_filter
 from retrieval.query_analysis import AnalysedQuery, analyse
+from retrieval.redundancy import duplicates_last, implementations_first
 from retrieval.relevance import Evidence, dense_evidence, is_empty_input, lexical_share
 from retrieval.rerank import Reranker
 
@@ -100,9 +101,14 @@ class HybridSearcher:
         ranked = self.reranker.rerank(query, cands)
         if self.options.file_support > 0:
             ranked = support_by_file(ranked, self.options.file_support, self.options.support_chunks)
-        ranked = cap_per_file(exact_first(query, ranked), self.max_hits_per_file)
+        ranked = duplicates_last(implementations_first(exact_first(query, ranked)))
+        ranked = cap_per_file(ranked, self.max_hits_per_file)
         timings["rerank"] = time.perf_counter() - t
-        hits = [self._hit(c, query) for c in ranked[:limit]]
+        t = time.perf_counter()
+        stored = _StoredLines(self.catalog, gap_documents(ranked[:limit * self.max_hits_per_file]))
+        items = merge_nearby(ranked, limit, stored.read)
+        timings["merge"] = time.perf_counter() - t
+        hits = [self._hit(c, query) for c in items]
         timings["total"] = time.perf_counter() - t0
         return SearchResult(hits, timings, candidates=len(cands), partial=partial, evidence=evidence)
 
@@ -170,10 +176,30 @@ class HybridSearcher:
         terms = [t for t, _ in query.lexical.terms]
         return Hit(chunk_id=c.chunk_id, doc_id=c.doc_id, source=c.source, path=c.path, start_line=c.start_line,
                    end_line=c.end_line, score=round(c.score, 6), snippet=snippet(c.content, terms),
-                   symbol=c.symbol, kind=c.kind, language=c.language, title=c.title, url=c.url)
+                   symbol=c.symbol, kind=c.kind, language=c.language, title=c.title, url=c.url,
+                   content=c.content, chunk_ids=c.chunk_ids)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+class _StoredLines:
+    """Line ranges of stored documents for one search: the documents the merge may need are read
+    together up front (`gap_documents` of the hits that can be returned); any other, once, on demand."""
+
+    def __init__(self, catalog: Catalog, doc_ids: set[str]) -> None:
+        self.catalog = catalog
+        texts = catalog.document_texts(doc_ids) if doc_ids else {}
+        self._lines: dict[str, list[str] | None] = {d: texts[d].split("\n") if d in texts else None for d in doc_ids}
+
+    def read(self, doc_id: str, first: int, last: int) -> list[str] | None:
+        if doc_id not in self._lines:
+            text = self.catalog.document_texts([doc_id]).get(doc_id)
+            self._lines[doc_id] = text.split("\n") if text is not None else None
+        lines = self._lines[doc_id]
+        if lines is None or first < 1 or last > len(lines):
+            return None
+        return lines[first - 1:last]
 
 
 class _ThrottledWarning:

@@ -345,6 +345,15 @@ class Catalog:
             return None
         return DocumentRecord(**{**row._asdict(), "content": unpack_text(row.content)})
 
+    def document_texts(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """Stored documents' full (decompressed) text by id, in one read per batch (unknown ids are absent)."""
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for batch in id_batches(sorted(set(doc_ids))):
+                rows = conn.execute(select(documents.c.id, documents.c.content).where(documents.c.id.in_(batch)))
+                out.update((doc_id, unpack_text(content)) for doc_id, content in rows)
+        return out
+
     def document_acl(self, doc_id: str) -> tuple[str, ...] | None:
         """Who may read a stored document (None when there is no such document).
 

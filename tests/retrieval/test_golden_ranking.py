@@ -4,6 +4,7 @@ expected file past its bound, or lowers the set's MRR, fails here; the last test
 does tell a weaker ranking apart, so passing it means something."""
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -208,3 +209,64 @@ def test_a_pasted_report_keeps_quotes_as_boosts_not_requirements():
     report = 'Uploads fail\n\nThe server says "payload too large" when I send a file with tinyhttp.post.'
     assert analyse(report).required == () and not analyse(report).search_box
     assert analyse('"payload too large" post').required == ("payload too large",)
+
+
+# -- cleaner context: nearby hits as one item, declarations and copies below what they repeat ----------
+
+NEW_QUERIES = ["to_native_string", "retry a fetch with backoff in the browser", "dispatch_hook",
+               "where is the CA bundle used to verify TLS certificates", "how are redirects followed"]
+
+
+@pytest.mark.slow
+def test_nearby_hits_come_as_one_item_holding_the_files_own_lines(golden_searcher):
+    """Every item holds exactly its file's lines, and two items of one file never have only 1-3 blank lines
+    between them (they would be one item); across the set some items do merge several chunks."""
+    files = repo_files((GOLDEN / "repo.txt").read_text(encoding="utf-8"))
+    merged = 0
+    for query in [q.query for q in golden_queries()] + NEW_QUERIES:
+        hits = golden_searcher.search(query, READER, Scope(sources=(SOURCE,)), limit=10).hits
+        assert len({c for h in hits for c in h.chunk_ids}) == sum(len(h.chunk_ids) for h in hits)
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for h in hits:
+            lines = files[h.path].split("\n")
+            assert h.content == "\n".join(lines[h.start_line - 1:h.end_line]), (query, h.path)
+            merged += len(h.chunk_ids) > 1
+            spans.setdefault(h.path, []).append((h.start_line, h.end_line))
+        for path, found in spans.items():
+            lines = files[path].split("\n")
+            for (_, end), (start, _) in itertools.pairwise(sorted(found)):
+                between = lines[end:start - 1]
+                assert len(between) > 3 or any(line.strip() for line in between), (query, path, found)
+    assert merged >= 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query, path, implementation", [
+    ("to_native_string", "tinyhttp/_internal_utils.py", 'def to_native_string(string, encoding="ascii"):'),
+    ("retry a fetch with backoff in the browser", "extras/browser/tinyfetch.ts", "export async function withRetries("),
+])
+def test_the_implementation_leads_its_overload_stubs(golden_index, golden_searcher, query, path, implementation):
+    """The file comes first, as one item led by (named after, scored as) the implementation's chunk,
+    not by the overload stubs or signatures above it."""
+    hits = golden_searcher.search(query, READER, Scope(sources=(SOURCE,)), limit=10).hits
+    assert hits[0].path == path
+    best = golden_index.catalog.get_chunks([hits[0].chunk_id])[hits[0].chunk_id]
+    assert implementation in best.content
+    assert len(hits[0].chunk_ids) > 1 and implementation in hits[0].content  # the stubs come along, below
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["dispatch_hook", "default_hooks", "run the response hooks on the hook data"])
+def test_a_stub_file_ranks_below_its_implementation(golden_searcher, query):
+    files = ranked_files(golden_searcher, query)
+    assert "tinyhttp/hooks.py" in files
+    assert "tinyhttp/hooks.pyi" not in files or files.index("tinyhttp/hooks.py") < files.index("tinyhttp/hooks.pyi")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["where is the CA bundle used to verify TLS certificates", "CURL_CA_BUNDLE"])
+def test_a_vendored_copy_ranks_below_every_other_file(golden_searcher, query):
+    files = ranked_files(golden_searcher, query)
+    copy = "tinyhttp/packages/certifi/core.py"
+    assert files[0] == "tinyhttp/certs.py"
+    assert copy not in files or files[-1] == copy, files
