@@ -19,20 +19,22 @@ import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from connectors.git_history import COMMIT_KIND, references
+from indexer.catalog import Catalog
 from indexer.catalog.schema import DocumentRecord
 from indexer.identifiers import code_tokens
 from indexer.models import Principal
-from indexer.stores import LexicalQuery
+from indexer.stores import FullTextIndex, LexicalQuery
 from retrieval.hits import Hit
 from retrieval.history import HistoryIndex, commit_hit
 from retrieval.packing import estimate_tokens
-from retrieval.permissions import Scope, build_filter, readable
+from retrieval.permissions import Scope, StaleSources, build_filter, readable
 from retrieval.query_analysis import STOP_WORDS, AnalysedQuery, QueryError, analyse, normalise_path
 from retrieval.references import find_definitions
 from retrieval.related import own_key, related
-from retrieval.search import HybridSearcher
+from retrieval.search import HybridSearcher, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ class LocatedFile:
     score: float
     symbol: str
     evidence: tuple[str, ...]  # why it was chosen, strongest first
-    tokens: int  # estimated tokens of the line range
+    content: str  # the text of the line range
+    tokens: int  # its estimated tokens
 
 
 @dataclass
@@ -124,14 +127,28 @@ class _Deadline:
         return self.end - self.clock()
 
 
+class SearchEngine(Protocol):
+    """What locate needs of a searcher: `HybridSearcher.search`, however wrapped (metrics, generations)."""
+
+    def search(self, text: str, principal: Principal | None, scope: Scope = ...,
+               limit: int = 10) -> SearchResult: ...
+
+
 class Locator:
     """Locate over one index; stateless between calls (safe to share between request threads)."""
 
-    def __init__(self, searcher: HybridSearcher, history: HistoryIndex | None, weights: Weights | None = None,
+    def __init__(self, searcher: SearchEngine, catalog: Catalog, fulltext: FullTextIndex, stale: StaleSources,
+                 history: HistoryIndex | None, weights: Weights | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.searcher, self.history = searcher, history
+        self.searcher, self.catalog, self.fulltext, self.stale = searcher, catalog, fulltext, stale
+        self.history = history
         self.weights = weights or Weights()
         self.clock = clock
+
+    @classmethod
+    def over(cls, searcher: HybridSearcher, history: HistoryIndex | None) -> Locator:
+        """A locator over a HybridSearcher's own index and stale-source cache."""
+        return cls(searcher, searcher.catalog, searcher.fulltext, searcher.stale, history)
 
     def locate(self, text: str, who: Principal, scope: Scope = Scope(), limit: int = 10,
                budget: float = DEFAULT_BUDGET_SECONDS) -> LocateResult:
@@ -146,12 +163,12 @@ class _Run:
 
     def __init__(self, locator: Locator, text: str, who: Principal, scope: Scope, deadline: _Deadline) -> None:
         self.searcher, self.history, self.w = locator.searcher, locator.history, locator.weights
-        self.catalog, self.fulltext = locator.searcher.catalog, locator.searcher.fulltext
+        self.catalog, self.fulltext = locator.catalog, locator.fulltext
         self.text, self.who, self.deadline = text, who, deadline
         self.query: AnalysedQuery = analyse(text)
         self.scope = Scope(sources=scope.sources, path_prefixes=scope.path_prefixes, languages=scope.languages,
                            kinds=tuple(k for k in scope.kinds if k in FILE_KINDS) or FILE_KINDS)
-        self.stale = locator.searcher.stale.current()
+        self.stale = locator.stale.current()
         self.files: dict[str, _File] = {}
         self.linked: list[Hit] = []
         self.steps: list[str] = []
@@ -356,9 +373,10 @@ def located(entry: _File, doc: DocumentRecord) -> LocatedFile:
     _, start, end, symbol = entry.span or (0.0, 1, min(len(lines), 2 * CONTEXT_LINES), "")
     start, end = min(start, len(lines)), min(end, len(lines))
     evidence = tuple(why for _, why in sorted(entry.evidence, key=lambda e: -e[0]))
+    content = "\n".join(lines[start - 1:end])
     return LocatedFile(document_id=doc.id, source=doc.source, path=doc.path, language=doc.language, url=doc.url,
                        start_line=start, end_line=end, score=round(entry.score, 6), symbol=symbol,
-                       evidence=evidence, tokens=estimate_tokens("\n".join(lines[start - 1:end])))
+                       evidence=evidence, content=content, tokens=estimate_tokens(content))
 
 
 # -- what the text names -----------------------------------------------------------------------------
