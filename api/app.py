@@ -18,8 +18,8 @@ from api.auth import metadata_router
 from api.continue_provider import router as context_router
 from api.documents import router as documents_router
 from api.history import router as history_router
-from api.locate import router as locate_router
 from api.limits import BodySizeLimit, RateLimit
+from api.locate import router as locate_router
 from api.mcp_server import MCPRoute, build_mcp, session_manager
 from api.observability import (
     CatalogCollector,

@@ -25,10 +25,11 @@ from connectors.git_history import COMMIT_KIND, references
 from indexer.catalog import Catalog
 from indexer.catalog.schema import DocumentRecord
 from indexer.identifiers import code_tokens
-from indexer.models import Principal
+from indexer.languages import canonical_language
+from indexer.models import Principal, path_prefixes
 from indexer.stores import FullTextIndex, LexicalQuery
-from retrieval.hits import Hit
 from retrieval.history import HistoryIndex, commit_hit
+from retrieval.hits import Hit
 from retrieval.packing import estimate_tokens
 from retrieval.permissions import Scope, StaleSources, build_filter, readable
 from retrieval.query_analysis import STOP_WORDS, AnalysedQuery, QueryError, analyse, normalise_path
@@ -169,6 +170,7 @@ class _Run:
         self.scope = Scope(sources=scope.sources, path_prefixes=scope.path_prefixes, languages=scope.languages,
                            kinds=tuple(k for k in scope.kinds if k in FILE_KINDS) or FILE_KINDS)
         self.stale = locator.stale.current()
+        self.filter = build_filter(who, self.scope, self.stale)  # raises ScopeError for a bad scope, up front
         self.files: dict[str, _File] = {}
         self.linked: list[Hit] = []
         self.steps: list[str] = []
@@ -197,16 +199,17 @@ class _Run:
         doc_id = f"{source}:{path}"
         if doc_id in self.files:
             return self.files[doc_id]
-        if not self.in_scope(source, path):
-            return None
         doc = self.document(doc_id)
-        if doc is None or doc.kind not in FILE_KINDS:
+        if doc is None or not self.in_scope(doc):
             return None
         return self.files.setdefault(doc_id, _File(doc_id, source, path))
 
-    def in_scope(self, source: str, path: str) -> bool:
-        return ((not self.scope.sources or source in self.scope.sources)
-                and (not self.scope.path_prefixes or any(path.startswith(p.strip("/")) for p in self.scope.path_prefixes)))
+    def in_scope(self, doc: DocumentRecord) -> bool:
+        """The scope as the engines' filter applies it (files reached through commits and tickets skip it)."""
+        flt = self.filter
+        return (doc.kind in FILE_KINDS and (not flt.sources or doc.source in flt.sources)
+                and (not flt.languages or canonical_language(doc.language) in flt.languages)
+                and (not flt.path_prefixes or bool(set(flt.prefix_values()) & set(path_prefixes(doc.path)))))
 
     def document(self, doc_id: str) -> DocumentRecord | None:
         """The stored document if the caller may read it (the document route's rule)."""
@@ -220,8 +223,7 @@ class _Run:
         if not wanted or self.deadline.left() <= 0:
             return []
         query = LexicalQuery(terms=(), paths=(path,))
-        ids = [s.chunk_id for s in self.fulltext.search(query, build_filter(self.who, self.scope, self.stale),
-                                                        PATH_CANDIDATES)]
+        ids = [s.chunk_id for s in self.fulltext.search(query, self.filter, PATH_CANDIDATES)]
         found: dict[str, tuple[str, str]] = {}
         for row in self.catalog.get_chunks(ids).values():
             have = row.path.lower()
@@ -357,12 +359,12 @@ class _Run:
     def ranked(self, limit: int) -> list[LocatedFile]:
         chosen = sorted(self.files.values(), key=lambda f: (-f.score, f.search_rank if f.search_rank is not None
                                                             else math.inf, f.document_id))
-        out = []
+        out: list[LocatedFile] = []
         for entry in chosen:
             if len(out) >= limit:
                 break
             doc = self.document(entry.document_id)
-            if doc is None or not self.in_scope(doc.source, doc.path):
+            if doc is None or not self.in_scope(doc):
                 continue
             out.append(located(entry, doc))
         return out

@@ -198,6 +198,10 @@ def test_rest_route_answers_like_the_tool(url, world):
     ops = httpx.post(url + "/v1/locate", json={"query": STRIP_TASK, "sources": ["tinyhttp"]},
                      headers=auth(token(world.services, groups=["ops"])), timeout=60)
     assert ops.status_code == 200 and ops.json()["files"] == []
+    query = {"query": "test_super_len_of_bytes_io fails since HTTP-7", "path_prefix": "tests", "budget_seconds": ROOMY}
+    scoped = httpx.post(url + "/v1/locate", json=query, headers=auth(eng), timeout=60).json()
+    found = [f["path"] for f in scoped["files"]]
+    assert found[0] == "tests/test_utils.py" and all(p.startswith("tests/") for p in found)  # not HTTP-7's file
 
 
 def cli(*args: str, **env: str) -> dict:
