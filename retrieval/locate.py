@@ -54,6 +54,9 @@ MAX_KEYS = 3  # ticket keys followed through `related`
 PATH_CANDIDATES = 20  # chunks read per path lookup
 CONTEXT_LINES = 12  # lines either side of a traceback frame's line
 MIN_STEP_SECONDS = 0.05  # a step never starts with less time than this left
+SHOWN_PER_KIND = 3  # pieces of evidence of one kind listed per file (the rest are counted)
+MORE = {"frame": "traceback frames", "path": "paths named", "definition": "definitions of names in the text",
+        "commit": "similar commits", "ticket": "links from tickets", "reference": "definitions top hits call"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class _File:
     source: str
     path: str
     score: float = 0.0
-    evidence: list[tuple[float, str]] = field(default_factory=list)
+    evidence: list[tuple[float, str, str]] = field(default_factory=list)  # (weight, kind, why)
     span: tuple[float, int, int, str] | None = None  # (weight, start, end, symbol) of the strongest range
     search_rank: int | None = None
     kinds: dict[str, int] = field(default_factory=dict)  # pieces of evidence per kind
@@ -114,7 +117,7 @@ class _File:
         weight *= 0.5 ** self.kinds.get(kind, 0)
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         self.score += weight
-        self.evidence.append((weight, why))
+        self.evidence.append((weight, kind, why))
         if start > 0 and (self.span is None or weight > self.span[0]):
             self.span = (weight, start, max(start, end), symbol)
 
@@ -374,11 +377,25 @@ def located(entry: _File, doc: DocumentRecord) -> LocatedFile:
     lines = doc.content.split("\n")
     _, start, end, symbol = entry.span or (0.0, 1, min(len(lines), 2 * CONTEXT_LINES), "")
     start, end = min(start, len(lines)), min(end, len(lines))
-    evidence = tuple(why for _, why in sorted(entry.evidence, key=lambda e: -e[0]))
+    evidence = shown_evidence(entry.evidence)
     content = "\n".join(lines[start - 1:end])
     return LocatedFile(document_id=doc.id, source=doc.source, path=doc.path, language=doc.language, url=doc.url,
                        start_line=start, end_line=end, score=round(entry.score, 6), symbol=symbol,
                        evidence=evidence, content=content, tokens=estimate_tokens(content))
+
+
+def shown_evidence(evidence: Sequence[tuple[float, str, str]]) -> tuple[str, ...]:
+    """The evidence strongest first, at most SHOWN_PER_KIND pieces of a kind, then how many more of each."""
+    shown: list[str] = []
+    seen: dict[str, int] = {}
+    more: dict[str, int] = {}
+    for _, kind, why in sorted(evidence, key=lambda e: -e[0]):
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] <= SHOWN_PER_KIND:
+            shown.append(why)
+        else:
+            more[kind] = more.get(kind, 0) + 1
+    return tuple(shown + [f"and {n} more {MORE.get(kind, kind)}" for kind, n in more.items()])
 
 
 # -- what the text names -----------------------------------------------------------------------------
