@@ -175,6 +175,7 @@ class _Run:
         self.stale = locator.stale.current()
         self.filter = build_filter(who, self.scope, self.stale)  # raises ScopeError for a bad scope, up front
         self.files: dict[str, _File] = {}
+        self.docs: dict[str, DocumentRecord | None] = {}
         self.linked: list[Hit] = []
         self.steps: list[str] = []
         self.timings: dict[str, float] = {}
@@ -215,10 +216,18 @@ class _Run:
                 and (not flt.path_prefixes or bool(set(flt.prefix_values()) & set(path_prefixes(doc.path)))))
 
     def document(self, doc_id: str) -> DocumentRecord | None:
-        """The stored document if the caller may read it (the document route's rule)."""
+        """The stored document if the caller may read it (the document route's rule), its text read only then;
+        once per request."""
+        if doc_id not in self.docs:
+            self.docs[doc_id] = self._document(doc_id)
+        return self.docs[doc_id]
+
+    def _document(self, doc_id: str) -> DocumentRecord | None:
         acl = self.catalog.document_acl(doc_id)
-        doc = self.catalog.get_document(doc_id) if acl is not None else None
-        return doc if doc is not None and readable(acl or (), doc.source, self.who, self.stale) else None
+        source = self.catalog.sources_of([doc_id]).get(doc_id) if acl is not None else None
+        if acl is None or source is None or not readable(acl, source, self.who, self.stale):
+            return None
+        return self.catalog.get_document(doc_id)
 
     def resolve(self, path: str) -> list[_File]:
         """Readable indexed files whose path is `path` or ends with it (whole parts), shortest first."""
