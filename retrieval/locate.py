@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from connectors.git_history import COMMIT_KIND, references
 from indexer.catalog import Catalog
 from indexer.catalog.schema import DocumentRecord
-from indexer.identifiers import code_tokens
 from indexer.languages import canonical_language
 from indexer.models import Principal, path_prefixes
 from indexer.stores import FullTextIndex, LexicalQuery
 from retrieval.history import HistoryIndex, commit_hit
 from retrieval.hits import Hit
+from retrieval.mentions import calls, frame_lines, lookups
 from retrieval.packing import estimate_tokens
 from retrieval.permissions import Scope, StaleSources, build_filter, readable
-from retrieval.query_analysis import STOP_WORDS, AnalysedQuery, QueryError, analyse, normalise_path
+from retrieval.query_analysis import AnalysedQuery, QueryError, analyse
 from retrieval.references import find_definitions
 from retrieval.related import own_key, related
 from retrieval.search import HybridSearcher, SearchResult
@@ -405,45 +404,6 @@ def shown_evidence(evidence: Sequence[tuple[float, str, str]]) -> tuple[str, ...
         else:
             more[kind] = more.get(kind, 0) + 1
     return tuple(shown + [f"and {n} more {MORE.get(kind, kind)}" for kind, n in more.items()])
-
-
-# -- what the text names -----------------------------------------------------------------------------
-
-_PY_FRAME_LINE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>[\w.<>]+))?')
-_PATH_LINE = re.compile(r"(?P<path>[\w./\\~-]+\.[A-Za-z]\w*):(?P<line>\d+)(?:[:,]\s*in\s+(?P<func>[\w.<>]+))?")
-_CALL = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)\s*\(")
-
-
-def frame_lines(text: str) -> dict[str, tuple[int, str]]:
-    """Line and function of each frame path written in the text (`File "x.py", line 12, in f`, `x.py:12`),
-    keyed by the path as query analysis normalises it; the innermost (last written) wins."""
-    out: dict[str, tuple[int, str]] = {}
-    for pattern in (_PATH_LINE, _PY_FRAME_LINE):
-        for m in pattern.finditer(text):
-            func = (m.group("func") or "").strip("<>")
-            out[normalise_path(m.group("path"))] = (int(m.group("line")), "" if func == "module" else func)
-    return out
-
-
-def lookups(identifiers: Sequence[str], limit: int) -> list[str]:
-    """The identifiers worth a definition lookup: compound or dotted names, not stop words, each last part once."""
-    out: dict[str, str] = {}
-    for ident in identifiers:
-        last = re.split(r"\.|::", ident)[-1]
-        if len(last) >= 4 and last.lower() not in STOP_WORDS and len(code_tokens(last)) >= 1:
-            out.setdefault(last.lower(), ident)
-    return list(out.values())[:limit]
-
-
-def calls(chunk: str, terms: Collection[str]) -> list[str]:
-    """Names called in `chunk` that share a word with the query's terms, in order of first call."""
-    found: dict[str, None] = {}
-    for m in _CALL.finditer(chunk):
-        name = m.group(1)
-        if len(name) >= 4 and name.lower() not in STOP_WORDS and set(terms) & set(code_tokens(name)):
-            found.setdefault(name)
-    defined = set(re.findall(r"(?:def|class|function|func|fn)\s+([A-Za-z_]\w*)", chunk))
-    return [n for n in found if n not in defined]
 
 
 def _short(text: str, width: int = 60) -> str:
