@@ -33,7 +33,7 @@ def test_lookups_keep_each_last_part_once_and_skip_short_and_stop_words(identifi
 
 
 def test_calls_are_the_called_names_the_query_words_name_not_the_chunk_s_own():
-    chunk = "def rebuild_auth(self, prepared):\n    if should_strip_auth(url, new):\n        del headers\n" \
-            "    new_auth = get_netrc_auth(url)\n    rebuild_auth(x)\n    len(headers)\n"
+    chunk = ("def rebuild_auth(self, prepared):\n    if should_strip_auth(url, new):\n        del headers\n"
+             "    new_auth = get_netrc_auth(url)\n    rebuild_auth(x)\n    len(headers)\n")
     assert calls(chunk, {"strip", "auth", "netrc"}) == ["should_strip_auth", "get_netrc_auth"]
     assert calls(chunk, {"cookies"}) == []
