@@ -334,8 +334,11 @@ class _Run:
             key = own_key(doc) or doc.title or doc.path
             if own_key(doc):
                 keys.append(own_key(doc))
-            self.mentioned(analyse(doc.content), doc.content, f" of {hit.kind.replace('_', ' ')} {key}",
-                           self.w.ticket, self.w.ticket)
+            try:
+                named = analyse(doc.content)
+            except QueryError:
+                continue  # a ticket without text names nothing
+            self.mentioned(named, doc.content, f" of {hit.kind.replace('_', ' ')} {key}", self.w.ticket, self.w.ticket)
         if self.history is None:
             return
         for key in list(dict.fromkeys(keys))[:MAX_KEYS]:

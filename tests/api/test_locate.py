@@ -74,7 +74,8 @@ class World:
             self.services.catalog.upsert_source(name, "git", {"location": str(location), "ref": ""}, [group])
             run_sync_job(self.services, name)
         index(self.services, "jira", "jira", "HTTP-7", "issue", "Uploads of text files send a wrong length",
-              "Files opened in text mode get a Content-Length in characters, not bytes.", "group:eng")
+              "Files opened in text mode get a Content-Length in characters, not bytes (tinyhttp/utils.py).",
+              "group:eng")
         self.repo = repo
 
 
@@ -146,6 +147,7 @@ def test_similar_commits_linked_tickets_and_top_hits_are_followed(url, world):
     assert f"changed by {world.fix[:12]}, linked to HTTP-7" in utils
     assert f"changed by commit {world.fix[:12]} “Measure text-mode uploads in super_len HTTP-7” (like the text)" in utils
     assert "defines `super_len` named in the text" in utils
+    assert "path tinyhttp/utils.py named in the text of issue HTTP-7" in utils  # the ticket the search found
     digest = structured(locate(url, eng, {"query": "Digest auth: handle_401 retries with a stale nonce count",
                                            "budget_seconds": ROOMY}))
     assert any("referenced by top hit" in e for f in digest["files"] for e in f["evidence"])
