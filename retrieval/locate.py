@@ -306,10 +306,10 @@ class _Run:
     def commits(self) -> None:
         """Files changed by the commits most like the text (commits touching many files are left out)."""
         rank = 0
-        for hit in self.linked:
-            if hit.kind != COMMIT_KIND or self.deadline.left() <= 0:
-                continue
-            doc = self.document(hit.doc_id)
+        for doc_id in dict.fromkeys(h.doc_id for h in self.linked if h.kind == COMMIT_KIND):  # a commit once
+            if self.deadline.left() <= 0:
+                break
+            doc = self.document(doc_id)
             commit = commit_hit(doc) if doc is not None else None
             if commit is None or not commit.paths or len(commit.paths) > BROAD_COMMIT:
                 continue
@@ -325,9 +325,13 @@ class _Run:
         """Tickets and merge requests named in the text or found by the search: the files their linked
         commits changed, and the frames and paths their own text names."""
         keys = list(references(self.text))
-        for hit in self.linked:
-            if hit.kind == COMMIT_KIND or self.deadline.left() <= 0:
-                continue
+        tickets: dict[str, Hit] = {}
+        for h in self.linked:
+            if h.kind != COMMIT_KIND:
+                tickets.setdefault(h.doc_id, h)  # each ticket once, best rank first
+        for hit in tickets.values():
+            if self.deadline.left() <= 0:
+                break
             doc = self.document(hit.doc_id)
             if doc is None:
                 continue
