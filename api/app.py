@@ -19,6 +19,7 @@ from api.continue_provider import router as context_router
 from api.documents import router as documents_router
 from api.history import router as history_router
 from api.limits import BodySizeLimit, RateLimit
+from api.locate import router as locate_router
 from api.mcp_server import MCPRoute, build_mcp, session_manager
 from api.observability import (
     CatalogCollector,
@@ -238,7 +239,8 @@ def create_app(settings: Settings, services: IndexServices | None = None, consum
     app.state.oidc = provider_from(settings)
     errors.install(app)
     seen = [Depends(remember_principal)]  # the caller, resolved once per request, for the request log
-    for routes in (router, documents_router, history_router, admin_router, users_router, personal_tokens_router):
+    for routes in (router, documents_router, history_router, locate_router, admin_router, users_router,
+                   personal_tokens_router):
         app.include_router(routes, dependencies=seen)
     app.include_router(context_router)  # resolves its caller itself: a refusal is an item for Continue
     app.include_router(metrics_router)

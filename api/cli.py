@@ -311,6 +311,59 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
     _print_results(results, as_json, abstained)
 
 
+@app.command()
+def locate(ctx: typer.Context, text: str = typer.Argument(..., help="The task or the bug report (tracebacks, paths "
+                                                              "and identifiers help)."),
+           limit: int = typer.Option(10, min=1, max=100), source: list[str] = typer.Option([], "--source"),
+           path: str = typer.Option("", help="Only under this path prefix."),
+           language: list[str] = typer.Option([], "--language"),
+           budget: float = typer.Option(2.0, min=0.01, max=30.0, help="Time budget in seconds."),
+           as_user: str | None = typer.Option(None, help="In-process only: locate as this user instead of "
+                                                          "as the operator (who reads everything)."),
+           group: list[str] = typer.Option([], "--group", help="Groups of --as-user."),
+           as_json: bool = typer.Option(False, "--json"), url: str | None = typer.Option(None)) -> None:
+    """The files a task or a bug report needs, with line ranges and the evidence for each (no LLM)."""
+    from retrieval.permissions import Scope
+
+    settings: Settings = ctx.obj
+    client = remote(url, settings)
+    if client:
+        body = client.locate(text, limit, source, path_prefix=path, languages=language, budget_seconds=budget)
+    else:
+        from retrieval.history import HistoryIndex
+        from retrieval.locate import Locator
+        from retrieval.searcher import build_searcher
+
+        who = Principal(user=as_user, groups=frozenset(group)) if as_user else OPERATOR
+        scope = Scope(sources=tuple(source), path_prefixes=(path,) if path else (), languages=tuple(language))
+        with local_services(settings) as svc:
+            searcher = build_searcher(svc)
+            history = HistoryIndex(svc.catalog, svc.fulltext, settings, svc.pipeline.secrets)
+            try:
+                found = Locator.over(searcher, history).locate(text, who, scope, limit=limit, budget=budget)
+            except ValueError as exc:
+                fail(str(exc), code=2)
+            finally:
+                searcher.close()
+        body = {"files": [vars(f) | {"evidence": list(f.evidence)} for f in found.files], "tokens": found.tokens,
+                "truncated": found.truncated, "steps": found.steps}
+    results = [{k: f[k] for k in ("source", "path", "start_line", "end_line", "symbol", "score", "evidence", "tokens")}
+               for f in body["files"]]
+    if as_json:
+        print(json.dumps({"results": results, "tokens": body["tokens"], "truncated": body["truncated"],
+                          "steps": body["steps"]}))
+        return
+    if not results:
+        out.print("no files found")
+    for r in results:
+        out.print(f"[bold]{r['source']}[/bold] {r['path']}:{r['start_line']}-{r['end_line']} "
+                  f"[dim]{r['symbol']}[/dim] ({r['score']:.3f})")
+        for why in r["evidence"]:
+            out.print(f"  - {why}", markup=False, highlight=False, soft_wrap=True)
+    if body["truncated"]:
+        out.print(f"[dim]the time budget ended the search after: {', '.join(body['steps'])}[/dim]")
+
+
 def _print_results(results: list[dict], as_json: bool, abstained: bool = False) -> None:
     if as_json:
         print(json.dumps({"results": results, "abstained": abstained}))

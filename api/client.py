@@ -54,6 +54,9 @@ class CairnClient:
     def search(self, query: str, limit: int, sources: list[str], **scope: Any) -> dict:
         return self._call("POST", "/v1/search", json={"query": query, "limit": limit, "sources": sources, **scope})
 
+    def locate(self, query: str, limit: int, sources: list[str], **options: Any) -> dict:
+        return self._call("POST", "/v1/locate", json={"query": query, "limit": limit, "sources": sources, **options})
+
     def sources(self) -> list[dict]:
         return self._call("GET", "/v1/sources")
 

@@ -28,6 +28,7 @@ from api.documents import read_document
 from api.errors import BadRequest, NotFound
 from api.history import history_answer, related_answer
 from api.limits import send_error
+from api.locate import MAX_BUDGET_SECONDS, LocateOut, locate_answer, locate_text
 from api.mcp_arguments import CairnTool
 from api.mcp_render import (
     budget_document,
@@ -58,6 +59,7 @@ from indexer.catalog.schema import SourceRecord
 from indexer.models import KINDS, Principal
 from retrieval.grep import PatternError
 from retrieval.grep import grep as grep_index
+from retrieval.locate import DEFAULT_BUDGET_SECONDS
 from retrieval.permissions import Scope, ScopeError
 from retrieval.query_analysis import QueryError
 from retrieval.references import find_definitions, find_references
@@ -71,7 +73,8 @@ INSTRUCTIONS = ("Cairn searches the organization's indexed code, docs and ticket
                 "for questions, `grep` for exact strings, `find_symbol` for definitions, `find_references` for "
                 "uses and callers, `read_file` to open a result, `history` for the commits behind a path or a "
                 "change, `related` for the tickets, merge requests, commits, pages and files linked to one of "
-                "them, `list_sources` to see what is indexed.")
+                "them, `locate` to find the files a task or a bug report needs (with the evidence for each), "
+                "`list_sources` to see what is indexed.")
 _ANTICIPATED = (NotFound, BadRequest, PatternError, ScopeError, QueryError, FeedbackError)
 
 Limit = Annotated[int, Field(ge=1, le=100, description="How many results to return (1-100).")]
@@ -87,7 +90,7 @@ MaxTokens = Annotated[Annotated[int, Field(ge=100, le=100_000)] | None,
 TITLES = {"search": "Search code, docs and tickets", "grep": "Grep indexed text", "read_file": "Read a file",
           "find_symbol": "Find a symbol's definition", "find_references": "Find a symbol's references",
           "list_sources": "List sources", "history": "Commit history of a path or a text",
-          "related": "Linked tickets, MRs, commits, pages, files"}
+          "related": "Linked tickets, MRs, commits, pages, files", "locate": "Locate the code for a task"}
 # Discovery, the tool list and the template list are the same for every caller and change only with a release.
 _HOUR_PUBLIC = CacheHint(ttl_ms=3_600_000, scope="public")
 CACHE_HINTS: dict[CacheableMethod, CacheHint] = {"server/discover": _HOUR_PUBLIC, "tools/list": _HOUR_PUBLIC,
@@ -227,6 +230,13 @@ class CairnTools:
         out = related_answer(self.app.state, who, item, limit)
         return reply(out, related_text(out))
 
+    def locate(self, who: Principal, query: str, limit: int, scope: Scope, budget: float,
+               max_tokens: int | None) -> CallToolResult:
+        self.check_sources(who, scope.sources)
+        state = self.app.state
+        out, found = locate_answer(state, who, query, scope, limit, budget, action="mcp.locate")
+        return reply(out, locate_text(out, found.files, max_tokens or state.settings.context_token_budget))
+
     def search_resource(self, who: Principal, query: str) -> str:
         """Markdown for the `cairn://search/{query}` resource: the same items as /v1/context."""
         state = self.app.state
@@ -329,10 +339,27 @@ def _tools(tools: CairnTools) -> list[Tool]:
         with tools.call("related"):
             return tools.related(caller(ctx), item, limit)
 
+    def locate(query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description=(
+                   "The task or the bug report, as written (tracebacks, paths and identifiers help)."))],
+               ctx: Context, limit: Limit = 10, sources: Sources = None, path_prefix: PathPrefix = "",
+               languages: Languages = None,
+               budget_seconds: Annotated[float, Field(gt=0, le=MAX_BUDGET_SECONDS, description=(
+                   "Time budget in seconds (default 2); steps that would start later are skipped."))
+               ] = DEFAULT_BUDGET_SECONDS,
+               max_tokens: MaxTokens = None) -> Annotated[CallToolResult, LocateOut]:
+        """The files a task or a bug report needs, best first, each with a line range and the evidence that
+        chose it: hybrid search, then the traceback frames, paths and identifiers the text names (their
+        definitions), the files changed by similar commits and by the commits of linked tickets, and the
+        definitions the best hits call; no LLM, within a time budget. The text answer is each file's range
+        as a fenced block headed `source:path:start-end` with a `Why:` line, within max_tokens (6000 by default)."""
+        with tools.call("locate"):
+            return tools.locate(caller(ctx), query, limit, _scope(sources, path_prefix, languages, None),
+                                budget_seconds, max_tokens)
+
     return [CairnTool.from_function(fn, title=TITLES[fn.__name__],
                                     annotations=ToolAnnotations(title=TITLES[fn.__name__], read_only_hint=True,
                                                                 open_world_hint=False))
-            for fn in (search, grep, read_file, find_symbol, find_references, list_sources, history, related)]
+            for fn in (search, grep, read_file, find_symbol, find_references, list_sources, history, related, locate)]
 
 
 def _register_resources(server: MCPServer, tools: CairnTools) -> None:

@@ -80,7 +80,7 @@ def symbol_name(name: str) -> tuple[str, str]:
 
 
 def _parsed(catalog: Catalog, fulltext: FullTextIndex, who: Principal, last: str, scope: Scope,
-            stale: Collection[str], candidates: int) -> tuple[list[_Parsed], bool]:
+            stale: Collection[str], candidates: int, budget: float = TIME_BUDGET_SECONDS) -> tuple[list[_Parsed], bool]:
     """The readable documents holding `last` (best lexical match first) with its occurrences, and
     whether the candidate cap, the document cap or the time budget cut the list."""
     query = LexicalQuery(terms=((code_tokens(last)[0], 1.0),), identifiers=(last,))
@@ -90,7 +90,7 @@ def _parsed(catalog: Catalog, fulltext: FullTextIndex, who: Principal, last: str
     # splits identifiers) are read and parsed.
     doc_ids = list(dict.fromkeys(rows[i].doc_id for i in ids if i in rows and mentions(rows[i].content, last)))
     out: list[_Parsed] = []
-    deadline = time.monotonic() + TIME_BUDGET_SECONDS
+    deadline = time.monotonic() + budget
     for index, doc_id in enumerate(doc_ids[:MAX_DOCUMENTS]):
         if time.monotonic() > deadline:
             log.info("references of a symbol: time budget spent after %d of %d documents", index, len(doc_ids))
@@ -120,10 +120,12 @@ def _qualified_first(definitions: list[Reference], qualified: str) -> list[Refer
 
 
 def find_definitions(catalog: Catalog, fulltext: FullTextIndex, who: Principal, name: str, scope: Scope,
-                     stale: Collection[str], limit: int, candidates: int = MAX_CANDIDATES) -> list[Reference]:
-    """Definitions of `name` (tree-sitter definition nodes only), those matching a qualified name first."""
+                     stale: Collection[str], limit: int, candidates: int = MAX_CANDIDATES,
+                     budget: float = TIME_BUDGET_SECONDS) -> list[Reference]:
+    """Definitions of `name` (tree-sitter definition nodes only), those matching a qualified name first;
+    parsing stops after `budget` seconds."""
     qualified, last = symbol_name(name)
-    parsed, _ = _parsed(catalog, fulltext, who, last, scope, stale, candidates)
+    parsed, _ = _parsed(catalog, fulltext, who, last, scope, stale, candidates, budget)
     definitions = [r for p in parsed for r in _references(p) if r.definition]
     return _qualified_first(definitions, qualified)[:limit]
 

@@ -60,7 +60,7 @@ def test_every_mcp_tool_is_documented(tmp_path):
     server = create_app(Settings(data_dir=tmp_path)).state.mcp
     tools = {tool.name for tool in asyncio.run(server.list_tools())}
     assert tools == {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history",
-                     "related"}
+                     "related", "locate"}
     mcp = _doc("mcp.md")
     assert all(f"| `{name}` |" in mcp for name in tools)
     assert "cairn://search/{query}" in mcp

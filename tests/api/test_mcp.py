@@ -24,7 +24,8 @@ from api.app import create_app
 from api.schemas import SearchResponse
 from retrieval.packing import estimate_tokens
 
-TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history", "related"}
+TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history", "related",
+         "locate"}
 NEWEST = "2026-07-28"
 TS_CLIENT = Path(__file__).resolve().parents[1] / "mcp_client"
 
@@ -176,7 +177,8 @@ EVERY_TOOL = [("search", {"query": "backoff delay with jitter", "limit": 5}),
               ("find_references", {"symbol": "backoff_delay"}),
               ("list_sources", {}),
               ("history", {"path": "pkg/retry.py"}),
-              ("related", {"item": "eng:pkg/retry.py"})]
+              ("related", {"item": "eng:pkg/retry.py"}),
+              ("locate", {"query": "backoff_delay sleeps too long between retry attempts", "budget_seconds": 30})]
 LINE_16 = "eng:pkg/retry.py:16-16\n```python\ndef backoff_delay(attempt, base=0.5):\n```"
 
 
@@ -223,7 +225,7 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert out["protocolVersion"] == version
     assert {t["name"] for t in out["tools"]} == TOOLS
     assert all(t["annotations"]["readOnlyHint"] is True for t in out["tools"])
-    search, grep, read, symbol, references, sources, history, related = out["results"]
+    search, grep, read, symbol, references, sources, history, related, located = out["results"]
     assert not any(r.get("isError") for r in out["results"]), [texts(r) for r in out["results"]]
     assert search["structuredContent"]["hits"][0]["path"] == "pkg/retry.py"
     assert texts(search).startswith("eng:pkg/retry.py:") and "\n```python\n" in texts(search)
@@ -240,6 +242,9 @@ def test_both_sdk_clients_list_and_call_every_tool(url, corpus, sdk, version):
     assert history["structuredContent"] == {"commits": [], "truncated": False}
     assert texts(history) == "No commits found in the history you can read."
     assert related["structuredContent"] == {"subject": "eng:pkg/retry.py", "keys": [], "items": []}
+    best = located["structuredContent"]["files"][0]
+    assert best["path"] == "pkg/retry.py" and "defines `backoff_delay` named in the text" in best["evidence"]
+    assert texts(located).startswith(f"eng:pkg/retry.py:{best['start_line']}-{best['end_line']} ")
 
 
 def test_the_2026_wire_needs_no_handshake_but_its_routing_headers(url, corpus):
@@ -277,7 +282,7 @@ def test_every_tool_is_titled_read_only_and_closed_world(url, corpus):
         assert tool["title"] and tool["annotations"]["title"] == tool["title"], tool["name"]
         assert tool["annotations"]["readOnlyHint"] is True and tool["annotations"]["openWorldHint"] is False
     budgeted = {t["name"] for t in tools if "max_tokens" in t["inputSchema"]["properties"]}
-    assert budgeted == {"search", "grep", "read_file", "find_references", "history"}
+    assert budgeted == {"search", "grep", "read_file", "find_references", "history", "locate"}
 
 
 @pytest.mark.parametrize("name, arguments, same_as", [

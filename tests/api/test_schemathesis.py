@@ -147,6 +147,7 @@ def _value(spec: dict) -> st.SearchStrategy:
     """A value for one tool argument: usually of its declared type, sometimes anything at all."""
     kinds = [spec.get("type")] + [s.get("type") for s in spec.get("anyOf", [])]
     typed = [{"string": TEXT, "integer": st.integers(-10**12, 10**12), "boolean": st.booleans(),
+              "number": st.floats(allow_nan=False) | st.integers(-10**12, 10**12),
               "array": st.lists(TEXT, max_size=120), "null": st.none()}[k] for k in kinds if k]
     return st.one_of(*typed, JSON) if typed else JSON
 

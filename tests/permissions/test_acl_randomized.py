@@ -72,7 +72,7 @@ VOCAB = ["gateway", "ledger", "checkout", "rollout", "invoice", "latency", "refu
 SHARED = "handbook"  # in every document
 MARKER = re.compile(r"\bqz[a-z]{7}\b")
 MCP_TOOLS = {"search", "grep", "read_file", "find_symbol", "find_references", "list_sources", "history",
-             "related"}  # what api/mcp_server.py exposes
+             "related", "locate"}  # what api/mcp_server.py exposes
 ROLE_DEV, ROLE_ADMIN = "10002", "10003"  # the fake Jira's project roles (Developers, Administrators)
 GUEST, PLANNER, REPORTER, DEVELOPER = 10, 15, 20, 30
 
@@ -692,10 +692,12 @@ class Checker:
                 self.tool(tok, result, f"mcp find_references {word!r}")
                 result = await s.call_tool("history", {"text": word, "limit": 20})
                 self.tool(tok, result, f"mcp history {word!r}")
+                result = await s.call_tool("locate", {"query": q, "limit": 20, "budget_seconds": 30})
+                self.tool(tok, result, f"mcp locate {q!r}")
                 resource = await s.read_resource(f"cairn://search/{quote(q, safe='')}")
                 self.markers(tok, " ".join(getattr(c, "text", "") for c in resource.contents),
                              f"mcp resource {q!r}")
-                self.calls += 5
+                self.calls += 6
             for doc_id in sample:
                 result = await s.call_tool("read_file", {"document_id": doc_id})
                 if not result.is_error:
@@ -718,7 +720,7 @@ class Checker:
             rows = structured.get("result", structured)
             if isinstance(rows, dict):
                 rows = (rows.get("hits") or rows.get("matches") or rows.get("references") or rows.get("commits")
-                        or rows.get("items") or [])
+                        or rows.get("items") or rows.get("files") or [])
             for row in rows:
                 if isinstance(row, dict) and "document_id" in row:
                     self.doc(tok, row["document_id"], where)

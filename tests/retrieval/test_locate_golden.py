@@ -1,0 +1,74 @@
+"""`locate` on the golden set (tests/retrieval/golden/): every bug report's files within the bounds `search` must
+meet, an MRR no lower than search's on the same index, evidence for every file, and a time budget no step
+starts after (a clock the test moves)."""
+from __future__ import annotations
+
+import pytest
+from test_golden_ranking import READER, SOURCE, golden_index, golden_queries, ranked_files  # noqa: F401
+
+from indexer.models import Principal
+from retrieval.locate import Locator
+from retrieval.permissions import Scope
+from retrieval.query_analysis import QueryError
+from retrieval.search import SearchResult
+from retrieval.searcher import build_searcher
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def searcher(golden_index):  # noqa: F811 - the golden index fixture, imported
+    made = build_searcher(golden_index)
+    yield made
+    made.close()
+
+
+def reciprocal(files: list[str], expected: tuple[str, ...]) -> float:
+    return max((1 / (files.index(p) + 1) for p in expected if p in files), default=0.0)
+
+
+def test_locate_meets_the_golden_bounds_and_search_s_mrr(searcher):
+    locator = Locator.over(searcher, None)
+    late, mine, theirs = [], [], []
+    for q in golden_queries():
+        found = locator.locate(q.query, READER, Scope(sources=(SOURCE,)), limit=20, budget=30.0)
+        files = [f.path for f in found.files]
+        assert found.files and all(f.evidence and f.start_line <= f.end_line for f in found.files), q.query
+        assert not found.truncated
+        ranks = {p: files.index(p) + 1 if p in files else None for p in q.expected_paths}
+        if any(r is None or r > q.max_rank for r in ranks.values()):
+            late.append(f"{q.query.splitlines()[0]!r}: {ranks} (bound {q.max_rank}), top: {files[:5]}")
+        mine.append(reciprocal(files, q.expected_paths))
+        theirs.append(reciprocal(ranked_files(searcher, q.query), q.expected_paths))
+    assert not late, "\n".join(late)
+    assert sum(mine) >= sum(theirs)
+
+
+class SlowSearcher:
+    """The real searcher, but every search takes `seconds` on the test's clock."""
+
+    def __init__(self, inner, clock: list[float], seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    def search(self, text: str, principal: Principal | None, scope: Scope = Scope(), limit: int = 10) -> SearchResult:
+        self.clock[0] += self.seconds
+        return self.inner.search(text, principal, scope, limit=limit)
+
+
+@pytest.mark.parametrize("budget, steps", [
+    (2.0, ["search"]),  # both searches (1.5 s each) start within the budget; nothing after them does
+    (1.0, ["search"]),  # the second search would start with 0 s left: skipped
+    (10.0, ["search", "frames", "definitions", "commits", "tickets", "references"]),
+])
+def test_no_step_starts_after_the_budget(searcher, budget, steps):
+    now = [0.0]
+    slow = SlowSearcher(searcher, now, 1.5)
+    locator = Locator(slow, searcher.catalog, searcher.fulltext, searcher.stale, None, clock=lambda: now[0])
+    query = next(q for q in golden_queries() if "Traceback" in q.query).query
+    found = locator.locate(query, READER, Scope(sources=(SOURCE,)), limit=5, budget=budget)
+    assert found.steps == steps and found.truncated is (steps != ["search", "frames", "definitions", "commits",
+                                                                  "tickets", "references"])
+    assert now[0] == (1.5 if budget == 1.0 else 3.0)  # how many searches ran
+    assert found.files  # the search's files are still answered
+    with pytest.raises(QueryError):
+        locator.locate(query, READER, budget=0)
