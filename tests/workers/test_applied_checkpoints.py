@@ -117,3 +117,37 @@ def test_batches_lost_with_the_index_node_hold_the_checkpoint_back_and_are_synce
     finished = services.catalog.get_checkpoint("tickets")
     deliver(ctx, services, second)  # a lost batch that turns up after all moves nobody's checkpoint
     assert services.catalog.get_checkpoint("tickets") == finished != covered
+
+
+def test_a_checkpoint_is_stored_only_over_batches_applied_in_order(ctx, services):
+    """QueueState.advance_checkpoint on its own: out-of-order applies, an apply that comes before its batch
+    was registered, a pending retry batch (it has no place in the order), and a job given up on."""
+    state, catalog = ctx.state, services.catalog
+    catalog.upsert_source("desk", "git", {"location": "/nowhere", "ref": ""}, ["group:eng"])
+    job = catalog.create_job(None, "desk", "index")
+    state.begin_crawl(job, "desk", full=False)
+
+    def sent(batch: str, seq: int | None, at: int | None = None) -> None:
+        state.register_batch(job, batch, "desk", "documents", 2, seq=seq)
+        if at is not None:
+            state.keep_checkpoint(job, batch, {"at": at}, {"files_seen": 2 * at})
+
+    def applied(batch: str) -> bool:
+        state.mark_applied(job, batch, "desk", "documents", {"docs": 2})
+        return state.advance_checkpoint(job)
+
+    sent("b1", 1, at=1)
+    sent("b2", 2, at=2)
+    assert not applied("b2") and catalog.get_checkpoint("desk") is None  # b1 is not applied yet
+    assert applied("b1") and catalog.get_checkpoint("desk") == {"at": 2}
+    assert state.crawl(job).stored == {"seq": 2, "resume": {"files_seen": 4}}
+    assert not applied("b3")  # applied before the crawl registered it: it has no place nor checkpoint yet
+    sent("b3", 3, at=3)
+    assert state.advance_checkpoint(job) and catalog.get_checkpoint("desk") == {"at": 3}
+    sent("b4", 4, at=4)
+    sent("retry", None)  # documents of some batch that failed to embed, sent again
+    assert not applied("b4") and catalog.get_checkpoint("desk") == {"at": 3}
+    assert applied("retry") and catalog.get_checkpoint("desk") == {"at": 4}
+    sent("b5", 5, at=5)
+    state.abandon(job)
+    assert not applied("b5") and catalog.get_checkpoint("desk") == {"at": 4}  # a job given up on moves nothing
