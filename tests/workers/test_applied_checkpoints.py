@@ -12,14 +12,19 @@ from celery import Celery
 from sqlalchemy import update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "indexer"))
 
 from fake_jira import FakeJira
+from test_migrations import new_url, pg_database  # noqa: F401 - fixtures: fresh SQLite and PostgreSQL databases
 from test_queue_path import InlineDispatch, apply_all, run_embeds
 
 from connectors.config import parse_source
+from indexer.catalog import Catalog
+from indexer.catalog.db import make_engine
 from indexer.catalog.schema import queue_batches, queue_crawls
 from workers.context import WorkerContext
 from workers.distributed import crawl_source
+from workers.queue_state import QueueState
 from workers.task_leases import StallSweeper
 
 INDEXED = 2  # tickets a first, complete sync indexed
@@ -119,10 +124,20 @@ def test_batches_lost_with_the_index_node_hold_the_checkpoint_back_and_are_synce
     assert services.catalog.get_checkpoint("tickets") == finished != covered
 
 
-def test_a_checkpoint_is_stored_only_over_batches_applied_in_order(ctx, services):
-    """QueueState.advance_checkpoint on its own: out-of-order applies, an apply that comes before its batch
-    was registered, a pending retry batch (it has no place in the order), and a job given up on."""
-    state, catalog = ctx.state, services.catalog
+@pytest.fixture
+def queue_catalog(new_url):  # noqa: F811
+    """A fresh catalog, SQLite or PostgreSQL, and its queue state."""
+    engine = make_engine(new_url())
+    catalog = Catalog(engine)
+    catalog.create_all()
+    yield catalog, QueueState(engine)
+    engine.dispose()
+
+
+def test_a_checkpoint_is_stored_only_over_batches_applied_in_order(queue_catalog) -> None:
+    """QueueState.advance_checkpoint on its own, on both catalogs: out-of-order applies, an apply that comes
+    before its batch was registered, a pending retry batch (it has no place in the order), a job given up on."""
+    catalog, state = queue_catalog
     catalog.upsert_source("desk", "git", {"location": "/nowhere", "ref": ""}, ["group:eng"])
     job = catalog.create_job(None, "desk", "index")
     state.begin_crawl(job, "desk", full=False)
