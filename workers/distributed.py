@@ -144,8 +144,8 @@ class CrawlCounts:
         """Carry what the attempts before this one (if any) read and this one will not read again."""
         if earlier is None or full:  # a first attempt, or a full crawl (it reads everything again)
             return
-        now = ctx.state.crawl(earlier.job_id)  # batches applied since `earlier` was read may have moved it
-        resume = (now.stored or {}).get("resume") if now is not None else None
+        latest = ctx.state.crawl(earlier.job_id)  # batches applied since `earlier` was read may have moved it
+        resume = (latest.stored or {}).get("resume") if latest is not None else None
         if isinstance(resume, dict):
             self.base = {k: int(v) for k, v in resume.items()}
         else:
