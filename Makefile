@@ -46,11 +46,14 @@ browser:
 test: setup browser
 	$(VENV)/bin/python -m pytest -q
 
-# ruff (rule set in pyproject), mypy on the five packages, and the layer contracts (import-linter).
+# ruff (rule set in pyproject), mypy on the five packages, the layer contracts (import-linter), and unique test
+# file basenames (the tests have no __init__.py: two files of one name break collection).
 lint: setup
 	$(VENV)/bin/ruff check indexer connectors retrieval api workers tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	@dups=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
+		if [ -n "$$dups" ]; then echo "test files share a basename (pytest cannot collect both): $$dups"; exit 1; fi
 
 bench: setup
 	$(PY) bench/indexing.py

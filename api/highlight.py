@@ -11,8 +11,12 @@ from pygments.lexers import TextLexer, get_lexer_by_name, get_lexer_for_filename
 from pygments.token import STANDARD_TYPES, _TokenType
 from pygments.util import ClassNotFound
 
+from indexer.identifiers import code_tokens, split_identifier
+from retrieval.query_analysis import QueryError, analyse
+
 STYLE = "default"  # dark-enough colours on white (readable contrast)
 MAX_TERMS = 20
+_IDENTIFIER = re.compile(r"\w+")  # a word or identifier; its parts are split like the index splits them
 
 
 def stylesheet() -> str:
@@ -32,10 +36,40 @@ def lexer_for(language: str, path: str) -> Lexer:
     return TextLexer(stripnl=False, ensurenl=False)
 
 
-def term_pattern(query: str) -> re.Pattern | None:
-    """Matches the query's words (longest first) case-insensitively; None for a query without words."""
-    words = sorted(set(re.findall(r"\w{2,}", query)), key=len, reverse=True)[:MAX_TERMS]
-    return re.compile("|".join(map(re.escape, words)), re.IGNORECASE) if words else None
+def query_terms(query: str) -> frozenset[str]:
+    """The tokens a search for `query` matches (stop-words dropped, identifiers split as the index splits
+    them): what the UI marks. Empty for a query without searchable words."""
+    try:
+        lexical = analyse(query).lexical
+    except QueryError:
+        return frozenset()
+    tokens = {t for term, _ in lexical.terms for t in code_tokens(term)}
+    return frozenset(sorted(tokens, key=len, reverse=True)[:MAX_TERMS])
+
+
+def _part_spans(word: str) -> list[tuple[int, int, str]]:
+    """(start, end, lower-cased part) of each identifier part of `word`, as `split_identifier` splits it."""
+    spans, pos, lower = [], 0, word.lower()
+    for part in split_identifier(word):
+        start = lower.find(part, pos)
+        if start < 0:  # casing that changes length (rare Unicode): no parts to mark
+            return []
+        spans.append((start, start + len(part), part))
+        pos = start + len(part)
+    return spans
+
+
+def _term_spans(text: str, terms: frozenset[str]) -> list[tuple[int, int]]:
+    """Whole words or whole identifier parts of `text` that are query terms (`down` marks `tearDown` and
+    `tear_down`, never `teardown`)."""
+    out = []
+    for m in _IDENTIFIER.finditer(text):
+        parts = _part_spans(m.group())
+        if len(parts) > 1 and "".join(p for _, _, p in parts) in terms:
+            out.append((m.start(), m.end()))
+            continue
+        out += [(m.start() + a, m.start() + b) for a, b, part in parts if part in terms]
+    return out
 
 
 def _css_class(ttype: _TokenType) -> str:
@@ -46,18 +80,18 @@ def _css_class(ttype: _TokenType) -> str:
     return STANDARD_TYPES[found] if found is not None else ""
 
 
-def _mark(text: str, terms: re.Pattern | None) -> str:
-    if terms is None:
+def _mark(text: str, terms: frozenset[str] | None) -> str:
+    if not terms:
         return html.escape(text)
     out, pos = [], 0
-    for m in terms.finditer(text):
-        out += [html.escape(text[pos:m.start()]), f"<mark>{html.escape(m.group())}</mark>"]
-        pos = m.end()
+    for start, end in _term_spans(text, terms):
+        out += [html.escape(text[pos:start]), f"<mark>{html.escape(text[start:end])}</mark>"]
+        pos = end
     out.append(html.escape(text[pos:]))
     return "".join(out)
 
 
-def highlight_lines(code: str, language: str, path: str, terms: re.Pattern | None = None) -> list[str]:
+def highlight_lines(code: str, language: str, path: str, terms: frozenset[str] | None = None) -> list[str]:
     """One HTML string per line of `code` (a final newline does not start another line)."""
     lines: list[list[str]] = [[]]
     for ttype, value in lexer_for(language, path).get_tokens(code):

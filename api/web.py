@@ -3,27 +3,21 @@ session whose id is the only thing the cookie holds, the search page, document v
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
+from api import web_documents, web_search
 from api.auth import SESSION_COOKIE, admin
-from api.documents import read_document
-from api.errors import BadRequest, NotFound
-from api.highlight import highlight_lines, stylesheet, term_pattern
-from api.observability import remember_principal
 from api.oidc import OIDCError, pkce_pair, public_base
 from api.personal_tokens import expiry_choices
-from api.routes import search as api_search
-from api.schemas import SearchRequest
+from api.web_pages import HERE, page, to_signin, viewer
 from indexer.generations.state import generation_status, generation_summary
 from indexer.models import Principal
 from indexer.pipeline import Freshness, freshness
@@ -32,63 +26,17 @@ from workers.maintenance import intervals
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).parent
-KINDS = ("code", "issue", "merge_request", "page", "commit")
-LANGUAGES = ("python", "javascript", "typescript", "go", "java", "rust", "c", "cpp", "ruby", "markdown")
 LISTED = 20  # failures, skips and jobs shown per admin table
 
 router = APIRouter(include_in_schema=False)
-
-
-@functools.cache
-def _templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=HERE / "templates")
 
 
 def install(app: FastAPI) -> None:
     """Mount the UI's static files and pages on the app."""
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
-
-
-def _viewer(request: Request) -> Principal | None:
-    """The signed-in principal of a page request (its session cookie only), or None (kept on the
-    request for its log line, as `remember_principal` does for the API)."""
-    who = request.app.state.sessions.resolve(request.cookies.get(SESSION_COOKIE, ""))
-    request.state.principal = who
-    return who
-
-
-# Our pages run only our own script and style, and may not be framed (clickjacking).
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-                                           "form-action 'self'; base-uri 'none'",
-                "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _headers(request: Request) -> dict[str, str]:
-    """PAGE_HEADERS; with an OpenID provider, sign-out's form may also land on its logout page."""
-    provider = request.app.state.oidc
-    if provider is None:
-        return PAGE_HEADERS
-    policy = PAGE_HEADERS["Content-Security-Policy"].replace(
-        "form-action 'self'", f"form-action 'self' {_origin(provider.issuer)}")
-    return {**PAGE_HEADERS, "Content-Security-Policy": policy}
-
-
-def _page(request: Request, name: str, who: Principal | None, status: int = 200, **context) -> HTMLResponse:
-    context.setdefault("oidc", request.app.state.oidc is not None)
-    return _templates().TemplateResponse(request, name, {"who": who, **context}, status_code=status,
-                                         headers=_headers(request))
-
-
-def _to_signin(request: Request) -> RedirectResponse:
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/signin?next={quote(here, safe='')}", status_code=303)
+    app.include_router(web_search.router)
+    app.include_router(web_documents.router)
 
 
 def _safe_next(target: str) -> str:
@@ -124,7 +72,7 @@ def _set_session(request: Request, response: Response, session_id: str) -> None:
 
 @router.get("/signin", response_class=HTMLResponse)
 def signin_page(request: Request, next: str = "/") -> HTMLResponse:
-    return _page(request, "signin.html", _viewer(request), next=_safe_next(next), error="")
+    return page(request, "signin.html", viewer(request), next=_safe_next(next), error="")
 
 
 @router.post("/signin")
@@ -134,10 +82,10 @@ async def signin(request: Request) -> Response:
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/"])[0])
     if not _same_origin(request):
-        return _page(request, "error.html", None, 403, title="Forbidden", message="Sign in from Cairn's own page.")
+        return page(request, "error.html", None, 403, title="Forbidden", message="Sign in from Cairn's own page.")
     found = request.app.state.tokens.resolve_with_id(token)
     if found is None:
-        return _page(request, "signin.html", None, 401, next=target, error="That token is invalid, expired or revoked.")
+        return page(request, "signin.html", None, 401, next=target, error="That token is invalid, expired or revoked.")
     response = RedirectResponse(target, status_code=303)
     _set_session(request, response, request.app.state.sessions.open_token(*found))
     return response
@@ -148,14 +96,14 @@ def signin_oidc(request: Request, next: str = "/") -> Response:
     """Starts a sign-in at the OpenID provider (authorization code + PKCE, with state and nonce)."""
     provider = request.app.state.oidc
     if provider is None:
-        return _page(request, "error.html", None, 404, title="Not found", message="No identity provider is configured.")
+        return page(request, "error.html", None, 404, title="Not found", message="No identity provider is configured.")
     state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     verifier, code_challenge = pkce_pair()
     try:
         target = provider.authorization_url(state, nonce, code_challenge)
     except OIDCError as exc:
         log.warning("OIDC sign-in cannot start: %s", exc)
-        return _page(request, "error.html", None, 502, title="Identity provider unavailable", message=str(exc))
+        return page(request, "error.html", None, 502, title="Identity provider unavailable", message=str(exc))
     login_id = request.app.state.sessions.begin_login(state, nonce, verifier, _safe_next(next))
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(LOGIN_COOKIE, login_id, httponly=True, samesite="lax", secure=_secure(request),
@@ -168,13 +116,13 @@ def signin_callback(request: Request, code: str = "", state: str = "", error: st
                     error_description: str = "") -> Response:
     """The OpenID provider's answer: checked against the sign-in this browser started, then a session."""
     def refuse(message: str, status: int = 401) -> HTMLResponse:
-        page = _page(request, "signin.html", None, status, next="/", error=message)
-        page.delete_cookie(LOGIN_COOKIE, path="/signin", httponly=True, samesite="lax", secure=_secure(request))
-        return page
+        answer = page(request, "signin.html", None, status, next="/", error=message)
+        answer.delete_cookie(LOGIN_COOKIE, path="/signin", httponly=True, samesite="lax", secure=_secure(request))
+        return answer
 
     provider = request.app.state.oidc
     if provider is None:
-        return _page(request, "error.html", None, 404, title="Not found", message="No identity provider is configured.")
+        return page(request, "error.html", None, 404, title="Not found", message="No identity provider is configured.")
     pending = request.app.state.sessions.take_login(request.cookies.get(LOGIN_COOKIE, ""))
     if pending is None:
         return refuse("This sign-in was not started here or has expired; sign in again.", 400)
@@ -202,7 +150,7 @@ def signin_callback(request: Request, code: str = "", state: str = "", error: st
 def signout(request: Request) -> Response:
     """Ends the session server-side; a session from the IdP also signs out there, if it offers that."""
     if not _same_origin(request):
-        return _page(request, "error.html", None, 403, title="Forbidden", message="Sign out from Cairn's own page.")
+        return page(request, "error.html", None, 403, title="Forbidden", message="Sign out from Cairn's own page.")
     kind = request.app.state.sessions.close(request.cookies.get(SESSION_COOKIE, ""))
     provider = request.app.state.oidc
     end = None
@@ -213,51 +161,6 @@ def signout(request: Request) -> Response:
     return response
 
 
-# -- search and documents ------------------------------------------------------------------------
-
-
-@router.get("/", response_class=HTMLResponse)
-def search_page(request: Request) -> Response:
-    who = _viewer(request)
-    if who is None:
-        return _to_signin(request)
-    mine = set(who.principals())
-    sources = [r.name for r in request.app.state.services.catalog.list_sources() if who.admin or mine & set(r.access)]
-    return _page(request, "search.html", who, sources=sources, kinds=KINDS, languages=LANGUAGES)
-
-
-@router.post("/ui/search")
-def ui_search(body: SearchRequest, request: Request, who: Principal = Depends(remember_principal)) -> dict:
-    """/v1/search (same audit, same query_id) plus each hit's snippet as highlighted HTML."""
-    result = api_search(body, request, who)
-    terms = term_pattern(body.query)
-    hits = [{**h.model_dump(), "snippet_html": "\n".join(highlight_lines(h.snippet, h.language, h.path, terms))}
-            for h in result.hits]
-    return {"query_id": result.query_id, "hits": hits, "timings_ms": result.timings_ms, "abstained": result.abstained}
-
-
-@router.get("/ui/highlight.css")
-def highlight_css() -> Response:
-    return Response(stylesheet(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
-
-
-@router.get("/documents/{doc_id:path}", response_class=HTMLResponse)
-def document_page(doc_id: str, request: Request, line: int | None = Query(default=None, ge=1),
-                  end: int | None = Query(default=None, ge=1), q: str = "") -> Response:
-    who = _viewer(request)
-    if who is None:
-        return _to_signin(request)
-    try:
-        doc = read_document(request.app.state.services.catalog, who, doc_id,
-                            stale=request.app.state.stale_sources.current())
-    except (NotFound, BadRequest):
-        return _page(request, "error.html", who, 404, title="Not found", message=f"No document {doc_id!r}.")
-    lines = highlight_lines(doc.content, doc.language, doc.path, term_pattern(q) if q else None)
-    first = line or 0
-    last = max(first, end or first)
-    return _page(request, "document.html", who, doc=doc, lines=lines, first=first, last=last, q=q)
-
-
 # -- personal access tokens ----------------------------------------------------------------------
 
 
@@ -265,12 +168,12 @@ def document_page(doc_id: str, request: Request, line: int | None = Query(defaul
 def tokens_page(request: Request) -> Response:
     """The Tokens page: a person signed in through the IdP makes, lists and revokes their own tokens (the
     page's script calls /v1/me/tokens); admins also see and revoke everyone's."""
-    who = _viewer(request)
+    who = viewer(request)
     if who is None:
-        return _to_signin(request)
+        return to_signin(request)
     settings = request.app.state.settings
     personal = request.app.state.sessions.owner(request.cookies.get(SESSION_COOKIE, "")) is not None
-    return _page(request, "tokens.html", who, personal=personal, base=public_base(settings),
+    return page(request, "tokens.html", who, personal=personal, base=public_base(settings),
                  choices=expiry_choices(settings.personal_token_max_days),
                  max_days=settings.personal_token_max_days)
 
@@ -280,12 +183,12 @@ def tokens_page(request: Request) -> Response:
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request) -> Response:
-    who = _viewer(request)
+    who = viewer(request)
     if who is None:
-        return _to_signin(request)
+        return to_signin(request)
     if not who.admin:
-        return _page(request, "error.html", who, 403, title="Forbidden", message="The admin console needs an admin token.")
-    return _page(request, "admin.html", who)
+        return page(request, "error.html", who, 403, title="Forbidden", message="The admin console needs an admin token.")
+    return page(request, "admin.html", who)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -301,9 +204,20 @@ def _eta_seconds(job) -> float | None:
     return round(elapsed / job.done * max(0, job.total - job.done), 1)
 
 
+def _duration_seconds(job) -> float | None:
+    """How long the job ran (so far, while it runs); None before it started."""
+    if not job.started_at:
+        return None
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=dt.UTC)
+    ended = job.finished_at or dt.datetime.now(dt.UTC)
+    ended = ended if ended.tzinfo else ended.replace(tzinfo=dt.UTC)
+    return round(max(0.0, (ended - started).total_seconds()), 1)
+
+
 def _job(job) -> dict:
     return {"id": job.id, "source": job.source, "kind": job.kind, "state": job.state, "counts": job.counts or {},
-            "error": job.error, "done": job.done, "total": job.total, "eta_seconds": _eta_seconds(job),
+            "duration_seconds": _duration_seconds(job), "error": job.error, "done": job.done, "total": job.total,
+            "eta_seconds": _eta_seconds(job),
             "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
             "finished_at": _iso(job.finished_at)}
 

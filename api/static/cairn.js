@@ -30,71 +30,180 @@ async function call(url, options = {}) {
   return res.status === 204 ? null : res.json();
 }
 
-function docHref(hit, query) {
-  const id = encodeURIComponent(hit.document_id).replace(/%2F/g, "/").replace(/%3A/g, ":");
-  const params = new URLSearchParams({ line: hit.start_line, end: hit.end_line, q: query });
-  return `/documents/${id}?${params}`;
-}
-
 // -- search page ---------------------------------------------------------------------------------
 
 const FIELDS = ["q", "source", "kind", "language", "path"];
+const FACET_NAMES = { source: "Source", kind: "Kind", language: "Language" };
+const RECENT_MAX = 8;
 
 function searchPage() {
   const form = $("#search"), box = $("#q"), list = $("#results"), status = $("#status");
   const params = new URLSearchParams(location.search);
   for (const name of FIELDS) if (params.has(name)) form.elements[name].value = params.get(name);
+  let page = Math.max(1, Number(params.get("page")) || 1);
   let timer = null, seq = 0;
+  const recent = recentSearches(form.dataset.recentKey);
 
   const value = (name) => form.elements[name].value.trim();
   function syncUrl() {
     const out = new URLSearchParams();
     for (const name of FIELDS) if (value(name)) out.set(name, value(name));
+    if (page > 1) out.set("page", page);
     history.replaceState(null, "", out.toString() ? `/?${out}` : "/");
   }
-  async function run() {
+  function showEmpty(empty) {
+    $("#empty").hidden = !empty;
+    $("#facets").hidden = empty;
+    if (empty) { list.replaceChildren(); status.textContent = ""; $("#pager").hidden = true; renderRecent(recent, run); }
+  }
+  async function run(remember = false) {
     syncUrl();
     const query = value("q"), mine = ++seq;
-    if (!query) { list.replaceChildren(); status.textContent = ""; return; }
-    const body = { query, limit: 20, path_prefix: value("path"), sources: value("source") ? [value("source")] : [],
-                   kinds: value("kind") ? [value("kind")] : [], languages: value("language") ? [value("language")] : [] };
+    fitBox(box);
+    if (!query) { showEmpty(true); return; }
+    const one = (name) => (value(name) ? [value(name)] : []);
+    const body = { query, page, path_prefix: value("path"), sources: one("source"), kinds: one("kind"),
+                   languages: one("language") };
     status.textContent = "Searching…";
     try {
       const data = await call("/ui/search", { method: "POST", body: JSON.stringify(body) });
       if (mine !== seq) return;
+      showEmpty(false);
       list.replaceChildren(...data.hits.map((hit) => renderHit(hit, data.query_id, query)));
-      const n = data.hits.length;
-      status.textContent = n ? `${n} result${n === 1 ? "" : "s"} for “${query}”` : `No results for “${query}”`;
+      renderFacets(data.facets, form, () => { page = 1; run(true); });
+      renderPager(data, (to) => { page = to; run(); window.scrollTo(0, 0); });
+      status.textContent = statusText(data, query);
+      if (remember) recent.add(searchState(form));
     } catch (err) {
       if (mine === seq) status.textContent = `Search failed: ${err.message}`;
     }
   }
-  const later = () => { clearTimeout(timer); timer = setTimeout(run, 200); };
-  box.addEventListener("input", later);
-  for (const name of ["language", "path"]) form.elements[name].addEventListener("input", later);
-  for (const name of ["source", "kind"]) form.elements[name].addEventListener("change", run);
-  form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(timer); run(); });
+  const later = () => { clearTimeout(timer); page = 1; timer = setTimeout(run, 250); };
+  box.addEventListener("input", () => { fitBox(box); later(); });
+  box.addEventListener("keydown", (e) => {  // Enter searches, Shift+Enter starts a new line
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+  });
+  box.addEventListener("paste", () => setTimeout(() => fitBox(box)));
+  addEventListener("resize", () => fitBox(box));  // a narrower window wraps more lines
+  form.elements.path.addEventListener("input", later);
+  form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(timer); page = 1; run(true); });
+  for (const button of document.querySelectorAll(".example")) {
+    button.addEventListener("click", () => { box.value = button.dataset.query; page = 1; run(true); box.focus(); });
+  }
+  for (const link of document.querySelectorAll(".pick-source")) {
+    link.addEventListener("click", (e) => { e.preventDefault(); form.elements.source.value = link.dataset.source;
+                                           syncUrl(); box.focus(); });
+  }
   document.addEventListener("keydown", (e) => onKey(e, box, list));
-  if (value("q")) run();
+  run(Boolean(value("q")));
+}
+
+function statusText(data, full) {
+  const n = data.hits.length, line = full.split("\n")[0];  // a pasted traceback: its first line
+  const query = line.length > 80 || line !== full ? `${line.slice(0, 80)}…` : line;
+  if (!n && data.abstained) return `Nothing relevant enough for “${query}”: try other words or an identifier.`;
+  if (!n) return `No results for “${query}”`;
+  const last = data.first + n - 1;
+  if (data.first === 1 && !data.has_more) return `${n} result${n === 1 ? "" : "s"} for “${query}”`;
+  return `Results ${data.first}–${last}${data.has_more ? "" : ` of ${last}`} for “${query}”`;
+}
+
+// The query box grows with what is typed or pasted (a traceback keeps its lines), up to a limit.
+function fitBox(box) {
+  box.style.height = "auto";
+  box.style.height = `${Math.min(box.scrollHeight + 2, 320)}px`;
+}
+
+function searchState(form) {
+  const out = {};
+  for (const name of FIELDS) if (form.elements[name].value.trim()) out[name] = form.elements[name].value.trim();
+  return out;
+}
+
+// Facet values counted by the index for this query under the caller's permissions; a click filters.
+function renderFacets(facets, form, rerun) {
+  const groups = Object.entries(FACET_NAMES).map(([field, label]) => {
+    const chosen = form.elements[field].value;
+    const values = facets[field];
+    if (!values.length) return null;
+    const items = values.map(([v, count]) => el("li", {}, el("button", {
+      type: "button", class: "facet", "data-facet": field, "data-value": v, "aria-pressed": String(v === chosen),
+      onclick: () => { form.elements[field].value = v === chosen ? "" : v; rerun(); } },
+      el("span", { class: "facet-value", text: field === "kind" ? v.replace("_", " ") : v }),
+      el("span", { class: "count", text: count.toLocaleString() }))));
+    return el("section", { class: "facet-group", "data-facet": field },
+      el("h2", { text: label }), el("ul", { class: "plain" }, ...items));
+  });
+  $("#facets").replaceChildren(...groups.filter(Boolean));
+  // The filters in force (as asked, even with no match left), each with a button that drops it.
+  const active = Object.keys(FACET_NAMES).filter((field) => form.elements[field].value).map((field) =>
+    el("button", { type: "button", class: "active-filter", "data-facet": field,
+                   "aria-label": `Remove filter ${field} ${form.elements[field].value}`,
+                   onclick: () => { form.elements[field].value = ""; rerun(); } },
+       `${field}: ${form.elements[field].value} ×`));
+  $("#active-filters").replaceChildren(...active);
+}
+
+function renderPager(data, go) {
+  const pager = $("#pager");
+  pager.hidden = data.page === 1 && !data.has_more;
+  $("#prev-page").disabled = data.page === 1;
+  $("#next-page").disabled = !data.has_more;
+  $("#prev-page").onclick = () => go(data.page - 1);
+  $("#next-page").onclick = () => go(data.page + 1);
+  $("#page-label").textContent = `Page ${data.page}`;
 }
 
 function renderHit(hit, queryId, query) {
-  const href = docHref(hit, query);
+  const [path, anchor] = hit.href.split("#");
+  const href = `${path}?${new URLSearchParams({ q: query })}#${anchor}`;  // the document marks the query's terms
   const lines = hit.start_line === hit.end_line ? `L${hit.start_line}` : `L${hit.start_line}–${hit.end_line}`;
   const title = hit.title && hit.title !== hit.path ? hit.title : hit.path;
-  const feedback = el("div", { class: "feedback", role: "group", "aria-label": "Was this result useful?" },
-    el("button", { type: "button", class: "useful", text: "Useful", onclick: (e) => sendFeedback(e, queryId, hit, true) }),
-    el("button", { type: "button", class: "not-useful", text: "Not useful",
+  const feedback = el("span", { class: "feedback", role: "group", "aria-label": "Was this result useful?" },
+    el("button", { type: "button", class: "useful", text: "useful", onclick: (e) => sendFeedback(e, queryId, hit, true) }),
+    el("button", { type: "button", class: "not-useful", text: "not useful",
                    onclick: (e) => sendFeedback(e, queryId, hit, false) }));
+  const code = el("div", { class: "snippet hl" }, ...hit.lines.map((line) => el("div", { class: "sline" },
+    el("span", { class: "ln", text: String(line.n) }), el("code", { html: line.html }))));
   return el("li", { class: "hit", tabindex: "-1", "data-id": hit.id, "data-href": href },
-    el("h2", {}, el("a", { href, class: "open" }, title), el("span", { class: "lines", text: ` ${lines}` })),
-    el("p", { class: "meta" }, el("span", { class: "source", text: hit.source }),
-       ` · ${hit.kind.replace("_", " ")}` + (hit.language ? ` · ${hit.language}` : "") +
-       (title !== hit.path ? ` · ${hit.path}` : "") + (hit.symbol ? ` · ${hit.symbol}` : "")),
-    el("pre", { class: "snippet hl", html: hit.snippet_html }),
-    el("div", { class: "actions" },
-       hit.url ? el("a", { class: "original", href: hit.url, rel: "noopener noreferrer", text: "Open original" }) : null,
-       feedback));
+    el("div", { class: "hit-head" },
+      el("span", { class: "source", text: hit.source }),
+      el("a", { href, class: "open" }, title),
+      hit.symbol ? el("span", { class: "symbol", text: hit.symbol }) : null,
+      el("span", { class: "lines", text: lines }),
+      el("span", { class: "tags" }, hit.language ? el("span", { class: "chip", text: hit.language }) : null,
+         hit.kind !== "code" ? el("span", { class: "chip", text: hit.kind.replace("_", " ") }) : null),
+      hit.url ? el("a", { class: "original", href: hit.url, rel: "noopener noreferrer", text: "original" }) : null,
+      feedback),
+    title !== hit.path ? el("p", { class: "subpath", text: hit.path }) : null,
+    hit.lines.length ? code : null);
+}
+
+// Recent searches: in this browser's localStorage under an opaque per-user key, never on the server.
+// Only searches whose source filter is one the caller may read now are shown.
+function recentSearches(key) {
+  const slot = `cairn.recent.${key}`;
+  const readable = new Set([...document.querySelectorAll("#my-sources li")].map((li) => li.dataset.source));
+  const load = () => { try { return JSON.parse(localStorage.getItem(slot)) || []; } catch { return []; } };
+  return {
+    list: () => load().filter((s) => !s.source || readable.has(s.source)),
+    add(state) {
+      const same = (s) => FIELDS.every((f) => (s[f] || "") === (state[f] || ""));
+      localStorage.setItem(slot, JSON.stringify([state, ...load().filter((s) => !same(s))].slice(0, RECENT_MAX)));
+    },
+  };
+}
+
+function renderRecent(recent, run) {
+  const items = recent.list().map((s) => {
+    const params = new URLSearchParams(s);
+    const scope = ["source", "kind", "language", "path"].filter((f) => s[f]).map((f) => `${f}:${s[f]}`).join(" ");
+    const text = s.q.includes("\n") ? `${s.q.split("\n")[0]} …` : s.q;  // a pasted traceback: its first line
+    return el("li", {}, el("a", { href: `/?${params}`, class: "recent-search" }, text),
+              scope ? el("span", { class: "hint", text: ` ${scope}` }) : null);
+  });
+  $("#recent").replaceChildren(...items);
+  $("#no-recent").hidden = items.length > 0;
 }
 
 async function sendFeedback(event, queryId, hit, useful) {
@@ -115,11 +224,13 @@ function onKey(e, box, list) {
   const hits = [...list.querySelectorAll(".hit")];
   if (!hits.length || e.altKey || e.ctrlKey || e.metaKey) return;
   const at = hits.indexOf(document.activeElement);
+  // From the query box, ↓ leaves it only from its last line (a pasted traceback keeps its arrows).
+  const lastLine = e.target === box && !box.value.slice(box.selectionEnd).includes("\n");
   const down = e.key === "ArrowDown" || (e.key === "j" && !typing);
   const up = e.key === "ArrowUp" || (e.key === "k" && !typing);
-  if (down && (!typing || e.target === box)) { e.preventDefault(); focusHit(hits, Math.min(at + 1, hits.length - 1)); }
+  if (down && (!typing || lastLine)) { e.preventDefault(); focusHit(hits, Math.min(at + 1, hits.length - 1)); }
   else if (up && !typing) { e.preventDefault(); at <= 0 ? box.focus() : focusHit(hits, at - 1); }
-  else if (e.key === "Enter" && at >= 0) { e.preventDefault(); location.href = hits[at].dataset.href; }
+  else if (e.key === "Enter" && at >= 0 && e.target === hits[at]) { e.preventDefault(); location.href = hits[at].dataset.href; }
 }
 
 function focusHit(hits, index) {
@@ -130,9 +241,43 @@ function focusHit(hits, index) {
 
 // -- document page ---------------------------------------------------------------------------------
 
+// #L10 or #L10-L20: the lines (or the rendered blocks made from them) are marked and scrolled to.
 function documentPage() {
-  const first = Number($(".code").dataset.first);
-  if (first && !location.hash) $(`#L${first}`)?.scrollIntoView({ block: "center" });
+  const view = $(".code") || $(".markdown");
+  let anchor = null;  // the line a shift-click extends from
+  function range() {
+    const m = /^#L(\d+)(?:-L(\d+))?$/.exec(location.hash);
+    if (m) return [Number(m[1]), Number(m[2] || m[1])].sort((a, b) => a - b);
+    const first = Number(view.dataset.first);
+    return first ? [first, Number(view.dataset.last) || first] : null;
+  }
+  function mark(scroll) {
+    const r = range();
+    for (const node of view.querySelectorAll(".hit-line")) node.classList.remove("hit-line");
+    for (const link of document.querySelectorAll(".view-link")) link.hash = location.hash;
+    if (!r) return;
+    const [a, b] = r;
+    const marked = $(".code") ? [...view.querySelectorAll(".line")].slice(a - 1, b)
+      : [...view.querySelectorAll("[data-lines]")].filter((node) => {
+        const [from, to] = node.dataset.lines.split("-").map(Number);
+        return from <= b && to >= a;
+      });
+    for (const node of marked) node.classList.add("hit-line");
+    $("#range-note").textContent = marked.length ? (a === b ? `Line ${a} is marked.` : `Lines ${a}–${b} are marked.`) : "";
+    if (scroll && marked.length) marked[0].scrollIntoView({ block: marked.length > 20 ? "start" : "center" });
+  }
+  view.addEventListener("click", (e) => {  // a line number: that line; shift-click: a range from the last one
+    const link = e.target.closest("a.ln");
+    if (!link) return;
+    e.preventDefault();
+    const n = Number(link.dataset.line);
+    const [a, b] = e.shiftKey && anchor ? [Math.min(anchor, n), Math.max(anchor, n)] : [n, n];
+    if (!e.shiftKey) anchor = n;
+    history.replaceState(null, "", a === b ? `#L${a}` : `#L${a}-L${b}`);
+    mark(false);
+  });
+  addEventListener("hashchange", () => mark(true));
+  mark(true);
 }
 
 // -- admin console ---------------------------------------------------------------------------------
@@ -203,6 +348,28 @@ function adminPage() {
                 (r.jobs.length ? ` (${r.jobs.map((j) => `${j.kind} job ${j.id}`).join(", ")})` : ""),
         `/v1/sources/${encodeURIComponent(src.name)}`, { method: "PATCH", body: JSON.stringify(body) });
   });
+  const adder = $("#add-source");
+  $("#add-source-open").addEventListener("click", () => { $("#add-source-form").reset(); adder.showModal(); });
+  $("#add-cancel").addEventListener("click", () => adder.close());
+  $("#add-source-form").addEventListener("submit", () => addSource(new FormData($("#add-source-form"))));
+  async function addSource(data) {  // the same routes as `cairn index`: add, then schedule and index it
+    const name = data.get("name").trim(), interval = data.get("interval").trim();
+    const body = { name, kind: "git", location: data.get("location").trim(), ref: data.get("ref").trim(),
+                   access: data.get("access").split(/[\s,]+/).filter(Boolean), token_env: data.get("token_env").trim() };
+    const path = `/v1/sources/${encodeURIComponent(name)}`;
+    try {
+      await call("/v1/sources", { method: "POST", body: JSON.stringify(body) });
+      notice = `${name} added` + (body.access.length ? "" : " (admins only: nobody else may read it)");
+      if (interval) await call(`${path}/schedule`, { method: "PUT", body: JSON.stringify({ interval }) });
+      if (data.get("index")) notice += ` · indexing (job ${(await call(`${path}/reindex`, { method: "POST", body: "{}" })).id})`;
+    } catch (err) {
+      notice = notice.startsWith(name) ? `${notice} · ${err.message}` : `${name} not added: ${err.message}`;
+    }
+    $("#admin-status").textContent = notice;
+    refresh();
+  }
+  adminPage.cancel = (job) => act(() => `Cancelling ${job.kind} job of ${job.source} (${job.id})`,
+                                  `/v1/jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST", body: "{}" });
   adminPage.remove = (name) => {
     if (!confirm(`Remove source ${name}? Every document indexed from it leaves the index.`)) return;
     act((r) => `${name} removed: ${r.removed.documents} documents, ${r.removed.chunks} chunks`,
@@ -211,13 +378,20 @@ function adminPage() {
   refresh();
 }
 
-// Who may read the source, and what an admin can do to it.
+// Who may read the source (admins always may). A git source's documents carry its access list; a GitLab,
+// Jira or Confluence source's items carry their own permissions, read from it (the list is its default_access).
+function readersCell(src) {
+  const list = src.access.length ? src.access.join(", ") : "admins only";
+  const text = src.kind === "git" ? list : `per item, from ${src.kind} (default: ${list})`;
+  return el("span", { class: `readers${src.access.length || src.kind !== "git" ? "" : " admins-only"}`,
+                      "data-source": src.name, text });
+}
+
+// What an admin can do to a source.
 function sourceActions(src) {
-  const readers = src.access.length ? src.access.join(", ") : "admins only";
   const button = (cls, text, label, onclick) =>
     el("button", { type: "button", class: cls, "data-source": src.name, text, "aria-label": `${label} ${src.name}`, onclick });
   return el("div", { class: "source-actions" },
-    el("span", { class: "readers", "data-source": src.name, text: `Readers: ${readers}` }),
     button("reindex", "Reindex", "Reindex", () => adminPage.reindex(src.name)),
     button("edit", "Edit", "Edit access, ref and schedule of", () => adminPage.edit(src)),
     button("remove", "Remove", "Remove", () => adminPage.remove(src.name)));
@@ -233,15 +407,18 @@ function renderAdmin(state) {
   const focused = document.activeElement?.dataset?.source;
   const focusedKind = document.activeElement?.classList?.[0] ?? "reindex";
   $("#sources tbody").replaceChildren(...state.sources.map((src) => el("tr", { "data-source": src.name },
-    ...cells(src.name, el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
+    ...cells(src.name, readersCell(src), el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
              permissionsCell(src.permissions), src.documents, src.chunks, src.skipped, redactionsCell(src.redactions), src.failures, src.last_error || "—",
              sourceActions(src)))));
   if (focused) $(`button.${CSS.escape(focusedKind)}[data-source="${CSS.escape(focused)}"]`)?.focus();
   $("#jobs tbody").replaceChildren(...state.jobs.map((job) => el("tr", { "data-job": job.id, "data-state": job.state },
     ...cells(job.source, job.kind, el("span", { class: `state ${job.state}`, text: job.state }), progress(job),
-             job.eta_seconds == null ? "—" : `${Math.ceil(job.eta_seconds)} s`, countsText(job.counts),
-             when(job.started_at), job.error || ""))));
-  $("#problems").replaceChildren(...state.sources.map(problemList));
+             job.eta_seconds == null ? "—" : seconds(job.eta_seconds), duration(job), countsText(job.counts),
+             job.started_at ? when(job.started_at) : "—", job.error || "", jobActions(job)))));
+  const troubled = state.sources.filter((src) => src.recent_failures.length || src.recent_skips.length ||
+                                                 Object.keys(src.redactions?.rules ?? {}).length);
+  $("#problems").replaceChildren(...(troubled.length ? troubled.map(problemList)
+    : [el("p", { class: "hint", text: "No failures or skips in any source." })]));
   $("#feedback tbody").replaceChildren(...state.feedback.map((f) => el("tr", {},
     ...cells(when(f.at), f.user, f.useful ? "useful" : "not useful", f.hit, f.comment))));
 }
@@ -265,6 +442,25 @@ function permissionsCell(p) {
                       title: p.error || text });
 }
 
+const ACTIVE_JOB = ["queued", "running"];
+
+function jobActions(job) {
+  if (!ACTIVE_JOB.includes(job.state)) return "";
+  return el("button", { type: "button", class: "remove cancel-job", "data-job": job.id, text: "Cancel",
+                        "aria-label": `Cancel ${job.kind} job of ${job.source}`, onclick: () => adminPage.cancel(job) });
+}
+
+function seconds(s) {
+  if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)} s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m} min ${Math.round(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function duration(job) {
+  if (job.duration_seconds == null) return job.state === "queued" ? "waiting" : "—";
+  return el("span", { class: "duration", text: seconds(job.duration_seconds) + (job.finished_at ? "" : " so far") });
+}
+
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
@@ -282,7 +478,8 @@ function progress(job) {
 function countsText(counts) {
   const keys = ["files_seen", "files_changed", "files_skipped", "files_failed", "listings_failed", "items_failed",
                 "chunks_written", "chunks_embedded"];
-  return keys.filter((k) => counts[k] != null).map((k) => `${k.replace("_", " ")} ${counts[k]}`).join(", ");
+  const shown = (k) => counts[k] || (k === "files_seen" && counts[k] != null);  // other zeros left out
+  return keys.filter(shown).map((k) => `${k.replace("_", " ")} ${counts[k]}`).join(", ");
 }
 
 function problemList(src) {

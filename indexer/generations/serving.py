@@ -54,6 +54,9 @@ class SlotFullText:
     def ids(self, source: str | None = None) -> set[str]:
         return self._slot.fulltext.ids(source)
 
+    def facet_counts(self, query: LexicalQuery | None, flt: SearchFilter, field: str) -> dict[str, int]:
+        return self._slot.fulltext.facet_counts(query, flt, field)
+
     def term_statistics(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
         return self._slot.fulltext.term_statistics(tokens)
 

@@ -121,6 +121,10 @@ class FullTextIndex(Protocol):
 
     def ids(self, source: str | None = None) -> set[str]: ...
 
+    def facet_counts(self, query: LexicalQuery | None, flt: SearchFilter, field: str) -> dict[str, int]:
+        """Per value of `field` (source, kind or language), the chunks matching `query` (None: every
+        chunk) under the same filter as `search`: the counts of a search page's facets."""
+
     def term_statistics(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
         """(chunks in the index, chunks whose content holds each token): the index-wide statistics BM25
         itself scores with, for callers that weigh query terms by rarity."""

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ANALYZER = "cairn_code"  # simple tokenizer + long-token removal + lowercase, registered on every open
 KEYWORD_FIELDS = ("chunk_id", "doc_id", "source", "acl", "kind", "language", "path_prefix")
 TEXT_FIELDS = ("content", "symbol", "path")
+FACET_FIELDS = ("source", "kind", "language")  # keyword fields whose values the web UI counts
 _SOURCE_FILE = "source.txt"  # legacy per-source layout: the shard's source name
 _INDEX_DIR = "tantivy"
 SHARED_DIR = "shared"  # the one index of the shared layout
@@ -323,6 +324,28 @@ class TantivyIndex:
         merged = [ScoredId(cast(str, searcher.doc(address).get_first("chunk_id")), score) for score, searcher, address in found]
         merged.sort(key=lambda h: (-h.score, h.chunk_id))
         return merged[:limit]
+
+    def facet_counts(self, query: LexicalQuery | None, flt: SearchFilter, field: str) -> dict[str, int]:
+        """Per value of the keyword field `field` (`source`, `kind`, `language`), how many chunks match
+        `query` (every chunk when None) under the SearchFilter, read from the term dictionary; values
+        with no such chunk are absent."""
+        if field not in FACET_FIELDS:
+            raise ValueError(f"not a facet field: {field!r}; expected one of {', '.join(FACET_FIELDS)}")
+        if flt.matches_nothing:
+            return {}
+        text = tantivy.Query.all_query() if query is None else self._text_query(query)
+        if text is None:
+            return {}
+        full = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Must, text)] + [(tantivy.Occur.Must, f) for f in self._filter_clauses(flt)]
+            + [(tantivy.Occur.MustNot, f) for f in self._excluded_clauses(flt)]
+        )
+        counts: dict[str, int] = defaultdict(int)
+        for shard in self._shards_for(flt.sources or None):
+            for value, count in self._searcher(shard).terms_with_prefix(field, "", filter_query=full):
+                if count:
+                    counts[value] += count
+        return dict(counts)
 
     def ids(self, source: str | None = None) -> set[str]:
         """Ids of the live (committed, not deleted) chunks of one source or of all sources."""

@@ -46,7 +46,7 @@ def test_admin_edits_access_and_removes_a_source(site, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with watched_page(browser, allow=("status of 400",)) as page:  # the refused change below
         sign_in(page, base, admin, "/admin")
-        expect(page.locator('.readers[data-source="eng"]')).to_have_text("Readers: group:eng")
+        expect(page.locator('.readers[data-source="eng"]')).to_have_text("group:eng")
         page.get_by_role("button", name="Edit access, ref and schedule of eng").click()
         expect(page.locator("#edit-source")).to_be_visible()
         expect(page.locator("#edit-access")).to_have_value("group:eng")
@@ -55,7 +55,7 @@ def test_admin_edits_access_and_removes_a_source(site, browser):
         page.click("#edit-save")
         expect(page.locator("#edit-source")).to_be_hidden()
         expect(page.locator("#admin-status")).to_contain_text(re.compile(r"eng: changed access \(access job "))
-        expect(page.locator('.readers[data-source="eng"]')).to_have_text("Readers: group:new")
+        expect(page.locator('.readers[data-source="eng"]')).to_have_text("group:new")
         deadline = time.monotonic() + 30
         while "eng" not in sources_found(base, new, "retry backoff") and time.monotonic() < deadline:
             time.sleep(0.2)
