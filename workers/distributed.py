@@ -5,7 +5,11 @@
   its jobs still crawling or with batches pending, is deferred (its job stays `queued`, with the
   job it waits for in its counts). So batches of two syncs of one source never race each other.
 - A job is finished by whichever process sees its crawl done and its last batch applied; the
-  checkpoint is stored only then, so a crash anywhere before leaves the source to be synced again."""
+  checkpoint is stored only then, so a crash anywhere before leaves the source to be synced again.
+- A partial checkpoint (ticket and page sources) rides with the batch it ends and is stored by whichever
+  process sees that batch and every batch sent before it applied (QueueState.advance_checkpoint): a job
+  cancelled, abandoned or whose queued batches were lost leaves the next sync to read again everything
+  it did not apply."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,6 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from connectors.base import Checkpoint
 from connectors.registry import build_connector
 from indexer.locks import source_lock
 from indexer.models import Document
@@ -76,9 +81,9 @@ def _crawl_locked(ctx: WorkerContext, dispatch: Dispatch, source: str, job_id: s
     attempt = state.begin_crawl(job_id, source, full)  # `mine`: what an earlier attempt (killed) recorded
     catalog.set_source_state(source, "syncing")
     log.info("job %s: crawling source %s (attempt %d)", job_id, source, attempt)
-    loop = SyncLoop(catalog, QueueSink(ctx, dispatch, job_id, source, rewrite=full), ctx.chunking.limits,
-                    batch_docs=ctx.settings.queue_batch_docs, secrets=ctx.secrets)
-    crawl = CrawlCounts(loop)
+    sink = QueueSink(ctx, dispatch, job_id, source, rewrite=full)
+    loop = SyncLoop(catalog, sink, ctx.chunking.limits, batch_docs=ctx.settings.queue_batch_docs, secrets=ctx.secrets)
+    crawl = CrawlCounts(loop, sink)
     try:
         outcome = _run_connector(ctx, row, job_id, full, crawl, mine)
     except Exception as exc:
@@ -117,46 +122,43 @@ class CrawlCounts:
     """A crawl's read counts across its attempts. A crawl killed part-way is run again by its redelivered
     task (attempt 2, ...), which must not count twice what it does not read again, nor forget it:
 
-    - from a partial checkpoint this job stored (ticket and page sources), the new attempt starts after
-      the items read up to it: their counts are carried (`resume`);
+    - from a partial checkpoint this job stored (ticket and page sources: stored once its batch and those
+      before were applied), the new attempt starts after the items read up to it: their counts, kept with
+      the checkpoint, are carried;
     - otherwise it lists the source again and skips documents whose indexed version is current
       (connectors.base): the documents this job wrote that the new attempt's `known` versions hold are
       carried as seen. Skips and failures are met, and counted, again.
 
-    Stored in the crawl record: the cumulative counts, `base` (carried) and `resume` (the cumulative read
-    counts at the last checkpoint this job stored)."""
+    Stored in the crawl record: the cumulative counts and `base` (carried); each partial checkpoint is kept
+    with the cumulative read counts up to it (QueueSink.keep)."""
 
     READ = ("files_seen", "files_skipped", "files_failed", "files_quarantined", "secret_files")
 
-    def __init__(self, loop: SyncLoop) -> None:
+    def __init__(self, loop: SyncLoop, sink: QueueSink) -> None:
         self.loop = loop
+        self.sink = sink
         self.base: dict[str, int] = {}
-        self.resumed: dict[str, int] | None = None  # `resume` inherited from an earlier attempt
 
     def restart(self, ctx: WorkerContext, earlier: CrawlRecord | None, source: str, full: bool,
                 known: Mapping[str, str]) -> None:
         """Carry what the attempts before this one (if any) read and this one will not read again."""
         if earlier is None or full:  # a first attempt, or a full crawl (it reads everything again)
             return
-        resume = earlier.counts.get("resume")
+        latest = ctx.state.crawl(earlier.job_id)  # batches applied since `earlier` was read may have moved it
+        resume = (latest.stored or {}).get("resume") if latest is not None else None
         if isinstance(resume, dict):
-            self.base = self.resumed = {k: int(v) for k, v in resume.items()}
-            return
-        written = ctx.state.written_since(source, earlier.started_at)
-        self.base = {"files_seen": sum(1 for doc_id, v in written.items() if known.get(doc_id) == v)}
+            self.base = {k: int(v) for k, v in resume.items()}
+        else:
+            written = ctx.state.written_since(source, earlier.started_at)
+            self.base = {"files_seen": sum(1 for doc_id, v in written.items() if known.get(doc_id) == v)}
+        self.sink.carried = self.base
 
     def cumulative(self) -> dict[str, int]:
         own = self.loop.counts.as_dict()
         return {k: int(own.get(k, 0)) + self.base.get(k, 0) for k in self.READ}
 
     def record(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.cumulative() | {"base": self.base}
-        point = self.loop.resume_point
-        resume = ({k: self.base.get(k, 0) + point.get(k, 0) for k in self.READ} if point is not None
-                  else self.resumed)
-        if resume is not None:
-            out["resume"] = resume
-        return out
+        return self.cumulative() | {"base": self.base}
 
 
 def _run_connector(ctx: WorkerContext, row: Any, job_id: str, full: bool, crawl: CrawlCounts,
@@ -194,7 +196,8 @@ def _crawl_observer(ctx: WorkerContext, job_id: str, crawl: CrawlCounts) -> Obse
 class QueueSink:
     """Batches sent to the `embed` queue, screened first: secret files stay out (skipped, and removed
     from the index if they were indexed before) and credentials are redacted, so no secret ever
-    reaches the broker's messages. Deletions go to `index` as one batch; the index queue counts them."""
+    reaches the broker's messages. Deletions go to `index` as one batch; the index queue counts them.
+    Each batch has its place in the crawl's order (`seq`) and carries the partial checkpoint its end reached."""
 
     phase = "sent"
 
@@ -205,6 +208,9 @@ class QueueSink:
         self.source = source
         self.rewrite = rewrite
         self.secret_deletions: list[str] = []
+        self.carried: dict[str, int] = {}  # read counts of the job's earlier attempts (CrawlCounts.restart)
+        self.seq = 0  # the place of the last batch sent (after those of earlier attempts)
+        self.last: str | None = None  # the batch the current `submit` sent
 
     def reading(self, size: int) -> None:
         pass  # nothing to warm up: the embed workers are already running
@@ -214,8 +220,19 @@ class QueueSink:
         if screened.skipped:
             self.ctx.catalog.record_skipped(*screened.skipped)
             self.secret_deletions += list(self.ctx.catalog.sources_of(screened.skipped_ids))  # indexed before
-        self._send(screened.documents)
+        self.last = self._send(screened.documents)
         landed(BatchCounts(extra={"secret_files": len(screened.skipped)}))
+
+    def keep(self, source: str, checkpoint: Checkpoint, resume: dict[str, int]) -> None:
+        """Keep the checkpoint with the batch just sent; it is stored once that batch and every one before
+        it is applied (maybe already: an index node can apply a batch before the crawl registered it).
+        A batch left empty by the screen sends nothing: its checkpoint is not kept, the next one is."""
+        if self.last is None:
+            return
+        keys = resume.keys() | self.carried.keys()
+        cumulative = {k: resume.get(k, 0) + self.carried.get(k, 0) for k in keys}
+        self.ctx.state.keep_checkpoint(self.job_id, self.last, checkpoint, cumulative)
+        self.ctx.state.advance_checkpoint(self.job_id)
 
     def finish(self, deletions: list[str]) -> BatchCounts:
         doc_ids = sorted({*deletions, *self.secret_deletions})
@@ -229,13 +246,15 @@ class QueueSink:
     def close(self) -> None:
         pass  # every batch was sent when it was submitted
 
-    def _send(self, docs: list[Document]) -> None:
+    def _send(self, docs: list[Document]) -> str | None:
         """Send first, register after: a crash in between leaves no registered batch that never comes."""
         if not docs:
-            return
+            return None
         batch = batch_id(self.job_id, "documents", [f"{d.id}@{d.version}" for d in docs])
         self.dispatch.embed(self.job_id, batch, self.source, [document_to_json(d) for d in docs], self.rewrite)
-        self.ctx.state.register_batch(self.job_id, batch, self.source, "documents", len(docs))
+        self.seq = self.seq + 1 if self.seq else self.ctx.state.next_seq(self.job_id)
+        self.ctx.state.register_batch(self.job_id, batch, self.source, "documents", len(docs), seq=self.seq)
+        return batch
 
 
 # -- the embed side --------------------------------------------------------------------------------
@@ -283,6 +302,7 @@ def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch)
                 "chunks_written": counts.chunks_written, "chunks_deleted": counts.chunks_deleted,
                 "chunks_embedded": ready.chunks_embedded}
     first = ctx.state.mark_applied(ready.job_id, ready.batch_id, ready.source, ready.kind, recorded)
+    ctx.state.advance_checkpoint(ready.job_id)
     if first:
         _report(ctx, ready.job_id)
     finish_if_done(ctx, ready.job_id)

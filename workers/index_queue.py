@@ -85,6 +85,7 @@ def apply_or_retry(ctx: WorkerContext, pipeline: Pipeline, payload: dict, resend
             quarantine_document(ctx, doc, tries, error)
         counts = {"docs": len(docs), "files_quarantined": len(docs) + ready.quarantined}
         ctx.state.mark_applied(ready.job_id, ready.batch_id, ready.source, ready.kind, counts)
+        ctx.state.advance_checkpoint(ready.job_id)  # its documents are skipped until they change
         finish_if_done(ctx, ready.job_id)
         return "quarantined"
 

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from indexer.catalog.schema import document_attempts, documents, queue_batches, queue_crawls
+from indexer.catalog.schema import document_attempts, documents, queue_batches, queue_crawls, sources
 from indexer.models import Document
 
+ADVANCING = ("crawling", "sent", "stopped")  # crawls whose applied batches still move the source's checkpoint
 APPLIED_COUNT_KEYS = ("files_changed", "files_deleted", "files_quarantined", "chunks_written",
                       "chunks_deleted", "chunks_embedded", "docs")
 
@@ -39,6 +40,7 @@ class CrawlRecord:
     checkpoint: dict[str, Any] | None
     started_at: datetime
     updated_at: datetime
+    stored: dict[str, Any] | None = None  # the partial checkpoint stored last: {"seq", "resume"} (advance_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -119,12 +121,66 @@ class QueueState:
 
     # -- batches --------------------------------------------------------------------------------
 
-    def register_batch(self, job_id: str, batch_id: str, source: str, kind: str, docs: int) -> None:
-        """Record a batch after it was sent (an apply that came first already inserted it as applied)."""
+    def register_batch(self, job_id: str, batch_id: str, source: str, kind: str, docs: int,
+                       seq: int | None = None) -> None:
+        """Record a batch after it was sent (an apply that came first already inserted it as applied).
+        `seq`: its place in the crawl's order (a batch sent again by a later attempt takes its new place)."""
         row = {"job_id": job_id, "batch_id": batch_id, "source": source, "kind": kind, "docs": docs,
-               "state": "sent", "counts": {}, "started_by": "", "sent_at": _now()}
+               "state": "sent", "counts": {}, "started_by": "", "sent_at": _now(), "seq": seq}
         with self.engine.begin() as conn:
-            conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), [row])
+            stmt = _insert(conn, queue_batches)
+            if seq is None:
+                conn.execute(stmt.on_conflict_do_nothing(), [row])
+            else:
+                conn.execute(stmt.on_conflict_do_update(index_elements=["job_id", "batch_id"],
+                                                        set_={"seq": seq}), [row])
+
+    def next_seq(self, job_id: str) -> int:
+        """The place after every batch the job's crawl attempts sent so far."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(queue_batches.c.seq)).where(queue_batches.c.job_id == job_id)).scalar()
+        return int(last or 0) + 1
+
+    def keep_checkpoint(self, job_id: str, batch_id: str, checkpoint: dict[str, Any], resume: dict[str, int]) -> None:
+        """The connector's partial checkpoint at the end of this batch, and the read counts up to it;
+        `advance_checkpoint` stores it once the batch and every batch sent before it is applied."""
+        with self.engine.begin() as conn:
+            conn.execute(update(queue_batches).where(queue_batches.c.job_id == job_id,
+                                                     queue_batches.c.batch_id == batch_id)
+                         .values(checkpoint={"checkpoint": checkpoint, "resume": dict(resume)}))
+
+    def advance_checkpoint(self, job_id: str) -> bool:
+        """Store as the source's checkpoint the partial checkpoint of the job's latest batch that is applied
+        together with every batch the crawl sent before it; True when it moved. Never past a batch sent and
+        not applied (pending, dropped by a cancel, or lost with a node), so a sync after this job reads
+        again everything the job did not apply. A retry or deletions batch not applied holds it back
+        entirely (it belongs to no place in the order). Only while the job's crawl is unfinished: once
+        finished the job stored its final checkpoint, and an abandoned job's late batches move nothing."""
+        c, b = queue_crawls.c, queue_batches.c
+        with self.engine.begin() as conn:
+            # An update that changes nothing locks the crawl's row: advances of a job run one at a time,
+            # so the stored checkpoint only moves forward.
+            locked = conn.execute(update(queue_crawls).where(c.job_id == job_id, c.state.in_(ADVANCING))
+                                  .values(updated_at=c.updated_at)).rowcount
+            if not locked:
+                return False
+            source, stored = conn.execute(select(c.source, c.stored).where(c.job_id == job_id)).one()
+            mine = b.job_id == job_id
+            unapplied = and_(mine, b.state != "applied")
+            if conn.execute(select(exists().where(unapplied, b.seq.is_(None)))).scalar():
+                return False
+            limit = conn.execute(select(func.min(b.seq)).where(unapplied)).scalar()
+            query = select(b.seq, b.checkpoint).where(mine, b.state == "applied", b.checkpoint.is_not(None),
+                                                      b.seq > int((stored or {}).get("seq", 0)))
+            if limit is not None:
+                query = query.where(b.seq < limit)
+            best = conn.execute(query.order_by(b.seq.desc()).limit(1)).first()
+            if best is None:
+                return False
+            conn.execute(update(sources).where(sources.c.name == source).values(checkpoint=best.checkpoint["checkpoint"]))
+            conn.execute(update(queue_crawls).where(c.job_id == job_id)
+                         .values(stored={"seq": best.seq, "resume": best.checkpoint["resume"]}))
+            return True
 
     def batch_started(self, job_id: str, batch_id: str, worker: str) -> None:
         with self.engine.begin() as conn:

@@ -48,6 +48,7 @@ FINGERPRINTS = (
     Fingerprint.of("0007", "api_tokens.subject users.groups users.admin users.active"),
     Fingerprint.of("0008", "scim_users scim_groups scim_group_members"),
     Fingerprint.of("0009", "index_leases task_leases"),  # the index owner's lease, heartbeats of Celery tasks
+    Fingerprint.of("0010", "queue_batches.seq queue_batches.checkpoint queue_crawls.stored"),  # applied checkpoints
 )
 
 

@@ -341,6 +341,10 @@ queue_batches = Table(
     Column("started_at", UTCDateTime),
     Column("sent_at", UTCDateTime, nullable=False),
     Column("applied_at", UTCDateTime),
+    # The crawl's order of its batches (None: a retry or deletions batch), and the partial checkpoint a
+    # batch's end reached with the read counts up to it: stored once it and every batch before it applied.
+    Column("seq", Integer),
+    Column("checkpoint", JSON),
 )
 
 # A distributed sync's crawl: what it saw, and what to record once every batch is applied.
@@ -356,6 +360,7 @@ queue_crawls = Table(
     Column("checkpoint", JSON),  # the connector's next checkpoint, stored when the job finishes
     Column("started_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("stored", JSON),  # the partial checkpoint stored last: its batch's seq and the read counts up to it
 )
 
 # The index owner (workers/index_owner.py): the one `cairn serve` node that consumes `index` and owns the

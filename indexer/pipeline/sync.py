@@ -85,6 +85,12 @@ class BatchSink(Protocol):
         """Take a batch; call `landed` once it is written (or sent), maybe during a later call."""
         ...
 
+    def keep(self, source: str, checkpoint: Checkpoint, resume: dict[str, int]) -> None:
+        """Called from `landed`: the connector's partial checkpoint at the end of the batch that just
+        landed, to store as the source's checkpoint once that batch and every batch before it is applied
+        (at once, when landing is writing), never before. `resume`: the read counts up to it."""
+        ...
+
     def finish(self, deletions: list[str]) -> BatchCounts:
         """Land every batch submitted, then remove `deletions`; returns what the removal changed."""
         ...
@@ -98,8 +104,9 @@ class SyncLoop:
     """One pass over a connector's sync into a sink; one bad item never stops it.
 
     The loop counts, skips documents over the size limit and document versions quarantined by the
-    embed queue, records skips and failures, cuts batches by documents and bytes, stores the
-    connector's partial checkpoint once the batch it covers landed, and prunes after a full sync.
+    embed queue, records skips and failures, cuts batches by documents and bytes, hands the sink the
+    connector's partial checkpoint with the batch it covers (the sink stores it once that batch is
+    applied), and prunes after a full sync.
     `counts` and `failed` (items whose failure records stay) are readable after a stop or an error."""
 
     def __init__(self, catalog: Catalog, sink: BatchSink, limits: ChunkLimits, batch_docs: int = BATCH_DOCS,
@@ -114,9 +121,6 @@ class SyncLoop:
         self.failed: set[str] = set()
         self.full = False
         self.docs_landed = 0
-        # The read counts up to the last partial checkpoint stored (a sync resumed from the source's
-        # checkpoint starts after these items), secret files included; None until one is stored.
-        self.resume_point: dict[str, int] | None = None
 
     def run(self, connector: Connector, full: bool = False, observe: Observer | None = None,
             known: Mapping[str, str] | None = None) -> SyncCounts:
@@ -163,7 +167,7 @@ class SyncLoop:
                 size += len(item.content)
                 self.sink.reading(size)
                 if len(batch) >= self.batch_docs or size >= self.batch_bytes:
-                    # how far the connector got: this batch (stored once it landed, never before)
+                    # how far the connector got: this batch (stored once it is applied, never before)
                     partial = connector.partial_checkpoint() if checkpoints else None
                     self.sink.submit(batch, self._landed(connector.name, partial, observe, len(batch)))
                     batch, size = [], 0
@@ -203,11 +207,10 @@ class SyncLoop:
         def landed(changed: BatchCounts) -> None:
             self.counts.absorb(changed)
             self.docs_landed += docs
-            if checkpoint is not None:
-                self.catalog.set_checkpoint(source, checkpoint)
+            if checkpoint is not None:  # a sync resumed from it starts after the items read up to this batch
                 secret = self.counts.secret_files
-                self.resume_point = read_at_cut | {"files_skipped": read_at_cut["files_skipped"] + secret,
-                                                   "secret_files": secret}
+                self.sink.keep(source, checkpoint, read_at_cut | {
+                    "files_skipped": read_at_cut["files_skipped"] + secret, "secret_files": secret})
             self._carry(read_at_cut if checkpoint is not None else None)
             if observe:
                 observe(self.sink.phase, self.counts)
@@ -261,6 +264,9 @@ class PipelineSink:
     def close(self) -> None:
         while self.waiting:
             self.preparer.discard(self.waiting.popleft()[0])
+
+    def keep(self, source: str, checkpoint: Checkpoint, resume: dict[str, int]) -> None:
+        self.pipeline.catalog.set_checkpoint(source, checkpoint)  # landed here is written, in order
 
     def _apply_next(self) -> None:
         pending, docs, landed = self.waiting.popleft()

@@ -97,9 +97,11 @@ def test_a_restarted_jira_crawl_resumes_after_its_checkpoint_and_carries_its_cou
         dying = DyingDispatch(survive=2)
         with pytest.raises(Killed):
             crawl_source(ctx, dying, "tickets", job)
-        first = QueueState(services.catalog.engine).crawl(job)
-        assert first.counts["resume"]["files_seen"] == 4  # a checkpoint was stored after each batch sent
+        state = QueueState(services.catalog.engine)
+        assert state.crawl(job).stored is None  # 2 batches sent, none applied: no checkpoint stored yet
+        assert services.catalog.get_checkpoint("tickets") is None
         apply_first(ctx, services, dying, batches=2)  # the index owner applied what was sent meanwhile
+        assert state.crawl(job).stored["resume"]["files_seen"] == 4  # stored once both batches were applied
         dispatch = InlineDispatch()
         assert crawl_source(ctx, dispatch, "tickets", job) == "sent"
         # it resumed at the checkpoint (re-reading the cursor's overlap, whose issues are indexed already)
