@@ -369,6 +369,13 @@ def test_admin_adds_a_jira_source_and_sees_who_may_read_it(site, browser, monkey
             page.click("#add-source-open")  # git by default: a repository, no URL
             expect(page.locator("#add-location")).to_be_visible()
             expect(page.locator("#add-url")).to_be_hidden()
+            for kind, shown, hidden in (("gitlab", "#add-group", "#add-jira-projects"),
+                                        ("confluence", "#add-spaces", "#add-ref")):
+                page.select_option("#add-kind", kind)  # each kind shows its own fields
+                expect(page.locator(shown)).to_be_visible()
+                expect(page.locator(hidden)).to_be_hidden()
+                expect(page.locator("#add-location")).to_be_hidden()
+                shoot(page, f"admin-add-{kind}-source")
             page.click("#add-cancel")
             fill_jira_source(page, jira.server.url, jql="project = PAY ORDER BY created")
             expect(page.locator("#add-location")).to_be_hidden()  # the fields of a Jira source only
