@@ -155,3 +155,18 @@ def test_the_cli_and_the_api_store_the_same_source(client, services, tmp_path, m
     refused = CliRunner().invoke(app, ["sources", "add", "jira", "--name", "x", "--url", body["url"],
                                        "--project", "A", "--access", "team:x"])
     assert refused.exit_code == 2 and "access: bad principal 'team:x'" in refused.output
+
+
+def test_a_git_source_takes_its_interval_and_refuses_unknown_keys(client, services, make_repo):
+    repo = make_repo("handbook")
+    repo.write("README.md", "# Handbook\n")
+    repo.commit()
+    admin = auth(services)
+    body = {"name": "handbook", "location": str(repo.root), "access": ["group:eng"]}
+    ((loc, msg),) = _problems(client.post("/v1/sources", json=body | {"locaton": "/srv/x"}, headers=admin))
+    assert loc == ["body", "git", "locaton"] and "Extra inputs" in msg  # a typo is not silently dropped
+    ((loc, msg),) = _problems(client.post("/v1/sources", json=body | {"interval": "-1h"}, headers=admin))
+    assert loc == ["body", "git", "interval"] and "not a duration" in msg
+    assert services.catalog.list_sources() == []
+    assert client.post("/v1/sources", json=body | {"interval": "2h"}, headers=admin).status_code == 201
+    assert intervals(services.catalog) == {"handbook": 7200}
