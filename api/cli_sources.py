@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 
 from api.cli_errors import USAGE, fail, no_source
-from connectors.config import NAME_RULE, SourceConfigError, load_sources, parse_source
-from connectors.webhooks import SECRET_KEY
+from connectors.config import NAME_RULE, SourceConfigError, load_sources
 from indexer.settings import Settings
 
 sources_app = typer.Typer(help="List sources (no subcommand), add GitLab/Jira/Confluence sources, or load a "
@@ -40,18 +39,15 @@ def _fail(message: str, code: int = USAGE, hint: str = "") -> NoReturn:
 
 
 def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: bool, interval: str = "") -> None:
-    from workers.window import parse_duration
+    """Validate and store the source the way `POST /v1/sources` does (api/new_sources.py)."""
+    from api.new_sources import parse_interval, remote_source
 
     try:
-        config = parse_source({k: v for k, v in data.items() if v not in ("", [], None)})
-        seconds = int(parse_duration(interval).total_seconds()) if interval else None
-    except (SourceConfigError, ValueError) as exc:
+        config = remote_source(data)
+        seconds = parse_interval(interval) if interval else None
+    except SourceConfigError as exc:
         _fail(str(exc))
-    catalog = _store(ctx.obj, [config])
-    if seconds is not None:
-        from workers.maintenance import set_interval
-
-        set_interval(catalog, config.name, seconds)
+    _store(ctx.obj, [config], seconds)
     summary = {"name": config.name, "kind": config.kind, "location": config.location(),
                "access": config.default_access}
     if as_json:
@@ -62,17 +58,18 @@ def _register(ctx: typer.Context, data: dict[str, Any], sync: bool, as_json: boo
         _sync(ctx.obj, config.name, as_json)
 
 
-def _store(settings: Settings, configs: list[Any]) -> Any:
-    """Write to the catalog only (no index stores), so this works while a server owns the index."""
+def _store(settings: Settings, configs: list[Any], interval_seconds: int | None = None) -> Any:
+    """Write to the catalog only (no index stores), so this works while a server owns the index; an interval
+    of None leaves the schedule alone."""
     from api.cli_jobs import local_catalog
+    from api.new_sources import UNSET, save_remote
 
     catalog = local_catalog(settings)
     for config in configs:
-        existing = catalog.get_source(config.name)
-        if existing is not None and existing.kind != config.kind:
-            _fail(f"source {config.name!r} exists with kind {existing.kind!r}; choose another name")
-        kept = {SECRET_KEY: existing.config[SECRET_KEY]} if existing and SECRET_KEY in existing.config else {}
-        catalog.upsert_source(config.name, config.kind, config.catalog_config() | kept, config.default_access)
+        try:
+            save_remote(catalog, config, UNSET if interval_seconds is None else interval_seconds)
+        except SourceConfigError as exc:
+            _fail(str(exc))
     return catalog
 
 
@@ -109,7 +106,7 @@ def add_gitlab(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: 
     _register(ctx, {"kind": "gitlab", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
                     "group": group, "projects": project, "ref": ref, "internal_principal": internal_principal,
                     "code": not no_code, "issues": not no_issues, "merge_requests": not no_merge_requests,
-                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
+                    "access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
 
 
 def _access_map(values: list[str]) -> dict[str, list[str]]:
@@ -138,8 +135,9 @@ def add_jira(ctx: typer.Context, name: str = NAME, url: str = URL, token_env: st
     fields = {k: v[0] for k, v in _access_map(custom_field).items()}
     _register(ctx, {"kind": "jira", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
                     "username": username, "projects": project, "jql": jql, "deployment": deployment,
-                    "permissions": permissions, "access": _access_map(project_access), "custom_fields": fields,
-                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
+                    "permissions": permissions, "project_access": _access_map(project_access),
+                    "custom_fields": fields, "access": access, "requests_per_second": requests_per_second},
+              sync, as_json, interval)
 
 
 @add_app.command("confluence")
@@ -156,8 +154,9 @@ def add_confluence(ctx: typer.Context, name: str = NAME, url: str = URL, token_e
     """Confluence: pages and blog posts of spaces."""
     _register(ctx, {"kind": "confluence", "name": name, "url": url, "token_env": token_env, "token_file": token_file,
                     "username": username, "spaces": space, "blogposts": not no_blogposts, "deployment": deployment,
-                    "permissions": permissions, "access": _access_map(space_access), "timezone": timezone,
-                    "default_access": access, "requests_per_second": requests_per_second}, sync, as_json, interval)
+                    "permissions": permissions, "space_access": _access_map(space_access),
+                    "timezone": timezone, "access": access, "requests_per_second": requests_per_second},
+              sync, as_json, interval)
 
 
 @sources_app.command("load")

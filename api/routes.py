@@ -8,23 +8,27 @@ import uuid
 from concurrent.futures import Future
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from api.auth import admin, principal
 from api.errors import BadRequest, Conflict, NotFound
 from api.mcp_schemas import ReferencesOut, reference_out
+from api.new_sources import UNSET as NO_INTERVAL
+from api.new_sources import parse_interval, remote_source, save_remote, save_source
 from api.schemas import (
     HitOut,
     JobOut,
+    NewSourceIn,
     PermissionsOut,
     ReconcileIn,
     RedactionsOut,
     ReindexIn,
+    RemoteSourceIn,
     ScheduleIn,
     ScheduleOut,
     SearchRequest,
     SearchResponse,
     SourceChangeOut,
-    SourceIn,
     SourceOut,
     SourcePatch,
     SourceRemovedOut,
@@ -105,16 +109,26 @@ def list_sources(request: Request, who: Principal = Depends(principal)) -> list[
 
 
 @router.post("/sources", response_model=SourceOut, status_code=201)
-def add_source(body: SourceIn, request: Request, who: Principal = Depends(admin)) -> SourceOut:
+def add_source(body: NewSourceIn, request: Request, who: Principal = Depends(admin)) -> SourceOut:
+    """A git repository, or a GitLab, Jira or Confluence source validated as `cairn sources add` does."""
     catalog = request.app.state.services.catalog
     if catalog.get_source(body.name) is not None:
         raise Conflict(f"a source named {body.name!r} already exists")
-    access = Access.of(*body.access)
-    try:
-        config = git_config(body.name, body.location, body.ref, body.token_env, body.token_file, body.username)
-    except SourceConfigError as exc:
-        raise BadRequest(str(exc)) from None
-    catalog.upsert_source(body.name, body.kind, config, sorted(access.principals))
+    interval = NO_INTERVAL if body.interval is None else parse_interval(body.interval)  # checked by the body's model
+    if isinstance(body, RemoteSourceIn):
+        try:
+            remote = remote_source(body.definition())
+        except SourceConfigError as exc:  # the same 422 as the body's own checks, field by field
+            raise RequestValidationError([{"loc": ("body", body.kind, *loc), "msg": msg}
+                                          for loc, msg in exc.problems]) from None
+        save_remote(catalog, remote, interval)
+    else:
+        access = Access.of(*body.access)
+        try:
+            config = git_config(body.name, body.location, body.ref, body.token_env, body.token_file, body.username)
+        except SourceConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        save_source(catalog, body.name, body.kind, config, sorted(access.principals), interval)
     request.app.state.audit.record(who, "sources.add", target=body.name)
     return _source_out(catalog.get_source(body.name), catalog, True)
 

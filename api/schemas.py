@@ -1,12 +1,13 @@
 """Request and response bodies of the REST API (pydantic at the edge)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from connectors.config import NAME as SOURCE_NAME
-from connectors.config import NAME_RULE
+from connectors.config import NAME_RULE, refuse_inline_secrets
+from workers.window import parse_duration
 
 MAX_QUERY_CHARS = 20_000
 
@@ -50,17 +51,75 @@ class SearchResponse(BaseModel):
     abstained: bool = False
 
 
-class SourceIn(BaseModel):
+SOURCE_KINDS = ("git", "gitlab", "jira", "confluence")
+INTERVAL_HELP = "Sync interval: `1h`, `30m`, `0` (never); left out: the default interval."
+
+
+class _NewSource(BaseModel):
+    """What every new source has: a name, who may read it, a credential by reference only, a schedule."""
+
     name: str = Field(min_length=1, max_length=64, pattern=SOURCE_NAME, description=f"Source name: {NAME_RULE}.")
+    access: list[str] = Field(default_factory=list, max_length=1000, description="Who may read it (empty: admins "
+                              "only); for GitLab, Jira and Confluence the readers of an item the source gives none.")
+    token_env: str = Field(default="", max_length=200, description="Environment variable (of the server and "
+                           "workers) holding the token; read at sync time, never stored.")
+    token_file: str = Field(default="", max_length=4096, description="File holding that token instead.")
+    username: str = Field(default="", max_length=200, description="User name sent with the token (git: default "
+                          "oauth2; Atlassian Cloud: the account's e-mail).")
+    interval: str | None = Field(default=None, max_length=32, description=INTERVAL_HELP)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_credentials(cls, data: Any) -> Any:
+        refuse_inline_secrets(data)  # a 422 saying to reference it; the value is never echoed
+        return data
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)  # its ValueError says what is wrong: a 422
+        return value
+
+
+class SourceIn(_NewSource):
+    """A git repository (`kind` may be left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     kind: Literal["git"] = "git"
     location: str = Field(min_length=1, max_length=2000, description="Repository path or clone URL, without "
                           "credentials (a URL with `user:token@` is refused: give token_env or token_file).")
     ref: str = Field(default="", max_length=255)
-    access: list[str] = Field(default_factory=list, max_length=1000)
-    token_env: str = Field(default="", max_length=200, description="Environment variable (of the server and "
-                           "workers) holding the token for an http(s) clone URL; read at sync time, never stored.")
-    token_file: str = Field(default="", max_length=4096, description="File holding that token instead.")
-    username: str = Field(default="", max_length=200, description="User name sent with the token (default oauth2).")
+
+
+class RemoteSourceIn(_NewSource):
+    """A GitLab, Jira or Confluence source: the fields of its sources-file entry (docs/connectors.md), validated
+    the same way, except that `access` lists who may read it (the file's `default_access`) and a Jira project's
+    or Confluence space's own readers are `project_access` / `space_access` (the file's `access`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["gitlab", "jira", "confluence"]
+    url: str = Field(min_length=1, max_length=2000, description="Base URL of the service, without credentials.")
+    project_access: dict[str, list[str]] | None = Field(default=None, description="Jira: project key → readers.")
+    space_access: dict[str, list[str]] | None = Field(default=None, description="Confluence: space key → readers.")
+
+    def definition(self) -> dict[str, Any]:
+        """The fields given, as `cairn sources add` passes them (api/new_sources.py)."""
+        return self.model_dump(exclude_unset=True, exclude={"interval"}) | {"kind": self.kind}
+
+
+def _kind(value: Any) -> str | None:
+    kind = value.get("kind", "git") if isinstance(value, dict) else getattr(value, "kind", "git")
+    return kind if kind in SOURCE_KINDS else None
+
+
+NewSourceIn = Annotated[
+    Annotated[SourceIn, Tag("git")] | Annotated[RemoteSourceIn, Tag("gitlab")] | Annotated[RemoteSourceIn, Tag("jira")]
+    | Annotated[RemoteSourceIn, Tag("confluence")],
+    Discriminator(_kind, custom_error_type="unknown_kind",
+                  custom_error_message=f"kind must be one of {', '.join(SOURCE_KINDS)}")]
 
 
 class SourcePatch(BaseModel):

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from connectors.base import AuthFailed
 from connectors.http_policy import HttpPolicy
@@ -24,7 +25,24 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SourceConfigError(ValueError):
-    """A sources file or source definition that cannot be used (the message says where and why)."""
+    """A sources file or source definition that cannot be used (the message says where and why).
+
+    `problems` holds each problem as (field path, message), the path without the kind, for callers that
+    show them field by field (the API's 422)."""
+
+    def __init__(self, message: str, problems: tuple[tuple[tuple[str | int, ...], str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+def refuse_inline_secrets(data: Any) -> None:
+    """A definition carrying a credential itself (`token`, `password`, ...) is refused: credentials are only
+    ever referenced (an environment variable or a file), so none is stored, shown or logged. For validators."""
+    inline = [k for k in _SECRET_KEYS if isinstance(data, dict) and k in data]
+    if inline:
+        raise PydanticCustomError("inline_credentials", "{keys}: credentials are never written in configuration; "
+                                  "put it in an environment variable or a file and reference it with token_env "
+                                  "or token_file", {"keys": ", ".join(inline)})
 
 
 def check_source_name(name: str) -> str:
@@ -146,11 +164,7 @@ class SourceBase(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_inline_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            inline = [k for k in _SECRET_KEYS if k in data]
-            if inline:
-                raise ValueError(f"{', '.join(inline)}: credentials are never written in configuration; "
-                                 "use token_env (an environment variable) or token_file")
+        refuse_inline_secrets(data)
         return data
 
     @field_validator("url")
@@ -331,16 +345,19 @@ _ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
 REMOTE_KINDS = ("gitlab", "jira", "confluence")
 
 
-def _explain(exc: ValidationError, where: str) -> SourceConfigError:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'source'}: {e['msg']}" for e in exc.errors())
-    return SourceConfigError(f"{where}: {problems}")
+def _explain(exc: ValidationError, where: str, kind: Any = None) -> SourceConfigError:
+    errors = [(e["loc"], e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+    text = "; ".join(f"{'.'.join(str(p) for p in loc) or 'source'}: {msg}" for loc, msg in errors)
+    # the discriminated union puts the kind first in every path: a field path is the rest
+    problems = tuple((tuple(loc[1:] if loc[:1] == (kind,) else loc), msg) for loc, msg in errors)
+    return SourceConfigError(f"{where}: {text}", problems)
 
 
 def parse_source(data: dict[str, Any], where: str = "source") -> GitLabSource | JiraSource | ConfluenceSource:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise _explain(exc, where) from None
+        raise _explain(exc, where, data.get("kind")) from None
 
 
 def from_catalog(row: Any) -> GitLabSource | JiraSource | ConfluenceSource:

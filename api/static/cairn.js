@@ -17,6 +17,13 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// An error's detail: a sentence, or a 422's problems as `field: message` (the location after body/query).
+function problemText(detail) {
+  if (typeof detail === "string") return detail;
+  if (!Array.isArray(detail)) return "";
+  return detail.map((p) => (p.loc?.length > 1 ? `${p.loc.slice(1).join(".")}: ${p.msg}` : p.msg)).join("; ");
+}
+
 async function call(url, options = {}) {
   const res = await fetch(url, { credentials: "same-origin", ...options, headers: UI_HEADERS });
   if (res.status === 401) {
@@ -25,7 +32,7 @@ async function call(url, options = {}) {
   }
   if (!res.ok) {  // the server's own message (e.g. why a change is refused) when it sent one
     const body = await res.json().catch(() => null);
-    throw new Error(`${res.status} ${typeof body?.detail === "string" ? body.detail : res.statusText}`);
+    throw new Error(`${res.status} ${problemText(body?.detail) || res.statusText}`);
   }
   return res.status === 204 ? null : res.json();
 }
@@ -285,6 +292,9 @@ function documentPage() {
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "never");
 const cells = (...values) => values.map((v) => el("td", {}, v instanceof Node ? v : String(v ?? "")));
 
+const URL_EXAMPLES = { gitlab: "https://gitlab.example.com", jira: "https://example.atlassian.net",
+                       confluence: "https://example.atlassian.net/wiki" };
+
 function adminPage() {
   let timer = null;
   let notice = "";  // the outcome of the last action stays visible across refreshes until the next one
@@ -331,6 +341,8 @@ function adminPage() {
     $("#edit-source-name").textContent = src.name;
     $("#edit-access").value = src.access.join(", ");
     $("#edit-ref").value = src.ref;
+    const hasRef = src.kind === "git" || src.kind === "gitlab";  // Jira and Confluence have none
+    for (const part of [$("#edit-ref"), $('label[for="edit-ref"]')]) part.hidden = !hasRef;
     $("#edit-interval").value = src.interval_seconds == null ? "" : `${src.interval_seconds}s`;
     dialog.showModal();
   };
@@ -349,18 +361,34 @@ function adminPage() {
         `/v1/sources/${encodeURIComponent(src.name)}`, { method: "PATCH", body: JSON.stringify(body) });
   });
   const adder = $("#add-source");
-  $("#add-source-open").addEventListener("click", () => { $("#add-source-form").reset(); adder.showModal(); });
+  const showKind = () => {  // the fields of the chosen kind; the others hidden and left out of the form
+    const kind = $("#add-kind").value;
+    for (const part of adder.querySelectorAll(".kind-fields")) {
+      const shown = part.dataset.kinds.split(" ").includes(kind);
+      part.hidden = !shown;
+      for (const input of part.querySelectorAll("input")) input.disabled = !shown;
+    }
+    $("#add-url").placeholder = URL_EXAMPLES[kind] ?? "";
+  };
+  $("#add-kind").addEventListener("change", showKind);
+  $("#add-source-open").addEventListener("click", () => { $("#add-source-form").reset(); showKind(); adder.showModal(); });
   $("#add-cancel").addEventListener("click", () => adder.close());
   $("#add-source-form").addEventListener("submit", () => addSource(new FormData($("#add-source-form"))));
-  async function addSource(data) {  // the same routes as `cairn index`: add, then schedule and index it
-    const name = data.get("name").trim(), interval = data.get("interval").trim();
-    const body = { name, kind: "git", location: data.get("location").trim(), ref: data.get("ref").trim(),
-                   access: data.get("access").split(/[\s,]+/).filter(Boolean), token_env: data.get("token_env").trim() };
-    const path = `/v1/sources/${encodeURIComponent(name)}`;
+  async function addSource(data) {  // POST /v1/sources (validated as `cairn sources add`), then index it
+    notice = "";
+    const text = (key) => (data.get(key) ?? "").trim();
+    const list = (key) => text(key).split(/[\s,]+/).filter(Boolean);
+    const name = text("name");
+    const body = { name, kind: text("kind"), access: list("access") };
+    for (const key of ["location", "url", "ref", "group", "jql", "username", "token_env", "token_file", "interval"]) {
+      if (text(key)) body[key] = text(key);  // a field of another kind is disabled: not in the form
+    }
+    for (const key of ["projects", "spaces"]) if (list(key).length) body[key] = list(key);
     try {
       await call("/v1/sources", { method: "POST", body: JSON.stringify(body) });
-      notice = `${name} added` + (body.access.length ? "" : " (admins only: nobody else may read it)");
-      if (interval) await call(`${path}/schedule`, { method: "PUT", body: JSON.stringify({ interval }) });
+      notice = `${name} added` + (body.access.length ? "" : body.kind === "git" ? " (admins only: nobody else may read it)"
+        : " (items the source gives no permissions for: admins only)");
+      const path = `/v1/sources/${encodeURIComponent(name)}`;
       if (data.get("index")) notice += ` · indexing (job ${(await call(`${path}/reindex`, { method: "POST", body: "{}" })).id})`;
     } catch (err) {
       notice = notice.startsWith(name) ? `${notice} · ${err.message}` : `${name} not added: ${err.message}`;
@@ -376,6 +404,11 @@ function adminPage() {
         `/v1/sources/${encodeURIComponent(name)}`, { method: "DELETE" });
   };
   refresh();
+}
+
+function sourceCell(src) {  // its name, and what it is: git, gitlab, jira or confluence
+  return el("span", {}, el("span", { class: "source-name", text: src.name }),
+            el("span", { class: "source-kind", text: src.kind }));
 }
 
 // Who may read the source (admins always may). A git source's documents carry its access list; a GitLab,
@@ -407,7 +440,7 @@ function renderAdmin(state) {
   const focused = document.activeElement?.dataset?.source;
   const focusedKind = document.activeElement?.classList?.[0] ?? "reindex";
   $("#sources tbody").replaceChildren(...state.sources.map((src) => el("tr", { "data-source": src.name },
-    ...cells(src.name, readersCell(src), el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
+    ...cells(sourceCell(src), readersCell(src), el("span", { class: `state ${src.state}`, text: src.state }), when(src.last_success_at),
              permissionsCell(src.permissions), src.documents, src.chunks, src.skipped, redactionsCell(src.redactions), src.failures, src.last_error || "—",
              sourceActions(src)))));
   if (focused) $(`button.${CSS.escape(focusedKind)}[data-source="${CSS.escape(focused)}"]`)?.focus();

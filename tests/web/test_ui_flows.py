@@ -1,6 +1,7 @@
 """The web UI's main flows in headless Debian chromium on one real server: search (facets, paging, keys,
 multi-line queries, recent searches), the document view (anchors, rendered Markdown), the admin console
-(add, edit, remove a source, cancel a job) and what a non-admin may not see. Every page is shot at 1280
+(add, edit, remove a source, cancel a job; add a Jira source against a fake Jira) and what a non-admin may
+not see. Every page is shot at 1280
 and 390 px into test-output/screenshots/ and no request may leave the machine (web_harness)."""
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ import shutil
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from web_harness import CHROMIUM, CHROMIUM_ARGS, build_corpus, git_repo, serve, shoot, sign_in, token, watched_page
+from web_harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FakeJira,
+    build_corpus,
+    git_repo,
+    serve,
+    shoot,
+    sign_in,
+    token,
+    watched_page,
+)
 
 from api.app import create_app
 from api.web_search import recent_key
@@ -328,3 +340,73 @@ def test_admin_adds_edits_and_removes_a_source_and_cancels_a_job(site, browser):
         expect(page.locator("#admin-status")).to_contain_text("handbook removed")
         expect(row).to_have_count(0)
     assert services.catalog.get_source("handbook") is None
+
+
+def fill_jira_source(page: Page, url: str, jql: str = "") -> None:
+    page.click("#add-source-open")
+    page.select_option("#add-kind", "jira")
+    page.fill("#add-name", "tickets")
+    page.fill("#add-url", url)
+    page.fill("#add-jira-projects", "PAY")
+    page.fill("#add-jql", jql)
+    page.fill("#add-access", "group:eng")
+    page.fill("#add-username", "bot@example.com")
+    page.fill("#add-token-env", "UI_JIRA_TOKEN")
+    page.fill("#add-interval", "1h")
+
+
+def test_admin_adds_a_jira_source_and_sees_who_may_read_it(site, browser, monkeypatch):
+    base, services, tokens, _root = site
+    jira = FakeJira(cloud=False)  # a Data Center by its host (not *.atlassian.net)
+    jira.add_issue("PAY-7", "Checkout times out for large carts", "Checkout gives up after 30 seconds.")
+    jira.add_issue("PAY-8", "Invoice PDF has the wrong logo", "The logo on invoices is outdated.")
+    jira.grant("PAY", {"type": "anyone"})
+    monkeypatch.setenv("UI_JIRA_TOKEN", jira.token)  # the server reads the reference at sync time
+    jira.server.start()
+    try:
+        with watched_page(browser, allow=("status of 422",), viewport={"width": 1280, "height": 1000}) as page:
+            sign_in(page, base, tokens["admin"], "/admin")
+            page.click("#add-source-open")  # git by default: a repository, no URL
+            expect(page.locator("#add-location")).to_be_visible()
+            expect(page.locator("#add-url")).to_be_hidden()
+            for kind, shown, hidden in (("gitlab", "#add-group", "#add-jira-projects"),
+                                        ("confluence", "#add-spaces", "#add-ref")):
+                page.select_option("#add-kind", kind)  # each kind shows its own fields
+                expect(page.locator(shown)).to_be_visible()
+                expect(page.locator(hidden)).to_be_hidden()
+                expect(page.locator("#add-location")).to_be_hidden()
+                shoot(page, f"admin-add-{kind}-source")
+            page.click("#add-cancel")
+            fill_jira_source(page, jira.server.url, jql="project = PAY ORDER BY created")
+            expect(page.locator("#add-location")).to_be_hidden()  # the fields of a Jira source only
+            expect(page.locator("#add-ref")).to_be_hidden()
+            expect(page.locator("#add-spaces")).to_be_hidden()
+            expect(page.locator("#add-token-file")).to_be_visible()
+            shoot(page, "admin-add-jira-source")
+            page.click("#add-save")  # refused by the server, field by field, nothing stored
+            expect(page.locator("#admin-status")).to_contain_text(
+                "tickets not added: 422 jira: jql must not contain ORDER BY")
+            assert services.catalog.get_source("tickets") is None
+
+            fill_jira_source(page, jira.server.url)
+            page.click("#add-save")
+            expect(page.locator("#admin-status")).to_contain_text("tickets added · indexing (job ")
+            row = page.locator('#sources tr[data-source="tickets"]')
+            expect(row.locator(".readers")).to_have_text("per item, from jira (default: group:eng)")
+            expect(row.locator(".source-kind")).to_have_text("jira")
+            added = re.search(r"job ([0-9a-f-]{36})", page.locator("#admin-status").inner_text()).group(1)
+            expect(page.locator(f'#jobs tr[data-job="{added}"]')).to_have_attribute("data-state", "succeeded")
+            expect(row).to_contain_text("idle")
+            shoot(page, "admin-jira-source")
+            page.get_by_role("button", name="Edit access, ref and schedule of tickets").click()
+            expect(page.locator("#edit-interval")).to_have_value("3600s")
+            expect(page.locator("#edit-ref")).to_be_hidden()  # a Jira source has no ref
+            page.click("#edit-cancel")
+        assert set(services.catalog.document_versions("tickets")) == {"tickets:PAY-7", "tickets:PAY-8"}
+        stored = services.catalog.get_source("tickets")
+        assert stored.config["token_env"] == "UI_JIRA_TOKEN" and jira.token not in str(stored.config)
+        assert jira.server.requests("/rest/api/2/search")  # read from the fake Jira, with the token
+    finally:
+        jira.server.stop()
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['admin']}"}, timeout=60) as api:
+            api.delete("/v1/sources/tickets")  # the module's other tests count eng's sources

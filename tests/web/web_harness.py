@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Browser, Page, Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))  # reuse tests/api/api_harness.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))  # and the fake Jira
 
 from api_harness import (
     INVOICE_PY,
@@ -22,6 +23,7 @@ from api_harness import (
     serve,
     token,
 )
+from fake_jira import FakeJira
 
 __all__ = [
     "CHROMIUM",
@@ -32,6 +34,7 @@ __all__ = [
     "ROLLOUT_PY",
     "SCREENSHOTS",
     "WEB_URL",
+    "FakeJira",
     "build_corpus",
     "git_repo",
     "serve",
