@@ -17,9 +17,9 @@ from helm_render import Renderer
 INFRA = Path(__file__).parents[2] / "infra"
 COMPOSE = INFRA / "compose.yaml"
 CHART = INFRA / "helm" / "cairn"
-SERVICES = {"migrate", "api", "worker-sync", "worker-embed", "worker-maintenance", "beat", "redis", "postgres",
+SERVICES = {"migrate", "api", "api-replica", "worker-sync", "worker-embed", "worker-maintenance", "beat", "redis", "postgres",
             "qdrant"}
-CAIRN_SERVICES = {"migrate", "api", "worker-sync", "worker-embed", "worker-maintenance", "beat"}
+CAIRN_SERVICES = {"migrate", "api", "api-replica", "worker-sync", "worker-embed", "worker-maintenance", "beat"}
 # A value that looks like a credential: a password in a URL, or a secret-named key with a literal value.
 URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey)", re.IGNORECASE)
@@ -357,3 +357,31 @@ def test_notes_and_readme_name_real_cairn_commands() -> None:
                 _resolve(words)
                 found += 1
     assert found >= 6
+
+
+def test_compose_api_nodes_advertise_urls_the_other_node_reaches() -> None:
+    """The lease holder's CAIRN_NODE_URL is where replicas forward: each node names itself by its service name
+    and the port it serves on, on the shared data volume (a takeover needs the owner's copy of the index)."""
+    services = compose()["services"]
+    for name in ("api", "api-replica"):
+        service = services[name]
+        port = service["command"][service["command"].index("--port") + 1]
+        assert service["environment"]["CAIRN_NODE_URL"] == f"http://{name}:{port}", name
+        assert "cairn-data:/data" in service["volumes"], name
+        assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"]), name
+    assert services["api-replica"]["profiles"] == ["replica"]  # opt-in: one node is the default
+    assert "profiles" not in services["api"]
+
+
+def test_chart_api_pods_advertise_their_own_pod_ip() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    _merge(values, {"api": {"replicas": 2}})
+    api = by_kind(manifests(chart(values)), "Deployment")["cairn-cairn-api"]
+    assert api["spec"]["replicas"] == 2
+    env = api["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    # Kubernetes expands $(POD_IP) only from a variable defined earlier in the same list.
+    assert names.index("POD_IP") < names.index("CAIRN_NODE_URL")
+    assert env[names.index("POD_IP")]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env[names.index("CAIRN_NODE_URL")]["value"] == f"http://$(POD_IP):{values['api']['port']}"
+    assert values["persistence"]["data"]["accessModes"] == ["ReadWriteMany"]
