@@ -123,7 +123,7 @@ def test_commits_are_indexed_documents_found_with_the_kind_filter(url, world):
     assert "commit" not in {h["kind"] for h in httpx.post(url + "/v1/search", json={"query": "round invoice totals"},
                                                          headers=auth(eng), timeout=60).json()["hits"]}
     proc = subprocess.run([str(Path(sys.executable).with_name("cairn")), "search", "round invoice totals half up",
-                           "--kind", "commit", "--json", "--url", url], capture_output=True, text=True, timeout=120,
+                           "--kind", "commit", "--json", "--url", url], capture_output=True, text=True, timeout=120, check=False,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}, "CAIRN_TOKEN": eng})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["path"] == f"commit:{world.rounding}"
