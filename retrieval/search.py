@@ -171,7 +171,11 @@ class HybridSearcher:
             if history is None:
                 return out, []
             t = time.perf_counter()
-            found = self.vectors.search(vector, history, commits)
+            try:
+                found = self.vectors.search(vector, history, commits)
+            except StoreTimeout as exc:  # the file hits stand; the similar commits come from BM25 alone
+                self._partial_log.note(exc)
+                found = []
             timings["history_dense"] = time.perf_counter() - t
             return out, found
 
