@@ -14,6 +14,7 @@ import pytest
 from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from indexer.stores import StoreTimeout
 from retrieval.permissions import Scope
 from retrieval.query_analysis import analyse
 from retrieval.rerank_features import FeatureReranker, FeatureWeights
@@ -370,3 +371,32 @@ def test_search_leaves_commits_out_unless_the_kind_is_named(history_searcher):
     assert commits[0].content.startswith(message) and path in commits[0].content
     mixed = history_searcher.search(message, ENG, Scope(kinds=("code", "commit")), limit=20).hits
     assert {"code", "commit"} <= {h.kind for h in mixed}
+
+
+class CommitSearchTimesOut:
+    """The real vector store, except that a search for commit documents does not answer in time."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def search(self, vector, flt, limit):
+        if flt.kinds == ("commit",):
+            raise StoreTimeout("busy")
+        return self.inner.search(vector, flt, limit)
+
+
+@pytest.mark.slow
+def test_a_commit_search_that_times_out_keeps_the_file_hits(history_searcher):
+    base = history_searcher
+    slow = HybridSearcher(base.catalog, base.fulltext, CommitSearchTimesOut(base.vectors), base.embedder, base.reranker,
+                          candidates=base.candidates, max_hits_per_file=base.max_hits_per_file,
+                          options=SearchOptions(history_weight=HISTORY_WEIGHT))
+    try:
+        query = "pooled connection closed by the server while idle is not retried"
+        result = slow.search(query, ENG, Scope(sources=(SOURCE,)), limit=10)
+        base.options = SearchOptions(history_weight=0.0)
+        without = base.search(query, ENG, Scope(sources=(SOURCE,)), limit=10)
+    finally:
+        slow.close()
+    assert result.partial == () and result.hits and result.hits[0].path == "tinyhttp/adapters.py"
+    assert {h.chunk_id for h in result.hits} == {h.chunk_id for h in without.hits}  # the same files, BM25's commits
