@@ -2,8 +2,11 @@
 
 Each instance is checked out (the harness's `checkout`) and indexed once, in-process, as `cairn index` indexes
 it (commit history included); then, on that index and in the same process:
-  search  the hybrid search as `cairn search --limit 50 --json` answers (its distinct paths in rank order)
-  locate  `cairn locate --limit 50 --json` (files in rank order)
+  search    the hybrid search as `cairn search --limit 50 --json` answers (its distinct paths in rank order),
+            without the history signal (CAIRN_HISTORY_WEIGHT=0)
+  search+h  the same with the history signal at --history-weight (files changed by similar commits gain)
+  locate    `cairn locate --limit 50 --json` (files in rank order), its search without the history signal
+  locate+h  the same over the search with the history signal
   bm25    the harness's whole-file BM25 on the same checkout
 Per repository and overall: acc@1/5/10, MRR, tokens returned per instance and p50 latency. Tokens are the
 code an agent receives to see the first 10 files: for search the chunks of the hits up to the 10th distinct
@@ -34,6 +37,7 @@ from retrieval.history import HistoryIndex
 from retrieval.locate import DEFAULT_BUDGET_SECONDS, Locator
 from retrieval.packing import estimate_tokens
 from retrieval.permissions import Scope
+from retrieval.search import SearchOptions
 from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
@@ -41,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HARNESS = ROOT.parent / "shared" / "eval" / "run_swebench.py"
 RESULTS = 50  # what the harness asks `cairn search` for
 SEEN_FILES = 10  # tokens are counted for the first this many files
-SYSTEMS = ("search", "locate", "bm25")
+SYSTEMS = ("search", "search+h", "locate", "locate+h", "bm25")
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 READER = Principal(user="eval", admin=True)
 
@@ -109,6 +113,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="at most N instances per repository")
     ap.add_argument("--work", type=Path, required=True, help="checkouts and the data directory")
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, help="locate's time budget (seconds)")
+    ap.add_argument("--history-weight", type=float, default=0.3,
+                    help="the history signal's weight for search+h and locate+h (CAIRN_HISTORY_WEIGHT)")
     ap.add_argument("--no-baseline", action="store_true", help="leave out the harness BM25")
     ap.add_argument("--out", type=Path, default=None, help="one JSON line per instance")
     a = ap.parse_args()
@@ -141,13 +147,20 @@ def main() -> None:
             harness.checkout(str(work), r["base_commit"])
             services = IndexServices.open(settings, embedder=embedder)
             searcher = build_searcher(services)
+            searcher.options = SearchOptions(history_weight=0.0)
+            with_history = build_searcher(services)
+            with_history.options = SearchOptions(history_weight=a.history_weight)
             try:
                 rec: dict = {"instance_id": r["instance_id"], "repo": repo, "gold": r["gold_files"],
                              "index": index_instance(services, source, work)}
                 history = HistoryIndex(services.catalog, services.fulltext, settings, services.pipeline.secrets)
                 rec["search"] = run_search(services, searcher, r["problem_statement"], source, harness)
+                rec["search+h"] = run_search(services, with_history, r["problem_statement"], source, harness)
                 rec["locate"] = run_locate(Locator.over(searcher, history), r["problem_statement"], source, a.budget)
+                rec["locate+h"] = run_locate(Locator.over(with_history, history), r["problem_statement"], source,
+                                             a.budget)
             finally:
+                with_history.close()
                 searcher.close()
                 services.close()
             if not a.no_baseline:

@@ -292,6 +292,8 @@ def main() -> int:
                     help="write the memory samples [seconds, requests, rss_kb, anon_kb, file_kb] here as JSON")
     ap.add_argument("--relevance-floor", type=float, default=None,
                     help="the server's CAIRN_RELEVANCE_FLOOR (default: the setting's default; 0 = off)")
+    ap.add_argument("--history-weight", type=float, default=None,
+                    help="the server's CAIRN_HISTORY_WEIGHT (default: the setting's default; 0 = off)")
     ap.add_argument("--max-rss-growth-mb", type=float, default=64.0,
                     help="most the server's heap (RssAnon) may grow from warm-up to the end")
     a = ap.parse_args()
@@ -301,6 +303,8 @@ def main() -> int:
         env.update(CAIRN_DATA_DIR=str(data_dir), CAIRN_RATE_LIMIT_PER_MINUTE="100000000")
         if a.relevance_floor is not None:
             env["CAIRN_RELEVANCE_FLOOR"] = str(a.relevance_floor)
+        if a.history_weight is not None:
+            env["CAIRN_HISTORY_WEIGHT"] = str(a.history_weight)
         reader, admin = prepare(data_dir, a.repo, env)
         port = free_port()
         server = start_server(env, port, Path(tmp) / "server.log")

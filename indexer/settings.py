@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     min_chunk_lines: int = Field(default=8, ge=1, description="Neighbouring symbols smaller than this merge.")
     max_hits_per_file: int = Field(default=3, ge=1, description="At most this many chunks of one file per result list.")
     candidates: int = Field(default=50, ge=1, description="Candidates each engine returns before fusion.")
+    history_weight: float = Field(default=0.0, ge=0, le=2, description="Search: the chunks of a candidate file "
+                                  "changed by one of the indexed commits most like the query gain up to this "
+                                  "(ranking scores are about 0-3; 0 = off).")
     relevance_floor: float = Field(default=0.4, ge=0, le=1, description="Queries whose relevance evidence (both "
                                    "engines', in [0, 1]) stays below this are answered with nothing; 0 = off.")
     host: str = Field(default="127.0.0.1", description="Address `cairn serve` binds.")

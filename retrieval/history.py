@@ -219,11 +219,16 @@ class HistoryIndex:
 
 def commit_hit(doc: DocumentRecord) -> CommitHit | None:
     """A stored commit document as a CommitHit (None if its text is not a commit's)."""
-    text: CommitText | None = parse(doc.content)
+    return commit_of(doc.id, doc.source, doc.url, doc.content)
+
+
+def commit_of(doc_id: str, source: str, url: str, content: str) -> CommitHit | None:
+    """A commit document's stored text as a CommitHit (None if the text is not a commit's)."""
+    text: CommitText | None = parse(content)
     if text is None:
         return None
-    return CommitHit(document_id=doc.id, source=doc.source, sha=text.sha, date=text.date, author=text.author,
-                     message=text.message, url=doc.url, references=text.references, paths=text.paths)
+    return CommitHit(document_id=doc_id, source=source, sha=text.sha, date=text.date, author=text.author,
+                     message=text.message, url=url, references=text.references, paths=text.paths)
 
 
 def fit(text: str, max_tokens: int) -> str:

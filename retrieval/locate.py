@@ -26,7 +26,7 @@ from indexer.catalog.schema import DocumentRecord
 from indexer.languages import canonical_language
 from indexer.models import Principal, path_prefixes
 from indexer.stores import FullTextIndex, LexicalQuery
-from retrieval.history import HistoryIndex, commit_hit
+from retrieval.history import CommitHit, HistoryIndex, commit_hit
 from retrieval.hits import Hit
 from retrieval.mentions import calls, frame_lines, lookups
 from retrieval.packing import estimate_tokens
@@ -35,6 +35,7 @@ from retrieval.query_analysis import AnalysedQuery, QueryError, analyse
 from retrieval.references import find_definitions
 from retrieval.related import own_key, related
 from retrieval.search import HybridSearcher, SearchResult
+from retrieval.similar_commits import similar_commits
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ MAX_FOLLOWED = 3  # best files whose chunks' calls are followed to their definit
 CALLS_PER_FILE = 3
 DEFINITION_CANDIDATES = 60  # chunks read per definition lookup
 AMBIGUOUS = 4  # an identifier defined in more files than this says nothing about where to look
-BROAD_COMMIT = 12  # a commit touching more files than this is not evidence for any of them
 MAX_KEYS = 3  # ticket keys followed through `related`
 PATH_CANDIDATES = 20  # chunks read per path lookup
 CONTEXT_LINES = 12  # lines either side of a traceback frame's line
@@ -304,22 +304,22 @@ class _Run:
         return True
 
     def commits(self) -> None:
-        """Files changed by the commits most like the text (commits touching many files are left out)."""
-        rank = 0
-        for doc_id in dict.fromkeys(h.doc_id for h in self.linked if h.kind == COMMIT_KIND):  # a commit once
-            if self.deadline.left() <= 0:
-                break
-            doc = self.document(doc_id)
-            commit = commit_hit(doc) if doc is not None else None
-            if commit is None or not commit.paths or len(commit.paths) > BROAD_COMMIT:
-                continue
-            share = self.w.commit / (1 + rank) / math.sqrt(len(commit.paths))
-            rank += 1
+        """Files changed by the commits most like the text (`retrieval.similar_commits`: commits touching many
+        files are left out)."""
+        ids = dict.fromkeys(h.doc_id for h in self.linked if h.kind == COMMIT_KIND)  # a commit once
+        for similar in similar_commits(self.commit(doc_id) for doc_id in ids):
+            commit = similar.commit
             for path in commit.paths:
                 entry = self.file(commit.source, path)
                 if entry is not None:
-                    entry.add("commit", share, f"changed by commit {commit.sha[:12]} “{_short(commit.subject)}” "
-                                     "(like the text)")
+                    entry.add("commit", self.w.commit * similar.share, f"changed by commit {commit.sha[:12]} "
+                              f"“{_short(commit.subject)}” (like the text)")
+            if self.deadline.left() <= 0:
+                break
+
+    def commit(self, doc_id: str) -> CommitHit | None:
+        doc = self.document(doc_id) if self.deadline.left() > 0 else None
+        return commit_hit(doc) if doc is not None else None
 
     def tickets(self) -> None:
         """Tickets and merge requests named in the text or found by the search: the files their linked

@@ -9,8 +9,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from connectors.git_history import COMMIT_KIND
 from indexer.catalog import Catalog
 from indexer.languages import canonical_language
 from indexer.models import KINDS, PUBLIC, Principal
@@ -32,6 +33,16 @@ class Scope:
     path_prefixes: tuple[str, ...] = ()
     languages: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ()
+
+
+# What `search` covers when the caller names no kind: everything but commit documents, which a caller asks
+# for by naming the `commit` kind (code search keeps commits out of code results unless asked).
+UNASKED_KINDS = tuple(k for k in KINDS if k != COMMIT_KIND)
+
+
+def searched(scope: Scope) -> Scope:
+    """The scope `search` runs with: the caller's, with UNASKED_KINDS when it names no kind."""
+    return scope if scope.kinds else replace(scope, kinds=UNASKED_KINDS)
 
 
 def build_filter(principal: Principal | None, scope: Scope = Scope(), stale: Collection[str] = ()) -> SearchFilter:

@@ -1,12 +1,14 @@
 """Hybrid search: BM25 and dense candidates under one permission filter, fused, reranked, capped."""
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from connectors.git_history import COMMIT_KIND
 from indexer.catalog import Catalog
 from indexer.embedding import Embedder
 from indexer.models import Principal
@@ -14,13 +16,15 @@ from indexer.settings import Settings
 from indexer.stores import FullTextIndex, ScoredId, SearchFilter, StoreTimeout, VectorStore
 from retrieval.exact import exact_first, holds_phrases
 from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.history import commit_of
 from retrieval.hits import Candidate, Hit
 from retrieval.packing import cap_per_file, gap_documents, merge_nearby, snippet
-from retrieval.permissions import Scope, StaleSources, build_filter
+from retrieval.permissions import Scope, StaleSources, build_filter, searched
 from retrieval.query_analysis import AnalysedQuery, analyse
 from retrieval.redundancy import duplicates_last, implementations_first
 from retrieval.relevance import Evidence, dense_evidence, is_empty_input, lexical_share
 from retrieval.rerank import Reranker
+from retrieval.similar_commits import file_evidence, similar_commits
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,18 @@ class SearchOptions:
     fusion_weights: RRF weights of the (lexical, dense) lists.
     file_support: a file's chunks all gain file_support x the summed scores of its next
     `support_chunks` best chunks, so a file that matches in several places outranks a file with one
-    lucky chunk (what whole-file BM25 gets for free); 0 turns it off."""
+    lucky chunk (what whole-file BM25 gets for free); 0 turns it off.
+    history_weight: the chunks of a candidate file changed by one of the `history_commits` indexed commits
+    most like the query (the caller may read, touching at most `retrieval.similar_commits.BROAD_COMMIT`
+    files) gain up to history_weight x min(1, the file's summed commit shares); only files already among the
+    candidates gain (a file no engine found for the query is not pulled in); 0 turns it off."""
 
     depth: int = 1
     fusion_weights: tuple[float, float] = (1.0, 1.0)
     file_support: float = 0.15
     support_chunks: int = 3
+    history_weight: float = 0.0
+    history_commits: int = 5
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,14 @@ class HybridSearcher:
         if is_empty_input(text):
             return SearchResult([], {"total": time.perf_counter() - t0}, abstained=True)
         query = analyse(text)
-        flt = build_filter(principal, scope or Scope(), self.stale.current())
+        scope = scope or Scope()
+        stale = self.stale.current()
+        flt = build_filter(principal, searched(scope), stale)
         if flt.matches_nothing:
             return SearchResult([], {"total": time.perf_counter() - t0})
-        lexical, dense, partial = self._retrieve(query, flt, timings)
+        history = (build_filter(principal, Scope(sources=scope.sources, kinds=(COMMIT_KIND,)), stale)
+                   if self.options.history_weight > 0 else None)
+        lexical, dense, partial, commits = self._retrieve(query, flt, history, timings)
         fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]],
                                        weights=self.options.fusion_weights)
         t = time.perf_counter()
@@ -101,6 +115,10 @@ class HybridSearcher:
         ranked = self.reranker.rerank(query, cands)
         if self.options.file_support > 0:
             ranked = support_by_file(ranked, self.options.file_support, self.options.support_chunks)
+        if commits:
+            t_history = time.perf_counter()
+            ranked = support_by_history(ranked, self._commit_evidence(commits), self.options.history_weight)
+            timings["history"] = time.perf_counter() - t_history
         ranked = duplicates_last(implementations_first(exact_first(query, ranked)))
         ranked = cap_per_file(ranked, self.max_hits_per_file)
         timings["rerank"] = time.perf_counter() - t
@@ -124,32 +142,65 @@ class HybridSearcher:
         timings["relevance"] = time.perf_counter() - t
         return evidence
 
-    def _retrieve(self, query: AnalysedQuery, flt: SearchFilter,
-                  timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId], tuple[str, ...]]:
-        """BM25 (on the pool) and dense (on this thread) candidates. A vector store that does not
-        answer in time (`StoreTimeout`) leaves the dense list empty and the result `partial`."""
-        def lexical() -> list[ScoredId]:
-            t = time.perf_counter()
-            out = self.fulltext.search(query.lexical, flt, self.candidates * self.options.depth)
-            timings["lexical"] = time.perf_counter() - t
-            return out
+    def _retrieve(self, query: AnalysedQuery, flt: SearchFilter, history: SearchFilter | None,
+                  timings: dict[str, float]) -> tuple[list[ScoredId], list[ScoredId], tuple[str, ...], list[str]]:
+        """BM25 (on the pool) and dense (on this thread) candidates, and with a `history` filter the ids of
+        the commit chunks most like the query (both engines, the query vector embedded once). A vector
+        store that does not answer in time (`StoreTimeout`) leaves the dense list empty and the result
+        `partial`."""
+        depth = self.candidates * self.options.depth
+        commits = 2 * self.options.history_commits  # chunks per engine: a commit may have several
 
-        def dense() -> list[ScoredId]:
+        def lexical() -> tuple[list[ScoredId], list[ScoredId]]:
+            t = time.perf_counter()
+            out = self.fulltext.search(query.lexical, flt, depth)
+            timings["lexical"] = time.perf_counter() - t
+            if history is None:
+                return out, []
+            t = time.perf_counter()
+            found = self.fulltext.search(query.lexical, history, commits)
+            timings["history_lexical"] = time.perf_counter() - t
+            return out, found
+
+        def dense() -> tuple[list[ScoredId], list[ScoredId]]:
             t = time.perf_counter()
             vector = self.embedder.embed_query(query.dense_text)
             timings["embed"] = time.perf_counter() - t
-            out = self.vectors.search(vector, flt, self.candidates * self.options.depth)
+            out = self.vectors.search(vector, flt, depth)
             timings["dense"] = time.perf_counter() - t - timings["embed"]
-            return out
+            if history is None:
+                return out, []
+            t = time.perf_counter()
+            try:
+                found = self.vectors.search(vector, history, commits)
+            except StoreTimeout as exc:  # the file hits stand; the similar commits come from BM25 alone
+                self._partial_log.note(exc)
+                found = []
+            timings["history_dense"] = time.perf_counter() - t
+            return out, found
 
         lex_future = self._pool.submit(lexical)
         partial: tuple[str, ...] = ()
         try:
-            dense_hits = dense() if query.dense_text else []
+            dense_hits, dense_commits = dense() if query.dense_text else ([], [])
         except StoreTimeout as exc:
             self._partial_log.note(exc)
-            dense_hits, partial = [], ("dense",)
-        return lex_future.result(), dense_hits, partial
+            dense_hits, dense_commits, partial = [], [], ("dense",)
+        lexical_hits, lexical_commits = lex_future.result()
+        fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical_commits], [s.chunk_id for s in dense_commits]],
+                                       weights=self.options.fusion_weights)
+        return lexical_hits, dense_hits, partial, [cid for cid, _ in fused]
+
+    def _commit_evidence(self, chunk_ids: list[str]) -> dict[str, float]:
+        """Per file (document id), its summed share of the first `history_commits` similar commits among
+        these commit chunks (most similar first)."""
+        rows = self.catalog.search_rows(chunk_ids)
+        docs = dict.fromkeys(rows[cid][1] for cid in chunk_ids if cid in rows)  # doc id, in rank order
+        where = {rows[cid][1]: (rows[cid][2], rows[cid][11]) for cid in chunk_ids if cid in rows}
+        texts = self.catalog.document_texts(docs)
+        found = (commit_of(doc_id, where[doc_id][0], where[doc_id][1] or "", texts[doc_id])
+                 if doc_id in texts else None for doc_id in docs)
+        return file_evidence(itertools.islice(similar_commits(found), self.options.history_commits))
 
     def _hydrate(self, fused: list[tuple[str, float]], lexical: list[ScoredId],
                  dense: list[ScoredId]) -> list[Candidate]:
@@ -221,6 +272,16 @@ class _ThrottledWarning:
                 return
             count, self._since, self._last = self._since, 0, now
         log.warning("%s (%d time(s) since the last warning): %s", self.message, count, cause)
+
+
+def support_by_history(ranked: list[Candidate], evidence: dict[str, float], weight: float) -> list[Candidate]:
+    """Add to every chunk of a file changed by similar commits `weight` x min(1, its summed commit shares)
+    (`retrieval.similar_commits.file_evidence`), then re-sort; the order within a file does not change."""
+    if not evidence:
+        return ranked
+    out = [c.scored(c.score + weight * min(1.0, evidence[c.doc_id]), {"history": evidence[c.doc_id]})
+           if c.doc_id in evidence else c for c in ranked]
+    return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
 
 
 def support_by_file(ranked: list[Candidate], weight: float, chunks: int) -> list[Candidate]:

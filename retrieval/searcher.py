@@ -4,7 +4,7 @@ from __future__ import annotations
 from indexer.services import IndexServices
 from retrieval.permissions import StaleSources
 from retrieval.rerank import build_reranker
-from retrieval.search import HybridSearcher
+from retrieval.search import HybridSearcher, SearchOptions
 
 
 def build_searcher(services: IndexServices, stale: StaleSources | None = None) -> HybridSearcher:
@@ -14,4 +14,5 @@ def build_searcher(services: IndexServices, stale: StaleSources | None = None) -
     return HybridSearcher(services.catalog, services.fulltext, services.vectors, services.embedder,
                           build_reranker(s.reranker, **options), candidates=s.candidates,
                           max_hits_per_file=s.max_hits_per_file, relevance_floor=s.relevance_floor,
+                          options=SearchOptions(history_weight=s.history_weight),
                           stale=stale or StaleSources(services.catalog, s.permission_max_staleness))

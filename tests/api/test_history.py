@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -112,8 +113,20 @@ def test_commits_are_indexed_documents_found_with_the_kind_filter(url, world):
     found = structured(call(url, eng, "search", {"query": "round invoice totals half up", "kinds": ["commit"]}))
     assert found["hits"] and {h["kind"] for h in found["hits"]} == {"commit"}
     assert found["hits"][0]["document_id"] == f"pay:commit:{world.rounding}"
-    ids = {h["document_id"] for h in structured(call(url, eng, "search", {"query": "round invoice totals"}))["hits"]}
+    # without `kinds` a search answers files, never commits (issue 20); naming the kind brings them back
+    plain = structured(call(url, eng, "search", {"query": "round invoice totals half up", "limit": 5}))["hits"]
+    assert plain and "commit" not in {h["kind"] for h in plain} and plain[0]["document_id"] == "pay:billing/invoice.py"
+    rest = httpx.post(url + "/v1/search", json={"query": "round invoice totals", "kinds": ["code", "commit"]},
+                      headers=auth(eng), timeout=60).json()["hits"]
+    ids = {h["document_id"] for h in rest}
     assert f"pay:commit:{world.rounding}" in ids and "pay:billing/invoice.py" in ids
+    assert "commit" not in {h["kind"] for h in httpx.post(url + "/v1/search", json={"query": "round invoice totals"},
+                                                         headers=auth(eng), timeout=60).json()["hits"]}
+    proc = subprocess.run([str(Path(sys.executable).with_name("cairn")), "search", "round invoice totals half up",
+                           "--kind", "commit", "--json", "--url", url], capture_output=True, text=True, timeout=120, check=False,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}, "CAIRN_TOKEN": eng})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["path"] == f"commit:{world.rounding}"
     doc = world.services.catalog.get_document(f"pay:commit:{world.rotate}")
     assert GITLAB_TOKEN not in doc.content and "Rotate the deploy token" in doc.content  # screened like any document
 

@@ -14,6 +14,7 @@ import pytest
 from indexer.models import Principal
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from indexer.stores import StoreTimeout
 from retrieval.permissions import Scope
 from retrieval.query_analysis import analyse
 from retrieval.rerank_features import FeatureReranker, FeatureWeights
@@ -270,3 +271,132 @@ def test_a_vendored_copy_ranks_below_every_other_file(golden_searcher, query):
     copy = "tinyhttp/packages/certifi/core.py"
     assert files[0] == "tinyhttp/certs.py"
     assert copy not in files or files[-1] == copy, files
+
+
+# -- history evidence -------------------------------------------------------------------------------
+
+# Past fixes on top of the import: (file, commit message). The import touches every file (a broad commit:
+# evidence for none of them); each fix touches one file, in words the file's code does not use.
+FIXES = (
+    ("tinyhttp/adapters.py", "Retry pooled connections the server closed while they sat idle"),
+    ("tinyhttp/structures.py", "Compare header mappings without regard to letter case"),
+    ("tinyhttp/hooks.py", "Let callbacks registered for a response replace it"),
+    ("tinyhttp/ratelimit.py", "Back off politely when the server says we are sending too fast"),
+    ("tinyhttp/config.py", "Read the default timeout from the environment"),
+    ("tinyhttp/sessions.py", "Keep the Authorization header off requests redirected to another host"),
+)
+HISTORY_WEIGHT = 0.3  # what bench/eval_locate.py measures as search+h
+ENG = Principal(user="dev", groups=frozenset({"eng"}))  # the history source is eng's
+
+
+@pytest.fixture(scope="module")
+def history_index(tmp_path_factory, embedder):
+    """The golden repository with history: the import (every file, a `# before the fix` line added to the
+    fixed ones), then one commit per fix restoring that file."""
+    from tests.conftest import GitRepo
+
+    root = tmp_path_factory.mktemp("golden-history")
+    files = repo_files((GOLDEN / "repo.txt").read_text(encoding="utf-8"))
+    fixed = dict(FIXES)
+    repo = GitRepo(root / SOURCE)
+    for path, content in files.items():
+        repo.write(path, content + ("# before the fix\n" if path in fixed else ""))
+    repo.commit("Import tinyhttp 2.4.1")
+    for path, message in FIXES:
+        repo.write(path, files[path])
+        repo.commit(message)
+    svc = IndexServices.open(Settings(data_dir=root / "data", history_commits=100), embedder=embedder)
+    svc.catalog.upsert_source(SOURCE, "git", {"location": str(repo.root), "ref": ""}, ["group:eng"])
+    run_sync_job(svc, SOURCE)
+    yield svc
+    svc.close()
+
+
+def eng_files(searcher: HybridSearcher, query: str) -> list[str]:
+    return list(dict.fromkeys(h.path for h in searcher.search(query, ENG, Scope(sources=(SOURCE,)), limit=50).hits))
+
+
+@pytest.fixture
+def history_searcher(history_index):
+    searcher = build_searcher(history_index)
+    yield searcher
+    searcher.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query, path", [
+    ("pooled connection closed by the server while idle is not retried", "tinyhttp/adapters.py"),
+    ("header mapping comparison should ignore letter case", "tinyhttp/structures.py"),
+    ("a callback registered for the response cannot replace it", "tinyhttp/hooks.py"),
+    ("client does not back off when the server says we send too fast", "tinyhttp/ratelimit.py"),
+    ("default timeout is not read from the environment", "tinyhttp/config.py"),
+])
+def test_a_query_like_a_past_commit_ranks_the_file_it_changed_higher(history_searcher, query, path):
+    history_searcher.options = SearchOptions(history_weight=0.0)
+    without = eng_files(history_searcher, query)
+    history_searcher.options = SearchOptions(history_weight=HISTORY_WEIGHT)
+    with_history = eng_files(history_searcher, query)
+    assert path in with_history
+    assert path not in without or with_history.index(path) < without.index(path), (without[:5], with_history[:5])
+
+
+@pytest.mark.slow
+def test_a_broad_commit_and_an_unreadable_source_give_no_history_evidence(history_searcher):
+    """The import touched every file: for a query repeating its message (the import is the most similar
+    commit), the files only it changed gain nothing. A caller who cannot read the source gets no commit (and
+    no hit) at all."""
+    query = "Import tinyhttp 2.4.1"
+    top = history_searcher.search(query, ENG, Scope(sources=(SOURCE,), kinds=("commit",)), limit=1).hits
+    assert top and top[0].content.startswith(query)
+    history_searcher.options = SearchOptions(history_weight=0.0)
+    without = {h.chunk_id: h.score for h in history_searcher.search(query, ENG, Scope(sources=(SOURCE,)), limit=20).hits}
+    history_searcher.options = SearchOptions(history_weight=HISTORY_WEIGHT)
+    with_history = history_searcher.search(query, ENG, Scope(sources=(SOURCE,)), limit=20).hits
+    fixed = dict(FIXES)
+    unfixed = [h for h in with_history if h.path not in fixed and h.chunk_id in without]
+    assert unfixed and all(h.score == without[h.chunk_id] for h in unfixed)
+    outsider = Principal(user="outsider", groups=frozenset({"ops"}))
+    assert history_searcher.search(FIXES[0][1], outsider, Scope(kinds=("commit", "code")), limit=20).hits == []
+
+
+@pytest.mark.slow
+def test_search_leaves_commits_out_unless_the_kind_is_named(history_searcher):
+    """A query repeating a commit's message word for word: without `kinds` the limit fills with files only;
+    naming `commit` brings that commit first."""
+    path, message = FIXES[0]
+    plain = history_searcher.search(message, ENG, Scope(sources=(SOURCE,)), limit=8).hits
+    assert len(plain) == 8 and {h.kind for h in plain} <= {"code", "doc", "text"}
+    commits = history_searcher.search(message, ENG, Scope(sources=(SOURCE,), kinds=("commit",)), limit=8).hits
+    assert commits and {h.kind for h in commits} == {"commit"}
+    assert commits[0].content.startswith(message) and path in commits[0].content
+    mixed = history_searcher.search(message, ENG, Scope(kinds=("code", "commit")), limit=20).hits
+    assert {"code", "commit"} <= {h.kind for h in mixed}
+
+
+class CommitSearchTimesOut:
+    """The real vector store, except that a search for commit documents does not answer in time."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def search(self, vector, flt, limit):
+        if flt.kinds == ("commit",):
+            raise StoreTimeout("busy")
+        return self.inner.search(vector, flt, limit)
+
+
+@pytest.mark.slow
+def test_a_commit_search_that_times_out_keeps_the_file_hits(history_searcher):
+    base = history_searcher
+    slow = HybridSearcher(base.catalog, base.fulltext, CommitSearchTimesOut(base.vectors), base.embedder, base.reranker,
+                          candidates=base.candidates, max_hits_per_file=base.max_hits_per_file,
+                          options=SearchOptions(history_weight=HISTORY_WEIGHT))
+    try:
+        query = "pooled connection closed by the server while idle is not retried"
+        result = slow.search(query, ENG, Scope(sources=(SOURCE,)), limit=10)
+        base.options = SearchOptions(history_weight=0.0)
+        without = base.search(query, ENG, Scope(sources=(SOURCE,)), limit=10)
+    finally:
+        slow.close()
+    assert result.partial == () and result.hits and result.hits[0].path == "tinyhttp/adapters.py"
+    assert {h.chunk_id for h in result.hits} == {h.chunk_id for h in without.hits}  # the same files, BM25's commits
