@@ -257,7 +257,7 @@ def qdrant_server(monkeypatch):
     from indexer.stores import qdrant_server as vector_qdrant
 
     server = QdrantClient(location=":memory:")
-    monkeypatch.setattr(vector_qdrant, "connect", lambda url, api_key=None, timeout=10: server)
+    monkeypatch.setattr(vector_qdrant, "connect", lambda url, *args, **kwargs: server)
     monkeypatch.setattr(server, "close", lambda **kw: None)
     return server
 
