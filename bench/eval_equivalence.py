@@ -40,9 +40,19 @@ def harness(path: Path) -> ModuleType:
 
 
 def seed_cache(source: Path, target: Path) -> int:
-    """Copy the embedding-cache rows of catalog `source` that `target` lacks; how many were copied."""
-    if not source.exists() or not target.exists():
+    """Copy the embedding-cache rows of catalog `source` that `target` lacks; how many were copied. A target
+    catalog that does not exist yet is made with the cache table alone (the version creates the rest)."""
+    if not source.exists():
         return 0
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(source) as src:
+            ddl = src.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'embedding_cache'"
+                              ).fetchone()
+        if ddl is None:
+            return 0
+        with sqlite3.connect(target) as conn:
+            conn.execute(ddl[0])
     with sqlite3.connect(target) as conn:
         conn.execute("ATTACH DATABASE ? AS a", (str(source),))
         before = conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0]
