@@ -208,6 +208,28 @@ class QueueState:
             return conn.execute(select(queue_batches.c.state).where(
                 queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id)).scalar()
 
+    def drop_late(self, job_id: str, batch_id: str, source: str, kind: str, docs: int, reason: str) -> bool:
+        """A batch that reached the index after its job finished (cancelled, failed, abandoned): recorded as
+        dropped with why, never applied. True when this call recorded it (False: it was applied or dropped
+        before, e.g. a repeated message)."""
+        now = _now()
+        counts = {"late": 1, "reason": reason[:200]}
+        row = {"job_id": job_id, "batch_id": batch_id, "source": source, "kind": kind, "docs": docs,
+               "state": "dropped", "counts": counts, "started_by": "", "sent_at": now, "applied_at": None}
+        with self.engine.begin() as conn:
+            if conn.execute(update(queue_batches).where(
+                    queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id,
+                    queue_batches.c.state == "sent").values(state="dropped", counts=counts)).rowcount:
+                return True
+            return bool(conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), [row]).rowcount)
+
+    def late_drops(self, job_id: str) -> int:
+        """How many of the job's batches arrived after it finished and were dropped (drop_late)."""
+        t = queue_batches.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.counts).where(t.job_id == job_id, t.state == "dropped")).scalars()
+            return sum(1 for counts in rows if (counts or {}).get("late"))
+
     def drop_pending(self, job_id: str) -> int:
         """A cancelled job stops waiting: its crawl counts as stopped and its pending batches are dropped
         (a dropped batch that still arrives is not applied). Returns how many were dropped."""
