@@ -122,6 +122,8 @@ def test_batches_lost_with_the_index_node_hold_the_checkpoint_back_and_are_synce
     finished = services.catalog.get_checkpoint("tickets")
     deliver(ctx, services, second)  # a lost batch that turns up after all moves nobody's checkpoint
     assert services.catalog.get_checkpoint("tickets") == finished != covered
+    assert ctx.state.batch_state(job, second["batch_id"]) == "dropped"  # nor is it applied: its job gave up
+    assert services.catalog.get_job(job).counts["late_batches_dropped"] == 1
 
 
 @pytest.fixture
