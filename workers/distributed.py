@@ -9,7 +9,9 @@
 - A partial checkpoint (ticket and page sources) rides with the batch it ends and is stored by whichever
   process sees that batch and every batch sent before it applied (QueueState.advance_checkpoint): a job
   cancelled, abandoned or whose queued batches were lost leaves the next sync to read again everything
-  it did not apply."""
+  it did not apply.
+- A batch of a job no longer live (cancelled, failed, finished, abandoned) that arrives late is recorded as
+  dropped, never applied: it could write older versions over what a newer job of the source indexed."""
 from __future__ import annotations
 
 import datetime as dt

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import update
-from test_queue_path import ctx, InlineDispatch, apply_all, repo_with, run_embeds  # noqa: F401 - ctx: a fixture
+from test_queue_path import InlineDispatch, apply_all, repo_with, run_embeds
 
 from indexer.catalog.schema import queue_crawls
 from indexer.models import Principal
 from retrieval.permissions import Scope
 from retrieval.searcher import build_searcher
+from workers.context import WorkerContext
 from workers.distributed import crawl_source
 
 ENG = Principal(user="ana", groups=frozenset({"eng"}))
+
+
+@pytest.fixture
+def ctx(services, settings):
+    settings.queue_batch_docs = 2
+    return WorkerContext.from_services(services)
 
 
 def handler(n: int, word: str) -> str:
