@@ -200,8 +200,8 @@ class QueueState:
                 queue_batches.c.state == "sent").values(state="applied", counts=counts, applied_at=now)).rowcount
             if first:
                 return True
-            inserted = conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), [row]).rowcount
-            return bool(inserted)
+            # One row, not a list: an executemany's rowcount is -1 on PostgreSQL (psycopg), i.e. True.
+            return conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), row).rowcount > 0
 
     def batch_state(self, job_id: str, batch_id: str) -> str | None:
         with self.engine.connect() as conn:
@@ -221,7 +221,7 @@ class QueueState:
                     queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id,
                     queue_batches.c.state == "sent").values(state="dropped", counts=counts)).rowcount:
                 return True
-            return bool(conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), [row]).rowcount)
+            return conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), row).rowcount > 0
 
     def late_drops(self, job_id: str) -> int:
         """How many of the job's batches arrived after it finished and were dropped (drop_late)."""
