@@ -28,6 +28,13 @@ def _insert(engine_or_conn: Any, table: Any) -> Any:
     return (postgresql if engine_or_conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
+def _inserted(conn: Any, row: dict[str, Any]) -> bool:
+    """Insert a queue_batches row unless it exists; True when it was inserted. RETURNING, not the rowcount:
+    PostgreSQL's driver does not report an ON CONFLICT DO NOTHING insert's rows reliably."""
+    stmt = _insert(conn, queue_batches).values(**row).on_conflict_do_nothing().returning(queue_batches.c.batch_id)
+    return conn.execute(stmt).first() is not None
+
+
 @dataclass(frozen=True)
 class CrawlRecord:
     job_id: str
@@ -200,8 +207,7 @@ class QueueState:
                 queue_batches.c.state == "sent").values(state="applied", counts=counts, applied_at=now)).rowcount
             if first:
                 return True
-            # One row, not a list: an executemany's rowcount is -1 on PostgreSQL (psycopg), i.e. True.
-            return conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), row).rowcount > 0
+            return _inserted(conn, row)
 
     def batch_state(self, job_id: str, batch_id: str) -> str | None:
         with self.engine.connect() as conn:
@@ -221,7 +227,7 @@ class QueueState:
                     queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id,
                     queue_batches.c.state == "sent").values(state="dropped", counts=counts)).rowcount:
                 return True
-            return conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), row).rowcount > 0
+            return _inserted(conn, row)
 
     def late_drops(self, job_id: str) -> int:
         """How many of the job's batches arrived after it finished and were dropped (drop_late)."""
