@@ -298,15 +298,21 @@ def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch)
         log.info("batch %s of job %s not applied: its job was cancelled", ready.batch_id, ready.job_id)
         return False
     finished = job_finished(ctx, ready.job_id)
+    if finished is None and ready.documents and ready.model != pipeline.embedder.model_name:
+        ready = _reembedded(pipeline, ready)
+    # Checked again with the writes as one step: a newer job of the source starts only once this one is
+    # finished or given up on, and its batches are applied through this lock (and the index-writer lock
+    # between processes), so none of them can land between the check and the writes below.
+    with pipeline.write_lock:
+        finished = finished or job_finished(ctx, ready.job_id)
+        if finished is None:
+            counts = pipeline.apply_ready(ready.documents, rewrite=ready.rewrite)
+            if ready.deletions:
+                counts.add(pipeline.delete(ready.deletions))
     if finished is not None:
         _drop_late(ctx, ready.job_id, ready.batch_id, ready.source, ready.kind,
                    len(ready.documents) + len(ready.deletions), finished)
         return False
-    if ready.documents and ready.model != pipeline.embedder.model_name:
-        ready = _reembedded(pipeline, ready)
-    counts = pipeline.apply_ready(ready.documents, rewrite=ready.rewrite)
-    if ready.deletions:
-        counts.add(pipeline.delete(ready.deletions))
     for item in ready.documents:
         ctx.catalog.clear_failure(item.doc.source, item.doc.path)
     recorded = {"docs": len(ready.documents) + len(ready.deletions), "files_changed": counts.docs_changed,

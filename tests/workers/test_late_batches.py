@@ -106,3 +106,24 @@ def test_an_embed_message_of_a_job_no_longer_live_is_not_embedded(ctx, services,
     run_embeds(ctx, dispatch)
     assert dispatch.readies == []  # nothing embedded nor sent to the index node
     assert services.catalog.get_job(job).counts["late_batches_dropped"] == 1
+
+
+def test_a_job_given_up_on_while_its_batch_is_prepared_for_the_index_writes_nothing(ctx, services, make_repo,
+                                                                                       monkeypatch):
+    """The check is made again together with the writes: a batch embedded with another model is embedded
+    again on the index node, and its job is abandoned meanwhile."""
+    repo = repo_with(make_repo, {"a.py": handler(1, "refund")})
+    services.catalog.upsert_source("svc", "git", {"location": str(repo.root), "ref": ""}, ["group:eng"])
+    job = services.catalog.create_job(None, "svc", "index")
+    (ready,) = crawled(ctx, "svc", job).readies
+    embed_chunks = services.pipeline.embedder.embed_chunks
+
+    def abandoned_meanwhile(chunks):
+        ctx.state.abandon(job)  # a newer sync of the source gave up on the job
+        return embed_chunks(chunks)
+
+    monkeypatch.setattr(services.pipeline.embedder, "embed_chunks", abandoned_meanwhile)
+    apply_all(ctx, services, InlineDispatch(readies=[ready | {"model": "an-older-model"}]))
+    assert services.catalog.document_versions("svc") == {}
+    assert ctx.state.batch_state(job, ready["batch_id"]) == "dropped"
+    assert services.catalog.get_job(job).counts["late_batches_dropped"] == 1
