@@ -9,7 +9,9 @@
 - A partial checkpoint (ticket and page sources) rides with the batch it ends and is stored by whichever
   process sees that batch and every batch sent before it applied (QueueState.advance_checkpoint): a job
   cancelled, abandoned or whose queued batches were lost leaves the next sync to read again everything
-  it did not apply."""
+  it did not apply.
+- A batch of a job no longer live (cancelled, failed, finished, abandoned) that arrives late is recorded as
+  dropped, never applied: it could write older versions over what a newer job of the source indexed."""
 from __future__ import annotations
 
 import datetime as dt
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 
 from connectors.base import Checkpoint
 from connectors.registry import build_connector
+from indexer.catalog.catalog import ACTIVE_JOB_STATES
 from indexer.locks import source_lock
 from indexer.models import Document
 from indexer.pipeline.apply import BatchCounts, Pipeline, ReadyDocument
@@ -26,7 +29,7 @@ from indexer.pipeline.sync import Landed, Observer, SyncCounts, SyncLoop, known_
 from workers.batches import ReadyBatch, batch_id, document_from_json, document_to_json, embed_batch
 from workers.context import WorkerContext
 from workers.outcome import sync_outcome
-from workers.queue_state import CrawlRecord, Progress
+from workers.queue_state import ADVANCING, CrawlRecord, Progress
 from workers.window import rewind_for_job
 
 log = logging.getLogger(__name__)
@@ -266,6 +269,10 @@ def embed_and_forward(ctx: WorkerContext, dispatch: Dispatch, job_id: str, batch
     batch is sent so the job cannot finish without them."""
     if ctx.state.batch_state(job_id, batch) == "dropped":  # its job was cancelled meanwhile
         return {"batch": batch, "documents": 0, "quarantined": 0, "retry": 0, "chunks_embedded": 0}
+    finished = job_finished(ctx, job_id)
+    if finished is not None:  # nothing to embed for: the index node would drop it (apply_ready_batch)
+        _drop_late(ctx, job_id, batch, source, "documents", len(documents), finished)
+        return {"batch": batch, "documents": 0, "quarantined": 0, "retry": 0, "chunks_embedded": 0}
     ctx.state.batch_started(job_id, batch, worker)
     outcome = embed_batch(ctx, job_id, batch, source, [document_from_json(d) for d in documents], rewrite)
     if outcome.retry:
@@ -290,11 +297,22 @@ def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch)
     if ctx.state.batch_state(ready.job_id, ready.batch_id) == "dropped":
         log.info("batch %s of job %s not applied: its job was cancelled", ready.batch_id, ready.job_id)
         return False
-    if ready.documents and ready.model != pipeline.embedder.model_name:
+    finished = job_finished(ctx, ready.job_id)
+    if finished is None and ready.documents and ready.model != pipeline.embedder.model_name:
         ready = _reembedded(pipeline, ready)
-    counts = pipeline.apply_ready(ready.documents, rewrite=ready.rewrite)
-    if ready.deletions:
-        counts.add(pipeline.delete(ready.deletions))
+    # Checked again with the writes as one step: a newer job of the source starts only once this one is
+    # finished or given up on, and its batches are applied through this lock (and the index-writer lock
+    # between processes), so none of them can land between the check and the writes below.
+    with pipeline.write_lock:
+        finished = finished or job_finished(ctx, ready.job_id)
+        if finished is None:
+            counts = pipeline.apply_ready(ready.documents, rewrite=ready.rewrite)
+            if ready.deletions:
+                counts.add(pipeline.delete(ready.deletions))
+    if finished is not None:
+        _drop_late(ctx, ready.job_id, ready.batch_id, ready.source, ready.kind,
+                   len(ready.documents) + len(ready.deletions), finished)
+        return False
     for item in ready.documents:
         ctx.catalog.clear_failure(item.doc.source, item.doc.path)
     recorded = {"docs": len(ready.documents) + len(ready.deletions), "files_changed": counts.docs_changed,
@@ -307,6 +325,38 @@ def apply_ready_batch(ctx: WorkerContext, pipeline: Pipeline, ready: ReadyBatch)
         _report(ctx, ready.job_id)
     finish_if_done(ctx, ready.job_id)
     return first
+
+
+def job_finished(ctx: WorkerContext, job_id: str) -> str | None:
+    """Why the job's batches may no longer be applied (None: it is live, i.e. queued, running or being
+    cancelled, and its crawl still crawling, sending or stopping). A job that finished in any way, was
+    given up on (abandoned: a newer job of its source runs) or failed may have been followed by a newer
+    job that indexed newer versions of its documents: its late batches would write older ones over them."""
+    state = ctx.catalog.job_state(job_id)
+    if state is None:
+        return "its job no longer exists"
+    if state not in ACTIVE_JOB_STATES:
+        return f"its job is {state}"
+    crawl = ctx.state.crawl(job_id)
+    if crawl is not None and crawl.state not in ADVANCING:
+        return f"its job's crawl is {crawl.state}"
+    return None
+
+
+def _drop_late(ctx: WorkerContext, job_id: str, batch: str, source: str, kind: str, docs: int, why: str) -> None:
+    """Acknowledge a batch of a finished job without applying it, and record it: on the batch's row (state
+    `dropped`), in the job's counts (`late_batches_dropped`) and in the log. Nothing it held is lost: the
+    next sync compares versions with the index, and a ticket source resumes from the checkpoint of the
+    batches applied only (QueueState.advance_checkpoint), so it indexes those documents again."""
+    if not ctx.state.drop_late(job_id, batch, source, kind, docs, why):
+        log.info("batch %s of job %s not applied (again): %s", batch, job_id, why)
+        return
+    log.warning("batch %s of job %s (%d documents of source %s) dropped, not applied: %s; the next sync "
+                "indexes them", batch, job_id, docs, source, why)
+    job = ctx.catalog.get_job(job_id)
+    if job is not None:
+        counts = dict(job.counts or {}) | {"late_batches_dropped": ctx.state.late_drops(job_id)}
+        ctx.catalog.update_job(job_id, counts=counts)
 
 
 def _reembedded(pipeline: Pipeline, ready: ReadyBatch) -> ReadyBatch:

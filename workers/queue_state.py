@@ -28,6 +28,13 @@ def _insert(engine_or_conn: Any, table: Any) -> Any:
     return (postgresql if engine_or_conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
+def _inserted(conn: Any, row: dict[str, Any]) -> bool:
+    """Insert a queue_batches row unless it exists; True when it was inserted. RETURNING, not the rowcount:
+    PostgreSQL's driver does not report an ON CONFLICT DO NOTHING insert's rows reliably."""
+    stmt = _insert(conn, queue_batches).values(**row).on_conflict_do_nothing().returning(queue_batches.c.batch_id)
+    return conn.execute(stmt).first() is not None
+
+
 @dataclass(frozen=True)
 class CrawlRecord:
     job_id: str
@@ -200,13 +207,34 @@ class QueueState:
                 queue_batches.c.state == "sent").values(state="applied", counts=counts, applied_at=now)).rowcount
             if first:
                 return True
-            inserted = conn.execute(_insert(conn, queue_batches).on_conflict_do_nothing(), [row]).rowcount
-            return bool(inserted)
+            return _inserted(conn, row)
 
     def batch_state(self, job_id: str, batch_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(select(queue_batches.c.state).where(
                 queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id)).scalar()
+
+    def drop_late(self, job_id: str, batch_id: str, source: str, kind: str, docs: int, reason: str) -> bool:
+        """A batch that reached the index after its job finished (cancelled, failed, abandoned): recorded as
+        dropped with why, never applied. True when this call recorded it (False: it was applied or dropped
+        before, e.g. a repeated message)."""
+        now = _now()
+        counts = {"late": 1, "reason": reason[:200]}
+        row = {"job_id": job_id, "batch_id": batch_id, "source": source, "kind": kind, "docs": docs,
+               "state": "dropped", "counts": counts, "started_by": "", "sent_at": now, "applied_at": None}
+        with self.engine.begin() as conn:
+            if conn.execute(update(queue_batches).where(
+                    queue_batches.c.job_id == job_id, queue_batches.c.batch_id == batch_id,
+                    queue_batches.c.state == "sent").values(state="dropped", counts=counts)).rowcount:
+                return True
+            return _inserted(conn, row)
+
+    def late_drops(self, job_id: str) -> int:
+        """How many of the job's batches arrived after it finished and were dropped (drop_late)."""
+        t = queue_batches.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.counts).where(t.job_id == job_id, t.state == "dropped")).scalars()
+            return sum(1 for counts in rows if (counts or {}).get("late"))
 
     def drop_pending(self, job_id: str) -> int:
         """A cancelled job stops waiting: its crawl counts as stopped and its pending batches are dropped

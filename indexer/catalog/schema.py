@@ -335,7 +335,8 @@ queue_batches = Table(
     Column("source", String, nullable=False),
     Column("kind", String, nullable=False),  # "documents" (embed → index) or "deletions" (index only)
     Column("docs", Integer, nullable=False),
-    Column("state", String, nullable=False),  # "sent" → "applied" (or "dropped": its job was cancelled)
+    # "sent" → "applied" (or "dropped": its job was cancelled, or had finished when the batch came)
+    Column("state", String, nullable=False),
     Column("counts", JSON, nullable=False),
     Column("started_by", String, nullable=False, default=""),  # worker that last began embedding it
     Column("started_at", UTCDateTime),

@@ -122,6 +122,8 @@ def test_batches_lost_with_the_index_node_hold_the_checkpoint_back_and_are_synce
     finished = services.catalog.get_checkpoint("tickets")
     deliver(ctx, services, second)  # a lost batch that turns up after all moves nobody's checkpoint
     assert services.catalog.get_checkpoint("tickets") == finished != covered
+    assert ctx.state.batch_state(job, second["batch_id"]) == "dropped"  # nor is it applied: its job gave up
+    assert services.catalog.get_job(job).counts["late_batches_dropped"] == 1
 
 
 @pytest.fixture
@@ -166,3 +168,23 @@ def test_a_checkpoint_is_stored_only_over_batches_applied_in_order(queue_catalog
     sent("b5", 5, at=5)
     state.abandon(job)
     assert not applied("b5") and catalog.get_checkpoint("desk") == {"at": 4}  # a job given up on moves nothing
+
+
+def test_a_late_batch_is_recorded_dropped_once_and_an_applied_one_stays_applied(queue_catalog) -> None:
+    """QueueState.drop_late on both catalogs: a pending batch, one never registered (its registration lost),
+    a repeat, and a batch already applied."""
+    catalog, state = queue_catalog
+    catalog.upsert_source("desk", "git", {"location": "/nowhere", "ref": ""}, ["group:eng"])
+    job = catalog.create_job(None, "desk", "index")
+    state.begin_crawl(job, "desk", full=False)
+    state.register_batch(job, "pending", "desk", "documents", 2, seq=1)
+    state.register_batch(job, "done", "desk", "documents", 2, seq=2)
+    assert state.mark_applied(job, "done", "desk", "documents", {"docs": 2})
+    assert not state.mark_applied(job, "done", "desk", "documents", {"docs": 2})  # a repeat (was True on PostgreSQL)
+    assert state.drop_late(job, "pending", "desk", "documents", 2, "its job is failed")
+    assert state.drop_late(job, "unregistered", "desk", "documents", 1, "its job is failed")
+    assert not state.drop_late(job, "pending", "desk", "documents", 2, "its job is failed")  # a repeat
+    assert not state.drop_late(job, "done", "desk", "documents", 2, "its job is failed")
+    assert [state.batch_state(job, b) for b in ("pending", "unregistered", "done")] == ["dropped", "dropped", "applied"]
+    assert state.late_drops(job) == 2
+    assert state.progress(job).docs_pending == 0
