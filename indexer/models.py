@@ -140,6 +140,12 @@ class Document:
     url: str = ""  # link to the original; for files a template base without line anchors
     metadata: Mapping[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Search filters by kind inside the engines (plain search asks for every kind but `commit`): a
+        # document of a kind outside the vocabulary would be indexed yet never found. Refused loudly instead.
+        if self.kind not in KINDS:
+            raise ValueError(f"document {self.id!r}: unknown kind {self.kind!r} (one of {', '.join(KINDS)})")
+
 
 @dataclass(frozen=True)
 class Deletion:

@@ -47,7 +47,7 @@ class LedgerConnector(Connector):
             if known.get(self._id(key)) != item.version:
                 self.server.content_reads += 1
                 yield Document(id=self._id(key), source=self.name, path=key, content=item.content,
-                               version=item.version, access=item.access, kind="ticket", title=key)
+                               version=item.version, access=item.access, kind="issue", title=key)
         gone = set(known) - {self._id(k) for k in self.server.items}
         yield from (Deletion(doc_id) for doc_id in sorted(gone))
 

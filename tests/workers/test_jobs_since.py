@@ -69,7 +69,7 @@ def test_ticket_cursors_rewind_and_items_changed_in_the_window_are_forgotten(ser
     access = Access.of("group:eng")
     for key, age in (("T-1", dt.timedelta(hours=5)), ("T-2", dt.timedelta(days=9))):
         doc = Document(id=f"tickets:{key}", source="tickets", path=key, content=f"{key} text", language="text",
-                       version=item_version(stamp(now - age), access.digest()), access=access, kind="ticket")
+                       version=item_version(stamp(now - age), access.digest()), access=access, kind="issue")
         services.pipeline.apply_lexical([doc])
     services.catalog.set_checkpoint("tickets", {"scopes": {
         "P": {"ident": "P", "access": "x", "cursor": stamp(now - dt.timedelta(hours=1))},
