@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,12 +24,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_harness import load_harness
 
 from indexer.embedding.cache import EmbeddingCache
 from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
@@ -69,15 +70,6 @@ VARIANTS: dict[str, Variant] = {
     "lexical-only": Variant(SearchOptions(fusion_weights=(1.0, 0.0))),
     "dense-only": Variant(SearchOptions(fusion_weights=(0.0, 1.0))),
 }
-
-
-def load_harness(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_swebench", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the harness from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class NaiveBaseline:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import os
 import sqlite3
@@ -24,19 +23,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from eval_harness import load_harness  # noqa: E402
+
 CATALOG = "catalog.sqlite3"
-
-
-def harness(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_swebench", path)
-    if spec is None or spec.loader is None:
-        sys.exit(f"cannot load the harness at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def seed_cache(source: Path, target: Path) -> int:
@@ -82,7 +75,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
-    h = harness(a.harness)
+    h = load_harness(a.harness)
     rows = [json.loads(line) for line in
             (a.jsonl or a.harness.parent / "swebench_dev.jsonl").read_text(encoding="utf-8").splitlines()]
     keep = set(filter(None, a.repos.split(",")))

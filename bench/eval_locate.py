@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ from pathlib import Path
 from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_harness import load_harness
 
 from indexer.models import Principal
 from indexer.services import IndexServices, build_embedder
@@ -48,15 +50,6 @@ SEEN_FILES = 10  # tokens are counted for the first this many files
 SYSTEMS = ("search", "search+h", "locate", "locate+h", "bm25")
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 READER = Principal(user="eval", admin=True)
-
-
-def load_harness(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_swebench", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the harness from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_search(services: IndexServices, searcher, text: str, source: str, harness: ModuleType) -> dict:

@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
-from web_harness import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, build_corpus, serve, sign_in, token, watched_page
+from playwright.sync_api import expect
+from web_harness import CHROMIUM, SCREENSHOTS, build_corpus, serve, sign_in, token, watched_page
 
 from api.app import create_app
 from api.audit import AuditLog
@@ -23,14 +23,6 @@ def site(tmp_path, embedder):
     with serve(create_app(settings, services=services)) as base:
         yield base, services
     services.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 def sources_found(base: str, tok: str, query: str) -> set[str]:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
-from web_harness import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, build_corpus, serve, watched_page
+from playwright.sync_api import Page, expect
+from web_harness import CHROMIUM, SCREENSHOTS, build_corpus, serve, watched_page
 
 from api.app import create_app
 
@@ -35,14 +35,6 @@ def site(tmp_path_factory, embedder) -> Iterator[str]:
     finally:
         idp.stop()
         services.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 def sign_in_through_idp(page: Page, base: str, user: str) -> None:

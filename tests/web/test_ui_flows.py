@@ -10,10 +10,9 @@ import shutil
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from web_harness import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     FakeJira,
     build_corpus,
     git_repo,
@@ -111,14 +110,6 @@ def site(tmp_path_factory, embedder):
     with serve(app) as base:
         yield base, services, tokens, root
     services.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 def search(page: Page, query: str) -> None:

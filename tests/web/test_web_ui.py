@@ -7,10 +7,9 @@ import shutil
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from web_harness import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     SCREENSHOTS,
     WEB_URL,
     build_corpus,
@@ -41,14 +40,6 @@ def site(tmp_path_factory, embedder):
     with serve(app) as base:
         yield app, base, tokens
     services.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 def search(page, query: str) -> None:

@@ -1,0 +1,18 @@
+"""The retrieval eval harness (../shared/eval/run_swebench.py) loaded as a module, for the scripts here that
+reuse its checkout, scoring and BM25 functions instead of copying them."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "run_swebench.py"
+
+
+def load_harness(path: Path = DEFAULT) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_swebench", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load the harness from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
