@@ -31,7 +31,7 @@ from sqlalchemy import create_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_harness import load_harness
+from eval_harness import add_eval_arguments, load_harness
 
 from indexer.embedding.cache import EmbeddingCache
 from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
@@ -41,7 +41,6 @@ from retrieval.rerank_features import FeatureReranker, FeatureWeights
 from retrieval.search import HybridSearcher, SearchOptions
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_HARNESS = ROOT.parent / "shared" / "eval" / "run_swebench.py"
 NAIVE_LINES = 40
 RESULTS = 50  # what the harness asks `cairn search` for
 COLUMNS = [f"{m}@{k}" for m in ("acc", "recall", "hit") for k in (1, 5, 10)] + ["mrr"]
@@ -153,12 +152,7 @@ def cairn_rank(services: IndexServices, variant: str, query: str, source: str) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mirror", required=True, help="folder of full-history clones, as for the harness")
-    ap.add_argument("--harness", type=Path, default=DEFAULT_HARNESS)
-    ap.add_argument("--jsonl", type=Path, default=None, help="instances (default: the harness's dev set)")
-    ap.add_argument("--repos", default="")
-    ap.add_argument("--limit", type=int, default=0, help="at most N instances per repository")
-    ap.add_argument("--work", type=Path, required=True)
+    add_eval_arguments(ap)
     ap.add_argument("--systems", default="cairn,bm25,naive", help="any of cairn, bm25, naive")
     ap.add_argument("--variants", default="default",
                     help=f"comma-separated search variants for cairn; known: {','.join(VARIANTS)}")

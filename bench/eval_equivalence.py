@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from eval_harness import load_harness  # noqa: E402
+from eval_harness import add_eval_arguments, load_harness  # noqa: E402
 
 CATALOG = "catalog.sqlite3"
 
@@ -66,13 +66,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", type=Path, required=True, help="checkout of version A (indexes first)")
     ap.add_argument("--b", type=Path, required=True, help="checkout of version B")
-    ap.add_argument("--harness", type=Path, default=ROOT.parent / "shared" / "eval" / "run_swebench.py")
-    ap.add_argument("--jsonl", type=Path, default=None, help="instances (default: the harness's dev set)")
+    add_eval_arguments(ap)
     ap.add_argument("--cairn", default=str(ROOT / ".venv" / "bin" / "cairn"))
-    ap.add_argument("--mirror", required=True)
-    ap.add_argument("--repos", default="")
-    ap.add_argument("--limit", type=int, default=0, help="at most N instances per repository")
-    ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     h = load_harness(a.harness)

@@ -2,6 +2,7 @@
 reuse its checkout, scoring and BM25 functions instead of copying them."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -16,3 +17,13 @@ def load_harness(path: Path = DEFAULT) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def add_eval_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every eval script here takes, as the harness names them."""
+    ap.add_argument("--mirror", required=True, help="folder of full-history clones, as for the harness")
+    ap.add_argument("--harness", type=Path, default=DEFAULT)
+    ap.add_argument("--jsonl", type=Path, default=None, help="instances (default: the harness's dev set)")
+    ap.add_argument("--repos", default="")
+    ap.add_argument("--limit", type=int, default=0, help="at most N instances per repository")
+    ap.add_argument("--work", type=Path, required=True, help="checkouts and the data directories")

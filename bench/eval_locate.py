@@ -30,7 +30,7 @@ from types import ModuleType
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_harness import load_harness
+from eval_harness import add_eval_arguments, load_harness
 
 from indexer.models import Principal
 from indexer.services import IndexServices, build_embedder
@@ -44,7 +44,6 @@ from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_HARNESS = ROOT.parent / "shared" / "eval" / "run_swebench.py"
 RESULTS = 50  # what the harness asks `cairn search` for
 SEEN_FILES = 10  # tokens are counted for the first this many files
 SYSTEMS = ("search", "search+h", "locate", "locate+h", "bm25")
@@ -99,12 +98,7 @@ def table(records: list[dict], title: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mirror", required=True, help="folder of full-history clones, as for the harness")
-    ap.add_argument("--harness", type=Path, default=DEFAULT_HARNESS)
-    ap.add_argument("--jsonl", type=Path, default=None, help="instances (default: the harness's dev set)")
-    ap.add_argument("--repos", default="")
-    ap.add_argument("--limit", type=int, default=0, help="at most N instances per repository")
-    ap.add_argument("--work", type=Path, required=True, help="checkouts and the data directory")
+    add_eval_arguments(ap)
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, help="locate's time budget (seconds)")
     ap.add_argument("--history-weight", type=float, default=0.3,
                     help="the history signal's weight for search+h and locate+h (CAIRN_HISTORY_WEIGHT)")
