@@ -56,6 +56,16 @@ err = Console(stderr=True)
 OPERATOR = Principal(user="cli-operator", admin=True)  # whoever can open the data directory
 
 
+def asker(as_user: str | None, group: list[str], remote_client: CairnClient | None) -> Principal:
+    """Who an in-process search or locate asks as. `--as-user`/`--group` are refused where they would be ignored:
+    over `--url` the token decides who asks, and groups belong to `--as-user`."""
+    if as_user and remote_client is not None:
+        fail("--as-user works in-process only: with --url the token decides who asks", code=2)
+    if group and not as_user:
+        fail("--group gives the groups of --as-user: name the user with --as-user", code=2)
+    return Principal(user=as_user, groups=frozenset(group)) if as_user else OPERATOR
+
+
 ADMINS_ONLY = "admins only"  # how an empty access list reads in tables
 SERVING = ("serve", "demo")  # a server's log keeps its tracebacks: nobody reads its failures on a terminal
 NO_SOURCES = "no sources yet: `cairn index PATH_OR_URL` adds a git repository, `cairn sources add` others"
@@ -285,6 +295,7 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
 
     settings: Settings = ctx.obj
     client = remote(url, settings)
+    who = asker(as_user, group, client)
     if client:
         body = client.search(query, limit, source, path_prefix=path, languages=language, kinds=kind)
         results = [{"source": h["source"], "path": h["path"], "start_line": h["start_line"],
@@ -294,7 +305,6 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
     else:
         from retrieval.searcher import build_searcher
 
-        who = Principal(user=as_user, groups=frozenset(group)) if as_user else OPERATOR
         scope = Scope(sources=tuple(source), path_prefixes=(path,) if path else (), languages=tuple(language),
                       kinds=tuple(kind))
         with local_services(settings) as svc:
@@ -327,6 +337,7 @@ def locate(ctx: typer.Context, text: str = typer.Argument(..., help="The task or
 
     settings: Settings = ctx.obj
     client = remote(url, settings)
+    who = asker(as_user, group, client)
     if client:
         body = client.locate(text, limit, source, path_prefix=path, languages=language, budget_seconds=budget)
     else:
@@ -334,7 +345,6 @@ def locate(ctx: typer.Context, text: str = typer.Argument(..., help="The task or
         from retrieval.locate import Locator
         from retrieval.searcher import build_searcher
 
-        who = Principal(user=as_user, groups=frozenset(group)) if as_user else OPERATOR
         scope = Scope(sources=tuple(source), path_prefixes=(path,) if path else (), languages=tuple(language))
         with local_services(settings) as svc:
             searcher = build_searcher(svc)

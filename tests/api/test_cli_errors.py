@@ -69,6 +69,10 @@ MISTAKES = [
     (["sources", "--url", "http://127.0.0.1:{port}"], 1, "server running"),
     (["search", "checkout", "--url", "http://127.0.0.1:{port}"], 1, "CAIRN_URL"),
     (["eval", "{root}/queries.jsonl"], 2, "JSONL"),
+    # Options that would be ignored are refused: over --url the token decides who asks; groups need a user.
+    (["search", "checkout", "--as-user", "sam", "--url", "http://127.0.0.1:{port}"], 2, "in-process only"),
+    (["search", "checkout", "--group", "security"], 2, "--as-user"),
+    (["locate", "checkout", "--group", "security"], 2, "--as-user"),
 ]
 
 
