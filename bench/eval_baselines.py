@@ -31,7 +31,7 @@ from sqlalchemy import create_engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_harness import add_eval_arguments, load_harness
+from eval_harness import add_eval_arguments, clone_for, instances_by_repo, load_harness
 
 from indexer.embedding.cache import EmbeddingCache
 from indexer.embedding.fastembed_backend import CachedEmbedder, FastEmbedEmbedder
@@ -173,13 +173,7 @@ def main() -> None:
     if a.from_snapshots and (a.snapshots is None or set(systems) - {"cairn"}):
         raise SystemExit("--from-snapshots needs --snapshots and only the cairn system")
 
-    rows = [json.loads(line) for line in (a.jsonl or a.harness.parent / "swebench_dev.jsonl").read_text().splitlines()]
-    if a.repos:
-        keep = set(a.repos.split(","))
-        rows = [r for r in rows if r["repo"] in keep]
-    by_repo: dict[str, list[dict]] = collections.defaultdict(list)
-    for r in rows:
-        by_repo[r["repo"]].append(r)
+    by_repo = instances_by_repo(a)
 
     a.work.mkdir(parents=True, exist_ok=True)
     data_dir = a.work / "data"
@@ -196,16 +190,12 @@ def main() -> None:
     totals = {name: collections.defaultdict(float) for name in names}
     out = a.out.open("w") if a.out else None  # appended to after every instance
     n = 0
-    for repo, items in sorted(by_repo.items()):
+    for repo, items in by_repo.items():
         work = a.work / repo.replace("/", "__")
         source = repo.split("/")[1]
-        if not a.from_snapshots and not work.is_dir():
-            mirror = Path(a.mirror) / repo.replace("/", "+") / "repo"
-            if not mirror.is_dir():
-                mirror = Path(a.mirror) / repo.replace("/", "+")
-            subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(mirror), str(work)],
-                                   check=True)
-        for r in items[: a.limit or None]:
+        if not a.from_snapshots and not clone_for(repo, a.mirror, work):
+            raise SystemExit(f"no clone of {repo} under {a.mirror}")
+        for r in items:
             rec: dict = {"instance_id": r["instance_id"], "gold": r["gold_files"]}
             snapshot = a.snapshots / r["instance_id"] if a.snapshots else None
             if not a.from_snapshots:

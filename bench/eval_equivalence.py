@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from eval_harness import add_eval_arguments, load_harness  # noqa: E402
+from eval_harness import add_eval_arguments, clone_for, instances_by_repo, load_harness  # noqa: E402
 
 CATALOG = "catalog.sqlite3"
 
@@ -71,28 +71,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     h = load_harness(a.harness)
-    rows = [json.loads(line) for line in
-            (a.jsonl or a.harness.parent / "swebench_dev.jsonl").read_text(encoding="utf-8").splitlines()]
-    keep = set(filter(None, a.repos.split(",")))
-    by_repo: dict[str, list[dict]] = collections.defaultdict(list)
-    for row in rows:
-        if not keep or row["repo"] in keep:
-            by_repo[row["repo"]].append(row)
+    by_repo = instances_by_repo(a)
     a.work.mkdir(parents=True, exist_ok=True)
     data = {"a": a.work / "data-a", "b": a.work / "data-b"}
     code = {"a": a.a.resolve(), "b": a.b.resolve()}
     totals: dict[str, collections.Counter[str]] = {side: collections.Counter() for side in code}
     out = open(a.out, "w", encoding="utf-8") if a.out else None  # noqa: SIM115 (written per instance)
     n = differ = 0
-    for repo, items in sorted(by_repo.items()):
-        mirror = Path(a.mirror) / repo.replace("/", "+") / "repo"
-        if not mirror.is_dir():
-            mirror = Path(a.mirror) / repo.replace("/", "+")
+    for repo, items in by_repo.items():
+        if not clone_for(repo, a.mirror, a.work / repo.replace("/", "__")):
+            raise SystemExit(f"no clone of {repo} under {a.mirror}")
         work = a.work / repo.replace("/", "__")
-        if not work.is_dir():
-            subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(mirror), str(work)], check=True)
         name = repo.split("/")[1]
-        for row in items[: a.limit or None]:
+        for row in items:
             h.checkout(str(work), row["base_commit"])
             rec: dict = {"instance_id": row["instance_id"], "gold": row["gold_files"]}
             for side in ("a", "b"):

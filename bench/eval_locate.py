@@ -21,7 +21,6 @@ import argparse
 import collections
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from types import ModuleType
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_harness import add_eval_arguments, load_harness
+from eval_harness import add_eval_arguments, clone_for, instances_by_repo, load_harness
 
 from indexer.models import Principal
 from indexer.services import IndexServices, build_embedder
@@ -106,31 +105,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="one JSON line per instance")
     a = ap.parse_args()
     harness = load_harness(a.harness)
-    path = a.jsonl or a.harness.parent / "swebench_dev.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if a.repos:
-        keep = set(a.repos.split(","))
-        rows = [r for r in rows if r["repo"] in keep]
-    by_repo: dict[str, list[dict]] = collections.defaultdict(list)
-    for r in rows:
-        by_repo[r["repo"]].append(r)
+    by_repo = instances_by_repo(a)
     a.work.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=a.work / "data")
     embedder = build_embedder(settings)
     out = a.out.open("w") if a.out else None
     records: dict[str, list[dict]] = collections.defaultdict(list)
-    for repo, items in sorted(by_repo.items()):
+    for repo, items in by_repo.items():
         work = a.work / repo.replace("/", "__")
-        if not work.is_dir():
-            mirror = Path(a.mirror) / repo.replace("/", "+") / "repo"
-            if not mirror.is_dir():
-                mirror = Path(a.mirror) / repo.replace("/", "+")
-            if not mirror.is_dir():
-                print(f"skip {repo}: no clone of it under {a.mirror}", file=sys.stderr)
-                continue
-            subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(mirror), str(work)], check=True)
+        if not clone_for(repo, a.mirror, work):
+            print(f"skip {repo}: no clone of it under {a.mirror}", file=sys.stderr)
+            continue
         source = repo.split("/")[1]
-        for r in items[: a.limit or None]:
+        for r in items:
             harness.checkout(str(work), r["base_commit"])
             services = IndexServices.open(settings, embedder=embedder)
             searcher = build_searcher(services)
