@@ -238,6 +238,9 @@ def normalise_prefix(prefix: str) -> list[str]:
 # The index format version: bump it when stored chunks would differ for the same input.
 #
 # Changelog (newest first):
+#   5 — commits (kind `commit`) in their own tantivy index (`fulltext/history/`), so the code's BM25
+#       statistics no longer count thousands of commit messages (indexer/stores/fulltext.py). Chunks are
+#       unchanged: the background rebuild re-embeds nothing.
 #   4 — redaction measured on a labelled corpus (tests/indexer/redaction_corpus) and extended: passwords on
 #       command lines (mysql -p…, sshpass -p, curl -u user:…, --password=…), in auth calls and in
 #       sentences, JSON-escaped and fused-name assignments, more token formats; files with a credential in
@@ -256,4 +259,4 @@ def normalise_prefix(prefix: str) -> list[str]:
 # A mismatch between this number (or the embedding model, or the chunk size settings) and what built the
 # serving index generation starts a background build of a new generation while the old one keeps
 # serving; it is swapped in when complete (indexer/generations/state.py, indexer/generations/build.py).
-INDEX_VERSION = 4
+INDEX_VERSION = 5

@@ -374,10 +374,60 @@ def test_a_new_root_holds_one_shared_index_for_every_source(tmp_path):
     index.upsert([make_chunk(i, "november", source=f"s{i}") for i in range(5)])
     index.commit()
     assert not index.legacy
-    assert [p.name for p in (tmp_path / "ft").iterdir()] == ["shared"]
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["history", "shared"]
     assert index.sources() == [f"s{i}" for i in range(5)]
     assert len(index.search(words("november"), public(sources=("s1", "s3")), 10)) == 2
     index.close()
+
+
+def _commit(n: int, message: str, source: str = "repo") -> Chunk:
+    return make_chunk(n, message, source=source, path=f"commits/{n:040x}", kind="commit", language="")
+
+
+CODE_KINDS = ("code", "doc", "text")
+
+
+def test_commits_do_not_change_how_code_ranks(tmp_path):
+    """Commit messages live in their own index: adding thousands of them leaves every code score as it
+    was (in one index they change document frequencies and the average length BM25 normalises by)."""
+    index = TantivyIndex(tmp_path / "ft")
+    code = [make_chunk(i, f"def handler_{i}(): retry the request " + "session " * (i % 7) + "timeout " * (i % 3),
+                       path=f"src/m{i}.py") for i in range(40)]
+    index.upsert(code)
+    index.commit()
+    query, only_code = words("retry", "session", "timeout"), public(kinds=CODE_KINDS)
+    before = index.search(query, only_code, 20)
+    stats_before = index.term_statistics(["retry", "session"])
+    index.upsert([_commit(i, f"Fix retry of session {i}" if i % 2 else f"Bump version {i}") for i in range(600)])
+    index.commit()
+    assert index.search(query, only_code, 20) == before
+    assert index.term_statistics(["retry", "session"]) == stats_before
+    # a query that admits commits sees both, merged by score; commits alone come from the commit index
+    mixed = index.search(words("retry"), public(), 1000)
+    assert {h.chunk_id for h in mixed} >= {c.id for c in code} and len(mixed) == 40 + 300
+    commits = index.search(words("retry"), public(kinds=("commit",)), 1000)
+    assert len(commits) == 300 and not {h.chunk_id for h in commits} & {c.id for c in code}
+    assert index.facet_counts(None, public(), "kind") == {"code": 40, "commit": 600}
+    assert index.facet_counts(None, public(kinds=CODE_KINDS), "kind") == {"code": 40}
+    index.close()
+
+
+def test_commits_are_deleted_and_listed_with_their_source(tmp_path):
+    index = TantivyIndex(tmp_path / "ft")
+    code, commits = make_chunk(0, "alpha", source="a"), [_commit(i, "alpha fix", source="a") for i in range(3)]
+    other = _commit(9, "alpha fix", source="b")
+    index.upsert([code, *commits, other])
+    index.commit()
+    assert index.sources() == ["a", "b"]
+    assert index.ids("a") == {code.id} | {c.id for c in commits}
+    index.delete("a", [commits[0].id, code.id, other.id])  # another source's id is never deleted
+    index.commit()
+    assert index.ids("a") == {c.id for c in commits[1:]}
+    assert index.ids("b") == {other.id}
+    index.close()
+    reopened = TantivyIndex(tmp_path / "ft")
+    assert {h.chunk_id for h in reopened.search(words("alpha"), public(), 10)} == {c.id for c in commits[1:]} | {other.id}
+    reopened.close()
 
 
 def test_a_legacy_per_source_root_keeps_serving_and_taking_writes(tmp_path):
