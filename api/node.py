@@ -76,12 +76,14 @@ class ServeNode:
 
     def _dead_predecessor(self, current: LeaseRecord | None) -> str:
         """The holder of a live lease that is a previous process of this node (killed, so it never released
-        it): at this node's address, where nothing listens any more. "" when there is none. A node restarted
+        it): on this host and port, at this node's address, where nothing listens any more. "" when there is none. A node restarted
         on its address takes the lease at once, instead of refusing to start until it expires (its
         predecessor, named as the owner, does not answer)."""
         if current is None or not current.live() or current.holder == self.lease.node:
             return ""
-        if current.url != self.lease.url or not address_free(self.host, self.port):
+        host, _, rest = current.holder.partition(":")
+        same_place = host == self.lease.node.partition(":")[0] and rest.partition(":")[0] == str(self.port)
+        if not same_place or current.url != self.lease.url or not address_free(self.host, self.port):
             return ""
         return current.holder
 

@@ -26,9 +26,10 @@ def node(tmp_path, port: int) -> ServeNode:
     return ServeNode(settings, "127.0.0.1", port)
 
 
-def killed_owner(serve: ServeNode, url: str) -> IndexLease:
-    """A live lease (for the next ten minutes) held by a process that is gone, on this node's copy."""
-    dead = IndexLease(serve.lease.engine, "host:1:4242", url, 600)
+def killed_owner(serve: ServeNode, url: str, host: str = "") -> IndexLease:
+    """A live lease (for the next ten minutes) held by a process that is gone (pid 4242 on this host and
+    port, unless `host` names another host), on this node's copy."""
+    dead = IndexLease(serve.lease.engine, f"{host or socket.gethostname()}:{serve.port}:4242", url, 600)
     assert dead.try_take(index_id(serve.settings.data_dir, create=True))
     return dead
 
@@ -52,11 +53,18 @@ def test_not_while_something_listens_on_its_address(tmp_path, port):
         listener.bind(("127.0.0.1", port))
         listener.listen()
         assert not serve.take_lease()  # the owner there is alive: this node would be a second writer
-    assert serve.lease.current().holder == "host:1:4242"
+    assert serve.lease.current().holder.endswith(":4242")
 
 
 def test_never_from_a_live_owner_at_another_address(tmp_path, port):
     serve = node(tmp_path, port)
     killed_owner(serve, "http://127.0.0.1:1")
     assert not serve.take_lease()
-    assert serve.lease.current().holder == "host:1:4242"
+    assert serve.lease.current().holder.endswith(":4242")
+
+
+def test_never_from_an_owner_on_another_host_that_claims_the_same_address(tmp_path, port):
+    serve = node(tmp_path, port)
+    killed_owner(serve, serve.lease.url, host="elsewhere")  # two hosts configured with one CAIRN_NODE_URL
+    assert not serve.take_lease()
+    assert serve.lease.current().holder == f"elsewhere:{port}:4242"
