@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from indexer.catalog import open_catalog
 from indexer.settings import Settings
 from indexer.stores.backends import vector_backend
-from workers.index_owner import IndexLease, LeaseKeeper, index_id, node_name, node_url
+from workers.index_owner import IndexLease, LeaseKeeper, LeaseRecord, address_free, index_id, node_name, node_url
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class ServeNode:
     def __init__(self, settings: Settings, host: str, port: int) -> None:
         self.settings = settings
         engine = open_catalog(settings.catalog_url).engine  # checked current (`cairn serve` checked it already)
+        self.host, self.port = host, port
         self.lease = IndexLease(engine, node_name(port), node_url(settings, host, port), settings.index_lease_seconds)
         self.keeper: LeaseKeeper | None = None
         self.server: uvicorn.Server | None = None
@@ -60,14 +61,31 @@ class ServeNode:
         if not self.settings.index_queue_consumer:
             return False
         current = self.lease.current()
-        if current is not None and current.live() and current.holder != self.lease.node:
+        dead = self._dead_predecessor(current)
+        if current is not None and current.live() and current.holder not in (self.lease.node, dead):
             return False
         copy = self._copy(create=current is None or not current.index_id)
-        if not self.lease.try_take(copy):
+        if not self.lease.try_take(copy, dead_holder=dead):
             return False
+        if dead:
+            log.warning("node %s takes over the index from %s, a previous process of this node that stopped "
+                        "without releasing it", self.lease.node, dead)
         self.keeper = LeaseKeeper(self.lease, lost=self._lost).start()
         log.info("node %s owns the index (copy %s) and consumes the index queue", self.lease.node, copy)
         return True
+
+    def _dead_predecessor(self, current: LeaseRecord | None) -> str:
+        """The holder of a live lease that is a previous process of this node (killed, so it never released
+        it): on this host and port, at this node's address, where nothing listens any more. "" when there is none. A node restarted
+        on its address takes the lease at once, instead of refusing to start until it expires (its
+        predecessor, named as the owner, does not answer)."""
+        if current is None or not current.live() or current.holder == self.lease.node:
+            return ""
+        host, _, rest = current.holder.partition(":")
+        same_place = host == self.lease.node.partition(":")[0] and rest.partition(":")[0] == str(self.port)
+        if not same_place or current.url != self.lease.url or not address_free(self.host, self.port):
+            return ""
+        return current.holder
 
     def check_replica(self) -> None:
         """A replica must reach a live owner at start; raise NodeRefused saying why it cannot."""

@@ -88,16 +88,18 @@ class IndexLease:
                                .where(t.name == LEASE)).first()
         return LeaseRecord(*row) if row is not None else None
 
-    def try_take(self, copy: str) -> bool:
+    def try_take(self, copy: str, dead_holder: str = "") -> bool:
         """Take the lease for this node if it is free, expired or already ours, and names `copy` (or no
-        copy yet). True when this node holds it afterwards."""
+        copy yet). `dead_holder`: a holder known to be dead (a previous process of this very node), whose
+        lease is taken even before it expires. True when this node holds it afterwards."""
         now = _now()
         values = {"holder": self.node, "url": self.url, "index_id": copy, "acquired_at": now, "renewed_at": now,
                   "expires_at": now + self.ttl}
         t = index_leases.c
+        ours = (t.holder == self.node) | (t.holder == dead_holder) if dead_holder else t.holder == self.node
         with self.engine.begin() as conn:
             taken = conn.execute(update(index_leases).where(
-                t.name == LEASE, (t.expires_at <= now) | (t.holder == self.node),
+                t.name == LEASE, (t.expires_at <= now) | ours,
                 (t.index_id == copy) | (t.index_id == "")).values(**values)).rowcount
         if taken:
             return True
@@ -164,6 +166,18 @@ class LeaseKeeper:
                              int(self.lease.ttl.total_seconds()))
             self.lost()
             return
+
+
+def address_free(host: str, port: int) -> bool:
+    """Whether no process listens on host:port here (this process could bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no listener
+        try:
+            sock.bind((host or "0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def node_name(port: int) -> str:
