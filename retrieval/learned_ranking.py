@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COMMITS = 300  # pairs mined per fit: the newest commits with at least one touched code file
 MAX_TOUCHED = 20  # a commit touching more files says little about any one of them
+MAX_QUERY_CHARS = 4000  # a message's first this many characters are searched (bodies run to pages)
 MIN_PAIRS = 10  # fewer usable commits than this: nothing to learn from
 HELD_OUT = 0.2  # the newest this share of the pairs judges the fit (at least 2)
 KEEP_MARGIN = 0.01  # held-out MRR the learned weights must gain over the defaults to be kept
@@ -184,7 +185,7 @@ def fit_source(searcher: HybridSearcher, catalog: Catalog, source: str, commits:
     train = Samples(names, searcher.options.file_support, searcher.options.support_chunks)
     test = Samples(names, searcher.options.file_support, searcher.options.support_chunks)
     for i, pair in enumerate(pairs):  # newest first: the newest `held` judge the fit
-        query, cands = searcher.fused_candidates(pair.message, FITTER, Scope(sources=(source,)))
+        query, cands = searcher.fused_candidates(pair.message[:MAX_QUERY_CHARS], FITTER, Scope(sources=(source,)))
         (test if i < held else train).add(query, cands, pair.paths)
     train.freeze()
     test.freeze()

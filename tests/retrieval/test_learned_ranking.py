@@ -40,8 +40,8 @@ NOUNS = ("rounding", "overflow", "timezone", "encoding", "retries", "caching", "
          "logging", "sorting", "quoting", "hashing", "batching", "padding", "escaping")
 
 
-def git(repo: Path, *args: str, day: int = 1) -> str:
-    when = f"2026-01-{day:02d}T10:00:00+00:00"
+def git(repo: Path, *args: str, minute: int = 0) -> str:
+    when = f"2026-01-01T10:{minute:02d}:00+00:00"
     env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com", "GIT_COMMITTER_NAME": "Ada",
            "GIT_COMMITTER_EMAIL": "ada@example.com", "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_DATE": when,
            "GIT_COMMITTER_DATE": when, "HOME": str(repo)}
@@ -75,7 +75,7 @@ def build_repo(root: Path) -> list[tuple[str, str]]:
             f.write(f"\n\ndef step_{i}(state):\n    return state + {i}\n")
         message = f"{topic}: fix {first} {second}"
         git(root, "add", "-A")
-        git(root, "commit", "-q", "-m", message, day=2 + i % 27)
+        git(root, "commit", "-q", "-m", message, minute=1 + i)
         out.append((message, f"{topic}/engine.py"))
     return out
 
@@ -109,7 +109,7 @@ def services(world, embedder) -> Iterator[IndexServices]:
 def test_pairs_are_the_newest_commits_with_code_files(services):
     pairs = mine_pairs(services.catalog, "app", 1000)
     assert len(pairs) == 48  # the initial import touches more than 20 files
-    assert pairs[0].message.startswith("pricing: fix") is False or pairs[0].paths == ("pricing/engine.py",)
+    assert (pairs[0].message, pairs[0].paths) == ("pricing: fix escaping padding", ("pricing/engine.py",))
     assert all(len(p.paths) == 1 and p.paths[0].endswith("/engine.py") for p in pairs)
     assert len(mine_pairs(services.catalog, "app", 5)) == 5
     with pytest.raises(RankerError, match="no source named"):
