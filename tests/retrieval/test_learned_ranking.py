@@ -21,6 +21,7 @@ from indexer.catalog import open_catalog
 from indexer.catalog.schema import RankerFitRecord
 from indexer.services import IndexServices
 from indexer.settings import Settings
+from retrieval import learned_ranking
 from retrieval.learned_ranking import (
     FITTER,
     LearnedWeights,
@@ -137,6 +138,21 @@ def test_search_uses_the_learned_weights_only_with_the_setting_on(world, service
             searcher.close()
     assert top(True) == touched
     assert top(False) != touched
+
+
+def test_weights_that_do_not_beat_the_defaults_are_stored_but_not_used(services, monkeypatch):
+    searcher = build_searcher(services)
+    try:
+        with pytest.raises(RankerError, match=r"has 5 usable commits .* at least 10"):
+            fit_source(searcher, services.catalog, "app", commits=5)
+        monkeypatch.setattr(learned_ranking, "KEEP_MARGIN", 2.0)
+        fit = fit_source(searcher, services.catalog, "app")
+        assert not fit.kept and services.catalog.ranker_fits()["app"] == fit
+        assert LearnedWeights(services.catalog).current() == {}
+        monkeypatch.undo()
+        assert fit_source(searcher, services.catalog, "app").kept  # back as the other tests found it
+    finally:
+        searcher.close()
 
 
 def test_weights_are_cached_and_reread_after_the_ttl(services):
