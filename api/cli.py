@@ -19,6 +19,7 @@ from api.cli_errors import USAGE, VERBOSE, CairnGroup, fail, hide_tracebacks, no
 from api.cli_format import Col, CompactTable, human_time
 from api.cli_ids import resolve_id, short_ids
 from api.cli_jobs import db_app, jobs_app, permissions, reconcile, schedule
+from api.cli_ranker import ranker_app
 from api.cli_sources import sources_app
 from api.cli_users import users_app
 from api.client import CairnClient
@@ -46,6 +47,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
+app.add_typer(ranker_app, name="ranker")
 sources_app.command("schedule")(schedule)
 feedback_app = typer.Typer(no_args_is_help=True, help="Export result feedback as a `cairn eval` query file.")
 app.add_typer(feedback_app, name="feedback")

@@ -7,6 +7,10 @@ it (commit history included); then, on that index and in the same process:
   search+h  the same with the history signal at --history-weight (files changed by similar commits gain)
   locate    `cairn locate --limit 50 --json` (files in rank order), its search without the history signal
   locate+h  the same over the search with the history signal
+  search+l  `search` with CAIRN_LEARNED_RANKING on, after `cairn ranker fit` on the instance's own indexed
+            commits (never past its base commit): the learned weights where the fit kept them, the defaults
+            otherwise (the record's `fit` says which, with the fit's seconds and held-out MRR)
+  locate+l  `locate` over that search
   bm25    the harness's whole-file BM25 on the same checkout
 Per repository and overall: acc@1/5/10, MRR, tokens returned per instance and p50 latency. Tokens are the
 code an agent receives to see the first 10 files: for search the chunks of the hits up to the 10th distinct
@@ -23,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -35,6 +40,7 @@ from indexer.models import Principal
 from indexer.services import IndexServices, build_embedder
 from indexer.settings import Settings
 from retrieval.history import HistoryIndex
+from retrieval.learned_ranking import DEFAULT_COMMITS, RankerError, fit_source
 from retrieval.locate import DEFAULT_BUDGET_SECONDS, Locator
 from retrieval.packing import estimate_tokens
 from retrieval.permissions import Scope
@@ -45,7 +51,7 @@ from workers.jobs import run_sync_job
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = 50  # what the harness asks `cairn search` for
 SEEN_FILES = 10  # tokens are counted for the first this many files
-SYSTEMS = ("search", "search+h", "locate", "locate+h", "bm25")
+SYSTEMS = ("search", "search+h", "search+l", "locate", "locate+h", "locate+l", "bm25")
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 READER = Principal(user="eval", admin=True)
 
@@ -79,6 +85,18 @@ def index_instance(services: IndexServices, source: str, work: Path) -> dict:
     return {"chunks_embedded": counts.chunks_embedded, "seconds": round(time.time() - t0, 1)}
 
 
+def fit_ranker(services: IndexServices, searcher, source: str, commits: int) -> dict:
+    """`cairn ranker fit` on the instance's index; a fit that cannot run leaves the default weights."""
+    services.catalog.clear_ranker_fit(source)  # the previous instance's fit of this repository
+    t0 = time.perf_counter()
+    try:
+        fit = fit_source(searcher, services.catalog, source, commits)
+    except RankerError as exc:
+        return {"kept": False, "error": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
+    return {"kept": fit.kept, "pairs": fit.pairs, "held_out": fit.held_out, "mrr_default": fit.mrr_default,
+            "mrr_learned": fit.mrr_learned, "seconds": fit.seconds}
+
+
 def table(records: list[dict], title: str) -> list[str]:
     lines = [f"{title} ({len(records)} instances)",
              f"{'system':8}" + "".join(f"{m:>9}" for m in METRICS) + f"{'tokens':>10}{'p50 ms':>9}"]
@@ -92,6 +110,10 @@ def table(records: list[dict], title: str) -> list[str]:
         tok = f"{statistics.mean(tokens):10.0f}" if tokens else f"{'-':>10}"
         p50 = f"{statistics.median(times) * 1000:9.0f}" if times else f"{'-':>9}"
         lines.append(f"{name:8}" + "".join(f"{v:9.3f}" for v in means) + tok + p50)
+    fits = [r["fit"] for r in records if "fit" in r]
+    if fits:
+        lines.append(f"ranker fit: kept on {sum(f['kept'] for f in fits)} of {len(fits)} instances, "
+                     f"median {statistics.median(f['seconds'] for f in fits):.1f}s")
     return lines
 
 
@@ -101,6 +123,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, help="locate's time budget (seconds)")
     ap.add_argument("--history-weight", type=float, default=0.3,
                     help="the history signal's weight for search+h and locate+h (CAIRN_HISTORY_WEIGHT)")
+    ap.add_argument("--ranker-commits", type=int, default=DEFAULT_COMMITS,
+                    help="commits `search+l` and `locate+l` learn from (`cairn ranker fit --commits`)")
     ap.add_argument("--no-baseline", action="store_true", help="leave out the harness BM25")
     ap.add_argument("--out", type=Path, default=None, help="one JSON line per instance")
     a = ap.parse_args()
@@ -124,6 +148,8 @@ def main() -> None:
             searcher.options = SearchOptions(history_weight=0.0)
             with_history = build_searcher(services)
             with_history.options = SearchOptions(history_weight=a.history_weight)
+            learned = build_searcher(replace(services, settings=settings.model_copy(update={"learned_ranking": True})))
+            learned.options = SearchOptions(history_weight=0.0)
             try:
                 rec: dict = {"instance_id": r["instance_id"], "repo": repo, "gold": r["gold_files"],
                              "index": index_instance(services, source, work)}
@@ -133,7 +159,11 @@ def main() -> None:
                 rec["locate"] = run_locate(Locator.over(searcher, history), r["problem_statement"], source, a.budget)
                 rec["locate+h"] = run_locate(Locator.over(with_history, history), r["problem_statement"], source,
                                              a.budget)
+                rec["fit"] = fit_ranker(services, searcher, source, a.ranker_commits)
+                rec["search+l"] = run_search(services, learned, r["problem_statement"], source, harness)
+                rec["locate+l"] = run_locate(Locator.over(learned, history), r["problem_statement"], source, a.budget)
             finally:
+                learned.close()
                 with_history.close()
                 searcher.close()
                 services.close()
@@ -145,7 +175,7 @@ def main() -> None:
                     rec[name]["ranked"] = rec[name]["ranked"][:10]
             records[repo].append(rec)
             print(f"{r['instance_id']}: " + " ".join(f"{n} mrr={rec[n]['score']['mrr']:.2f}" for n in SYSTEMS
-                                                     if n in rec), file=sys.stderr, flush=True)
+                                                     if n in rec) + f" fit={rec['fit']}", file=sys.stderr, flush=True)
             if out:
                 out.write(json.dumps(rec) + "\n")
                 out.flush()

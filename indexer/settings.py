@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     history_weight: float = Field(default=0.0, ge=0, le=2, description="Search: the chunks of a candidate file "
                                   "changed by one of the indexed commits most like the query gain up to this "
                                   "(ranking scores are about 0-3; 0 = off).")
+    learned_ranking: bool = Field(default=False, description="Search: rerank each source's candidates with the "
+                                  "feature weights `cairn ranker fit` learned from its commits, where kept (off "
+                                  "until the dev-set ablation shows a gain; features reranker only).")
     relevance_floor: float = Field(default=0.4, ge=0, le=1, description="Queries whose relevance evidence (both "
                                    "engines', in [0, 1]) stays below this are answered with nothing; 0 = off.")
     host: str = Field(default="127.0.0.1", description="Address `cairn serve` binds.")

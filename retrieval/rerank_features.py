@@ -125,15 +125,19 @@ class FeatureReranker:
         self._terms = tuple((f.name, getattr(self.weights, f.name)) for f in fields(self.weights))
 
     def rerank(self, query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[Candidate]:
-        if not candidates:
-            return []
-        view = _QueryView.of(query).frames_among(candidates)
-        best = max(c.score for c in candidates)
         out = []
-        for cand in candidates:
-            feats = features(view, cand, best)
+        for cand, feats in zip(candidates, feature_rows(query, candidates), strict=True):
             out.append(cand.scored(sum(w * feats.get(name, 0.0) for name, w in self._terms), feats))
         return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
+
+
+def feature_rows(query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[dict[str, float]]:
+    """The features of each fused candidate of one query, in order (what any weights score)."""
+    if not candidates:
+        return []
+    view = _QueryView.of(query).frames_among(candidates)
+    best = max(c.score for c in candidates)
+    return [features(view, cand, best) for cand in candidates]
 
 
 def features(view: _QueryView, cand: Candidate, best_fused: float) -> dict[str, float]:

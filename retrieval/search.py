@@ -101,11 +101,7 @@ class HybridSearcher:
         history = (build_filter(principal, Scope(sources=scope.sources, kinds=(COMMIT_KIND,)), stale)
                    if self.options.history_weight > 0 else None)
         lexical, dense, partial, commits = self._retrieve(query, flt, history, timings)
-        fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]],
-                                       weights=self.options.fusion_weights)
-        t = time.perf_counter()
-        cands = [c for c in self._hydrate(fused, lexical, dense) if holds_phrases(query.required, c)]
-        timings["hydrate"] = time.perf_counter() - t
+        cands = self._fused(query, lexical, dense, timings)
         evidence = self._evidence(query, cands, dense, timings) if self.relevance_floor > 0 else None
         if evidence is not None and evidence.relevance < self.relevance_floor:
             timings["total"] = time.perf_counter() - t0
@@ -129,6 +125,27 @@ class HybridSearcher:
         hits = [self._hit(c, query) for c in items]
         timings["total"] = time.perf_counter() - t0
         return SearchResult(hits, timings, candidates=len(cands), partial=partial, evidence=evidence)
+
+    def fused_candidates(self, text: str, principal: Principal | None, scope: Scope | None = None
+                         ) -> tuple[AnalysedQuery, list[Candidate]]:
+        """The query as analysed and its fused candidates before any reranking (fusion score in `.score`):
+        what `search` reranks, for a caller that scores them itself (retrieval/learned_ranking.py)."""
+        query = analyse(text)
+        flt = build_filter(principal, searched(scope or Scope()), self.stale.current())
+        if is_empty_input(text) or flt.matches_nothing:
+            return query, []
+        timings: dict[str, float] = {}
+        lexical, dense, _, _ = self._retrieve(query, flt, None, timings)
+        return query, self._fused(query, lexical, dense, timings)
+
+    def _fused(self, query: AnalysedQuery, lexical: list[ScoredId], dense: list[ScoredId],
+               timings: dict[str, float]) -> list[Candidate]:
+        fused = reciprocal_rank_fusion([[s.chunk_id for s in lexical], [s.chunk_id for s in dense]],
+                                       weights=self.options.fusion_weights)
+        t = time.perf_counter()
+        cands = [c for c in self._hydrate(fused, lexical, dense) if holds_phrases(query.required, c)]
+        timings["hydrate"] = time.perf_counter() - t
+        return cands
 
     def _evidence(self, query: AnalysedQuery, cands: list[Candidate], dense: list[ScoredId],
                   timings: dict[str, float]) -> Evidence:

@@ -19,6 +19,7 @@ from indexer.catalog.schema import (
     FailureRecord,
     JobRecord,
     PermissionSyncRecord,
+    RankerFitRecord,
     SourceRecord,
     UTCDateTime,
     chunk_record,
@@ -35,6 +36,7 @@ from indexer.catalog.schema import (
     permission_syncs,
     queue_batches,
     queue_crawls,
+    ranker_weights,
     redactions,
     skipped,
     source_record,
@@ -179,7 +181,8 @@ class Catalog:
             for label, table in (("chunks", chunks), ("documents", documents), ("skipped", skipped),
                                  ("failures", failures), ("redactions", redactions), ("permission_syncs", permission_syncs),
                                  ("generation_chunks", generation_chunks), ("queue_batches", queue_batches),
-                                 ("queue_crawls", queue_crawls), ("document_attempts", document_attempts)):
+                                 ("queue_crawls", queue_crawls), ("document_attempts", document_attempts),
+                                 ("ranker_weights", ranker_weights)):
                 removed[label] = conn.execute(delete(table).where(table.c.source == name)).rowcount
             removed["schedule"] = conn.execute(delete(source_schedules).where(
                 source_schedules.c.source == name)).rowcount
@@ -461,6 +464,29 @@ class Catalog:
         """source → its permissions pass record (sources never passed are absent)."""
         with self.engine.connect() as conn:
             return {r.source: PermissionSyncRecord(**r._asdict()) for r in conn.execute(select(permission_syncs))}
+
+    # -- learned ranking ------------------------------------------------------------------------
+
+    def save_ranker_fit(self, fit: RankerFitRecord) -> None:
+        """Store a source's latest fit, replacing the one before."""
+        row = {**fit.__dict__, "weights": dict(fit.weights)}
+        with self.engine.begin() as conn:
+            _upsert(conn, ranker_weights, [row], ["source"])
+
+    def ranker_fits(self) -> dict[str, RankerFitRecord]:
+        """source → its latest fit (sources never fitted are absent)."""
+        with self.engine.connect() as conn:
+            return {r.source: RankerFitRecord(**{**r._asdict(), "kept": bool(r.kept)})
+                    for r in conn.execute(select(ranker_weights))}
+
+    def clear_ranker_fit(self, source: str) -> bool:
+        """Forget a source's fit; False if it had none."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(ranker_weights).where(ranker_weights.c.source == source)).rowcount > 0
+
+    def document_kinds(self, source: str) -> dict[str, str]:
+        """doc id → kind of every document of the source (code, doc, commit, ...)."""
+        return self._document_column(source, documents.c.kind)
 
     # -- jobs -----------------------------------------------------------------------------------
 

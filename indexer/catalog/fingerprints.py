@@ -49,6 +49,7 @@ FINGERPRINTS = (
     Fingerprint.of("0008", "scim_users scim_groups scim_group_members"),
     Fingerprint.of("0009", "index_leases task_leases"),  # the index owner's lease, heartbeats of Celery tasks
     Fingerprint.of("0010", "queue_batches.seq queue_batches.checkpoint queue_crawls.stored"),  # applied checkpoints
+    Fingerprint.of("0011", "ranker_weights"),  # feature weights learned from a source's commits
 )
 
 
@@ -130,10 +131,12 @@ def _add_columns(conn: Connection, table: str, names: Iterable[str]) -> None:
     from alembic.operations import Operations
 
     declared = metadata.tables[table]
+    wanted = set(names)
     ops = Operations(MigrationContext.configure(conn))
     with ops.batch_alter_table(table) as batch:
-        for name in sorted(names):
-            column = declared.c[name]
+        # in declared order, the order the migrations add them in (so the result equals a migrated catalog)
+        for column in [c for c in declared.columns if c.name in wanted]:
+            name = column.name
             fill = None if column.nullable else _server_default(column)
             if not column.nullable and fill is None:
                 raise AdoptionError(f"cannot add {table}.{name} to existing rows: it is NOT NULL without a "

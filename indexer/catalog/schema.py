@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -300,6 +301,38 @@ class PermissionSyncRecord:
     last_attempt_at: datetime
     last_success_at: datetime | None
     last_error: str
+
+
+# -- learned ranking (retrieval/learned_ranking.py) ------------------------------------------------
+
+# Per source: the feature weights `cairn ranker fit` learned from the source's own commits, with what the
+# fit measured on its held-out commits; `kept` is false when the learned weights did not beat the defaults
+# (the record then says so and search keeps the default weights).
+ranker_weights = Table(
+    "ranker_weights", metadata,
+    Column("source", String, primary_key=True),
+    Column("weights", JSON, nullable=False),
+    Column("fitted_at", UTCDateTime, nullable=False),
+    Column("pairs", Integer, nullable=False),
+    Column("held_out", Integer, nullable=False),
+    Column("mrr_default", Float, nullable=False),
+    Column("mrr_learned", Float, nullable=False),
+    Column("kept", Boolean, nullable=False),
+    Column("seconds", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RankerFitRecord:
+    source: str
+    weights: dict[str, float]
+    fitted_at: datetime
+    pairs: int  # (commit message, touched files) pairs used, training and held out
+    held_out: int
+    mrr_default: float  # held-out MRR of the touched files with the default weights
+    mrr_learned: float
+    kept: bool
+    seconds: float
 
 
 # -- index generations (zero-downtime rebuilds, indexer/generations/state.py) ---------------------------
