@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ class Result:
     chunks: int
     seconds: float
     cpu_seconds: float = 0.0  # every process of the run (the machine is shared: wall time is noisy)
+    per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process and its children
 
     @property
     def chunks_per_second(self) -> float:
@@ -85,13 +87,35 @@ def distributed_run(repo: Path, work: Path, embed_workers: int, batch_docs: int)
             raise RuntimeError(f"job {job_id} {job.state}: {job.error}")
         seconds = (job.finished_at - job.created_at).total_seconds()
         result = Result(f"distributed, {embed_workers} embed worker(s)", job.counts["files_changed"],
-                        len(catalog.chunk_ids_of_source(SOURCE)), seconds)
+                        len(catalog.chunk_ids_of_source(SOURCE)), seconds,
+                        per_process={p.name: tree_cpu(p.popen.pid) for p in cluster.procs})
         catalog.engine.dispose()
     finally:
         cluster.destroy()  # waits for every process, so their CPU time is in RUSAGE_CHILDREN
     assert result is not None
     result.cpu_seconds = _cpu(resource.RUSAGE_CHILDREN) - cpu
     return result
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a live process and its live descendants (a Celery worker's prefork
+    children do the work), read from /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, CPU seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
 
 
 def _cpu(who: int) -> float:
@@ -122,6 +146,9 @@ def main() -> None:
     for r in results:
         print(f"{r.mode:34s} files={r.files:5d} chunks={r.chunks:6d} seconds={r.seconds:8.1f} "
               f"chunks/s={r.chunks_per_second:7.1f} cpu_seconds={r.cpu_seconds:8.1f}")
+        if r.per_process:
+            print("    CPU seconds per process (with its children): "
+                  + ", ".join(f"{name} {cpu:.1f}" for name, cpu in r.per_process.items()))
     print(f"scaling 1 -> 2 embed workers: x{two.chunks_per_second / one.chunks_per_second:.2f} throughput")
     print(f"queue path (1 embed worker) vs embedded in-process: x{one.seconds / embedded.seconds:.2f} time, "
           f"x{one.cpu_seconds / embedded.cpu_seconds:.2f} CPU")
