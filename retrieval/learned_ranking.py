@@ -26,7 +26,7 @@ from retrieval.history import CommitHit, commit_of, newest_first
 from retrieval.hits import Candidate
 from retrieval.permissions import Scope
 from retrieval.query_analysis import AnalysedQuery
-from retrieval.rerank_features import FeatureWeights, feature_rows, is_test_path
+from retrieval.rerank_features import FeatureReranker, FeatureWeights, feature_rows, is_test_path
 from retrieval.search import HybridSearcher
 
 log = logging.getLogger(__name__)
@@ -239,21 +239,16 @@ class LearnedWeights:
             self._read_at = None
 
 
-class LearnedReranker:
-    """The feature reranker, scoring each candidate with its source's learned weights where kept."""
+class LearnedReranker(FeatureReranker):
+    """The feature reranker, scoring each candidate with its source's learned weights where kept (read at
+    most every `LearnedWeights.ttl` seconds, not per candidate)."""
 
     def __init__(self, learned: LearnedWeights, default: FeatureWeights | None = None) -> None:
+        super().__init__(default)
         self.learned = learned
-        self.default = default or FeatureWeights()
 
-    def rerank(self, query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[Candidate]:
-        table = self.learned.current()
-        terms: dict[str, tuple[tuple[str, float], ...]] = {}
-        out = []
-        for cand, feats in zip(candidates, feature_rows(query, candidates), strict=True):
-            if cand.source not in terms:
-                weights = table.get(cand.source, self.default)
-                terms[cand.source] = tuple((f.name, getattr(weights, f.name)) for f in fields(weights))
-            score = sum(w * feats.get(name, 0.0) for name, w in terms[cand.source])
-            out.append(cand.scored(score, feats))
-        return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
+    def terms_for(self, source: str) -> tuple[tuple[str, float], ...]:
+        weights = self.learned.current().get(source)
+        if weights is None:
+            return super().terms_for(source)
+        return tuple((f.name, getattr(weights, f.name)) for f in fields(weights))

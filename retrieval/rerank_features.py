@@ -124,10 +124,15 @@ class FeatureReranker:
         self.weights = weights or FeatureWeights()
         self._terms = tuple((f.name, getattr(self.weights, f.name)) for f in fields(self.weights))
 
+    def terms_for(self, source: str) -> tuple[tuple[str, float], ...]:
+        """(feature, weight) pairs that score a candidate of `source` (the same for every source here)."""
+        return self._terms
+
     def rerank(self, query: AnalysedQuery, candidates: Sequence[Candidate]) -> list[Candidate]:
         out = []
         for cand, feats in zip(candidates, feature_rows(query, candidates), strict=True):
-            out.append(cand.scored(sum(w * feats.get(name, 0.0) for name, w in self._terms), feats))
+            terms = self.terms_for(cand.source)
+            out.append(cand.scored(sum(w * feats.get(name, 0.0) for name, w in terms), feats))
         return sorted(out, key=lambda c: (-c.score, c.path, c.start_line, c.chunk_id))
 
 
