@@ -44,6 +44,7 @@ class Result:
     seconds: float
     cpu_seconds: float = 0.0  # every process of the run (the machine is shared: wall time is noisy)
     per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process and its children
+    # during the indexing job (start-up, imports and model loading left out)
 
     @property
     def chunks_per_second(self) -> float:
@@ -80,6 +81,7 @@ def distributed_run(repo: Path, work: Path, embed_workers: int, batch_docs: int)
         catalog = Catalog(make_engine(cluster.database_url))
         token, _ = TokenStore(catalog.engine).create("bench", [], admin=True)
         catalog.upsert_source(SOURCE, "git", {"location": str(repo), "ref": ""}, ["public"])
+        at_start = {p.name: tree_cpu(p.popen.pid) for p in cluster.procs}
         with cluster.client(token) as client:
             job_id = client.post(f"/v1/sources/{SOURCE}/reindex", json={}).json()["id"]
         job = wait_for(lambda: _finished(catalog, job_id), 3600, "the indexing job", every=0.5)
@@ -88,13 +90,23 @@ def distributed_run(repo: Path, work: Path, embed_workers: int, batch_docs: int)
         seconds = (job.finished_at - job.created_at).total_seconds()
         result = Result(f"distributed, {embed_workers} embed worker(s)", job.counts["files_changed"],
                         len(catalog.chunk_ids_of_source(SOURCE)), seconds,
-                        per_process={p.name: tree_cpu(p.popen.pid) for p in cluster.procs})
+                        per_process={p.name: round(tree_cpu(p.popen.pid) - at_start[p.name], 2)
+                                     for p in cluster.procs})
         catalog.engine.dispose()
     finally:
         cluster.destroy()  # waits for every process, so their CPU time is in RUSAGE_CHILDREN
     assert result is not None
     result.cpu_seconds = _cpu(resource.RUSAGE_CHILDREN) - cpu
     return result
+
+
+def cpu_bound(one: Result, two: Result, cores: int = 2) -> float:
+    """The scaling the CPU work allows: the 1-worker run cannot be shorter than its embed worker's CPU time (one
+    process, one thread) and the 2-worker run than the CPU of all its processes spread over the cores; this is
+    their ratio, the figure two workers would reach with no idle core at all."""
+    embedding = sum(cpu for name, cpu in one.per_process.items() if name.startswith("embed"))
+    everything = sum(two.per_process.values())
+    return embedding / (everything / cores) if everything else 0.0
 
 
 def tree_cpu(pid: int) -> float:
@@ -150,10 +162,14 @@ def main() -> None:
             print("    CPU seconds per process (with its children): "
                   + ", ".join(f"{name} {cpu:.1f}" for name, cpu in r.per_process.items()))
     print(f"scaling 1 -> 2 embed workers: x{two.chunks_per_second / one.chunks_per_second:.2f} throughput")
+    bound = cpu_bound(one, two)
+    print(f"ceiling from the CPU work: x{bound:.2f} (if one worker's run lasted exactly its embedding CPU and the "
+          "2-worker run kept both cores busy with the CPU of all its processes)")
     print(f"queue path (1 embed worker) vs embedded in-process: x{one.seconds / embedded.seconds:.2f} time, "
           f"x{one.cpu_seconds / embedded.cpu_seconds:.2f} CPU")
     print(json.dumps({"results": [asdict(r) for r in results],
                       "scaling_1_to_2": round(two.chunks_per_second / one.chunks_per_second, 3),
+                      "cpu_bound": round(bound, 3),
                       "queue_time_ratio": round(one.seconds / embedded.seconds, 3),
                       "queue_cpu_ratio": round(one.cpu_seconds / embedded.cpu_seconds, 3)}))
 
