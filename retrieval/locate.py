@@ -52,6 +52,8 @@ AMBIGUOUS = 4  # an identifier defined in more files than this says nothing abou
 MAX_KEYS = 3  # ticket keys followed through `related`
 PATH_CANDIDATES = 20  # chunks read per path lookup
 CONTEXT_LINES = 12  # lines either side of a traceback frame's line
+MAX_SHOWN_LINES = 80  # a file's range is shown from its start up to this many lines (the chunker's largest chunk):
+# the strongest evidence can be the definition of a class thousands of lines long (on astropy, 26-38k tokens for one file)
 MIN_STEP_SECONDS = 0.05  # a step never starts with less time than this left
 SHOWN_PER_KIND = 3  # pieces of evidence of one kind listed per file (the rest are counted)
 MORE = {"frame": "traceback frames", "path": "paths named", "definition": "definitions of names in the text",
@@ -391,7 +393,8 @@ class _Run:
 def located(entry: _File, doc: DocumentRecord) -> LocatedFile:
     lines = doc.content.split("\n")
     _, start, end, symbol = entry.span or (0.0, 1, min(len(lines), 2 * CONTEXT_LINES), "")
-    start, end = min(start, len(lines)), min(end, len(lines))
+    start = min(start, len(lines))
+    end = min(end, len(lines), start + MAX_SHOWN_LINES - 1)
     evidence = shown_evidence(entry.evidence)
     content = "\n".join(lines[start - 1:end])
     return LocatedFile(document_id=doc.id, source=doc.source, path=doc.path, language=doc.language, url=doc.url,
