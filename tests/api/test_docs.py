@@ -3,8 +3,10 @@ docs/, README's commands exist, and every relative link in the docs resolves."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,21 @@ def test_readme_quick_start_commands_exist():
                               timeout=60, check=False)
         assert proc.returncode == 0, proc.stderr
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_readme_eval_commands_name_real_scripts_and_options():
+    """The evaluation commands in README (indented blocks) run scripts that exist and take every option given."""
+    text = re.sub(r"\\\n\s*", " ", "\n".join(re.findall(r"(?m)^    (.*)$", README)))
+    options: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        for script in re.findall(r"bench/\w+\.py", line):
+            options.setdefault(script, set()).update(re.findall(r"(?<!\S)--[\w-]+", line))
+    assert sorted(options) == ["bench/eval_locate.py", "bench/eval_report.py"]
+    for script, used in options.items():
+        proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert used and {option for option in used if option not in proc.stdout} == set(), script
 
 
 def test_contributing_commands_are_make_targets():
