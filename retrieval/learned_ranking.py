@@ -224,6 +224,7 @@ class LearnedWeights:
         self.clock = clock
         self._lock = threading.Lock()
         self._value: dict[str, FeatureWeights] = {}
+        self._terms: dict[str, tuple[tuple[str, float], ...]] = {}
         self._read_at: float | None = None
 
     def current(self) -> dict[str, FeatureWeights]:
@@ -231,8 +232,16 @@ class LearnedWeights:
             now = self.clock()
             if self._read_at is None or now - self._read_at >= self.ttl:
                 self._value = {s: weights_of(r) for s, r in self.catalog.ranker_fits().items() if r.kept}
+                self._terms = {s: tuple((f.name, getattr(w, f.name)) for f in fields(w))
+                               for s, w in self._value.items()}
                 self._read_at = now
             return self._value
+
+    def terms(self) -> dict[str, tuple[tuple[str, float], ...]]:
+        """The (feature, weight) pairs of each source with kept weights, built once per read."""
+        self.current()
+        with self._lock:
+            return self._terms
 
     def invalidate(self) -> None:
         with self._lock:
@@ -248,7 +257,5 @@ class LearnedReranker(FeatureReranker):
         self.learned = learned
 
     def terms_for(self, source: str) -> tuple[tuple[str, float], ...]:
-        weights = self.learned.current().get(source)
-        if weights is None:
-            return super().terms_for(source)
-        return tuple((f.name, getattr(weights, f.name)) for f in fields(weights))
+        learned = self.learned.terms().get(source)
+        return learned if learned is not None else super().terms_for(source)

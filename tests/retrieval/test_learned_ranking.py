@@ -24,6 +24,7 @@ from indexer.settings import Settings
 from retrieval import learned_ranking
 from retrieval.learned_ranking import (
     FITTER,
+    LearnedReranker,
     LearnedWeights,
     RankerError,
     Samples,
@@ -32,6 +33,7 @@ from retrieval.learned_ranking import (
     mine_pairs,
 )
 from retrieval.permissions import Scope
+from retrieval.rerank_features import FeatureReranker
 from retrieval.searcher import build_searcher
 from workers.jobs import run_sync_job
 
@@ -160,11 +162,16 @@ def test_weights_are_cached_and_reread_after_the_ttl(services):
     cache = LearnedWeights(services.catalog, ttl=30, clock=lambda: now[0])
     assert "app" in cache.current()
     kept = services.catalog.ranker_fits()["app"]
+    terms = dict(cache.terms()["app"])
+    assert kept.weights and all(terms[k] == pytest.approx(v) for k, v in kept.weights.items())
+    reranker = LearnedReranker(cache)
+    assert reranker.terms_for("app") is reranker.terms_for("app")  # built once per read, not per candidate
+    assert reranker.terms_for("other") == FeatureReranker().terms_for("other")
     services.catalog.clear_ranker_fit("app")
     try:
         assert "app" in cache.current()  # within the ttl: no read
         now[0] = 31
-        assert cache.current() == {}
+        assert cache.current() == {} and cache.terms() == {}
     finally:
         services.catalog.save_ranker_fit(kept)
 

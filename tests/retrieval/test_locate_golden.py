@@ -72,3 +72,23 @@ def test_no_step_starts_after_the_budget(searcher, budget, steps):
     assert found.files  # the search's files are still answered
     with pytest.raises(QueryError):
         locator.locate(query, READER, budget=0)
+
+
+TEMPLATE = ("<!-- This comments are hidden when you submit the issue, so you do not need to remove them!\n"
+            "Please read README.md and docs/user/advanced.rst before reporting, and search the existing issues:\n"
+            "tinyhttp/sessions.py tinyhttp/cookies.py questions belong on the forum. -->\n")
+
+
+def test_an_issue_template_s_hidden_comment_changes_no_ranking(searcher):
+    """A bug report pasted with its template's HTML comment (hidden on the issue page, naming files) ranks its
+    files exactly as the report without it, in `locate` (with the same evidence) and in `search`."""
+    locator = Locator.over(searcher, None)
+    scope = Scope(sources=(SOURCE,))
+    for q in golden_queries()[:6]:
+        head, _, body = q.query.partition("\n")
+        templated = f"{head}\n{TEMPLATE}{body}\n<!-- Thanks for contributing! CONTRIBUTING.md -->"
+        plain = locator.locate(q.query, READER, scope, limit=10, budget=30.0)
+        found = locator.locate(templated, READER, scope, limit=10, budget=30.0)
+        assert [(f.path, f.evidence) for f in found.files] == [(f.path, f.evidence) for f in plain.files], head
+        assert not [e for f in found.files for e in f.evidence if e.startswith("path ")], head
+        assert ranked_files(searcher, templated) == ranked_files(searcher, q.query), head

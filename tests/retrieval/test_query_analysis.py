@@ -11,6 +11,7 @@ from retrieval.query_analysis import (
     QueryError,
     analyse,
     normalise_path,
+    without_html_comments,
 )
 
 BUG_REPORT = '''Session.resolve_redirects drops the Authorization header on same-host HTTPS redirects
@@ -194,3 +195,37 @@ def test_very_long_input_is_capped_and_fast(text):
 
 def test_short_dense_text_is_the_query():
     assert analyse("  where is\n the token   hashed ").dense_text == "where is the token hashed"
+
+
+TEMPLATED = """Quantity.to_value drops the unit's scale
+<!-- Please check CONTRIBUTING.md and CODE_OF_CONDUCT.md,
+     and search the existing issues first. -->
+
+### Description
+<!-- Describe the bug: astropy/units/core.py? -->
+`Quantity.to_value` in astropy/units/quantity.py returns the wrong number.
+
+```html
+<!-- a comment in pasted HTML is code: it stays -->
+<p>ok</p>
+```
+<!-- an unclosed comment stays"""
+
+
+def test_html_comments_of_a_template_are_dropped_outside_code():
+    kept = without_html_comments(TEMPLATED)
+    assert "CONTRIBUTING" not in kept and "Describe the bug" not in kept and "core.py" not in kept
+    assert "<!-- a comment in pasted HTML is code: it stays -->" in kept
+    assert kept.endswith("<!-- an unclosed comment stays")
+    assert "`Quantity.to_value` in astropy/units/quantity.py" in kept
+    q = analyse(TEMPLATED)
+    assert q.lexical.paths == ("astropy/units/quantity.py",)
+    assert not {"contributing", "conduct"} & {t for t, _ in q.lexical.terms}
+    assert "CONTRIBUTING" not in q.dense_text
+
+
+def test_html_comments_stay_in_a_search_box_query_and_in_a_text_of_nothing_else():
+    assert analyse("<!-- TODO: remove -->").text == "<!-- TODO: remove -->"  # searching HTML for a comment
+    only = "<!-- Please fill in the template -->\n<!-- and the versions -->"
+    assert analyse(only).text == only  # nothing else to search for
+    assert without_html_comments("no comment\nhere") == "no comment\nhere"
