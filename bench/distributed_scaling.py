@@ -45,6 +45,7 @@ class Result:
     cpu_seconds: float = 0.0  # every process of the run (the machine is shared: wall time is noisy)
     per_process: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process and its children
     # during the indexing job (start-up, imports and model loading left out)
+    embedders: list[str] = field(default_factory=list)  # which of those processes are embed workers
 
     @property
     def chunks_per_second(self) -> float:
@@ -75,8 +76,9 @@ def distributed_run(repo: Path, work: Path, embed_workers: int, batch_docs: int)
     try:
         cluster.start_api()
         cluster.start_worker("sync", "sync")
-        for n in range(embed_workers):
-            cluster.start_worker(f"embed{n + 1}", "embed")
+        embedders = [f"embed{n + 1}" for n in range(embed_workers)]
+        for name in embedders:
+            cluster.start_worker(name, "embed")
         wait_for(lambda: all(b"ready." in p.log.read_bytes() for p in cluster.procs[1:]), 60, "workers")
         catalog = Catalog(make_engine(cluster.database_url))
         token, _ = TokenStore(catalog.engine).create("bench", [], admin=True)
@@ -91,7 +93,7 @@ def distributed_run(repo: Path, work: Path, embed_workers: int, batch_docs: int)
         result = Result(f"distributed, {embed_workers} embed worker(s)", job.counts["files_changed"],
                         len(catalog.chunk_ids_of_source(SOURCE)), seconds,
                         per_process={p.name: round(tree_cpu(p.popen.pid) - at_start[p.name], 2)
-                                     for p in cluster.procs})
+                                     for p in cluster.procs}, embedders=embedders)
         catalog.engine.dispose()
     finally:
         cluster.destroy()  # waits for every process, so their CPU time is in RUSAGE_CHILDREN
@@ -104,7 +106,7 @@ def cpu_bound(one: Result, two: Result, cores: int = 2) -> float:
     """The scaling the CPU work allows: the 1-worker run cannot be shorter than its embed worker's CPU time (one
     process, one thread) and the 2-worker run than the CPU of all its processes spread over the cores; this is
     their ratio, the figure two workers would reach with no idle core at all."""
-    embedding = sum(cpu for name, cpu in one.per_process.items() if name.startswith("embed"))
+    embedding = sum(one.per_process[name] for name in one.embedders)
     everything = sum(two.per_process.values())
     return embedding / (everything / cores) if everything else 0.0
 
