@@ -7,6 +7,7 @@ from typing import Any
 
 from connectors.base import document_id
 from connectors.checkpoints import item_version
+from connectors.rendering.markdown import without_html_comments
 from indexer.models import Access, Document
 
 KINDS = {"issues": ("issue", "#", "Issue"), "merge_requests": ("merge_request", "!", "Merge request")}
@@ -79,12 +80,12 @@ def ticket_text(project_path: str, kind: str, item: Mapping[str, Any], notes: It
                 max_chars: int) -> tuple[str, bool]:
     """The document text (Markdown) and whether it had to be cut to `max_chars`."""
     head = [f"# {item.get('title', '')}", "", *_facts(project_path, kind, item), ""]
-    description = str(item.get("description") or "").strip()
+    description = without_html_comments(str(item.get("description") or "").strip(), keep_if_empty=False)
     body = [description, ""] if description else []
     comments: list[str] = []
     for note in visible_notes(notes):
         comments += [f"### {_who(note.get('author')) or 'someone'} · {note.get('created_at', '')}", "",
-                     str(note["body"]).strip(), ""]
+                     without_html_comments(str(note["body"]).strip(), keep_if_empty=False), ""]
     if comments:
         comments.insert(0, "## Comments\n")
     text = "\n".join(head + body + comments).strip() + "\n"
@@ -119,7 +120,7 @@ def note_document(source: str, project_path: str, kind: str, item: Mapping[str, 
     text = "\n".join([f"# {item.get('title', '')} (internal note)", "",
                       (f"Internal note on {label.lower()} {project_path}{sigil}{item.get('iid')} · "
                       f"{_who(note.get('author')) or 'someone'} · {note.get('created_at', '')}"), "",
-                      str(note.get("body") or "").strip()]).strip() + "\n"
+                      without_html_comments(str(note.get("body") or "").strip(), keep_if_empty=False)]).strip() + "\n"
     metadata = {"project": project_path, "iid": str(item.get("iid")), "note": str(note["id"]), "internal": "true",
                 "updated_at": str(note.get("updated_at", ""))}
     if len(text) > max_chars:

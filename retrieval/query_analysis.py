@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from connectors.rendering.markdown import without_html_comments
 from indexer.identifiers import code_tokens, split_identifier
 from indexer.stores import LexicalQuery
 
@@ -60,7 +61,6 @@ _LINE_SUFFIX = re.compile(r"(?::\d+)*[:.!?]*$")
 _URL = re.compile(r"\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _BLOB_URL = re.compile(r"/(?:blob|tree|raw|src)/[^/\s]+/([^\s#?)\]>]+)")  # …/blob/<ref>/<path>#L12
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _PY_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+(?:, in (?P<func>\S+))?')
 # IPython/Jupyter tracebacks: `~/env/…/pkg/mod.py in func(args)` (IPython < 8) and
 # `File ~/env/…/pkg/mod.py:123, in Class.func(args)` (IPython 8+).
@@ -178,32 +178,6 @@ def clean_text(text: str) -> str:
     if not text:
         raise QueryError("the query is empty: type some words, an identifier, a path or an error message")
     return text
-
-
-def without_html_comments(text: str) -> str:
-    """A pasted report as its reader sees it: complete `<!-- ... -->` comments outside fenced code are
-    dropped (an issue template's hidden instructions name files such as CONTRIBUTING.md that have nothing to
-    do with the bug). Comments inside fences are code and stay; an unclosed `<!--` stays; a text that would be
-    left empty is kept whole."""
-    if "<!--" not in text:
-        return text
-    parts: list[str] = []
-    prose: list[str] = []
-    in_fence = False
-    for line in text.split("\n"):
-        if _FENCE.match(line):
-            if not in_fence:
-                parts.append(_HTML_COMMENT.sub("", "\n".join(prose)))
-                prose = []
-            in_fence = not in_fence
-            parts.append(line)
-        elif in_fence:
-            parts.append(line)
-        else:
-            prose.append(line)
-    parts.append(_HTML_COMMENT.sub("", "\n".join(prose)))
-    kept = "\n".join(parts).strip()
-    return kept if kept else text
 
 
 def _parse(text: str) -> _Parsed:

@@ -1,5 +1,10 @@
-"""Markdown building blocks the renderers share: pipe tables, code fences, whitespace tidying."""
+"""Markdown building blocks the renderers share: pipe tables, code fences, whitespace tidying, hidden comments."""
 from __future__ import annotations
+
+import re
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def table(rows: list[list[str]], header: bool) -> str:
@@ -31,3 +36,29 @@ def tidy(text: str) -> str:
         if line or (out and out[-1]):
             out.append(line)
     return "\n".join(out).strip("\n")
+
+
+def without_html_comments(text: str, keep_if_empty: bool = True) -> str:
+    """Markdown as its reader sees it: complete `<!-- ... -->` comments outside fenced code are dropped (GitHub
+    and GitLab hide them; an issue template's instructions name files such as CONTRIBUTING.md that have nothing
+    to do with the issue). Comments inside fences are code and stay; an unclosed `<!--` stays. A text that
+    would be left empty is kept whole with `keep_if_empty` (a query of nothing else), else answered empty."""
+    if "<!--" not in text:
+        return text
+    parts: list[str] = []
+    prose: list[str] = []
+    in_fence = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            if not in_fence:
+                parts.append(_HTML_COMMENT.sub("", "\n".join(prose)))
+                prose = []
+            in_fence = not in_fence
+            parts.append(line)
+        elif in_fence:
+            parts.append(line)
+        else:
+            prose.append(line)
+    parts.append(_HTML_COMMENT.sub("", "\n".join(prose)))
+    kept = "\n".join(parts).strip()
+    return kept if kept or not keep_if_empty else text

@@ -265,6 +265,22 @@ def test_huge_descriptions_are_capped_not_dropped(services, gitlab):
     assert 35_000 < len(doc.content) <= 40_000 + 20 and doc.content.endswith("(truncated)\n")
 
 
+def test_template_comments_hidden_by_gitlab_stay_out_of_the_index(services, gitlab):
+    """GitLab does not show `<!-- -->` comments of a description or a note; the index holds what readers see
+    (a comment inside a code block is code and stays)."""
+    description = ("<!-- Template: read CONTRIBUTING.md before filing. -->\n## Summary\nRefunds time out.\n"
+                   "```html\n<!-- kept: pasted markup -->\n```\n<!-- Steps to reproduce: -->")
+    gitlab.add_item(gitlab.internal, "issues", "Refund timeout", description)
+    gitlab.add_note(gitlab.internal, "issues", 2, "<!-- reply template -->Seen on staging too.")
+    gitlab.add_note(gitlab.internal, "issues", 2, "<!-- only a comment -->")
+    register(services, gitlab_source(gitlab, code=False))
+    assert sync(services, "gl").files_failed == 0
+    doc = services.catalog.get_document("gl:platform/payments/-/issues/2").content
+    assert "Refunds time out." in doc and "Seen on staging too." in doc and "<!-- kept: pasted markup -->" in doc
+    assert "CONTRIBUTING" not in doc and "Steps to reproduce" not in doc and "template" not in doc
+    assert "only a comment" not in doc
+
+
 def test_every_page_of_every_listing_is_read(services, gitlab):
     gitlab.max_per_page = 4
     for n in range(9):

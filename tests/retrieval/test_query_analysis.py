@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from connectors.rendering.markdown import without_html_comments
 from retrieval.query_analysis import (
     DENSE_CHARS,
     MAX_QUERY_CHARS,
@@ -11,7 +12,6 @@ from retrieval.query_analysis import (
     QueryError,
     analyse,
     normalise_path,
-    without_html_comments,
 )
 
 BUG_REPORT = '''Session.resolve_redirects drops the Authorization header on same-host HTTPS redirects
