@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def table(rows: list[list[str]], header: bool) -> str:
@@ -51,7 +50,7 @@ def without_html_comments(text: str, keep_if_empty: bool = True) -> str:
     for line in text.split("\n"):
         if _FENCE.match(line):
             if not in_fence:
-                parts.append(_HTML_COMMENT.sub("", "\n".join(prose)))
+                parts.append(_drop_comments("\n".join(prose)))
                 prose = []
             in_fence = not in_fence
             parts.append(line)
@@ -59,6 +58,21 @@ def without_html_comments(text: str, keep_if_empty: bool = True) -> str:
             parts.append(line)
         else:
             prose.append(line)
-    parts.append(_HTML_COMMENT.sub("", "\n".join(prose)))
+    parts.append(_drop_comments("\n".join(prose)))
     kept = "\n".join(parts).strip()
     return kept if kept or not keep_if_empty else text
+
+
+def _drop_comments(text: str) -> str:
+    """`text` without its complete `<!-- ... -->` comments, in one pass (no backtracking over an unclosed
+    `<!--`, whatever the input)."""
+    out: list[str] = []
+    at = 0
+    while (start := text.find("<!--", at)) >= 0:
+        end = text.find("-->", start + 4)
+        if end < 0:
+            break
+        out.append(text[at:start])
+        at = end + 3
+    out.append(text[at:])
+    return "".join(out)

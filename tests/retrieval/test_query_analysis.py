@@ -229,3 +229,11 @@ def test_html_comments_stay_in_a_search_box_query_and_in_a_text_of_nothing_else(
     only = "<!-- Please fill in the template -->\n<!-- and the versions -->"
     assert analyse(only).text == only  # nothing else to search for
     assert without_html_comments("no comment\nhere") == "no comment\nhere"
+
+
+def test_html_comment_removal_is_linear_on_unclosed_and_many_comments():
+    start = time.perf_counter()
+    assert without_html_comments("<!--" * 20_000 + "\nx") == ("<!--" * 20_000 + "\nx")
+    assert without_html_comments("<!-- a -->b\n" * 5_000).split() == ["b"] * 5_000
+    assert without_html_comments("a <!-- one --> b <!-- two") == "a  b <!-- two"
+    assert time.perf_counter() - start < 1.0
