@@ -3,6 +3,10 @@ each system's acc@1/5/10, MRR, tokens and p50, its ratio to the harness BM25 of 
 and how many instances `search` answered with nothing (the relevance floor abstaining).
 
     .venv/bin/python bench/eval_report.py /tmp/eval-set1.jsonl /tmp/eval-set2.jsonl --systems search,locate
+
+With `--against OLD.jsonl` (records of an earlier run: another code version or setting), it also lists every
+instance in both runs whose first gold file moved, per system, and how many instances each acc@k gained and
+lost: the instance-level view a ranking change is judged on ("moves by at most one instance").
 """
 from __future__ import annotations
 
@@ -60,10 +64,44 @@ def abstentions(records: list[dict]) -> int:
     return sum(1 for r in records if "search" in r and not r["search"]["ranked"])
 
 
+def first_gold(result: dict) -> int | None:
+    """The rank of the first gold file (from the reciprocal rank), None when none was ranked."""
+    mrr = result["score"]["mrr"]
+    return round(1 / mrr) if mrr > 0 else None
+
+
+def movements(old: list[dict], new: list[dict], systems: list[str]) -> list[str]:
+    """Instances of both runs whose first gold file moved, per system, and acc@k gained/lost per system."""
+    before = {r["instance_id"]: r for r in old}
+    both = [(before[r["instance_id"]], r) for r in new if r["instance_id"] in before]
+    lines = [f"Against the earlier run ({len(both)} instances in both):", ""]
+    for system in systems:
+        pairs = [(a[system], b[system], b["instance_id"]) for a, b in both if system in a and system in b]
+        if not pairs:
+            continue
+        counts = []
+        for k in METRICS[:3]:
+            gained = sum(1 for a, b, _ in pairs if b["score"][k] > a["score"][k])
+            lost = sum(1 for a, b, _ in pairs if b["score"][k] < a["score"][k])
+            counts.append(f"{k} +{gained} -{lost}")
+        lines.append(f"- {system}: " + ", ".join(counts))
+        for a, b, instance in sorted(pairs, key=lambda p: p[2]):
+            ra, rb = first_gold(a), first_gold(b)
+            if ra != rb:
+                lines.append(f"  - {instance}: first gold file {_rank(ra)} -> {_rank(rb)}")
+    return lines
+
+
+def _rank(rank: int | None) -> str:
+    return "not ranked" if rank is None else f"#{rank}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("records", type=Path, nargs="+", help="eval_locate.py --out files, one per set")
     ap.add_argument("--systems", default="search,locate", help="systems to show besides the harness BM25")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="records of an earlier run: list the instances that moved between it and these")
     a = ap.parse_args()
     systems = [s for s in a.systems.split(",") if s]
     lines = ["| repository | system | acc@1 | acc@5 | acc@10 | MRR | acc@1 / BM25 | acc@5 / BM25 | tokens | p50 |",
@@ -81,6 +119,10 @@ def main() -> None:
         if len(by_repo) > 1:
             lines += rows(records, f"{path.stem}, all", systems)
         notes.append(f"{path.stem}: search answered nothing on {abstentions(records)} of {len(records)} instances")
+    if a.against is not None:
+        old = load(a.against)
+        new = [r for path in a.records for r in load(path)]
+        notes += ["", *movements(old, new, systems)]
     print("\n".join([*lines, "", *notes]))
 
 

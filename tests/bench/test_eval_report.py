@@ -44,3 +44,22 @@ def test_a_missing_or_empty_file_is_a_short_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     proc = run(str(tmp_path / "empty.jsonl"))
     assert proc.returncode != 0 and "holds no records" in proc.stderr
+
+
+def test_against_an_earlier_run_lists_the_instances_that_moved(tmp_path):
+    def rec(instance: str, mrr: float, acc5: int) -> dict:
+        r = record("a/one", (1 if mrr == 1 else 0, acc5, 1 if mrr else 0, mrr), (0, 0, 0, 0), ["a.py"], 10, 0.1)
+        r["instance_id"] = instance
+        return r
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text("".join(json.dumps(r) + "\n" for r in [rec("i1", 1.0, 1), rec("i2", 1 / 6, 0), rec("i3", 0.5, 1),
+                                                           rec("gone", 1.0, 1)]))
+    new.write_text("".join(json.dumps(r) + "\n" for r in [rec("i1", 1.0, 1), rec("i2", 0.25, 1), rec("i3", 0.0, 0),
+                                                           rec("added", 1.0, 1)]))
+    proc = run(str(new), "--systems", "search", "--against", str(old))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "Against the earlier run (3 instances in both):" in lines
+    assert "- search: acc@1 +0 -0, acc@5 +1 -1, acc@10 +0 -1" in lines
+    assert "  - i2: first gold file #6 -> #4" in lines and "  - i3: first gold file #2 -> not ranked" in lines
+    assert not [line for line in lines if "i1:" in line or "gone" in line or "added" in line]
