@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from connectors.rendering.markdown import without_html_comments
+from connectors.rendering.markdown import FENCE, without_html_comments
 from indexer.identifiers import code_tokens, split_identifier
 from indexer.stores import LexicalQuery
 
@@ -60,7 +60,6 @@ _PATH_SHAPE = re.compile(rf"(?:[A-Za-z]:)?[\w.\\/-]*[\w-]\.(?:{_CODE_EXTENSIONS}
 _LINE_SUFFIX = re.compile(r"(?::\d+)*[:.!?]*$")
 _URL = re.compile(r"\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _BLOB_URL = re.compile(r"/(?:blob|tree|raw|src)/[^/\s]+/([^\s#?)\]>]+)")  # …/blob/<ref>/<path>#L12
-_FENCE = re.compile(r"^\s*(```|~~~)")
 _PY_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+(?:, in (?P<func>\S+))?')
 # IPython/Jupyter tracebacks: `~/env/…/pkg/mod.py in func(args)` (IPython < 8) and
 # `File ~/env/…/pkg/mod.py:123, in Class.func(args)` (IPython 8+).
@@ -188,7 +187,7 @@ def _parse(text: str) -> _Parsed:
     in_fence = False
     prev = "prose"
     for raw in text.split("\n"):
-        if _FENCE.match(raw):
+        if FENCE.match(raw):
             in_fence, prev = not in_fence, "prose"
             continue
         frame = _PY_FRAME.match(raw) or _IPY_FRAME.match(raw) or _AT_FRAME.match(raw) or _GO_FRAME.match(raw)

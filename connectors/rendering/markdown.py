@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-_FENCE = re.compile(r"^\s*(```|~~~)")
+FENCE = re.compile(r"^\s*(```|~~~)")  # a line opening or closing fenced code
 
 
 def table(rows: list[list[str]], header: bool) -> str:
@@ -48,7 +48,7 @@ def without_html_comments(text: str, keep_if_empty: bool = True) -> str:
     prose: list[str] = []
     in_fence = False
     for line in text.split("\n"):
-        if _FENCE.match(line):
+        if FENCE.match(line):
             if not in_fence:
                 parts.append(_drop_comments("\n".join(prose)))
                 prose = []
