@@ -26,7 +26,7 @@ from retrieval.history import CommitHit, commit_of, newest_first
 from retrieval.hits import Candidate
 from retrieval.permissions import Scope
 from retrieval.query_analysis import AnalysedQuery
-from retrieval.rerank_features import FeatureReranker, FeatureWeights, feature_rows, is_test_path
+from retrieval.rerank_features import FeatureReranker, FeatureWeights, feature_rows, is_test_path, weight_terms
 from retrieval.search import HybridSearcher
 
 log = logging.getLogger(__name__)
@@ -229,19 +229,22 @@ class LearnedWeights:
 
     def current(self) -> dict[str, FeatureWeights]:
         with self._lock:
-            now = self.clock()
-            if self._read_at is None or now - self._read_at >= self.ttl:
-                self._value = {s: weights_of(r) for s, r in self.catalog.ranker_fits().items() if r.kept}
-                self._terms = {s: tuple((f.name, getattr(w, f.name)) for f in fields(w))
-                               for s, w in self._value.items()}
-                self._read_at = now
+            self._refresh()
             return self._value
 
     def terms(self) -> dict[str, tuple[tuple[str, float], ...]]:
         """The (feature, weight) pairs of each source with kept weights, built once per read."""
-        self.current()
         with self._lock:
+            self._refresh()
             return self._terms
+
+    def _refresh(self) -> None:
+        """Read the catalog again once the ttl has passed (the caller holds the lock)."""
+        now = self.clock()
+        if self._read_at is None or now - self._read_at >= self.ttl:
+            self._value = {s: weights_of(r) for s, r in self.catalog.ranker_fits().items() if r.kept}
+            self._terms = {s: weight_terms(w) for s, w in self._value.items()}
+            self._read_at = now
 
     def invalidate(self) -> None:
         with self._lock:

@@ -117,12 +117,17 @@ class _QueryView:
         return replace(self, frame_paths=kept)
 
 
+def weight_terms(weights: FeatureWeights) -> tuple[tuple[str, float], ...]:
+    """(feature, weight) pairs in field order: what scores a candidate."""
+    return tuple((f.name, getattr(weights, f.name)) for f in fields(weights))
+
+
 class FeatureReranker:
     """Reorders fused candidates by a linear combination of features stored in `features`."""
 
     def __init__(self, weights: FeatureWeights | None = None) -> None:
         self.weights = weights or FeatureWeights()
-        self._terms = tuple((f.name, getattr(self.weights, f.name)) for f in fields(self.weights))
+        self._terms = weight_terms(self.weights)
 
     def terms_for(self, source: str) -> tuple[tuple[str, float], ...]:
         """(feature, weight) pairs that score a candidate of `source` (the same for every source here)."""
