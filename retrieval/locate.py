@@ -4,7 +4,8 @@ Steps, each under the caller's filter and within one time budget (a step that wo
 deadline is skipped and the answer says so):
 1. hybrid search over files (the searcher as `search` runs it) and, apart, over tickets, merge requests,
    pages and commits;
-2. the traceback frames and paths the text names, resolved to indexed files;
+2. the traceback frames and paths the text names, resolved to indexed files; for the exceptions it quotes, the
+   code holding their message's fixed words (where it was raised) and the definitions of the names in it;
 3. the definitions of the identifiers the text names (tree-sitter, `retrieval.references`);
 4. the files changed by the commits most like the text, and by the commits linked to the tickets and merge
    requests it names or finds (`retrieval.related`); those tickets' own frames and paths;
@@ -26,14 +27,16 @@ from indexer.catalog.schema import DocumentRecord
 from indexer.languages import canonical_language
 from indexer.models import Principal, path_prefixes
 from indexer.stores import FullTextIndex, LexicalQuery
+from retrieval.grep import PatternError, grep
 from retrieval.history import CommitHit, HistoryIndex, commit_hit
 from retrieval.hits import Hit
-from retrieval.mentions import calls, frame_lines, lookups
+from retrieval.mentions import calls, frame_lines, lookups, raised
 from retrieval.packing import estimate_tokens
 from retrieval.permissions import Scope, StaleSources, build_filter, readable
 from retrieval.query_analysis import AnalysedQuery, QueryError, analyse
 from retrieval.references import find_definitions
 from retrieval.related import own_key, related
+from retrieval.rerank_features import is_test_path
 from retrieval.search import HybridSearcher, SearchResult
 from retrieval.similar_commits import similar_commits
 
@@ -56,7 +59,9 @@ MAX_SHOWN_LINES = 80  # a file's range is shown from its start up to this many l
 # the strongest evidence can be the definition of a class thousands of lines long (on astropy, 26-38k tokens for one file)
 MIN_STEP_SECONDS = 0.05  # a step never starts with less time than this left
 SHOWN_PER_KIND = 3  # pieces of evidence of one kind listed per file (the rest are counted)
+RAISE_MATCHES = 50  # lines read per message fragment
 MORE = {"frame": "traceback frames", "path": "paths named", "definition": "definitions of names in the text",
+        "raised": "matches of the error",
         "commit": "similar commits", "ticket": "links from tickets", "reference": "definitions top hits call"}
 
 
@@ -67,6 +72,8 @@ class Weights:
     search: float = 1.0
     frame: float = 1.0  # the innermost project frame (where it failed); callers outward weigh frame / (1 + 2i)
     path: float = 0.5  # a path written in the text
+    raised: float = 1.0  # raises the quoted error's message, or defines a name in it (as strong as the innermost
+    # frame: a traceback passes through the callers of the faulty code, the error names the faulty code itself)
     definition: float = 0.35  # defines an identifier the text names (shared among the files defining it)
     commit: float = 0.25  # changed by the commit most like the text; later ones weigh commit / (1 + i)
     ticket: float = 0.3  # changed by a commit linked to a ticket, or named in a ticket found
@@ -184,7 +191,7 @@ class _Run:
 
     def go(self, limit: int) -> LocateResult:
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("search", self.search), ("frames", self.frames), ("definitions", self.definitions),
+            ("search", self.search), ("frames", self.frames), ("errors", self.errors), ("definitions", self.definitions),
             ("commits", self.commits), ("tickets", self.tickets), ("references", self.follow)]
         for index, (name, step) in enumerate(steps):
             if index and self.deadline.left() < MIN_STEP_SECONDS:
@@ -279,6 +286,38 @@ class _Run:
             if path not in query.frame_paths:
                 for entry in self.resolve(path):
                     entry.add("path", path_weight, f"path {path} named in the text{where}")
+
+    def errors(self) -> None:
+        """For each exception the text quotes (`retrieval.mentions.raised`): the code files (tests apart) holding a
+        fixed word run of its message, and the files defining a name in it, each shared among at most AMBIGUOUS."""
+        code = Scope(sources=self.scope.sources, path_prefixes=self.scope.path_prefixes, languages=self.scope.languages,
+                     kinds=("code",))
+        for error in raised(self.text):
+            for fragment in error.fragments:
+                if self.deadline.left() < MIN_STEP_SECONDS:
+                    self.truncated = True
+                    return
+                try:
+                    found = grep(self.catalog, self.fulltext, self.who, fragment, code, limit=RAISE_MATCHES,
+                                 stale=self.stale)
+                except PatternError:
+                    continue
+                lines: dict[tuple[str, str], int] = {}
+                for match in found.matches:
+                    if not is_test_path(match.path):
+                        lines.setdefault((match.source, match.path), match.line)
+                if not lines or len(lines) > AMBIGUOUS or found.truncated:
+                    continue
+                for (source, path), line in lines.items():
+                    if (entry := self.file(source, path)) is not None:
+                        entry.add("raised", self.w.raised / len(lines), f"holds “{_short(fragment)}” of the "
+                                  f"{error.name} in the text (line {line})", max(1, line - CONTEXT_LINES),
+                                  line + CONTEXT_LINES)
+            for ident in lookups(error.identifiers, MAX_LOOKUPS, min_chars=3):
+                if self.deadline.left() < MIN_STEP_SECONDS:
+                    self.truncated = True
+                    return
+                self.define(ident, "raised", self.w.raised, f"defines `{ident}` named by the {error.name} in the text")
 
     def definitions(self) -> None:
         """Files defining the identifiers the text names, a weight shared among the files defining each."""

@@ -7,7 +7,7 @@ import pytest
 from test_golden_ranking import READER, SOURCE, golden_index, golden_queries, ranked_files  # noqa: F401
 
 from indexer.models import Principal
-from retrieval.locate import Locator
+from retrieval.locate import Locator, Weights
 from retrieval.permissions import Scope
 from retrieval.query_analysis import QueryError
 from retrieval.search import SearchResult
@@ -58,7 +58,7 @@ class SlowSearcher:
 @pytest.mark.parametrize("budget, steps", [
     (2.0, ["search"]),  # both searches (1.5 s each) start within the budget; nothing after them does
     (1.0, ["search"]),  # the second search would start with 0 s left: skipped
-    (10.0, ["search", "frames", "definitions", "commits", "tickets", "references"]),
+    (10.0, ["search", "frames", "errors", "definitions", "commits", "tickets", "references"]),
 ])
 def test_no_step_starts_after_the_budget(searcher, budget, steps):
     now = [0.0]
@@ -66,8 +66,8 @@ def test_no_step_starts_after_the_budget(searcher, budget, steps):
     locator = Locator(slow, searcher.catalog, searcher.fulltext, searcher.stale, None, clock=lambda: now[0])
     query = next(q for q in golden_queries() if "Traceback" in q.query).query
     found = locator.locate(query, READER, Scope(sources=(SOURCE,)), limit=5, budget=budget)
-    assert found.steps == steps and found.truncated is (steps != ["search", "frames", "definitions", "commits",
-                                                                  "tickets", "references"])
+    assert found.steps == steps and found.truncated is (steps != ["search", "frames", "errors", "definitions",
+                                                                  "commits", "tickets", "references"])
     assert now[0] == (1.5 if budget == 1.0 else 3.0)  # how many searches ran
     assert found.files  # the search's files are still answered
     with pytest.raises(QueryError):
@@ -92,3 +92,37 @@ def test_an_issue_template_s_hidden_comment_changes_no_ranking(searcher):
         assert [(f.path, f.evidence) for f in found.files] == [(f.path, f.evidence) for f in plain.files], head
         assert not [e for f in found.files for e in f.evidence if e.startswith("path ")], head
         assert ranked_files(searcher, templated) == ranked_files(searcher, q.query), head
+
+
+CALLERS = ('Traceback (most recent call last):\n'
+           '  File "/srv/app/.venv/lib/python3.12/site-packages/tinyhttp/api.py", line 40, in get\n'
+           '    return request("get", url, params=params, **kwargs)\n'
+           '  File "/srv/app/.venv/lib/python3.12/site-packages/tinyhttp/sessions.py", line 140, in request\n'
+           '    resp = self.send(prep, **send_kwargs)\n'
+           '  File "/srv/app/.venv/lib/python3.12/site-packages/tinyhttp/adapters.py", line 101, in send\n'
+           '    conn = self.get_connection(request.url, proxies)\n')
+RAISED = [  # (report, the file the error points at, the evidence it must show)
+    ("Requests fail when a header value holds a new line\n\nI build headers from a config file:\n\n```\n" + CALLERS
+     + "ValueError: header values must not contain line breaks\n```\n", "tinyhttp/_internal_utils.py",
+     "holds “header values must not contain line breaks” of the ValueError in the text"),
+    ("Session crashes when I pass my limiter settings\n\n```\n" + CALLERS
+     + "TypeError: RateLimiter.__init__() got an unexpected keyword argument 'burst'\n```\n", "tinyhttp/ratelimit.py",
+     "defines `RateLimiter` named by the TypeError in the text"),
+]
+
+
+@pytest.mark.parametrize("report, path, why", RAISED)
+def test_the_quoted_error_points_at_the_code_raising_it_not_only_at_its_callers(searcher, report, path, why):
+    """A traceback passes through the callers of the faulty code; the exception line names the faulty code (its
+    message's fixed words are in the `raise`, its class is defined there): locate ranks that file among the first
+    three with the evidence saying so. Without that step (weight 0) the file falls out of the first three, so the
+    test tells the rule apart."""
+    scope = Scope(sources=(SOURCE,))
+    found = Locator.over(searcher, None).locate(report, READER, scope, limit=10, budget=30.0)
+    files = [f.path for f in found.files]
+    assert path in files[:3], files
+    assert any(e.startswith(why) for e in found.files[files.index(path)].evidence), found.files[files.index(path)]
+    assert "errors" in found.steps
+    blind = Locator(searcher, searcher.catalog, searcher.fulltext, searcher.stale, None, Weights(raised=0.0))
+    without = [f.path for f in blind.locate(report, READER, scope, limit=10, budget=30.0).files]
+    assert path not in without[:3], without

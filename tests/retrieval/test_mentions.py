@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.mentions import calls, frame_lines, lookups
+from retrieval.mentions import calls, frame_lines, lookups, raised
 from retrieval.query_analysis import analyse
 
 TRACE = '''Traceback (most recent call last):
@@ -37,3 +37,19 @@ def test_calls_are_the_called_names_the_query_words_name_not_the_chunk_s_own():
              "    new_auth = get_netrc_auth(url)\n    rebuild_auth(x)\n    len(headers)\n")
     assert calls(chunk, {"strip", "auth", "netrc"}) == ["should_strip_auth", "get_netrc_auth"]
     assert calls(chunk, {"cookies"}) == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Traceback ...\nTypeError: RST.__init__() got an unexpected keyword argument 'header_rows'",
+     [("TypeError", ("RST",), ())]),  # the interpreter's words are nobody's raise; the class is the project's
+    (("The message is confusing:\n`ValueError: TimeSeries object is invalid - expected 'time' as the first columns "
+      "but found 'time'`"), [("ValueError", (), ("TimeSeries object is invalid - expected", "as the first columns but found"))]),
+    ("E   AttributeError: 'Contains' object has no attribute 'as_relational'", [("AttributeError", ("Contains",), ())]),
+    ("ValueError: x\nfirst\nKeyError: 'a'\nValueError: x", [("ValueError", (), ()), ("KeyError", (), ())]),
+    ("VerifyWarning: Card is too long, comment will be truncated. [astropy.io.fits.card]",
+     [("VerifyWarning", (), ("Card is too long", "comment will be truncated"))]),
+    ("TypeError: '<' not supported between instances of 'int' and 'str'", [("TypeError", (), ())]),
+    ("no error here: ValueErrors happen, error: lowercase", []),
+])
+def test_raised_reads_the_exception_names_and_the_fixed_words_of_its_message(text, expected):
+    assert [(r.name, r.identifiers, r.fragments) for r in raised(text)] == expected
