@@ -126,7 +126,12 @@ def quantized_model(location: ModelLocation, cache_dir: Path, quantize: str) -> 
     try:
         out_file = staging / description["model_file"]
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        _quantize_onnx(source_file, out_file)
+        # onnxruntime writes its shape-inferred copy beside the file it reads: read it through a link in this
+        # export's own staging directory, or concurrent first uses (several workers) overwrite each other's copy.
+        source_link = staging / f"source-{source_file.name}"
+        source_link.symlink_to(source_file.resolve())
+        _quantize_onnx(source_link, out_file)
+        source_link.unlink()
         for extra in source_dir.iterdir():
             if extra.is_file() and extra.name not in (EXPORT_MARKER, source_file.name) and extra.suffix != ".onnx":
                 shutil.copyfile(extra, staging / extra.name)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from indexer.embedding.model_files import (
     ModelLocation,
     default_export_dir,
     prepare_default_model,
+    quantized_model,
     resolve_model,
 )
 from indexer.models import Chunk
@@ -189,6 +192,22 @@ def test_model_name_is_the_weights_key(minilm: FastEmbedEmbedder) -> None:
 
 
 # --- int8 quantization -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_workers_quantizing_at_once_each_get_the_model_and_leave_the_source_alone(
+        tmp_path: Path, minilm: FastEmbedEmbedder) -> None:
+    """Two processes making the int8 copy at the same time (embed workers started together) both succeed: the
+    shape-inferred file onnxruntime writes beside its input goes to each one's staging directory, not beside
+    the shared source model, where one process deleted the other's."""
+    source_dir = minilm.location.path
+    assert source_dir is not None
+    before = sorted(p.name for p in source_dir.iterdir())
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        made = list(pool.map(quantized_model, [minilm.location] * 2, [tmp_path] * 2, ["int8"] * 2))
+    assert made[0] == made[1] and json.loads((made[0] / EXPORT_MARKER).read_text())["quantize"] == "int8"
+    assert sorted(p.name for p in source_dir.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == [made[0].name]  # no staging left behind
+
 
 @pytest.mark.slow
 def test_int8_copy_has_its_own_fingerprint_and_close_vectors(model_cache: Path, minilm: FastEmbedEmbedder) -> None:
