@@ -340,7 +340,7 @@ def _tools(tools: CairnTools) -> list[Tool]:
             return tools.related(caller(ctx), item, limit)
 
     def locate(query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description=(
-                   "The task or the bug report, as written (tracebacks, paths and identifiers help)."))],
+                   "The task or the bug report, as written (tracebacks, error messages, paths and identifiers help)."))],
                ctx: Context, limit: Limit = 10, sources: Sources = None, path_prefix: PathPrefix = "",
                languages: Languages = None,
                budget_seconds: Annotated[float, Field(gt=0, le=MAX_BUDGET_SECONDS, description=(
