@@ -30,7 +30,7 @@ from indexer.stores import FullTextIndex, LexicalQuery
 from retrieval.grep import PatternError, grep
 from retrieval.history import CommitHit, HistoryIndex, commit_hit
 from retrieval.hits import Hit
-from retrieval.mentions import calls, frame_lines, lookups, raised
+from retrieval.mentions import calls, frame_lines, lookups, raised, variants
 from retrieval.packing import estimate_tokens
 from retrieval.permissions import Scope, StaleSources, build_filter, readable
 from retrieval.query_analysis import AnalysedQuery, QueryError, analyse
@@ -297,20 +297,10 @@ class _Run:
                 if self.deadline.left() < MIN_STEP_SECONDS:
                     self.truncated = True
                     return
-                try:
-                    found = grep(self.catalog, self.fulltext, self.who, fragment, code, limit=RAISE_MATCHES,
-                                 stale=self.stale)
-                except PatternError:
-                    continue
-                lines: dict[tuple[str, str], int] = {}
-                for match in found.matches:
-                    if not is_test_path(match.path):
-                        lines.setdefault((match.source, match.path), match.line)
-                if not lines or len(lines) > AMBIGUOUS or found.truncated:
-                    continue
+                words, lines = self.raising(fragment, code)
                 for (source, path), line in lines.items():
                     if (entry := self.file(source, path)) is not None:
-                        entry.add("raised", self.w.raised / len(lines), f"holds “{_short(fragment)}” of the "
+                        entry.add("raised", self.w.raised / len(lines), f"holds “{_short(words)}” of the "
                                   f"{error.name} in the text (line {line})", max(1, line - CONTEXT_LINES),
                                   line + CONTEXT_LINES)
             for ident in lookups(error.identifiers, MAX_LOOKUPS, min_chars=3):
@@ -318,6 +308,25 @@ class _Run:
                     self.truncated = True
                     return
                 self.define(ident, "raised", self.w.raised, f"defines `{ident}` named by the {error.name} in the text")
+
+    def raising(self, fragment: str, code: Scope) -> tuple[str, dict[tuple[str, str], int]]:
+        """The code files (tests apart) with a line holding the message's word run, or failing that the run
+        without a word at either edge, and that line; none when more than AMBIGUOUS files hold it (or the
+        matches ran out before every file was seen: a shorter run is held by more)."""
+        for words in variants(fragment):
+            try:
+                found = grep(self.catalog, self.fulltext, self.who, words, code, limit=RAISE_MATCHES, stale=self.stale)
+            except PatternError:
+                continue
+            lines: dict[tuple[str, str], int] = {}
+            for match in found.matches:
+                if not is_test_path(match.path):
+                    lines.setdefault((match.source, match.path), match.line)
+            if len(lines) > AMBIGUOUS or found.truncated:
+                return words, {}
+            if lines:
+                return words, lines
+        return fragment, {}
 
     def definitions(self) -> None:
         """Files defining the identifiers the text names, a weight shared among the files defining each."""

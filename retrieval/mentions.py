@@ -62,6 +62,18 @@ def raised(text: str) -> list[Raised]:
     return list(found.values())
 
 
+def variants(fragment: str) -> list[str]:
+    """A message's word run as written, then without its first word, then without its last: a value the program
+    formatted in unquoted (`TimeSeries object is invalid` from `"{} object is invalid"`) sits at a run's edge."""
+    words = fragment.split(" ")
+    out = [fragment]
+    for cut in (words[1:], words[:-1]):
+        run = " ".join(cut)
+        if len(cut) >= MIN_FRAGMENT_WORDS and len(run) >= MIN_FRAGMENT_CHARS:
+            out.append(run)
+    return out
+
+
 def _raised_names(message: str) -> tuple[str, ...]:
     names: dict[str, None] = {}
     for m in _RAISED_CALL.finditer(message):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.mentions import calls, frame_lines, lookups, raised
+from retrieval.mentions import calls, frame_lines, lookups, raised, variants
 from retrieval.query_analysis import analyse
 
 TRACE = '''Traceback (most recent call last):
@@ -53,3 +53,12 @@ def test_calls_are_the_called_names_the_query_words_name_not_the_chunk_s_own():
 ])
 def test_raised_reads_the_exception_names_and_the_fixed_words_of_its_message(text, expected):
     assert [(r.name, r.identifiers, r.fragments) for r in raised(text)] == expected
+
+
+def test_variants_cut_one_word_at_either_edge_while_a_run_is_left():
+    assert variants("TimeSeries object is invalid - expected") == [
+        "TimeSeries object is invalid - expected", "object is invalid - expected", "TimeSeries object is invalid -"]
+    assert variants("Unrecognized QDP line") == ["Unrecognized QDP line"]  # two words are no run
+    assert variants("Card is too long") == ["Card is too long"]  # "is too long", "Card is too": under 12 characters
+    assert variants("Value not scalar compatible") == ["Value not scalar compatible", "not scalar compatible",
+                                                       "Value not scalar"]
