@@ -43,7 +43,7 @@ def means(records: list[dict], system: str) -> dict[str, float] | None:
 def rows(records: list[dict], label: str, systems: list[str]) -> list[str]:
     base = means(records, BASELINE)
     out = []
-    for n, system in enumerate([*systems, BASELINE]):
+    for n, system in enumerate([*(s for s in systems if s != BASELINE), BASELINE]):  # BM25 last, once
         row = means(records, system)
         if row is None:
             continue

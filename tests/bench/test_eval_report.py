@@ -36,6 +36,8 @@ def test_means_ratios_and_abstentions_per_repository_and_set(tmp_path):
     # the whole set: acc@1 1/3 against BM25's 1/3, acc@5 2/3 against 2/3
     assert "| set1, all (3) | search | 0.333 | 0.667 | 0.667 | 0.500 | 1.00x | 1.00x | 133 | 200 ms |" in lines
     assert "set1: search answered nothing on 1 of 3 instances" in lines
+    named = run(str(path), "--systems", "search,bm25").stdout.splitlines()  # BM25 named too: still one row of it
+    assert sum("| harness BM25 |" in line for line in named) == sum("| harness BM25 |" in line for line in lines) == 3
 
 
 def test_a_missing_or_empty_file_is_a_short_error(tmp_path):
