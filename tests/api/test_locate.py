@@ -117,8 +117,8 @@ def test_a_traceback_finds_the_file_of_its_innermost_frame_first(url, world):
     # the frame's line and the lines around it, cut at the file's end (the report's version was longer)
     assert (first["start_line"], first["end_line"], first["symbol"]) == (101 - 12, min(101 + 12, total), "send")
     assert any(e.startswith("search rank ") for e in first["evidence"])
-    assert out["truncated"] is False and out["steps"] == ["search", "frames", "definitions", "commits", "tickets",
-                                                          "references"]
+    assert out["truncated"] is False and out["steps"] == ["search", "frames", "errors", "definitions", "commits",
+                                                          "tickets", "references"]
     lines = (world.repo / "tinyhttp/adapters.py").read_text().split("\n")[first["start_line"] - 1:first["end_line"]]
     head = f"tinyhttp:tinyhttp/adapters.py:{first['start_line']}-{first['end_line']} send\n"
     assert text_of(result).startswith(head + "Why: matched traceback frame tinyhttp/adapters.py:101 (in send); ")
