@@ -107,13 +107,13 @@ def frame_lines(text: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-def lookups(identifiers: Sequence[str], limit: int, min_chars: int = 4) -> list[str]:
+def lookups(identifiers: Sequence[str], limit: int) -> list[str]:
     """The identifiers worth a definition lookup (query analysis keeps compound, dotted, called, quoted and
-    frame names): a last part of `min_chars`+ characters that is not a stop word, each last part once."""
+    frame names): a last part of 4+ characters that is not a stop word, each last part once."""
     out: dict[str, str] = {}
     for ident in identifiers:
         last = re.split(r"\.|::", ident)[-1]
-        if len(last) >= min_chars and last.lower() not in STOP_WORDS and len(code_tokens(last)) >= 1:
+        if len(last) >= 4 and last.lower() not in STOP_WORDS and len(code_tokens(last)) >= 1:
             out.setdefault(last.lower(), ident)
     return list(out.values())[:limit]
 

@@ -126,3 +126,14 @@ def test_the_quoted_error_points_at_the_code_raising_it_not_only_at_its_callers(
     blind = Locator(searcher, searcher.catalog, searcher.fulltext, searcher.stale, None, Weights(raised=0.0))
     without = [f.path for f in blind.locate(report, READER, scope, limit=10, budget=30.0).files]
     assert path not in without[:3], without
+
+
+def test_a_name_the_error_gives_is_looked_up_even_when_it_spells_a_stop_word(searcher, monkeypatch):
+    """`TypeError: RST.__init__() got …` names astropy's class `RST`, and `rst` is a stop word of query analysis (a
+    file extension in prose): a name read from the error's code syntax is looked up all the same."""
+    import retrieval.mentions
+
+    monkeypatch.setattr(retrieval.mentions, "STOP_WORDS", retrieval.mentions.STOP_WORDS | {"ratelimiter"})
+    report, path, why = RAISED[1]
+    found = Locator.over(searcher, None).locate(report, READER, Scope(sources=(SOURCE,)), limit=10, budget=30.0)
+    assert any(e.startswith(why) for f in found.files if f.path == path for e in f.evidence)
