@@ -291,9 +291,9 @@ class _Run:
         """For each exception the text quotes (`retrieval.mentions.raised`): the code files (tests apart) holding a
         fixed word run of its message, and the files defining a name in it, each shared among at most AMBIGUOUS."""
         code = Scope(sources=self.scope.sources, path_prefixes=self.scope.path_prefixes, languages=self.scope.languages,
-                     kinds=("code",))
+                     kinds=tuple(k for k in self.scope.kinds if k == "code"))  # a raise is in code, if code is asked
         for error in raised(self.text):
-            for fragment in error.fragments:
+            for fragment in error.fragments if code.kinds else ():
                 if self.deadline.left() < MIN_STEP_SECONDS:
                     self.truncated = True
                     return

@@ -7,14 +7,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from indexer.identifiers import code_tokens
-from retrieval.query_analysis import STOP_WORDS, normalise_path
+from retrieval.query_analysis import EXCEPTION_SUFFIXES, STOP_WORDS, normalise_path
 
 _PY_FRAME_LINE = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>[\w.<>]+))?')
 _PATH_LINE = re.compile(r"(?P<path>[\w./\\~-]+\.[A-Za-z]\w*):(?P<line>\d+)(?:[:,]\s*in\s+(?P<func>[\w.<>]+))?")
 _CALL = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)\s*\(")
 # `ValueError: message`, also quoted inline (`…`), after pytest's `E   ` or a prompt's `>`: the message is what the
 # program printed, so its fixed words are in the code that raised it.
-_RAISED = re.compile(r"(?:^|[\s`>(])(?:[A-Za-z_]\w*\.)*(?P<name>[A-Z]\w*(?:Error|Exception|Warning|Failure|Fault))"
+_RAISED = re.compile(rf"(?:^|[\s`>(])(?:[A-Za-z_]\w*\.)*(?P<name>[A-Z]\w*(?:{EXCEPTION_SUFFIXES}))"
                      r":[ \t]+(?P<message>[^\n`]+)")
 _RAISED_CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\(\)?")
 _RAISED_QUOTED = re.compile(r"'([A-Za-z_]\w*)' object\b")  # `'Contains' object has no attribute …`: a class

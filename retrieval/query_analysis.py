@@ -74,8 +74,9 @@ _TRACE_HEAD = re.compile(
     r"^\s*(?:Traceback \(most recent call last\)|During handling of the above exception|"
     r"The above exception was the direct cause|Caused by:|Exception in thread|goroutine \d+ \[)"
 )
+EXCEPTION_SUFFIXES = "Error|Exception|Warning|Exit|Interrupt|Fault|Failure|Panic"  # how exception classes end
 _ERROR_LINE = re.compile(
-    r"^\s*(?:E\s+)?[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt|Fault|Failure|Panic)\b(?::.*)?$"
+    rf"^\s*(?:E\s+)?[A-Za-z_][\w.]*(?:{EXCEPTION_SUFFIXES})\b(?::.*)?$"
     r"|^\s*panic: "
 )
 _EXCEPTION_AFTER_TRACE = re.compile(r"^[A-Za-z_][\w.]*(?::\s.*)?$")

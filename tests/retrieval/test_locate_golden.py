@@ -137,3 +137,14 @@ def test_a_name_the_error_gives_is_looked_up_even_when_it_spells_a_stop_word(sea
     report, path, why = RAISED[1]
     found = Locator.over(searcher, None).locate(report, READER, Scope(sources=(SOURCE,)), limit=10, budget=30.0)
     assert any(e.startswith(why) for f in found.files if f.path == path for e in f.evidence)
+
+
+def test_the_error_step_keeps_to_the_kinds_the_caller_asked_for(searcher):
+    """A raise is looked for in code only when code is in the scope: asked for docs, no code file comes back
+    through the error's message."""
+    report, _, why = RAISED[0]
+    found = Locator.over(searcher, None).locate(report, READER, Scope(sources=(SOURCE,), kinds=("doc",)), limit=10,
+                                                budget=30.0)
+    assert "errors" in found.steps and found.files
+    assert not [f.path for f in found.files if any(e.startswith(why) for e in f.evidence)]
+    assert {f.path.rsplit(".", 1)[-1] for f in found.files} <= {"md", "rst"}
